@@ -1,0 +1,30 @@
+//! `llmchat:runtime/log`: guest log lines into the host log, tagged with the component.
+
+use super::CapabilityCtx;
+use super::bindings::llmchat::runtime::log::{self, Level};
+
+/// Longest message kept; the rest is cut so one guest cannot flood the log.
+const MAX_MESSAGE: usize = 4096;
+
+impl log::Host for &mut CapabilityCtx {
+    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let mut message = message;
+        if message.len() > MAX_MESSAGE {
+            let mut cut = MAX_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…");
+        }
+        let component = self.component.name.as_str();
+        match level {
+            Level::Trace => tracing::trace!(target: "guest", component, "{message}"),
+            Level::Debug => tracing::debug!(target: "guest", component, "{message}"),
+            Level::Info => tracing::info!(target: "guest", component, "{message}"),
+            Level::Warn => tracing::warn!(target: "guest", component, "{message}"),
+            Level::Error => tracing::error!(target: "guest", component, "{message}"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! The per-instance resource limiter: one byte budget for all memories and tables together.
+//!
+//! wasmtime's `StoreLimits` caps each memory separately, so a component with two memories
+//! could use twice its cap. This limiter sums every memory and table of the instance, and
+//! traps with [`MemoryLimitExceeded`] the moment the sum would pass the cap, so the failure
+//! is named exactly instead of surfacing as a guest `unreachable`.
+
+use wasmtime::ResourceLimiter;
+
+/// Bytes a table element costs against the budget (a funcref or externref pointer).
+const TABLE_ELEMENT_BYTES: usize = 8;
+
+/// The error an invocation fails with when its instance outgrows the cap.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit exceeded: the instance asked for {requested} bytes, its cap is {cap} bytes")]
+pub struct MemoryLimitExceeded {
+    pub requested: usize,
+    pub cap: usize,
+}
+
+/// Tracks the instance's current and peak footprint against its cap.
+#[derive(Debug)]
+pub struct InstanceLimiter {
+    cap: usize,
+    used: usize,
+    peak: usize,
+}
+
+impl InstanceLimiter {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            used: 0,
+            peak: 0,
+        }
+    }
+
+    /// The largest footprint the instance reached, in bytes (memories plus tables).
+    pub fn peak_bytes(&self) -> usize {
+        self.peak
+    }
+
+    fn grow(&mut self, current: usize, desired: usize) -> wasmtime::Result<bool> {
+        let next = self.used.saturating_sub(current).saturating_add(desired);
+        if next > self.cap {
+            return Err(wasmtime::Error::new(MemoryLimitExceeded {
+                requested: next,
+                cap: self.cap,
+            }));
+        }
+        self.used = next;
+        self.peak = self.peak.max(next);
+        Ok(true)
+    }
+}
+
+impl ResourceLimiter for InstanceLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(current, desired)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memories_and_tables_share_one_budget() {
+        let mut l = InstanceLimiter::new(1 << 20);
+        assert!(l.memory_growing(0, 512 << 10, None).unwrap());
+        assert!(l.memory_growing(0, 256 << 10, None).unwrap());
+        // 256 KiB left; a table of 40k elements needs 320 KiB.
+        let err = l.table_growing(0, 40_000, None).unwrap_err();
+        let exceeded = err.downcast_ref::<MemoryLimitExceeded>().unwrap();
+        assert_eq!(exceeded.cap, 1 << 20);
+        assert!(l.table_growing(0, 1_000, None).unwrap());
+        assert_eq!(l.peak_bytes(), (768 << 10) + 8_000);
+    }
+
+    #[test]
+    fn growth_counts_only_the_difference() {
+        let mut l = InstanceLimiter::new(100 << 10);
+        assert!(l.memory_growing(0, 64 << 10, None).unwrap());
+        assert!(l.memory_growing(64 << 10, 96 << 10, None).unwrap());
+        assert!(l.memory_growing(96 << 10, 128 << 10, None).is_err());
+        assert_eq!(l.peak_bytes(), 96 << 10);
+    }
+}

@@ -1,0 +1,151 @@
+//! [`InvocationState`]: everything one invocation's `Store` owns.
+//!
+//! It is built fresh for every invocation and dropped with the store, so nothing a guest
+//! does can leak into the next call. The WASI context is empty: no files, environment,
+//! arguments or sockets; guest stdout/stderr go to a small bounded buffer that the host
+//! logs, and outgoing HTTP is refused unless the manifest lists the destination.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use super::limits::InstanceLimiter;
+use crate::capabilities::CapabilityCtx;
+
+/// How much guest stdout/stderr is kept for the log; the rest is dropped.
+const GUEST_OUTPUT_CAPACITY: usize = 4096;
+
+/// The data of one invocation's store.
+pub struct InvocationState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limiter: InstanceLimiter,
+    outbound: OutboundPolicy,
+    output: MemoryOutputPipe,
+    pub caps: CapabilityCtx,
+}
+
+impl InvocationState {
+    pub fn new(memory_cap: usize, outbound: OutboundPolicy, caps: CapabilityCtx) -> Self {
+        let output = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
+        let wasi = WasiCtx::builder()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .build();
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limiter: InstanceLimiter::new(memory_cap),
+            outbound,
+            output,
+            caps,
+        }
+    }
+
+    pub fn limiter_mut(&mut self) -> &mut InstanceLimiter {
+        &mut self.limiter
+    }
+
+    pub fn peak_memory(&self) -> usize {
+        self.limiter.peak_bytes()
+    }
+
+    /// What the guest wrote to stdout and stderr (at most a few KiB), lossily decoded.
+    pub fn guest_output(&self) -> String {
+        String::from_utf8_lossy(&self.output.contents())
+            .trim_end()
+            .to_string()
+    }
+}
+
+impl WasiView for InvocationState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InvocationState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// Which outgoing `wasi:http` requests a component may make: only to the origins
+/// (`scheme://host[:port]`) its manifest entry lists. Everything else is `HTTP-request-denied`.
+#[derive(Clone, Default)]
+pub struct OutboundPolicy {
+    allowed: Arc<[String]>,
+}
+
+impl OutboundPolicy {
+    pub fn new(allowed: &[String]) -> Self {
+        let allowed = allowed
+            .iter()
+            .map(|h| h.trim_end_matches('/').to_ascii_lowercase())
+            .collect();
+        Self { allowed }
+    }
+
+    pub fn allows(&self, uri: &http::Uri) -> bool {
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return false;
+        };
+        let origin = format!("{scheme}://{authority}").to_ascii_lowercase();
+        self.allowed.iter().any(|a| *a == origin)
+    }
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<HyperOutgoingBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for OutboundPolicy {
+    fn send_request(
+        &mut self,
+        request: http::Request<HyperOutgoingBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        if !self.allows(request.uri()) {
+            tracing::warn!(uri = %request.uri(), "outgoing request denied: origin not in allowed_outbound_hosts");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        let _ = fut;
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_policy_matches_whole_origins_only() {
+        let p = OutboundPolicy::new(&["http://127.0.0.1:8080/".to_string()]);
+        assert!(p.allows(&"http://127.0.0.1:8080/v1/x".parse().unwrap()));
+        assert!(!p.allows(&"http://127.0.0.1:8081/".parse().unwrap()));
+        assert!(!p.allows(&"https://127.0.0.1:8080/".parse().unwrap()));
+        assert!(!OutboundPolicy::default().allows(&"http://example.com/".parse().unwrap()));
+    }
+}

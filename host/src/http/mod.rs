@@ -1,0 +1,115 @@
+//! The HTTP front door: the component routes of `[[trigger.http]]`, served by axum/hyper,
+//! with a graceful, bounded shutdown.
+//!
+//! [`HttpServer`] owns every task it starts: connections are drained on shutdown, and
+//! invocations still running after the grace period are cut.
+
+mod error;
+mod routes;
+mod trigger;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::ApiError;
+use routes::RouteTable;
+
+use crate::capabilities::Services;
+use crate::engine::ComponentEngine;
+use crate::manifest::Manifest;
+use crate::registry::Registry;
+
+/// What every request handler shares.
+pub struct AppState {
+    routes: RouteTable,
+    engine: Arc<ComponentEngine>,
+    services: Arc<Services>,
+    instance_wait: Duration,
+    /// Invocations still running, possibly after their response head was sent.
+    tasks: TaskTracker,
+}
+
+pub struct HttpServer {
+    state: Arc<AppState>,
+    shutdown_grace: Duration,
+}
+
+impl HttpServer {
+    pub fn new(
+        manifest: &Manifest,
+        engine: Arc<ComponentEngine>,
+        registry: &Registry,
+        services: Arc<Services>,
+    ) -> Result<Self> {
+        let mut routes = RouteTable::default();
+        for t in &manifest.http_triggers {
+            let component = registry.get(&t.component).with_context(|| {
+                format!(
+                    "route {:?} names unknown component `{}`",
+                    t.route, t.component
+                )
+            })?;
+            routes.add(
+                &t.route,
+                &t.methods,
+                component.clone(),
+                t.max_body_size.bytes(),
+            );
+        }
+        let state = Arc::new(AppState {
+            routes,
+            engine,
+            services,
+            instance_wait: manifest.http.instance_wait.0,
+            tasks: TaskTracker::new(),
+        });
+        Ok(Self {
+            state,
+            shutdown_grace: manifest.http.shutdown_grace.0,
+        })
+    }
+
+    fn router(&self) -> Router {
+        Router::new()
+            .fallback(trigger::dispatch)
+            .with_state(self.state.clone())
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
+    /// and invocations finish within the grace period, and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let graceful = shutdown.clone();
+        let server = axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move { graceful.cancelled().await });
+        let grace = self.shutdown_grace;
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        let tasks = self.state.tasks.clone();
+        let drain = async {
+            let result = server.await;
+            tasks.close();
+            tasks.wait().await;
+            result
+        };
+        tokio::select! {
+            result = drain => result.context("serving HTTP")?,
+            () = deadline => tracing::warn!(
+                running = self.state.tasks.len(),
+                "shutdown grace of {grace:?} expired; cutting open connections and invocations"
+            ),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! Matching a request to its `[[trigger.http]]`: exact routes first, then `/prefix/...`
+//! routes from the longest prefix down; a path that matches but with another method is a
+//! 405, not a 404.
+
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::registry::LoadedComponent;
+
+enum Pattern {
+    Exact(String),
+    /// The prefix without the trailing `/...`; empty for `/...`.
+    Prefix(String),
+}
+
+impl Pattern {
+    fn parse(route: &str) -> Self {
+        match route.strip_suffix("/...") {
+            Some(prefix) => Pattern::Prefix(prefix.to_string()),
+            None => Pattern::Exact(route.to_string()),
+        }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Pattern::Exact(p) => p == path,
+            Pattern::Prefix(p) => path
+                .strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+        }
+    }
+
+    /// Sort key: exact routes first, then longer prefixes.
+    fn specificity(&self) -> (u8, usize) {
+        match self {
+            Pattern::Exact(p) => (0, usize::MAX - p.len()),
+            Pattern::Prefix(p) => (1, usize::MAX - p.len()),
+        }
+    }
+}
+
+pub struct Route {
+    pattern: Pattern,
+    methods: Vec<Method>,
+    pub component: Arc<LoadedComponent>,
+    pub max_body_size: u64,
+}
+
+pub enum RouteMatch<'a> {
+    Found(&'a Route),
+    MethodNotAllowed(String),
+    NotFound,
+}
+
+#[derive(Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn add(
+        &mut self,
+        route: &str,
+        methods: &[String],
+        component: Arc<LoadedComponent>,
+        max_body_size: u64,
+    ) {
+        let methods = methods.iter().filter_map(|m| m.parse().ok()).collect();
+        self.routes.push(Route {
+            pattern: Pattern::parse(route),
+            methods,
+            component,
+            max_body_size,
+        });
+        self.routes.sort_by_key(|r| r.pattern.specificity());
+    }
+
+    pub fn find(&self, method: &Method, path: &str) -> RouteMatch<'_> {
+        let mut allowed: Vec<&str> = Vec::new();
+        for route in self.routes.iter().filter(|r| r.pattern.matches(path)) {
+            if route.methods.is_empty() || route.methods.contains(method) {
+                return RouteMatch::Found(route);
+            }
+            allowed.extend(route.methods.iter().map(Method::as_str));
+        }
+        if allowed.is_empty() {
+            RouteMatch::NotFound
+        } else {
+            allowed.sort_unstable();
+            allowed.dedup();
+            RouteMatch::MethodNotAllowed(allowed.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_exact_paths_and_prefixes_at_segment_boundaries() {
+        let p = Pattern::parse("/api/...");
+        assert!(p.matches("/api") && p.matches("/api/") && p.matches("/api/chat"));
+        assert!(!p.matches("/apix") && !p.matches("/"));
+        assert!(Pattern::parse("/...").matches("/anything/at/all"));
+        assert!(Pattern::parse("/x").matches("/x") && !Pattern::parse("/x").matches("/x/y"));
+    }
+
+    #[test]
+    fn specificity_orders_exact_then_longest_prefix() {
+        let mut keys = [
+            Pattern::parse("/..."),
+            Pattern::parse("/api/x"),
+            Pattern::parse("/api/..."),
+        ]
+        .map(|p| p.specificity());
+        keys.sort();
+        assert_eq!(keys[0].0, 0);
+        assert!(keys[1] < keys[2], "longer prefix first");
+    }
+}

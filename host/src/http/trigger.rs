@@ -1,0 +1,207 @@
+//! The HTTP trigger: one request, one fresh instance of a `wasi:http` component.
+//!
+//! Order matters for "bad input changes nothing": the route, the body size and the instance
+//! slot are all checked before a store is created, so a refused request never instantiates
+//! anything. The guest runs in a task tracked by the server, because a handler may keep
+//! running after it has sent the response head (streaming, or saving state afterwards).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+
+use super::AppState;
+use super::error::ApiError;
+use super::routes::RouteMatch;
+use crate::engine::{InvocationError, with_deadline};
+use crate::registry::LoadedComponent;
+
+/// Serves any request that is not one of the host's own endpoints.
+pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request<Body>) -> Response {
+    match handle(&app, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response, ApiError> {
+    let route = match app.routes.find(request.method(), request.uri().path()) {
+        RouteMatch::Found(route) => route,
+        RouteMatch::MethodNotAllowed(allow) => {
+            let mut e = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "method {} is not allowed for {}",
+                    request.method(),
+                    request.uri().path()
+                ),
+            );
+            e.allow = Some(allow);
+            return Err(e);
+        }
+        RouteMatch::NotFound => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no route for {} {}", request.method(), request.uri().path()),
+            ));
+        }
+    };
+    let component = &route.component;
+    let (parts, body) = request.into_parts();
+    let body = read_body(body, route.max_body_size).await?;
+    let permit = tokio::time::timeout(app.instance_wait, component.slots.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| busy(component))?;
+
+    let Some(proxy) = component.http.clone() else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "component is not an HTTP handler",
+        ));
+    };
+    let mut store = component.new_store(&app.engine, &app.services);
+    let request = Request::from_parts(
+        parts,
+        Full::new(body)
+            .map_err(|never: Infallible| -> wasmtime_wasi_http::Error { match never {} }),
+    );
+    let incoming = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, request)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e}")))?;
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let outparam = store
+        .data_mut()
+        .http()
+        .new_response_outparam(sender)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}")))?;
+
+    let task_component = component.clone();
+    let task = app.tasks.spawn(async move {
+        let _permit = permit;
+        let started = Instant::now();
+        let timeout = task_component.spec.timeout;
+        let result = with_deadline(timeout, async {
+            let instance = proxy.instantiate_async(&mut store).await?;
+            instance
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, incoming, outparam)
+                .await
+        })
+        .await;
+        report(&task_component, store.data(), &result, started);
+        result
+    });
+
+    match receiver.await {
+        Ok(Ok(response)) => Ok(response.map(Body::new)),
+        Ok(Err(code)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "component `{}` answered with an error: {code:?}",
+                component.name()
+            ),
+        )),
+        Err(_) => Err(match task.await {
+            Ok(Err(e)) => failure(component, &e),
+            Ok(Ok(())) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "component `{}` returned without sending a response",
+                    component.name()
+                ),
+            ),
+            Err(e) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("invocation task failed: {e}"),
+            ),
+        }),
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413 before any instance runs.
+async fn read_body(body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {limit} bytes"),
+        )
+    };
+    if http_body::Body::size_hint(&body).lower() > limit {
+        return Err(too_large());
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("reading request body: {e}"),
+        )),
+    }
+}
+
+fn busy(component: &LoadedComponent) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "component `{}` is busy: all {} instances are in use; retry later",
+            component.name(),
+            component.spec.max_instances
+        ),
+    );
+    e.retry_after = Some(1);
+    e
+}
+
+fn failure(component: &LoadedComponent, e: &InvocationError) -> ApiError {
+    let status = match e {
+        InvocationError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(
+        status,
+        format!("component `{}` failed: {e}", component.name()),
+    )
+}
+
+/// Logs the end of an invocation; a failure is logged with what the guest wrote to stderr.
+fn report(
+    component: &LoadedComponent,
+    state: &crate::engine::InvocationState,
+    result: &Result<(), InvocationError>,
+    started: Instant,
+) {
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    let peak_memory = state.peak_memory();
+    match result {
+        Ok(()) => tracing::debug!(
+            component = component.name(),
+            elapsed_us,
+            peak_memory,
+            "invocation done"
+        ),
+        Err(e) => {
+            let output = state.guest_output();
+            tracing::warn!(
+                component = component.name(),
+                kind = e.kind(),
+                elapsed_us,
+                peak_memory,
+                guest_output = %output,
+                "invocation failed: {e}"
+            );
+        }
+    }
+}

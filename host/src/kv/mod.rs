@@ -1,0 +1,56 @@
+//! Key/value storage behind one trait, [`KvStore`], so that the embedded backend and Redis
+//! (added with the queue work) are interchangeable and pass the same tests.
+//!
+//! Keys are namespaced by the host: the component's name is part of every call, so two
+//! components can never read each other's data.
+
+mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryKv;
+
+/// Why a kv operation failed; mapped to the WIT `kv.error` in one place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Longest key a component may use, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// A key/value backend shared by all components.
+#[async_trait]
+pub trait KvStore: Send + Sync {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    async fn set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<(), KvError>;
+    async fn delete(&self, namespace: &str, key: &str) -> Result<bool, KvError>;
+    async fn exists(&self, namespace: &str, key: &str) -> Result<bool, KvError>;
+}
+
+/// Rejects keys no backend should have to store.
+pub fn check_key(key: &str) -> Result<(), KvError> {
+    if key.is_empty() {
+        return Err(KvError::Invalid("key is empty".into()));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(KvError::Invalid(format!(
+            "key is {} bytes, the limit is {MAX_KEY_LEN}",
+            key.len()
+        )));
+    }
+    Ok(())
+}

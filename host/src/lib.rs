@@ -1,0 +1,17 @@
+//! llmchat: a runtime for an LLM chat backend whose business logic is WebAssembly
+//! components, each instantiated for one job and dropped afterwards.
+//!
+//! One owner type per concern, built once in `main` and handed down:
+//! - [`manifest::Manifest`]: what runs, with which limits and triggers;
+//! - [`engine::ComponentEngine`]: the wasmtime engine, pool, artifact cache, epoch ticker;
+//! - [`registry::Registry`]: the loaded components, ready to instantiate;
+//! - [`capabilities::Services`]: the kv and llm backends behind the WIT imports;
+//! - [`http::HttpServer`]: HTTP triggers and the host's own endpoints.
+
+pub mod capabilities;
+pub mod engine;
+pub mod http;
+pub mod kv;
+pub mod llm;
+pub mod manifest;
+pub mod registry;

@@ -1,0 +1,165 @@
+//! The `echo` provider: deterministic and offline, so `just run` works on a fresh machine
+//! and tests can assert exact answers. It answers with the last user message, streamed word
+//! by word, and labels itself as `echo` in both `model` and `provider`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{
+    Completion, CompletionStream, LlmError, LlmProvider, Request, Role, StreamEvent, Usage,
+    check_request,
+};
+
+pub struct EchoProvider {
+    word_delay: Option<Duration>,
+}
+
+impl EchoProvider {
+    pub fn new(word_delay: Option<Duration>) -> Self {
+        Self { word_delay }
+    }
+}
+
+fn answer(request: &Request) -> String {
+    request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(|m| m.content.clone())
+        .unwrap_or_default()
+}
+
+fn usage(request: &Request, answer: &str) -> Usage {
+    let words = |s: &str| u32::try_from(s.split_whitespace().count()).unwrap_or(u32::MAX);
+    Usage {
+        prompt_tokens: request.messages.iter().map(|m| words(&m.content)).sum(),
+        completion_tokens: words(answer),
+    }
+}
+
+/// Splits text into pieces that concatenate back to it exactly: each word with the
+/// whitespace before it.
+pub fn words(text: &str) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut current = String::new();
+    let mut in_word = false;
+    for c in text.chars() {
+        if !c.is_whitespace() && !in_word && !current.trim().is_empty() {
+            pieces.push(std::mem::take(&mut current));
+        }
+        in_word = !c.is_whitespace();
+        current.push(c);
+    }
+    if !current.is_empty() {
+        pieces.push(current);
+    }
+    pieces
+}
+
+#[async_trait]
+impl LlmProvider for EchoProvider {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+
+    async fn complete(&self, request: Request) -> Result<Completion, LlmError> {
+        check_request(&request)?;
+        let content = answer(&request);
+        Ok(Completion {
+            usage: Some(usage(&request, &content)),
+            content,
+            model: "echo".into(),
+            provider: "echo".into(),
+        })
+    }
+
+    async fn stream(&self, request: Request) -> Result<CompletionStream, LlmError> {
+        check_request(&request)?;
+        let content = answer(&request);
+        let usage = usage(&request, &content);
+        let delay = self.word_delay;
+        let events = words(&content)
+            .into_iter()
+            .map(StreamEvent::Delta)
+            .chain(std::iter::once(StreamEvent::Usage(usage)));
+        let stream = futures::stream::iter(events).then(move |event| async move {
+            if let (Some(d), StreamEvent::Delta(_)) = (delay, &event) {
+                tokio::time::sleep(d).await;
+            }
+            Ok(event)
+        });
+        Ok(Box::pin(stream))
+    }
+}
+
+use futures::StreamExt as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::Message;
+
+    fn request(text: &str) -> Request {
+        Request {
+            messages: vec![
+                Message {
+                    role: Role::System,
+                    content: "be brief".into(),
+                },
+                Message {
+                    role: Role::User,
+                    content: text.into(),
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn words_concatenate_back_to_the_text() {
+        let text = "  hello   big\nworld ";
+        let w = words(text);
+        assert_eq!(w.concat(), text);
+        assert_eq!(w.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn complete_echoes_the_last_user_message() {
+        let c = EchoProvider::new(None)
+            .complete(request("hello world"))
+            .await
+            .unwrap();
+        assert_eq!(c.content, "hello world");
+        assert_eq!((c.model.as_str(), c.provider.as_str()), ("echo", "echo"));
+        assert_eq!(
+            c.usage,
+            Some(Usage {
+                prompt_tokens: 4,
+                completion_tokens: 2
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_yields_word_by_word_then_usage() {
+        let s = EchoProvider::new(None)
+            .stream(request("a b c"))
+            .await
+            .unwrap();
+        let events: Vec<_> = s.map(|e| e.unwrap()).collect().await;
+        assert_eq!(events.len(), 4);
+        assert_eq!(events[1], StreamEvent::Delta(" b".into()));
+        assert!(matches!(events[3], StreamEvent::Usage(_)));
+    }
+
+    #[tokio::test]
+    async fn no_messages_is_an_invalid_request() {
+        let err = EchoProvider::new(None)
+            .complete(Request::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LlmError::InvalidRequest(_)));
+    }
+}

@@ -1,0 +1,325 @@
+//! The `openai` provider: any OpenAI-compatible `POST {base_url}/chat/completions`, plain or
+//! streamed (`stream: true`, Server-Sent Events). The API key is read once, at start-up, from
+//! the environment variable the manifest names.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::sse::SseDecoder;
+use super::{
+    Completion, CompletionStream, LlmError, LlmProvider, Request, StreamEvent, Usage, check_request,
+};
+use crate::manifest::LlmSettings;
+
+/// How much of an error body is quoted back to the component.
+const MAX_ERROR_TEXT: usize = 500;
+
+pub struct OpenAiProvider {
+    client: reqwest::Client,
+    url: String,
+    api_key: Option<String>,
+    model: String,
+    timeout: Duration,
+}
+
+impl OpenAiProvider {
+    pub fn from_settings(settings: &LlmSettings) -> Result<Self> {
+        let LlmSettings::Openai {
+            base_url,
+            api_key_env,
+            model,
+            timeout,
+            connect_timeout,
+        } = settings
+        else {
+            bail!("not an openai provider configuration");
+        };
+        let api_key = match api_key_env {
+            Some(var) => Some(std::env::var(var).with_context(|| {
+                format!("environment variable `{var}` (named by [llm] api_key_env) is not set")
+            })?),
+            None => None,
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout.0)
+            .build()
+            .context("building the HTTP client for the openai provider")?;
+        Ok(Self {
+            client,
+            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            api_key,
+            model: model.clone(),
+            timeout: timeout.0,
+        })
+    }
+
+    fn body(&self, request: &Request, stream: bool) -> serde_json::Value {
+        let mut body = json!({
+            "model": request.model.as_deref().unwrap_or(&self.model),
+            "messages": request.messages,
+            "stream": stream,
+        });
+        if let Some(n) = request.max_tokens {
+            body["max_tokens"] = json!(n);
+        }
+        if let Some(t) = request.temperature {
+            body["temperature"] = json!(t);
+        }
+        if stream {
+            body["stream_options"] = json!({ "include_usage": true });
+        }
+        body
+    }
+
+    /// Sends the request and returns the response once its status says success.
+    async fn send(&self, request: &Request, stream: bool) -> Result<reqwest::Response, LlmError> {
+        let mut builder = self
+            .client
+            .post(&self.url)
+            .json(&self.body(request, stream));
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_auth(key);
+        }
+        let response = tokio::time::timeout(self.timeout, builder.send())
+            .await
+            .map_err(|_| LlmError::Timeout)?
+            .map_err(transport_error)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = tokio::time::timeout(self.timeout, response.text())
+            .await
+            .map_err(|_| LlmError::Timeout)?
+            .unwrap_or_default();
+        Err(LlmError::Provider {
+            status: status.as_u16(),
+            message: error_message(&text),
+        })
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> LlmError {
+    if e.is_timeout() {
+        LlmError::Timeout
+    } else {
+        LlmError::Unavailable(format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        ))
+    }
+}
+
+/// The `error.message` of an OpenAI error body, or the start of the body itself.
+fn error_message(body: &str) -> String {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        error: ErrorDetail,
+    }
+    #[derive(Deserialize)]
+    struct ErrorDetail {
+        message: String,
+    }
+    match serde_json::from_str::<ErrorBody>(body) {
+        Ok(b) => b.error.message,
+        Err(_) => body.chars().take(MAX_ERROR_TEXT).collect(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatResponse {
+    model: String,
+    choices: Vec<Choice>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: ChoiceMessage,
+}
+
+#[derive(Deserialize)]
+struct ChoiceMessage {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChunkResponse {
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Option<ChoiceMessage>,
+}
+
+/// Turns one SSE data payload into stream events; `None` means the stream is done.
+fn parse_chunk(data: &str) -> Result<Option<Vec<StreamEvent>>, LlmError> {
+    if data.trim() == "[DONE]" {
+        return Ok(None);
+    }
+    let chunk: ChunkResponse = serde_json::from_str(data)
+        .map_err(|e| LlmError::Unavailable(format!("malformed stream chunk: {e}")))?;
+    if let Some(error) = chunk.error {
+        let message = error
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("stream error");
+        return Err(LlmError::Provider {
+            status: 200,
+            message: message.to_string(),
+        });
+    }
+    let mut events: Vec<StreamEvent> = chunk
+        .choices
+        .into_iter()
+        .filter_map(|c| c.delta.and_then(|d| d.content))
+        .filter(|s| !s.is_empty())
+        .map(StreamEvent::Delta)
+        .collect();
+    events.extend(chunk.usage.map(StreamEvent::Usage));
+    Ok(Some(events))
+}
+
+struct StreamState {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    decoder: SseDecoder,
+    pending: VecDeque<StreamEvent>,
+    idle_timeout: Duration,
+    done: bool,
+}
+
+impl StreamState {
+    async fn next_event(&mut self) -> Option<Result<StreamEvent, LlmError>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(Ok(event));
+            }
+            if self.done {
+                return None;
+            }
+            let payloads = match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
+                Err(_) => return self.fail(LlmError::Timeout),
+                Ok(Some(Err(e))) => return self.fail(transport_error(e)),
+                Ok(Some(Ok(bytes))) => match self.decoder.push(&bytes) {
+                    Ok(p) => p,
+                    Err(e) => return self.fail(LlmError::Unavailable(e)),
+                },
+                Ok(None) => {
+                    // A stream that ends without [DONE] still delivers what it sent.
+                    self.done = true;
+                    self.decoder.finish().into_iter().collect()
+                }
+            };
+            for data in payloads {
+                match parse_chunk(&data) {
+                    Ok(Some(events)) => self.pending.extend(events),
+                    Ok(None) => self.done = true,
+                    Err(e) => return self.fail(e),
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: LlmError) -> Option<Result<StreamEvent, LlmError>> {
+        self.done = true;
+        self.pending.clear();
+        Some(Err(e))
+    }
+}
+
+#[async_trait]
+impl LlmProvider for OpenAiProvider {
+    fn name(&self) -> &'static str {
+        "openai"
+    }
+
+    async fn complete(&self, request: Request) -> Result<Completion, LlmError> {
+        check_request(&request)?;
+        let response = self.send(&request, false).await?;
+        let body: ChatResponse = tokio::time::timeout(self.timeout, response.json())
+            .await
+            .map_err(|_| LlmError::Timeout)?
+            .map_err(|e| LlmError::Unavailable(format!("malformed response: {e}")))?;
+        let content = body
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|c| c.message.content)
+            .ok_or_else(|| LlmError::Unavailable("response has no choices".into()))?;
+        Ok(Completion {
+            content,
+            model: body.model,
+            provider: "openai".into(),
+            usage: body.usage,
+        })
+    }
+
+    async fn stream(&self, request: Request) -> Result<CompletionStream, LlmError> {
+        check_request(&request)?;
+        let response = self.send(&request, true).await?;
+        let state = StreamState {
+            body: response.bytes_stream().boxed(),
+            decoder: SseDecoder::default(),
+            pending: VecDeque::new(),
+            idle_timeout: self.timeout,
+            done: false,
+        };
+        let stream = futures::stream::unfold(state, |mut s| async move {
+            let event = s.next_event().await?;
+            Some((event, s))
+        });
+        Ok(Box::pin(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_become_deltas_and_usage() {
+        let e = parse_chunk(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(e, vec![StreamEvent::Delta("Hi".into())]);
+        let e = parse_chunk(
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            e,
+            vec![StreamEvent::Usage(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 1
+            })]
+        );
+        assert_eq!(parse_chunk("[DONE]").unwrap(), None);
+        assert!(parse_chunk("{oops").is_err());
+    }
+
+    #[test]
+    fn error_bodies_are_summarised() {
+        assert_eq!(
+            error_message(r#"{"error":{"message":"bad key","type":"x"}}"#),
+            "bad key"
+        );
+        assert_eq!(error_message("plain"), "plain");
+    }
+}

@@ -1,0 +1,526 @@
+//! The application manifest, `llmchat.toml`: which components exist, their limits, and what
+//! triggers them.
+//!
+//! Parsing is strict on purpose: an unknown field, a bad size or duration, a route that points
+//! at no component are all errors that name the file and the field, because a manifest that
+//! "mostly works" is how limits silently go missing in production.
+
+mod units;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+pub use units::{ByteSize, HumanDuration};
+
+/// The whole manifest, validated, with component sources resolved to absolute paths.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Where the manifest was read from; relative sources are resolved against its folder.
+    pub path: PathBuf,
+    pub http: HttpSettings,
+    pub llm: LlmSettings,
+    pub kv: KvSettings,
+    /// Components by name, sorted so that logs and pool sizing are deterministic.
+    pub components: BTreeMap<String, ComponentSpec>,
+    pub http_triggers: Vec<HttpTrigger>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// How long a request may wait for a free instance slot before it gets a 503.
+    #[serde(default = "defaults::instance_wait")]
+    pub instance_wait: HumanDuration,
+    /// How long in-flight requests may run after SIGTERM before they are cut.
+    #[serde(default = "defaults::shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            instance_wait: defaults::instance_wait(),
+            shutdown_grace: defaults::shutdown_grace(),
+        }
+    }
+}
+
+/// Which LLM provider answers `llm` calls.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "provider", rename_all = "lowercase", deny_unknown_fields)]
+pub enum LlmSettings {
+    /// Deterministic, offline: streams the prompt back word by word.
+    Echo {
+        /// Delay between streamed words, to make streaming visible in a demo.
+        #[serde(default)]
+        word_delay: Option<HumanDuration>,
+    },
+    /// Any OpenAI-compatible `/v1/chat/completions` endpoint.
+    Openai {
+        /// e.g. `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`.
+        base_url: String,
+        /// The name of the environment variable that holds the API key (never the key).
+        #[serde(default)]
+        api_key_env: Option<String>,
+        /// Model used when a component does not ask for one.
+        model: String,
+        #[serde(default = "defaults::llm_timeout")]
+        timeout: HumanDuration,
+        #[serde(default = "defaults::llm_connect_timeout")]
+        connect_timeout: HumanDuration,
+    },
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        LlmSettings::Echo { word_delay: None }
+    }
+}
+
+/// Bounds of the embedded kv store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvSettings {
+    #[serde(default = "defaults::kv_max_keys")]
+    pub max_keys: usize,
+    #[serde(default = "defaults::kv_max_bytes")]
+    pub max_bytes: ByteSize,
+    #[serde(default = "defaults::kv_max_value")]
+    pub max_value_size: ByteSize,
+}
+
+impl Default for KvSettings {
+    fn default() -> Self {
+        Self {
+            max_keys: defaults::kv_max_keys(),
+            max_bytes: defaults::kv_max_bytes(),
+            max_value_size: defaults::kv_max_value(),
+        }
+    }
+}
+
+/// One `[component.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct ComponentSpec {
+    pub name: String,
+    /// Absolute path of the `.wasm` file.
+    pub source: PathBuf,
+    /// Cap on all linear memories and tables of one instance together.
+    pub memory_limit: ByteSize,
+    /// Wall-clock limit of one invocation.
+    pub timeout: Duration,
+    /// How many instances of this component may run at once.
+    pub max_instances: u32,
+    /// Hosts the component may reach with outgoing `wasi:http` requests, as `scheme://host:port`.
+    pub allowed_outbound_hosts: Vec<String>,
+    /// The component's own settings, readable through the `config` interface. Non-string
+    /// TOML values are handed over as JSON text.
+    pub config: BTreeMap<String, String>,
+}
+
+/// One `[[trigger.http]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTrigger {
+    /// `/exact/path`, or `/prefix/...` for the prefix and everything below it.
+    pub route: String,
+    pub component: String,
+    /// Methods this trigger answers; empty means all.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Requests with a larger body get 413 before any instance is created.
+    #[serde(default = "defaults::max_body_size")]
+    pub max_body_size: ByteSize,
+}
+
+mod defaults {
+    use super::{ByteSize, HumanDuration};
+    use std::time::Duration;
+
+    pub fn instance_wait() -> HumanDuration {
+        HumanDuration(Duration::from_secs(1))
+    }
+    pub fn shutdown_grace() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub fn llm_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn llm_connect_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    pub fn kv_max_keys() -> usize {
+        100_000
+    }
+    pub fn kv_max_bytes() -> ByteSize {
+        ByteSize::mib(64)
+    }
+    pub fn kv_max_value() -> ByteSize {
+        ByteSize::mib(1)
+    }
+    pub fn memory_limit() -> ByteSize {
+        ByteSize::mib(64)
+    }
+    pub fn timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn max_instances() -> u32 {
+        32
+    }
+    pub fn max_body_size() -> ByteSize {
+        ByteSize::mib(1)
+    }
+}
+
+/// The manifest exactly as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    http: HttpSettings,
+    #[serde(default)]
+    llm: LlmSettings,
+    #[serde(default)]
+    kv: KvSettings,
+    #[serde(default)]
+    component: BTreeMap<String, RawComponent>,
+    #[serde(default)]
+    trigger: RawTriggers,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    source: PathBuf,
+    #[serde(default = "defaults::memory_limit")]
+    memory_limit: ByteSize,
+    #[serde(default = "defaults::timeout")]
+    timeout: HumanDuration,
+    #[serde(default = "defaults::max_instances")]
+    max_instances: u32,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    config: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTriggers {
+    #[serde(default)]
+    http: Vec<HttpTrigger>,
+}
+
+/// Largest memory cap a component may ask for; beyond it the pool reservation gets silly.
+const MAX_MEMORY_LIMIT: ByteSize = ByteSize(4 << 30);
+/// Smallest memory cap that can hold a Rust guest's stack and data segment.
+const MIN_MEMORY_LIMIT: ByteSize = ByteSize(1 << 20);
+const MAX_INSTANCES: u32 = 10_000;
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading manifest `{}`", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses manifest text; `path` names the file in errors and anchors relative sources.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
+        let raw: RawManifest = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+            .with_context(|| format!("invalid manifest `{}`", path.display()))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = std::path::absolute(&base).unwrap_or(base);
+        Self::validate(raw, path, &base)
+            .with_context(|| format!("invalid manifest `{}`", path.display()))
+    }
+
+    fn validate(raw: RawManifest, path: &Path, base: &Path) -> Result<Manifest> {
+        let mut components = BTreeMap::new();
+        for (name, c) in raw.component {
+            let spec = validate_component(&name, c, base)
+                .with_context(|| format!("in [component.{name}]"))?;
+            components.insert(name, spec);
+        }
+        let mut seen = HashSet::new();
+        for (i, t) in raw.trigger.http.iter().enumerate() {
+            validate_http_trigger(t, &components, &mut seen)
+                .with_context(|| format!("in [[trigger.http]] #{} (route {:?})", i + 1, t.route))?;
+        }
+        if let LlmSettings::Openai { base_url, .. } = &raw.llm {
+            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                bail!(
+                    "in [llm]: field `base_url`: {base_url:?} must start with http:// or https://"
+                );
+            }
+        }
+        if raw.kv.max_keys == 0 || raw.kv.max_bytes.bytes() == 0 {
+            bail!("in [kv]: `max_keys` and `max_bytes` must be greater than zero");
+        }
+        Ok(Manifest {
+            path: path.to_path_buf(),
+            http: raw.http,
+            llm: raw.llm,
+            kv: raw.kv,
+            components,
+            http_triggers: raw.trigger.http,
+        })
+    }
+}
+
+fn validate_component(name: &str, c: RawComponent, base: &Path) -> Result<ComponentSpec> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        bail!("component name {name:?} must use only a-z, 0-9, '-' and '_'");
+    }
+    let source = if c.source.is_absolute() {
+        c.source
+    } else {
+        base.join(c.source)
+    };
+    if !source.is_file() {
+        bail!(
+            "field `source`: component file `{}` does not exist",
+            source.display()
+        );
+    }
+    if c.memory_limit < MIN_MEMORY_LIMIT || c.memory_limit > MAX_MEMORY_LIMIT {
+        bail!(
+            "field `memory_limit`: {} is outside {MIN_MEMORY_LIMIT}..={MAX_MEMORY_LIMIT}",
+            c.memory_limit
+        );
+    }
+    if c.timeout.0.is_zero() {
+        bail!("field `timeout`: must be greater than zero");
+    }
+    if c.max_instances == 0 || c.max_instances > MAX_INSTANCES {
+        bail!(
+            "field `max_instances`: {} is outside 1..={MAX_INSTANCES}",
+            c.max_instances
+        );
+    }
+    for host in &c.allowed_outbound_hosts {
+        let ok = host
+            .parse::<http::Uri>()
+            .ok()
+            .is_some_and(|u| u.scheme().is_some() && u.host().is_some());
+        if !ok {
+            bail!(
+                "field `allowed_outbound_hosts`: {host:?} is not of the form \"http://host:port\""
+            );
+        }
+    }
+    let config = c
+        .config
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                toml::Value::String(s) => s,
+                other => serde_json::to_string(&other).with_context(|| {
+                    format!("field `config.{k}`: cannot be represented as JSON")
+                })?,
+            };
+            Ok((k, text))
+        })
+        .collect::<Result<_>>()?;
+    Ok(ComponentSpec {
+        name: name.to_string(),
+        source,
+        memory_limit: c.memory_limit,
+        timeout: c.timeout.0,
+        max_instances: c.max_instances,
+        allowed_outbound_hosts: c.allowed_outbound_hosts,
+        config,
+    })
+}
+
+fn validate_http_trigger(
+    t: &HttpTrigger,
+    components: &BTreeMap<String, ComponentSpec>,
+    seen: &mut HashSet<(String, String)>,
+) -> Result<()> {
+    if !components.contains_key(&t.component) {
+        bail!(
+            "field `component`: no component named {:?} is declared",
+            t.component
+        );
+    }
+    if !t.route.starts_with('/') {
+        bail!("field `route`: {:?} must start with '/'", t.route);
+    }
+    if t.route.contains("...") && !(t.route == "/..." || t.route.ends_with("/...")) {
+        bail!(
+            "field `route`: {:?} may only use \"...\" as its last segment",
+            t.route
+        );
+    }
+    for m in &t.methods {
+        if m.parse::<http::Method>().is_err() || m.to_ascii_uppercase() != *m {
+            bail!("field `methods`: {m:?} is not an upper-case HTTP method");
+        }
+    }
+    let methods = if t.methods.is_empty() {
+        vec!["*".to_string()]
+    } else {
+        t.methods.clone()
+    };
+    for m in methods {
+        if !seen.insert((t.route.clone(), m.clone())) {
+            bail!(
+                "field `route`: {:?} is declared twice for method {m}",
+                t.route
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_in(dir: &Path, text: &str) -> Result<Manifest> {
+        Manifest::parse(text, &dir.join("llmchat.toml"))
+    }
+
+    fn dir_with_wasm() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.wasm"), b"\0asm").unwrap();
+        dir
+    }
+
+    fn err(dir: &Path, text: &str) -> String {
+        format!("{:#}", parse_in(dir, text).unwrap_err())
+    }
+
+    #[test]
+    fn full_manifest_parses_with_defaults() {
+        let dir = dir_with_wasm();
+        let m = parse_in(
+            dir.path(),
+            r#"
+            [component.chat]
+            source = "a.wasm"
+            memory_limit = "32MiB"
+            [component.chat.config]
+            greeting = "hi"
+            agents = [{ id = "general" }]
+            [[trigger.http]]
+            route = "/api/..."
+            component = "chat"
+            "#,
+        )
+        .unwrap();
+        let chat = &m.components["chat"];
+        assert_eq!(chat.memory_limit, ByteSize::mib(32));
+        assert_eq!(chat.timeout, Duration::from_secs(30));
+        assert_eq!(chat.source, dir.path().join("a.wasm"));
+        assert_eq!(chat.config["greeting"], "hi");
+        assert_eq!(chat.config["agents"], r#"[{"id":"general"}]"#);
+        assert_eq!(m.llm, LlmSettings::Echo { word_delay: None });
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let dir = dir_with_wasm();
+        let e = err(
+            dir.path(),
+            "[component.chat]\nsource = \"a.wasm\"\nmemory = \"1MiB\"\n",
+        );
+        assert!(
+            e.contains("unknown field `memory`") && e.contains("llmchat.toml"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_size_and_duration_are_named() {
+        let dir = dir_with_wasm();
+        let e = err(
+            dir.path(),
+            "[component.c]\nsource = \"a.wasm\"\nmemory_limit = \"64 parsecs\"\n",
+        );
+        assert!(
+            e.contains("memory_limit") && e.contains("64 parsecs"),
+            "{e}"
+        );
+        let e = err(
+            dir.path(),
+            "[component.c]\nsource = \"a.wasm\"\ntimeout = \"soon\"\n",
+        );
+        assert!(e.contains("timeout") && e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn missing_source_file_is_named() {
+        let dir = dir_with_wasm();
+        let e = err(dir.path(), "[component.c]\nsource = \"nope.wasm\"\n");
+        assert!(
+            e.contains("[component.c]") && e.contains("source") && e.contains("nope.wasm"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn trigger_must_name_a_declared_component() {
+        let dir = dir_with_wasm();
+        let e = err(
+            dir.path(),
+            "[[trigger.http]]\nroute = \"/x\"\ncomponent = \"ghost\"\n",
+        );
+        assert!(e.contains("ghost") && e.contains("trigger.http"), "{e}");
+    }
+
+    #[test]
+    fn routes_are_checked() {
+        let dir = dir_with_wasm();
+        let base = "[component.c]\nsource = \"a.wasm\"\n";
+        for (route, want) in [("x", "must start with '/'"), ("/a/.../b", "last segment")] {
+            let e = err(
+                dir.path(),
+                &format!("{base}[[trigger.http]]\nroute = \"{route}\"\ncomponent = \"c\"\n"),
+            );
+            assert!(e.contains(want), "{e}");
+        }
+        let dup = format!(
+            "{base}[[trigger.http]]\nroute = \"/a\"\ncomponent = \"c\"\n[[trigger.http]]\nroute = \"/a\"\ncomponent = \"c\"\n"
+        );
+        assert!(err(dir.path(), &dup).contains("declared twice"));
+    }
+
+    #[test]
+    fn limits_are_range_checked() {
+        let dir = dir_with_wasm();
+        let e = err(
+            dir.path(),
+            "[component.c]\nsource = \"a.wasm\"\nmax_instances = 0\n",
+        );
+        assert!(e.contains("max_instances"), "{e}");
+        let e = err(
+            dir.path(),
+            "[component.c]\nsource = \"a.wasm\"\nmemory_limit = \"16KiB\"\n",
+        );
+        assert!(e.contains("memory_limit"), "{e}");
+    }
+
+    #[test]
+    fn openai_provider_needs_base_url_and_model() {
+        let dir = dir_with_wasm();
+        let e = err(dir.path(), "[llm]\nprovider = \"openai\"\nmodel = \"m\"\n");
+        assert!(e.contains("base_url"), "{e}");
+        let m = parse_in(
+            dir.path(),
+            "[llm]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\napi_key_env = \"K\"\n",
+        )
+        .unwrap();
+        assert!(matches!(m.llm, LlmSettings::Openai { .. }));
+    }
+}

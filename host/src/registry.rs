@@ -1,0 +1,118 @@
+//! The loaded components: each compiled once (or mapped from the artifact cache), its
+//! imports resolved once into an `InstancePre`, and its concurrency bounded by a semaphore
+//! of `max_instances` slots.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::sync::Semaphore;
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::capabilities::{CapabilityCtx, ComponentIdentity, Services};
+use crate::engine::{ComponentEngine, InvocationState, OutboundPolicy};
+use crate::manifest::{ComponentSpec, Manifest};
+
+/// One component, ready to instantiate.
+pub struct LoadedComponent {
+    pub spec: ComponentSpec,
+    /// SHA-256 of the wasm bytes.
+    pub content_hash: String,
+    /// Present when the component exports `wasi:http/incoming-handler`.
+    pub http: Option<ProxyPre<InvocationState>>,
+    /// One permit per instance that may run at once.
+    pub slots: Arc<Semaphore>,
+    identity: Arc<ComponentIdentity>,
+    outbound: OutboundPolicy,
+    memory_cap: usize,
+}
+
+impl LoadedComponent {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// A fresh store for one invocation of this component.
+    pub fn new_store(
+        &self,
+        engine: &ComponentEngine,
+        services: &Arc<Services>,
+    ) -> Store<InvocationState> {
+        let caps = CapabilityCtx::new(self.identity.clone(), services.clone());
+        engine.new_store(InvocationState::new(
+            self.memory_cap,
+            self.outbound.clone(),
+            caps,
+        ))
+    }
+}
+
+/// Every component of the manifest, by name.
+pub struct Registry {
+    components: BTreeMap<String, Arc<LoadedComponent>>,
+}
+
+impl Registry {
+    /// Loads every component; the first that fails stops start-up with an error naming it.
+    pub fn load(engine: &ComponentEngine, manifest: &Manifest) -> Result<Registry> {
+        let mut components = BTreeMap::new();
+        for (name, spec) in &manifest.components {
+            let needs_http = manifest.http_triggers.iter().any(|t| t.component == *name);
+            let loaded = load_component(engine, spec, needs_http).with_context(|| {
+                format!(
+                    "loading component `{name}` from `{}`",
+                    spec.source.display()
+                )
+            })?;
+            components.insert(name.clone(), Arc::new(loaded));
+        }
+        Ok(Registry { components })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<LoadedComponent>> {
+        self.components.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedComponent>> {
+        self.components.values()
+    }
+}
+
+fn load_component(
+    engine: &ComponentEngine,
+    spec: &ComponentSpec,
+    needs_http: bool,
+) -> Result<LoadedComponent> {
+    let started = std::time::Instant::now();
+    let compiled = engine.load(&spec.source)?;
+    let pre = engine.instantiate_pre(&compiled.component)?;
+    let http = match ProxyPre::new(pre) {
+        Ok(p) => Some(p),
+        Err(e) if needs_http => {
+            return Err(anyhow::Error::from(e).context(
+                "it is the target of an [[trigger.http]] but does not export `wasi:http/incoming-handler@0.2.x`",
+            ));
+        }
+        Err(_) => None,
+    };
+    tracing::info!(
+        component = %spec.name,
+        hash = &compiled.content_hash[..12],
+        cached = compiled.from_cache,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "component loaded"
+    );
+    Ok(LoadedComponent {
+        content_hash: compiled.content_hash,
+        http,
+        slots: Arc::new(Semaphore::new(spec.max_instances as usize)),
+        identity: Arc::new(ComponentIdentity {
+            name: spec.name.clone(),
+            config: spec.config.clone(),
+        }),
+        outbound: OutboundPolicy::new(&spec.allowed_outbound_hosts),
+        memory_cap: usize::try_from(spec.memory_limit.bytes()).unwrap_or(usize::MAX),
+        spec: spec.clone(),
+    })
+}
