@@ -91,14 +91,15 @@ async fn up(args: UpArgs) -> Result<()> {
         PoolSizing::from_manifest(&manifest),
         cache_dir,
     )?);
-    let registry = Registry::load(&engine, &manifest)?;
+    let in_manifest = || format!("in manifest `{}`", manifest.path.display());
+    let registry = Registry::load(&engine, &manifest).with_context(in_manifest)?;
     let services = Arc::new(Services {
         kv: Arc::new(MemoryKv::new(
             manifest.kv.max_keys,
             usize::try_from(manifest.kv.max_bytes.bytes()).unwrap_or(usize::MAX),
             usize::try_from(manifest.kv.max_value_size.bytes()).unwrap_or(usize::MAX),
         )),
-        llm: llmchat_host::llm::from_settings(&manifest.llm)?,
+        llm: llmchat_host::llm::from_settings(&manifest.llm).with_context(in_manifest)?,
     });
     tracing::info!(
         kv = "memory",

@@ -1,1 +1,13 @@
-fn main() {}
+//! End-to-end tests: the real `llmchat` binary, real compiled components, real HTTP.
+//!
+//! Each test starts its own host on a free loopback port with a manifest written to a
+//! temporary folder, and talks to it over HTTP. The only stand-in is `support::fake_openai`,
+//! a local server speaking the OpenAI wire format, because there is no internet here.
+
+mod chat_api;
+mod components_guard;
+mod fixtures;
+mod lifecycle;
+mod manifest_errors;
+mod openai;
+mod support;

@@ -40,7 +40,7 @@ fn usage(request: &Request, answer: &str) -> Usage {
 }
 
 /// Splits text into pieces that concatenate back to it exactly: each word with the
-/// whitespace before it.
+/// whitespace that follows it.
 pub fn words(text: &str) -> Vec<String> {
     let mut pieces = Vec::new();
     let mut current = String::new();
@@ -150,7 +150,7 @@ mod tests {
             .unwrap();
         let events: Vec<_> = s.map(|e| e.unwrap()).collect().await;
         assert_eq!(events.len(), 4);
-        assert_eq!(events[1], StreamEvent::Delta(" b".into()));
+        assert_eq!(events[1], StreamEvent::Delta("b ".into()));
         assert!(matches!(events[3], StreamEvent::Usage(_)));
     }
 

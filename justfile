@@ -1,0 +1,48 @@
+# llmchat task runner. `just run` serves the default app; `just test` runs every test.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+components := "components"
+wasm_out := "components/target/wasm32-wasip2/release"
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what building, testing and benchmarking need (idempotent).
+setup:
+    rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+    command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+    command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+
+# Build the guest components (wasm32-wasip2).
+build-components:
+    @rustup target list --installed | grep -qx wasm32-wasip2 || { echo "error: the wasm32-wasip2 target is missing; run \`just setup\`" >&2; exit 1; }
+    cd {{components}} && cargo build --locked --release --target wasm32-wasip2
+
+# Build the host binary (target/release/llmchat) and the components.
+build: build-components
+    cargo build --locked --release --bin llmchat
+
+# Serve the default manifest on http://127.0.0.1:3001 (embedded kv, echo llm).
+run *ARGS: build
+    ./target/release/llmchat up -f components/llmchat.toml {{ARGS}}
+
+# Run unit and end-to-end tests.
+test: build-components
+    cargo test --locked --release --workspace
+
+# Run the tests whose name contains NAME.
+test-one NAME: build-components
+    cargo test --locked --release --workspace -- {{NAME}}
+
+# Benchmarks: per-invocation cost, and HTTP load against llmchat and wasmtime serve.
+bench: build
+    env -u RUST_BACKTRACE cargo run --locked --release -p llmchat-bench -- {{wasm_out}}
+
+# Formatting and clippy for both workspaces.
+lint:
+    cargo fmt --all --check
+    cargo clippy --locked --workspace --all-targets -- -D warnings
+    cd {{components}} && cargo fmt --all --check
+    cd {{components}} && cargo clippy --locked --target wasm32-wasip2 --all-targets -- -D warnings

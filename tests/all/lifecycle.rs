@@ -1,0 +1,48 @@
+//! Start-up and shutdown: SIGTERM drains in-flight requests within a bounded grace and exits 0.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::support::{Host, client, component, component_toml, poll_until, route_toml};
+
+fn slow_host(grace: &str) -> Host {
+    Host::start(&format!(
+        "[http]\ninstance_wait = \"50ms\"\nshutdown_grace = \"{grace}\"\n{}{}",
+        component_toml("slow", &component("fixture-infinite-loop"), "max_instances = 1\ntimeout = \"120s\""),
+        route_toml("/slow", "slow"),
+    ))
+}
+
+/// Starts `GET path` in a thread and returns once the host is running it (its only slot is taken).
+fn start_in_flight(host: &Host, path: &str) -> std::thread::JoinHandle<reqwest::Result<StatusCode>> {
+    let url = host.url(path);
+    let request = std::thread::spawn(move || client().get(url).send().map(|r| r.status()));
+    poll_until(Duration::from_secs(10), "the request to be in flight", || {
+        let r = client().get(host.url("/slow?ms=1")).send().ok()?;
+        (r.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    });
+    request
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_exits_zero() {
+    let host = slow_host("20s");
+    let base = host.base.clone();
+    let request = start_in_flight(&host, "/slow?ms=1500");
+    let status = host.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(request.join().unwrap().expect("the in-flight request is answered"), StatusCode::OK);
+    assert!(client().get(format!("{base}/slow?ms=1")).send().is_err(), "no longer accepting");
+}
+
+#[test]
+fn sigterm_cuts_requests_that_outlast_the_grace() {
+    let host = slow_host("300ms");
+    let request = start_in_flight(&host, "/slow?ms=60000");
+    let started = Instant::now();
+    let status = host.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "exit is bounded by the grace");
+    assert!(request.join().unwrap().is_err(), "the request that outlived the grace was cut");
+}

@@ -1,0 +1,187 @@
+//! Shared test harness: start a host, find components, read its log, measure its RSS.
+
+pub mod fake_openai;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The compiled component `name` (its crate name with `-` as `_`), built by `just build`.
+pub fn component(name: &str) -> PathBuf {
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    let path = repo_root().join("components/target/wasm32-wasip2/release").join(&file);
+    assert!(
+        path.is_file(),
+        "component `{}` is missing; build the components first with `just build-components`",
+        path.display()
+    );
+    path
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+}
+
+/// A manifest fragment declaring component `name` from `wasm`, with extra TOML lines.
+pub fn component_toml(name: &str, wasm: &Path, extra: &str) -> String {
+    format!("[component.{name}]\nsource = {:?}\n{extra}\n", wasm.display().to_string())
+}
+
+pub fn route_toml(route: &str, component: &str) -> String {
+    format!("[[trigger.http]]\nroute = {route:?}\ncomponent = {component:?}\n")
+}
+
+/// The default chat application as in `components/llmchat.toml`, with absolute paths.
+pub fn default_manifest() -> String {
+    let text = std::fs::read_to_string(repo_root().join("components/llmchat.toml"))
+        .expect("reading components/llmchat.toml");
+    let release = repo_root().join("components/target/wasm32-wasip2/release");
+    text.replace("source = \"target/wasm32-wasip2/release/", &format!("source = \"{}/", release.display()))
+}
+
+/// A running `llmchat up`, killed on drop.
+pub struct Host {
+    child: Child,
+    pub base: String,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    /// Starts a host with `manifest` and waits until it listens.
+    pub fn start(manifest: &str) -> Host {
+        Self::start_with_env(manifest, &[])
+    }
+
+    pub fn start_with_env(manifest: &str, env: &[(&str, &str)]) -> Host {
+        match Self::try_start(manifest, env) {
+            Ok(host) => host,
+            Err(log) => panic!("llmchat did not start:\n{log}"),
+        }
+    }
+
+    /// Starts a host; on failure returns everything it wrote to stderr.
+    pub fn try_start(manifest: &str, env: &[(&str, &str)]) -> Result<Host, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("llmchat.toml");
+        std::fs::write(&path, manifest).expect("writing manifest");
+        let mut command = llmchat_command(&path);
+        command.env("RUST_LOG", "info,llmchat_host=debug");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawning llmchat");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("llmchat listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => Ok(Host { child, base, log, _dir: dir }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(log.lock().unwrap().clone())
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("log never contained {needle:?}:\n{}", self.log());
+    }
+
+    /// Resident set size of the host process, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("reading /proc status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc status");
+        kb * 1024
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for llmchat") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "llmchat did not exit after SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `llmchat up -f MANIFEST` on a free port, with the shared artifact cache of the test run.
+pub fn llmchat_command(manifest: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_llmchat"));
+    command
+        .args(["up", "-f"])
+        .arg(manifest)
+        .args(["--listen", "127.0.0.1:0", "--cache-dir"])
+        .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifact-cache"))
+        .env_remove("RUST_BACKTRACE");
+    command
+}
+
+/// A blocking HTTP client for tests; keep-alive off so each request is independent.
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("building the test HTTP client")
+}
+
+/// Retries `check` until it returns `Some`, or panics after `timeout`.
+pub fn poll_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
