@@ -7,13 +7,19 @@ use serde_json::{Value, json};
 use crate::support::{Host, client, default_manifest};
 
 fn chat(host: &Host, body: Value) -> (StatusCode, Value) {
-    let response = client().post(host.url("/api/chat")).json(&body).send().expect("POST /api/chat");
+    let response = client()
+        .post(host.url("/api/chat"))
+        .json(&body)
+        .send()
+        .expect("POST /api/chat");
     let status = response.status();
     (status, response.json().expect("JSON body"))
 }
 
 fn prompt_tokens(answer: &Value) -> u64 {
-    answer["usage"]["prompt_tokens"].as_u64().expect("usage.prompt_tokens")
+    answer["usage"]["prompt_tokens"]
+        .as_u64()
+        .expect("usage.prompt_tokens")
 }
 
 /// Splits an SSE body into (event name, data) pairs.
@@ -30,7 +36,10 @@ pub fn sse_events(body: &str) -> Vec<(String, Value)> {
                     data.push_str(d.trim_start());
                 }
             }
-            (event, serde_json::from_str(&data).unwrap_or(Value::String(data)))
+            (
+                event,
+                serde_json::from_str(&data).unwrap_or(Value::String(data)),
+            )
         })
         .collect()
 }
@@ -38,10 +47,18 @@ pub fn sse_events(body: &str) -> Vec<(String, Value)> {
 #[test]
 fn agents_are_listed_and_fetched_by_id() {
     let host = Host::start(&default_manifest());
-    let list: Value = client().get(host.url("/api/agents")).send().unwrap().json().unwrap();
+    let list: Value = client()
+        .get(host.url("/api/agents"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let agents = list["agents"].as_array().expect("agents array");
     assert_eq!(agents.len(), 3, "{list}");
-    assert!(agents.iter().all(|a| a.get("system_prompt").is_none()), "system prompts stay private: {list}");
+    assert!(
+        agents.iter().all(|a| a.get("system_prompt").is_none()),
+        "system prompts stay private: {list}"
+    );
 
     let coder = client().get(host.url("/api/agents/coder")).send().unwrap();
     assert_eq!(coder.status(), StatusCode::OK);
@@ -49,7 +66,12 @@ fn agents_are_listed_and_fetched_by_id() {
 
     let ghost = client().get(host.url("/api/agents/ghost")).send().unwrap();
     assert_eq!(ghost.status(), StatusCode::NOT_FOUND);
-    assert!(ghost.json::<Value>().unwrap()["error"].as_str().unwrap().contains("ghost"));
+    assert!(
+        ghost.json::<Value>().unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("ghost")
+    );
 }
 
 #[test]
@@ -60,31 +82,54 @@ fn chat_answers_through_the_llm_and_keeps_history() {
     assert_eq!(first["message"]["content"], "hello there");
     assert_eq!(first["message"]["role"], "assistant");
     assert_eq!(first["provider"], "echo");
-    let id = first["conversation_id"].as_str().expect("a conversation id is generated").to_string();
+    let id = first["conversation_id"]
+        .as_str()
+        .expect("a conversation id is generated")
+        .to_string();
 
-    let (_, second) = chat(&host, json!({"agent": "general", "message": "again", "conversation_id": id}));
+    let (_, second) = chat(
+        &host,
+        json!({"agent": "general", "message": "again", "conversation_id": id}),
+    );
     assert_eq!(second["conversation_id"], id.as_str());
     // The second prompt carries the first exchange (2 + 2 words) plus the new word.
-    assert_eq!(prompt_tokens(&second), prompt_tokens(&first) - 2 + 4 + 1, "{first}\n{second}");
+    assert_eq!(
+        prompt_tokens(&second),
+        prompt_tokens(&first) - 2 + 4 + 1,
+        "{first}\n{second}"
+    );
 
     let (_, other) = chat(&host, json!({"agent": "general", "message": "again"}));
     assert_ne!(other["conversation_id"], id.as_str());
-    assert_eq!(prompt_tokens(&other), prompt_tokens(&first) - 1, "a new conversation starts empty");
+    assert_eq!(
+        prompt_tokens(&other),
+        prompt_tokens(&first) - 1,
+        "a new conversation starts empty"
+    );
 }
 
 #[test]
 fn history_is_bounded_by_config() {
-    let manifest = default_manifest().replace("history_max_messages = \"20\"", "history_max_messages = \"4\"");
+    let manifest = default_manifest().replace(
+        "history_max_messages = \"20\"",
+        "history_max_messages = \"4\"",
+    );
     assert!(manifest.contains("history_max_messages = \"4\""));
     let host = Host::start(&manifest);
     let mut tokens = Vec::new();
     for _ in 0..5 {
-        let (_, answer) = chat(&host, json!({"agent": "general", "message": "word", "conversation_id": "bounded"}));
+        let (_, answer) = chat(
+            &host,
+            json!({"agent": "general", "message": "word", "conversation_id": "bounded"}),
+        );
         tokens.push(prompt_tokens(&answer));
     }
     // System prompt + at most 4 one-word history messages + the new word.
     let system = tokens[0] - 1;
-    assert_eq!(tokens, vec![system + 1, system + 3, system + 5, system + 5, system + 5]);
+    assert_eq!(
+        tokens,
+        vec![system + 1, system + 3, system + 5, system + 5, system + 5]
+    );
 }
 
 #[test]
@@ -98,10 +143,21 @@ fn chat_streams_server_sent_events() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let events = sse_events(&response.text().unwrap());
-    assert_eq!(events.first().map(|e| e.0.as_str()), Some("start"), "{events:?}");
-    assert_eq!(events.last().map(|e| e.0.as_str()), Some("done"), "{events:?}");
-    let deltas: Vec<&str> =
-        events.iter().filter(|(e, _)| e == "message").filter_map(|(_, d)| d["delta"].as_str()).collect();
+    assert_eq!(
+        events.first().map(|e| e.0.as_str()),
+        Some("start"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last().map(|e| e.0.as_str()),
+        Some("done"),
+        "{events:?}"
+    );
+    let deltas: Vec<&str> = events
+        .iter()
+        .filter(|(e, _)| e == "message")
+        .filter_map(|(_, d)| d["delta"].as_str())
+        .collect();
     assert_eq!(deltas.len(), 4, "one event per word: {events:?}");
     assert_eq!(deltas.concat(), "one two three four");
 }
@@ -109,35 +165,78 @@ fn chat_streams_server_sent_events() {
 #[test]
 fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let host = Host::start(&default_manifest());
-    let (_, first) = chat(&host, json!({"agent": "general", "message": "first", "conversation_id": "c1"}));
+    let (_, first) = chat(
+        &host,
+        json!({"agent": "general", "message": "first", "conversation_id": "c1"}),
+    );
     let baseline = prompt_tokens(&first);
 
-    let malformed = client().post(host.url("/api/chat")).body("{\"agent\": ").send().unwrap();
+    let malformed = client()
+        .post(host.url("/api/chat"))
+        .body("{\"agent\": ")
+        .send()
+        .unwrap();
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
-    let error = malformed.json::<Value>().unwrap()["error"].as_str().unwrap().to_string();
+    let error = malformed.json::<Value>().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(error.contains("invalid JSON"), "{error}");
 
     let (status, missing) = chat(&host, json!({"agent": "general", "conversation_id": "c1"}));
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(missing["error"].as_str().unwrap().contains("message"), "{missing}");
+    assert!(
+        missing["error"].as_str().unwrap().contains("message"),
+        "{missing}"
+    );
 
-    let (status, unknown) = chat(&host, json!({"agent": "ghost", "message": "x", "conversation_id": "c1"}));
+    let (status, unknown) = chat(
+        &host,
+        json!({"agent": "ghost", "message": "x", "conversation_id": "c1"}),
+    );
     assert_eq!(status, StatusCode::NOT_FOUND, "{unknown}");
-    let (status, _) = chat(&host, json!({"agent": "general", "message": "", "conversation_id": "c1"}));
+    let (status, _) = chat(
+        &host,
+        json!({"agent": "general", "message": "", "conversation_id": "c1"}),
+    );
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = chat(&host, json!({"agent": "general", "message": "x", "conversation_id": "bad id!"}));
+    let (status, _) = chat(
+        &host,
+        json!({"agent": "general", "message": "x", "conversation_id": "bad id!"}),
+    );
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     let huge = json!({"agent": "general", "message": "x".repeat(2 << 20), "conversation_id": "c1"});
-    let response = client().post(host.url("/api/chat")).json(&huge).send().unwrap();
+    let response = client()
+        .post(host.url("/api/chat"))
+        .json(&huge)
+        .send()
+        .unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(response.json::<Value>().unwrap()["error"].as_str().unwrap().contains("larger than"));
+    assert!(
+        response.json::<Value>().unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than")
+    );
 
     let nowhere = client().get(host.url("/no/such/route")).send().unwrap();
     assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
-    assert!(nowhere.json::<Value>().unwrap()["error"].as_str().unwrap().contains("/no/such/route"));
+    assert!(
+        nowhere.json::<Value>().unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("/no/such/route")
+    );
 
     // None of the refused requests touched the conversation.
-    let (_, next) = chat(&host, json!({"agent": "general", "message": "second", "conversation_id": "c1"}));
-    assert_eq!(prompt_tokens(&next), baseline + 2, "history holds only the first exchange");
+    let (_, next) = chat(
+        &host,
+        json!({"agent": "general", "message": "second", "conversation_id": "c1"}),
+    );
+    assert_eq!(
+        prompt_tokens(&next),
+        baseline + 2,
+        "history holds only the first exchange"
+    );
 }

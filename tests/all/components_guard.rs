@@ -15,7 +15,10 @@ fn every_component_has_a_test() {
     let root = repo_root().join("components");
     let mut dirs = Vec::new();
     for parent in [root.clone(), root.join("fixtures")] {
-        for entry in std::fs::read_dir(&parent).expect("reading components/").flatten() {
+        for entry in std::fs::read_dir(&parent)
+            .expect("reading components/")
+            .flatten()
+        {
             if entry.path().join("Cargo.toml").is_file() {
                 dirs.push(entry.path());
             }
@@ -37,5 +40,8 @@ fn every_component_has_a_test() {
             !tests.contains(&format!("component(\"{name}\")")) && !default_manifest.contains(&wasm)
         })
         .collect();
-    assert!(untested.is_empty(), "components without a test: {untested:?}");
+    assert!(
+        untested.is_empty(),
+        "components without a test: {untested:?}"
+    );
 }

@@ -26,14 +26,21 @@ fn hello_ok(host: &Host) {
 }
 
 fn error_of(response: reqwest::blocking::Response) -> String {
-    response.json::<Value>().expect("JSON error")["error"].as_str().expect("error string").to_string()
+    response.json::<Value>().expect("JSON error")["error"]
+        .as_str()
+        .expect("error string")
+        .to_string()
 }
 
 #[test]
 fn plain_wasi_http_hello_runs_unchanged() {
     let host = host_with("hello", "", "");
     hello_ok(&host);
-    let response = client().post(host.url("/f")).body("ignored").send().unwrap();
+    let response = client()
+        .post(host.url("/f"))
+        .body("ignored")
+        .send()
+        .unwrap();
     assert_eq!(response.text().unwrap(), "Hello, world!\n");
 }
 
@@ -41,7 +48,11 @@ fn plain_wasi_http_hello_runs_unchanged() {
 fn memory_bomb_fails_its_request_and_host_keeps_serving() {
     let host = host_with("fixture-memory-bomb", "memory_limit = \"16MiB\"", "");
     let within = client().get(host.url("/f?mib=4")).send().unwrap();
-    assert_eq!(within.status(), StatusCode::OK, "allocations under the cap work");
+    assert_eq!(
+        within.status(),
+        StatusCode::OK,
+        "allocations under the cap work"
+    );
     hello_ok(&host);
     let baseline = host.rss();
 
@@ -74,7 +85,10 @@ fn infinite_loop_is_stopped_at_its_timeout_without_starving_others() {
     for _ in 0..5 {
         hello_ok(&host);
     }
-    assert!(loops.iter().any(|l| !l.is_finished()), "hello was served while the loops ran");
+    assert!(
+        loops.iter().any(|l| !l.is_finished()),
+        "hello was served while the loops ran"
+    );
     for l in loops {
         let (status, error) = l.join().unwrap().expect("loop request answered");
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
@@ -112,10 +126,14 @@ fn a_busy_component_answers_503_with_retry_after() {
     );
     let url = host.url("/f?ms=3000");
     let slow = std::thread::spawn(move || client().get(url).send().map(|r| r.status()));
-    let busy = poll_until(Duration::from_secs(10), "a 503 while the only instance is busy", || {
-        let r = client().get(host.url("/f?ms=1")).send().ok()?;
-        (r.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(r)
-    });
+    let busy = poll_until(
+        Duration::from_secs(10),
+        "a 503 while the only instance is busy",
+        || {
+            let r = client().get(host.url("/f?ms=1")).send().ok()?;
+            (r.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(r)
+        },
+    );
     assert_eq!(busy.headers()["retry-after"], "1");
     assert!(error_of(busy).contains("busy"));
     assert_eq!(slow.join().unwrap().unwrap(), StatusCode::OK);

@@ -12,10 +12,19 @@ fn up(manifest: &str, files: &[(&str, &[u8])]) -> (Output, String) {
     }
     let path = dir.path().join("llmchat.toml");
     std::fs::write(&path, manifest).unwrap();
-    let output = llmchat_command(&path).env_remove("LLMCHAT_TEST_UNSET_KEY").output().expect("running llmchat");
+    let output = llmchat_command(&path)
+        .env_remove("LLMCHAT_TEST_UNSET_KEY")
+        .output()
+        .expect("running llmchat");
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(!output.status.success(), "llmchat must refuse this manifest:\n{manifest}\n{stderr}");
-    assert!(stderr.contains(&path.display().to_string()) || stderr.contains("llmchat.toml"), "{stderr}");
+    assert!(
+        !output.status.success(),
+        "llmchat must refuse this manifest:\n{manifest}\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&path.display().to_string()) || stderr.contains("llmchat.toml"),
+        "{stderr}"
+    );
     (output, stderr)
 }
 
@@ -29,22 +38,40 @@ fn unknown_field_is_named() {
 #[test]
 fn bad_size_and_duration_are_named() {
     let hello = component("hello");
-    let (_, err) = up(&component_toml("hello", &hello, "memory_limit = \"lots\""), &[]);
-    assert!(err.contains("memory_limit") && err.contains("lots"), "{err}");
+    let (_, err) = up(
+        &component_toml("hello", &hello, "memory_limit = \"lots\""),
+        &[],
+    );
+    assert!(
+        err.contains("memory_limit") && err.contains("lots"),
+        "{err}"
+    );
     let (_, err) = up(&component_toml("hello", &hello, "timeout = \"30\""), &[]);
-    assert!(err.contains("timeout") && err.contains("unit is required"), "{err}");
+    assert!(
+        err.contains("timeout") && err.contains("unit is required"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_component_file_is_named() {
     let (_, err) = up("[component.chat]\nsource = \"missing.wasm\"\n", &[]);
-    assert!(err.contains("[component.chat]") && err.contains("source") && err.contains("missing.wasm"), "{err}");
+    assert!(
+        err.contains("[component.chat]") && err.contains("source") && err.contains("missing.wasm"),
+        "{err}"
+    );
 }
 
 #[test]
 fn invalid_component_file_is_named() {
-    let (_, err) = up("[component.junk]\nsource = \"junk.wasm\"\n", &[("junk.wasm", b"not wasm at all")]);
-    assert!(err.contains("component `junk`") && err.contains("junk.wasm"), "{err}");
+    let (_, err) = up(
+        "[component.junk]\nsource = \"junk.wasm\"\n",
+        &[("junk.wasm", b"not wasm at all")],
+    );
+    assert!(
+        err.contains("component `junk`") && err.contains("junk.wasm"),
+        "{err}"
+    );
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
 }
 
@@ -56,7 +83,10 @@ fn http_route_to_a_component_without_an_http_export_is_refused() {
         route_toml("/x", "cli")
     );
     let (_, err) = up(&manifest, &[]);
-    assert!(err.contains("component `cli`") && err.contains("wasi:http/incoming-handler"), "{err}");
+    assert!(
+        err.contains("component `cli`") && err.contains("wasi:http/incoming-handler"),
+        "{err}"
+    );
 }
 
 #[test]

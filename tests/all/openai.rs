@@ -12,18 +12,29 @@ use crate::support::{Host, client, default_manifest};
 const KEY_VAR: &str = "LLMCHAT_TEST_OPENAI_KEY";
 
 fn host_for(base_url: &str, key: &str) -> Host {
+    host_with_timeout(base_url, key, "5s")
+}
+
+fn host_with_timeout(base_url: &str, key: &str, timeout: &str) -> Host {
     let manifest = default_manifest().replace(
         "[llm]\nprovider = \"echo\"",
         &format!(
-            "[llm]\nprovider = \"openai\"\nbase_url = \"{base_url}\"\napi_key_env = \"{KEY_VAR}\"\nmodel = \"fake-model\"\ntimeout = \"5s\""
+            "[llm]\nprovider = \"openai\"\nbase_url = \"{base_url}\"\napi_key_env = \"{KEY_VAR}\"\nmodel = \"fake-model\"\ntimeout = \"{timeout}\""
         ),
     );
-    assert!(manifest.contains("provider = \"openai\""), "the default manifest has an [llm] table");
+    assert!(
+        manifest.contains("provider = \"openai\""),
+        "the default manifest has an [llm] table"
+    );
     Host::start_with_env(&manifest, &[(KEY_VAR, key)])
 }
 
 fn post_chat(host: &Host, body: Value) -> reqwest::blocking::Response {
-    client().post(host.url("/api/chat")).json(&body).send().expect("POST /api/chat")
+    client()
+        .post(host.url("/api/chat"))
+        .json(&body)
+        .send()
+        .expect("POST /api/chat")
 }
 
 #[test]
@@ -41,8 +52,16 @@ fn chat_answers_from_an_openai_compatible_api() {
     let sent = &fake.requests()[0];
     assert_eq!(sent["model"], "fake-model");
     assert_eq!(sent["messages"][0]["role"], "system");
-    assert!(sent["messages"][0]["content"].as_str().unwrap().contains("programmer"));
-    assert_eq!(sent["messages"][1], json!({"role": "user", "content": "hi there"}));
+    assert!(
+        sent["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("programmer")
+    );
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role": "user", "content": "hi there"})
+    );
 }
 
 #[test]
@@ -50,7 +69,10 @@ fn streamed_chunks_reach_the_client_as_the_provider_produces_them() {
     let fake = FakeOpenAi::start();
     fake.hold_streams();
     let host = host_for(&fake.base_url, API_KEY);
-    let mut response = post_chat(&host, json!({"agent": "general", "message": "one two three", "stream": true}));
+    let mut response = post_chat(
+        &host,
+        json!({"agent": "general", "message": "one two three", "stream": true}),
+    );
     assert_eq!(response.status(), StatusCode::OK);
 
     // The fake holds the stream after its first word: that word must arrive on its own.
@@ -61,12 +83,18 @@ fn streamed_chunks_reach_the_client_as_the_provider_produces_them() {
         assert!(n > 0, "stream ended before the first word: {received}");
         received.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    assert!(!received.contains("one"), "later words cannot have been produced yet: {received}");
+    assert!(
+        !received.contains("one"),
+        "later words cannot have been produced yet: {received}"
+    );
     fake.release();
     response.read_to_string(&mut received).unwrap();
 
     let events = sse_events(&received);
-    let text: String = events.iter().filter_map(|(_, d)| d["delta"].as_str()).collect();
+    let text: String = events
+        .iter()
+        .filter_map(|(_, d)| d["delta"].as_str())
+        .collect();
     assert_eq!(text, "fake: one two three");
     let (last, done) = events.last().unwrap();
     assert_eq!(last, "done");
@@ -80,13 +108,25 @@ fn provider_errors_become_502_with_the_reason() {
     fake.fail_with(500, "model overloaded");
     let response = post_chat(&host, json!({"agent": "general", "message": "hi"}));
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let error = response.json::<Value>().unwrap()["error"].as_str().unwrap().to_string();
-    assert!(error.contains("model overloaded") && error.contains("500"), "{error}");
+    let error = response.json::<Value>().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("model overloaded") && error.contains("500"),
+        "{error}"
+    );
 
     let wrong_key = host_for(&fake.base_url, "wrong");
-    let response = post_chat(&wrong_key, json!({"agent": "general", "message": "hi", "stream": true}));
+    let response = post_chat(
+        &wrong_key,
+        json!({"agent": "general", "message": "hi", "stream": true}),
+    );
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let error = response.json::<Value>().unwrap()["error"].as_str().unwrap().to_string();
+    let error = response.json::<Value>().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(error.contains("Incorrect API key"), "{error}");
 }
 
@@ -96,6 +136,23 @@ fn unreachable_provider_is_a_502() {
     let host = host_for("http://127.0.0.1:9/v1", API_KEY);
     let response = post_chat(&host, json!({"agent": "general", "message": "hi"}));
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let error = response.json::<Value>().unwrap()["error"].as_str().unwrap().to_string();
+    let error = response.json::<Value>().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(error.contains("unavailable"), "{error}");
+}
+
+#[test]
+fn a_provider_that_never_answers_times_out_with_504() {
+    let fake = FakeOpenAi::start();
+    fake.stall();
+    let host = host_with_timeout(&fake.base_url, API_KEY, "500ms");
+    let response = post_chat(&host, json!({"agent": "general", "message": "hi"}));
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    let error = response.json::<Value>().unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("timed out"), "{error}");
 }

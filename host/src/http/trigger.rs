@@ -57,11 +57,15 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
     let component = &route.component;
     let (parts, body) = request.into_parts();
     let body = read_body(body, route.max_body_size).await?;
-    let permit = tokio::time::timeout(app.instance_wait, component.slots.clone().acquire_owned())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .ok_or_else(|| busy(component))?;
+    // The fast path takes a free slot without arming a timer.
+    let permit = match component.slots.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => tokio::time::timeout(app.instance_wait, component.slots.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| busy(component))?,
+    };
 
     let Some(proxy) = component.http.clone() else {
         return Err(ApiError::new(

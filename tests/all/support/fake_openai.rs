@@ -22,6 +22,7 @@ struct Shared {
     requests: Mutex<Vec<Value>>,
     failure: Mutex<Option<(u16, String)>>,
     gated: Mutex<bool>,
+    stalled: Mutex<bool>,
     gate: Semaphore,
 }
 
@@ -38,16 +39,23 @@ impl FakeOpenAi {
             requests: Mutex::default(),
             failure: Mutex::default(),
             gated: Mutex::default(),
+            stalled: Mutex::default(),
             gate: Semaphore::new(0),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (tx, rx) = std::sync::mpsc::channel();
         let state = shared.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                tx.send(listener.local_addr().expect("addr")).expect("send addr");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                tx.send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
                 let app = axum::Router::new()
                     .route("/v1/chat/completions", axum::routing::post(completions))
                     .with_state(state);
@@ -59,7 +67,11 @@ impl FakeOpenAi {
             });
         });
         let addr = rx.recv().expect("fake openai address");
-        FakeOpenAi { base_url: format!("http://{addr}/v1"), shared, _stop: stop }
+        FakeOpenAi {
+            base_url: format!("http://{addr}/v1"),
+            shared,
+            _stop: stop,
+        }
     }
 
     /// Every request body received so far.
@@ -77,6 +89,11 @@ impl FakeOpenAi {
         *self.shared.gated.lock().unwrap() = true;
     }
 
+    /// Makes every later request wait forever without answering.
+    pub fn stall(&self) {
+        *self.shared.stalled.lock().unwrap() = true;
+    }
+
     pub fn release(&self) {
         self.shared.gate.add_permits(1);
     }
@@ -91,15 +108,28 @@ fn answer_words(body: &Value) -> Vec<String> {
     let text = format!("fake: {last_user}");
     let mut words: Vec<String> = Vec::new();
     for (i, w) in text.split(' ').enumerate() {
-        words.push(if i == 0 { w.to_string() } else { format!(" {w}") });
+        words.push(if i == 0 {
+            w.to_string()
+        } else {
+            format!(" {w}")
+        });
     }
     words
 }
 
-async fn completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn completions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     shared.requests.lock().unwrap().push(body.clone());
-    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {API_KEY}")) {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {API_KEY}"))
+    {
         return error(401, "Incorrect API key provided");
+    }
+    if *shared.stalled.lock().unwrap() {
+        std::future::pending::<()>().await;
     }
     if let Some((status, message)) = shared.failure.lock().unwrap().clone() {
         return error(status, &message);
@@ -122,24 +152,37 @@ async fn completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json
             json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
         };
-        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
-        events.extend(words.iter().map(|w| chunk(json!({"content": w}), Value::Null)));
+        let mut events = vec![chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )];
+        events.extend(
+            words
+                .iter()
+                .map(|w| chunk(json!({"content": w}), Value::Null)),
+        );
         events.push(chunk(json!({}), json!("stop")));
-        events.push(json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
-                           "model": "fake-model", "choices": [], "usage": usage}));
+        events.push(
+            json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
+                           "model": "fake-model", "choices": [], "usage": usage}),
+        );
         for (i, event) in events.iter().enumerate() {
             if tx.send(format!("data: {event}\n\n")).await.is_err() {
                 return;
             }
             if gated && i == 1 {
-                let Ok(permit) = shared.gate.acquire().await else { return };
+                let Ok(permit) = shared.gate.acquire().await else {
+                    return;
+                };
                 permit.forget();
             }
         }
         let _ = tx.send("data: [DONE]\n\n".to_string()).await;
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|s| (Ok::<_, std::convert::Infallible>(s), rx))
+        rx.recv()
+            .await
+            .map(|s| (Ok::<_, std::convert::Infallible>(s), rx))
     });
     Response::builder()
         .header("content-type", "text/event-stream")
@@ -149,5 +192,9 @@ async fn completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, Json
 
 fn error(status: u16, message: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(json!({"error": {"message": message, "type": "invalid_request_error", "code": null}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"message": message, "type": "invalid_request_error", "code": null}})),
+    )
+        .into_response()
 }

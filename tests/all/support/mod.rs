@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 /// The compiled component `name` (its crate name with `-` as `_`), built by `just build`.
 pub fn component(name: &str) -> PathBuf {
     let file = format!("{}.wasm", name.replace('-', "_"));
-    let path = repo_root().join("components/target/wasm32-wasip2/release").join(&file);
+    let path = repo_root()
+        .join("components/target/wasm32-wasip2/release")
+        .join(&file);
     assert!(
         path.is_file(),
         "component `{}` is missing; build the components first with `just build-components`",
@@ -21,12 +23,18 @@ pub fn component(name: &str) -> PathBuf {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
 }
 
 /// A manifest fragment declaring component `name` from `wasm`, with extra TOML lines.
 pub fn component_toml(name: &str, wasm: &Path, extra: &str) -> String {
-    format!("[component.{name}]\nsource = {:?}\n{extra}\n", wasm.display().to_string())
+    format!(
+        "[component.{name}]\nsource = {:?}\n{extra}\n",
+        wasm.display().to_string()
+    )
 }
 
 pub fn route_toml(route: &str, component: &str) -> String {
@@ -38,7 +46,10 @@ pub fn default_manifest() -> String {
     let text = std::fs::read_to_string(repo_root().join("components/llmchat.toml"))
         .expect("reading components/llmchat.toml");
     let release = repo_root().join("components/target/wasm32-wasip2/release");
-    text.replace("source = \"target/wasm32-wasip2/release/", &format!("source = \"{}/", release.display()))
+    text.replace(
+        "source = \"target/wasm32-wasip2/release/",
+        &format!("source = \"{}/", release.display()),
+    )
 }
 
 /// A running `llmchat up`, killed on drop.
@@ -72,7 +83,11 @@ impl Host {
         for (k, v) in env {
             command.env(k, v);
         }
-        let mut child = command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawning llmchat");
+        let mut child = command
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawning llmchat");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -88,7 +103,12 @@ impl Host {
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(base) => Ok(Host { child, base, log, _dir: dir }),
+            Ok(base) => Ok(Host {
+                child,
+                base,
+                log,
+                _dir: dir,
+            }),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -123,7 +143,8 @@ impl Host {
 
     /// Resident set size of the host process, in bytes.
     pub fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("reading /proc status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading /proc status");
         let kb: u64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -134,13 +155,20 @@ impl Host {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("waiting for llmchat") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "llmchat did not exit after SIGTERM:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "llmchat did not exit after SIGTERM:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -153,14 +181,18 @@ impl Drop for Host {
     }
 }
 
-/// `llmchat up -f MANIFEST` on a free port, with the shared artifact cache of the test run.
+/// `llmchat up -f MANIFEST` on a free port, with the shared artifact cache of the test run
+/// (override it by setting `LLMCHAT_CACHE_DIR`).
 pub fn llmchat_command(manifest: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_llmchat"));
     command
         .args(["up", "-f"])
         .arg(manifest)
-        .args(["--listen", "127.0.0.1:0", "--cache-dir"])
-        .arg(Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifact-cache"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env(
+            "LLMCHAT_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifact-cache"),
+        )
         .env_remove("RUST_BACKTRACE");
     command
 }
