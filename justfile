@@ -3,7 +3,6 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 components := "components"
-wasm_out := "components/target/wasm32-wasip2/release"
 
 # List the recipes.
 default:
@@ -28,17 +27,19 @@ build: build-components
 run *ARGS: build
     ./target/release/llmchat up -f components/llmchat.toml {{ARGS}}
 
-# Run unit and end-to-end tests.
+# Run unit and end-to-end tests (host, and the guest components' unit tests natively).
 test: build-components
     cargo test --locked --release --workspace
+    cd {{components}} && cargo test --locked -p chat --target "$(rustc -vV | sed -n 's/^host: //p')"
 
 # Run the tests whose name contains NAME.
 test-one NAME: build-components
     cargo test --locked --release --workspace -- {{NAME}}
 
-# Benchmarks: per-invocation cost, and HTTP load against llmchat and wasmtime serve.
+# Benchmarks: per-invocation cost, HTTP load against llmchat and wasmtime serve, RSS.
+# Prints a markdown table and writes it to target/bench-report.md.
 bench: build
-    env -u RUST_BACKTRACE cargo run --locked --release -p llmchat-bench -- {{wasm_out}}
+    env -u RUST_BACKTRACE cargo bench --locked -p llmchat-host --bench llmchat
 
 # Formatting and clippy for both workspaces.
 lint:
