@@ -44,6 +44,6 @@ bench: build
 # Formatting and clippy for both workspaces.
 lint:
     cargo fmt --all --check
-    cargo clippy --locked --workspace --all-targets -- -D warnings
+    cargo clippy --locked --release --workspace --all-targets -- -D warnings
     cd {{components}} && cargo fmt --all --check
     cd {{components}} && cargo clippy --locked --target wasm32-wasip2 --all-targets -- -D warnings

@@ -15,7 +15,7 @@ impl log::Host for &mut CapabilityCtx {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         let component = self.component.name.as_str();
         match level {

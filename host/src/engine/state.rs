@@ -104,7 +104,7 @@ impl OutboundPolicy {
             return false;
         };
         let origin = format!("{scheme}://{authority}").to_ascii_lowercase();
-        self.allowed.iter().any(|a| *a == origin)
+        self.allowed.contains(&origin)
     }
 }
 

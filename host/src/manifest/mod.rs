@@ -252,12 +252,10 @@ impl Manifest {
             validate_http_trigger(t, &components, &mut seen)
                 .with_context(|| format!("in [[trigger.http]] #{} (route {:?})", i + 1, t.route))?;
         }
-        if let LlmSettings::Openai { base_url, .. } = &raw.llm {
-            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                bail!(
-                    "in [llm]: field `base_url`: {base_url:?} must start with http:// or https://"
-                );
-            }
+        if let LlmSettings::Openai { base_url, .. } = &raw.llm
+            && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+        {
+            bail!("in [llm]: field `base_url`: {base_url:?} must start with http:// or https://");
         }
         if raw.kv.max_keys == 0 || raw.kv.max_bytes.bytes() == 0 {
             bail!("in [kv]: `max_keys` and `max_bytes` must be greater than zero");

@@ -1,0 +1,220 @@
+//! `just bench`: every benchmark of the llmchat host in one run, printed as one markdown table
+//! (stdout and `target/bench-report.md`) with the issue's targets and PASS/MISS per row.
+//!
+//! Why one run: the HTTP targets are ratios against `wasmtime serve` on the same machine, and
+//! a 2-core machine drifts between runs, so every figure that is compared comes from the same
+//! process, interleaved round by round.
+//!
+//! - [`invocation`]: (a) instantiate + call + drop of a trivial component through the host
+//!   library, in-process: µs per invocation, invocations/s with 2 tasks, and where the time
+//!   goes; the same for the `hello` wasi:http component.
+//! - [`load`]: (b, c) `wrk` at 100 connections against the real `llmchat` binary and against
+//!   `wasmtime serve` (defaults and tuned pooling) serving the same `hello.wasm`.
+//! - [`memory`]: (d) the host's RSS idle, and before and after 200 memory-bomb requests.
+//! - [`process`]: the child processes (killed on drop, even on error) and small probes.
+//! - [`report`]: the table and the targets.
+//!
+//! `LLMCHAT_BENCH_WRK_SECS` shortens the `wrk` runs (default 10 s) for a quick trial; the
+//! figures for the README come from the defaults.
+
+mod invocation;
+mod load;
+mod memory;
+mod process;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use load::{Target, WrkSettings};
+use process::{Llmchat, WasmtimeServe};
+
+/// Pooling flags that make `wasmtime serve` fastest here (NOTES-wasmtime.md).
+const SERVE_TUNED_FLAGS: &str =
+    "pooling-allocator=y,pooling-memory-keep-resident=4194304,pooling-table-keep-resident=1048576";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let paths = Paths::discover()?;
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        eprintln!(
+            "warning: RUST_BACKTRACE is set; traps capture host backtraces and skew the figures \
+             (run `just bench`, which unsets it)"
+        );
+    }
+    let wrk = WrkSettings::from_env()?;
+
+    eprintln!("(a) per-invocation overhead, in-process");
+    let invocation = invocation::measure(&paths.repo.join("components/llmchat.toml"), &paths.wasm)?;
+
+    let work = tempfile::tempdir().context("creating a temp folder")?;
+    let cache = work.path().join("artifact-cache");
+    let manifest = default_manifest(&paths)?;
+
+    eprintln!("(b, c) HTTP load: {}", wrk.describe());
+    let host = Llmchat::start(&paths.llmchat, &manifest, &cache)?;
+    let cold_rss = memory::idle_rss(&host)?;
+    let hello = paths.wasm.join("hello.wasm");
+    let serve = match &paths.wasmtime {
+        Some(w) => Some((
+            WasmtimeServe::start(&w.path, &hello, None)?,
+            WasmtimeServe::start(&w.path, &hello, Some(SERVE_TUNED_FLAGS))?,
+        )),
+        None => None,
+    };
+    let mut targets = vec![
+        Target::new("llmchat GET /hello", host.url("/hello")),
+        Target::new("llmchat GET /api/agents", host.url("/api/agents")),
+    ];
+    if let Some((default, tuned)) = &serve {
+        targets.push(Target::new("wasmtime serve (defaults)", default.url("/")));
+        targets.push(Target::new("wasmtime serve (tuned)", tuned.url("/")));
+    }
+    let mut loads = load::measure(&targets, &wrk)?.into_iter();
+    let mut next = || loads.next().context("a load result per target");
+    let (hello_load, agents_load) = (next()?, next()?);
+    let serve_loads = match serve {
+        Some(_) => Some((next()?, next()?)),
+        None => None,
+    };
+    drop(serve);
+    drop(host);
+
+    eprintln!("(d) RSS: idle, and around 200 memory-bomb requests");
+    let memory = memory::measure(&paths, &manifest, &cache)?;
+
+    let table = report::render(&report::Results {
+        context: report::Context {
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            wrk: wrk.describe(),
+            wasmtime: paths.wasmtime.as_ref().map(|w| w.version.clone()),
+        },
+        invocation,
+        hello: hello_load,
+        agents: agents_load,
+        serve: serve_loads,
+        cold_rss,
+        memory,
+    });
+    println!("{table}");
+    let out = paths.target.join("bench-report.md");
+    std::fs::write(&out, &table).with_context(|| format!("writing `{}`", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Where the benchmark finds what `just build` produced.
+pub struct Paths {
+    pub repo: PathBuf,
+    /// The components' release folder.
+    pub wasm: PathBuf,
+    /// The `llmchat` binary cargo built for this bench (`target/release/llmchat`).
+    pub llmchat: PathBuf,
+    /// The cargo target folder, where the report is written.
+    pub target: PathBuf,
+    pub wasmtime: Option<Wasmtime>,
+}
+
+pub struct Wasmtime {
+    pub path: PathBuf,
+    /// `wasmtime --version`, e.g. `wasmtime 48.0.8 (…)`.
+    pub version: String,
+}
+
+impl Paths {
+    fn discover() -> Result<Self> {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .context("host/ has a parent folder")?
+            .to_path_buf();
+        let wasm = repo.join("components/target/wasm32-wasip2/release");
+        for name in ["fixture_trivial", "hello", "chat", "fixture_memory_bomb"] {
+            let file = wasm.join(format!("{name}.wasm"));
+            if !file.is_file() {
+                bail!(
+                    "component `{}` is missing; run `just build` first",
+                    file.display()
+                );
+            }
+        }
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .context("the cargo tmp folder has a parent")?
+            .to_path_buf();
+        Ok(Self {
+            repo,
+            wasm,
+            llmchat: PathBuf::from(env!("CARGO_BIN_EXE_llmchat")),
+            target,
+            wasmtime: find_wasmtime(),
+        })
+    }
+}
+
+/// `wasmtime` from `~/.cargo/bin` or the `PATH`, if it runs.
+fn find_wasmtime() -> Option<Wasmtime> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|home| home.join("bin/wasmtime"))
+        .into_iter()
+        .collect();
+    candidates.push(PathBuf::from("wasmtime"));
+    candidates.into_iter().find_map(|path| {
+        let out = Command::new(&path).arg("--version").output().ok()?;
+        out.status.success().then(|| Wasmtime {
+            version: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            path,
+        })
+    })
+}
+
+/// `components/llmchat.toml` with its relative `source` paths made absolute, so that it can
+/// be written anywhere.
+fn default_manifest(paths: &Paths) -> Result<String> {
+    let file = paths.repo.join("components/llmchat.toml");
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading `{}`", file.display()))?;
+    let relative = "source = \"target/wasm32-wasip2/release/";
+    if !text.contains(relative) {
+        bail!(
+            "`{}` no longer has `{relative}…` sources; update the bench",
+            file.display()
+        );
+    }
+    Ok(text.replace(relative, &format!("source = \"{}/", paths.wasm.display())))
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 when empty.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// `d` in microseconds, as a float.
+pub fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}

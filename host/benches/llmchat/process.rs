@@ -1,0 +1,248 @@
+//! The servers the benchmark runs as child processes, and the probes it needs around them.
+//!
+//! Every child sits in a [`ChildGuard`] that kills and reaps it on drop, so an error or a
+//! panic anywhere in the run leaves no server behind. Readiness is a TCP connect polled
+//! against a deadline, never a fixed sleep.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// How long a server may take to start (it compiles its components when the cache is cold).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much of a child's stderr is kept for error messages; start-up is what matters.
+const LOG_KEEP: usize = 64 << 10;
+
+/// A running child process, killed and reaped on drop.
+pub struct ChildGuard {
+    name: String,
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl ChildGuard {
+    /// Spawns `command` with stderr captured and `RUST_BACKTRACE` removed.
+    pub fn spawn(name: &str, mut command: Command) -> Result<Self> {
+        command
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {name}: {command:?}"))?;
+        let stderr = child.stderr.take().context("the child's stderr is piped")?;
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap_or_else(PoisonError::into_inner);
+                if log.len() < LOG_KEEP {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Fails with the child's stderr if it has exited.
+    fn ensure_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait().context("polling a child process")? {
+            bail!("{} exited with {status}:\n{}", self.name, self.log());
+        }
+        Ok(())
+    }
+
+    /// Waits for a stderr line containing `needle`; returns what follows it on that line.
+    pub fn wait_for_log(&mut self, needle: &str) -> Result<String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(rest) = self.log().lines().find_map(|l| l.split(needle).nth(1)) {
+                return Ok(rest.trim().to_string());
+            }
+            self.ensure_running()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "{} never logged {needle:?} within {START_TIMEOUT:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until `addr` accepts a TCP connection.
+    pub fn wait_for_tcp(&mut self, addr: SocketAddr) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return Ok(());
+            }
+            self.ensure_running()?;
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not accept connections on {addr} within {START_TIMEOUT:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Resident set size, in bytes (VmRSS from /proc).
+    pub fn rss(&self) -> Result<u64> {
+        let file = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&file).with_context(|| format!("reading `{file}`"))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no VmRSS in `{file}`"))?;
+        Ok(kib * 1024)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `llmchat up` on a free port, with its manifest in a temp folder.
+pub struct Llmchat {
+    pub process: ChildGuard,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Llmchat {
+    /// Starts `llmchat up -f MANIFEST --listen 127.0.0.1:0 --cache-dir CACHE` and waits
+    /// until it accepts connections.
+    pub fn start(binary: &Path, manifest: &str, cache_dir: &Path) -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating a temp folder")?;
+        let file = dir.path().join("llmchat.toml");
+        std::fs::write(&file, manifest).with_context(|| format!("writing `{}`", file.display()))?;
+        let mut command = Command::new(binary);
+        command
+            .args(["up", "-f"])
+            .arg(&file)
+            .args(["--listen", "127.0.0.1:0", "--cache-dir"])
+            .arg(cache_dir)
+            .env("RUST_LOG", "info");
+        let mut process = ChildGuard::spawn("llmchat", command)?;
+        let base = process.wait_for_log("llmchat listening on ")?;
+        let addr: SocketAddr = base
+            .trim_start_matches("http://")
+            .parse()
+            .with_context(|| format!("llmchat logged an unexpected address {base:?}"))?;
+        process.wait_for_tcp(addr)?;
+        Ok(Self {
+            process,
+            base,
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// A running `wasmtime serve -Scli` on a free port.
+pub struct WasmtimeServe {
+    _process: ChildGuard,
+    base: String,
+}
+
+impl WasmtimeServe {
+    /// Serves `wasm`, with `-O OPTIMIZE` when given, and waits until it accepts connections.
+    pub fn start(wasmtime: &Path, wasm: &Path, optimize: Option<&str>) -> Result<Self> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut command = Command::new(wasmtime);
+        command.args(["serve", "-Scli", "--addr", &addr.to_string()]);
+        if let Some(flags) = optimize {
+            command.args(["-O", flags]);
+        }
+        command.arg(wasm);
+        let mut process = ChildGuard::spawn("wasmtime serve", command)?;
+        process.wait_for_tcp(addr)?;
+        let serve = Self {
+            _process: process,
+            base: format!("http://{addr}"),
+        };
+        expect_ok(&serve.url("/"))?;
+        Ok(serve)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(listener
+        .local_addr()
+        .context("reading the bound port")?
+        .port())
+}
+
+/// One GET on a fresh connection; returns the status code.
+pub fn get(url: &str) -> Result<u16> {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    let client = match CLIENT.get() {
+        Some(client) => client,
+        None => {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(0)
+                .build()
+                .context("building an HTTP client")?;
+            CLIENT.get_or_init(|| client)
+        }
+    };
+    let response = client
+        .get(url)
+        .send()
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status().as_u16();
+    // Read the body so that the server finishes the exchange before we measure anything.
+    response
+        .bytes()
+        .with_context(|| format!("reading the body of GET {url}"))?;
+    Ok(status)
+}
+
+/// One GET that must answer 2xx.
+pub fn expect_ok(url: &str) -> Result<()> {
+    let status = get(url)?;
+    if !(200..300).contains(&status) {
+        bail!("GET {url} answered {status}, expected 2xx");
+    }
+    Ok(())
+}
