@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Host, client, default_manifest};
+use crate::support::{Host, client, default_manifest, error_of};
 
 fn chat(host: &Host, body: Value) -> (StatusCode, Value) {
     let response = client()
@@ -66,12 +66,7 @@ fn agents_are_listed_and_fetched_by_id() {
 
     let ghost = client().get(host.url("/api/agents/ghost")).send().unwrap();
     assert_eq!(ghost.status(), StatusCode::NOT_FOUND);
-    assert!(
-        ghost.json::<Value>().unwrap()["error"]
-            .as_str()
-            .unwrap()
-            .contains("ghost")
-    );
+    assert!(error_of(ghost).contains("ghost"));
 }
 
 #[test]
@@ -177,10 +172,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .send()
         .unwrap();
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
-    let error = malformed.json::<Value>().unwrap()["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let error = error_of(malformed);
     assert!(error.contains("invalid JSON"), "{error}");
 
     let (status, missing) = chat(&host, json!({"agent": "general", "conversation_id": "c1"}));
@@ -213,21 +205,11 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .send()
         .unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(
-        response.json::<Value>().unwrap()["error"]
-            .as_str()
-            .unwrap()
-            .contains("larger than")
-    );
+    assert!(error_of(response).contains("larger than"));
 
     let nowhere = client().get(host.url("/no/such/route")).send().unwrap();
     assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
-    assert!(
-        nowhere.json::<Value>().unwrap()["error"]
-            .as_str()
-            .unwrap()
-            .contains("/no/such/route")
-    );
+    assert!(error_of(nowhere).contains("/no/such/route"));
 
     // None of the refused requests touched the conversation.
     let (_, next) = chat(

@@ -4,9 +4,15 @@ use std::path::Path;
 
 use crate::support::repo_root;
 
-fn package_name(dir: &Path) -> Option<String> {
+/// The package name of the component crate in `dir`; `None` for a helper library, which is
+/// not a component (only `cdylib` crates are).
+fn component_name(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("Cargo.toml")).ok()?;
     let value: toml::Value = text.parse().ok()?;
+    let crate_types = value.get("lib")?.get("crate-type")?.as_array()?;
+    if !crate_types.iter().any(|t| t.as_str() == Some("cdylib")) {
+        return None;
+    }
     Some(value.get("package")?.get("name")?.as_str()?.to_string())
 }
 
@@ -34,7 +40,7 @@ fn every_component_has_a_test() {
     let default_manifest = std::fs::read_to_string(root.join("llmchat.toml")).unwrap();
     let untested: Vec<String> = dirs
         .iter()
-        .filter_map(|d| package_name(d))
+        .filter_map(|d| component_name(d))
         .filter(|name| {
             let wasm = format!("/{}.wasm", name.replace('-', "_"));
             !tests.contains(&format!("component(\"{name}\")")) && !default_manifest.contains(&wasm)

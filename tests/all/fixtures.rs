@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::Value;
 
-use crate::support::{Host, client, component, component_toml, poll_until, route_toml};
+use crate::support::{Host, client, component, component_toml, error_of, poll_until, route_toml};
 
 /// A host serving `fixture` at `/f` (with `extra` component settings) and `hello` at `/hello`.
 fn host_with(fixture: &str, extra: &str, http: &str) -> Host {
@@ -23,13 +22,6 @@ fn hello_ok(host: &Host) {
     let response = client().get(host.url("/hello")).send().expect("GET /hello");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().unwrap(), "Hello, world!\n");
-}
-
-fn error_of(response: reqwest::blocking::Response) -> String {
-    response.json::<Value>().expect("JSON error")["error"]
-        .as_str()
-        .expect("error string")
-        .to_string()
 }
 
 #[test]

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::chat_api::sse_events;
 use crate::support::fake_openai::{API_KEY, FakeOpenAi};
-use crate::support::{Host, client, default_manifest};
+use crate::support::{Host, client, default_manifest, error_of};
 
 const KEY_VAR: &str = "LLMCHAT_TEST_OPENAI_KEY";
 
@@ -108,10 +108,7 @@ fn provider_errors_become_502_with_the_reason() {
     fake.fail_with(500, "model overloaded");
     let response = post_chat(&host, json!({"agent": "general", "message": "hi"}));
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let error = response.json::<Value>().unwrap()["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let error = error_of(response);
     assert!(
         error.contains("model overloaded") && error.contains("500"),
         "{error}"
@@ -123,10 +120,7 @@ fn provider_errors_become_502_with_the_reason() {
         json!({"agent": "general", "message": "hi", "stream": true}),
     );
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let error = response.json::<Value>().unwrap()["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let error = error_of(response);
     assert!(error.contains("Incorrect API key"), "{error}");
 }
 
@@ -136,10 +130,7 @@ fn unreachable_provider_is_a_502() {
     let host = host_for("http://127.0.0.1:9/v1", API_KEY);
     let response = post_chat(&host, json!({"agent": "general", "message": "hi"}));
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let error = response.json::<Value>().unwrap()["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let error = error_of(response);
     assert!(error.contains("unavailable"), "{error}");
 }
 
@@ -150,9 +141,6 @@ fn a_provider_that_never_answers_times_out_with_504() {
     let host = host_with_timeout(&fake.base_url, API_KEY, "500ms");
     let response = post_chat(&host, json!({"agent": "general", "message": "hi"}));
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
-    let error = response.json::<Value>().unwrap()["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let error = error_of(response);
     assert!(error.contains("timed out"), "{error}");
 }

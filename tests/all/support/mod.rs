@@ -217,3 +217,12 @@ pub fn poll_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The `error` text of a JSON error response.
+pub fn error_of(response: reqwest::blocking::Response) -> String {
+    let body: serde_json::Value = response.json().expect("a JSON error body");
+    body["error"]
+        .as_str()
+        .expect("an `error` string")
+        .to_string()
+}
