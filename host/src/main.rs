@@ -93,6 +93,8 @@ async fn up(args: UpArgs) -> Result<()> {
     )?);
     let in_manifest = || format!("in manifest `{}`", manifest.path.display());
     let registry = Registry::load(&engine, &manifest).with_context(in_manifest)?;
+    // Compiling leaves tens of MB of freed scratch in the allocator's per-thread heaps.
+    llmchat_host::engine::return_freed_memory();
     let services = Arc::new(Services {
         kv: Arc::new(MemoryKv::new(
             manifest.kv.max_keys,

@@ -25,6 +25,7 @@ pub struct LoadedComponent {
     pub slots: Arc<Semaphore>,
     identity: Arc<ComponentIdentity>,
     outbound: OutboundPolicy,
+    environment: Vec<(String, String)>,
     memory_cap: usize,
 }
 
@@ -43,6 +44,7 @@ impl LoadedComponent {
         engine.new_store(InvocationState::new(
             self.memory_cap,
             self.outbound.clone(),
+            &self.environment,
             caps,
         ))
     }
@@ -112,6 +114,11 @@ fn load_component(
             config: spec.config.clone(),
         }),
         outbound: OutboundPolicy::new(&spec.allowed_outbound_hosts),
+        environment: spec
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         memory_cap: usize::try_from(spec.memory_limit.bytes()).unwrap_or(usize::MAX),
         spec: spec.clone(),
     })

@@ -207,6 +207,15 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(error_of(response).contains("larger than"));
 
+    // The same without a content-length: a chunked body is cut off at the limit too.
+    let chunked = reqwest::blocking::Body::new(std::io::Cursor::new(vec![b' '; 2 << 20]));
+    let response = client()
+        .post(host.url("/api/chat"))
+        .body(chunked)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
     let nowhere = client().get(host.url("/no/such/route")).send().unwrap();
     assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
     assert!(error_of(nowhere).contains("/no/such/route"));

@@ -32,9 +32,11 @@ use llmchat_host::manifest::Manifest;
 use crate::{median, micros};
 
 const WARM_UP: usize = 2_000;
-const BATCHES: usize = 15;
-const PER_BATCH: usize = 2_000;
+pub const BATCHES: usize = 15;
+pub const PER_BATCH: usize = 2_000;
 const CONCURRENT_TASKS: usize = 2;
+/// Store (with the request, for wasi:http), instantiate, call (with the body), drop.
+const PHASES: usize = 4;
 /// The cap each invocation's store gets, as `hello` has in the default manifest.
 const MEMORY_CAP: usize = 16 << 20;
 
@@ -43,12 +45,13 @@ pub struct Results {
     pub trivial_us: f64,
     /// Median invocations per second, 2 tasks on 2 workers.
     pub trivial_per_sec: f64,
-    pub breakdown: Breakdown,
+    pub trivial_phases: Breakdown,
     pub hello_us: f64,
     pub hello_per_sec: f64,
+    pub hello_phases: Breakdown,
 }
 
-/// Median µs per phase of one trivial invocation.
+/// Median µs per phase of one invocation.
 pub struct Breakdown {
     pub store: f64,
     pub instantiate: f64,
@@ -80,15 +83,17 @@ pub fn measure(manifest: &Path, wasm: &Path) -> Result<Results> {
     runtime.block_on(async {
         let (trivial_us, trivial_per_sec) = per_invocation(&trivial).await?;
         eprintln!("  trivial: {trivial_us:.2} µs/invocation, {trivial_per_sec:.0}/s with 2 tasks");
-        let breakdown = breakdown(&trivial).await?;
+        let trivial_phases = breakdown(&trivial).await?;
         let (hello_us, hello_per_sec) = per_invocation(&hello).await?;
         eprintln!("  hello:   {hello_us:.2} µs/invocation, {hello_per_sec:.0}/s with 2 tasks");
+        let hello_phases = breakdown(&hello).await?;
         Ok(Results {
             trivial_us,
             trivial_per_sec,
-            breakdown,
+            trivial_phases,
             hello_us,
             hello_per_sec,
+            hello_phases,
         })
     })
 }
@@ -129,14 +134,43 @@ impl Host {
         self.engine.new_store(InvocationState::new(
             MEMORY_CAP,
             OutboundPolicy::default(),
+            &[],
             caps,
         ))
     }
 }
 
-/// One complete invocation: store, instantiate, call, drop.
+/// One complete invocation: store, instantiate, call, drop. `laps` is told when each of
+/// these phases ends; it is [`NoLaps`] except in the breakdown.
 trait Invoke: Send + Sync + 'static {
-    fn invoke(&self) -> impl Future<Output = Result<()>> + Send;
+    fn invoke(&self, laps: &mut impl Laps) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Marks the end of a phase of an invocation.
+trait Laps: Send {
+    fn lap(&mut self);
+}
+
+struct NoLaps;
+
+impl Laps for NoLaps {
+    fn lap(&mut self) {}
+}
+
+/// Sums the time of each phase over many invocations.
+struct PhaseTimes {
+    last: Instant,
+    phase: usize,
+    sums: [Duration; PHASES],
+}
+
+impl Laps for PhaseTimes {
+    fn lap(&mut self) {
+        let now = Instant::now();
+        self.sums[self.phase % PHASES] += now - self.last;
+        self.phase += 1;
+        self.last = now;
+    }
 }
 
 struct Trivial {
@@ -145,14 +179,20 @@ struct Trivial {
 }
 
 impl Invoke for Trivial {
-    async fn invoke(&self) -> Result<()> {
+    async fn invoke(&self, laps: &mut impl Laps) -> Result<()> {
         let mut store = self.host.new_store();
+        laps.lap();
         let command = self.pre.instantiate_async(&mut store).await?;
+        laps.lap();
         command
             .wasi_cli_run()
             .call_run(&mut store)
             .await?
-            .map_err(|()| anyhow!("the trivial component's `run` returned an error"))
+            .map_err(|()| anyhow!("the trivial component's `run` returned an error"))?;
+        laps.lap();
+        drop(store);
+        laps.lap();
+        Ok(())
     }
 }
 
@@ -162,7 +202,7 @@ struct Hello {
 }
 
 impl Invoke for Hello {
-    async fn invoke(&self) -> Result<()> {
+    async fn invoke(&self, laps: &mut impl Laps) -> Result<()> {
         let mut store = self.host.new_store();
         let request =
             http::Request::get("http://localhost/hello")
@@ -175,7 +215,9 @@ impl Invoke for Hello {
             .new_incoming_request(Scheme::Http, request)?;
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let outparam = store.data_mut().http().new_response_outparam(sender)?;
+        laps.lap();
         let proxy = self.pre.instantiate_async(&mut store).await?;
+        laps.lap();
         // The guest may still be writing the body after it sent the head: drain concurrently.
         let call = proxy
             .wasi_http_incoming_handler()
@@ -197,6 +239,9 @@ impl Invoke for Hello {
         if body?.is_empty() {
             bail!("hello answered with an empty body");
         }
+        laps.lap();
+        drop(store);
+        laps.lap();
         Ok(())
     }
 }
@@ -225,7 +270,7 @@ async fn batch<I: Invoke>(invoke: &Arc<I>, tasks: usize, per_task: usize) -> Res
             let invoke = invoke.clone();
             tokio::spawn(async move {
                 for _ in 0..per_task {
-                    invoke.invoke().await?;
+                    invoke.invoke(&mut NoLaps).await?;
                 }
                 anyhow::Ok(())
             })
@@ -237,33 +282,26 @@ async fn batch<I: Invoke>(invoke: &Arc<I>, tasks: usize, per_task: usize) -> Res
     Ok(started.elapsed())
 }
 
-/// The trivial invocation with a timestamp between phases; medians of per-batch means.
-async fn breakdown(trivial: &Arc<Trivial>) -> Result<Breakdown> {
-    let mut phases: [Vec<f64>; 4] = Default::default();
+/// Median µs per phase, one task: the medians of per-batch means.
+async fn breakdown<I: Invoke>(invoke: &Arc<I>) -> Result<Breakdown> {
+    let mut phases: [Vec<f64>; PHASES] = Default::default();
     for _ in 0..BATCHES {
-        let mut sums = [Duration::ZERO; 4];
+        let mut times = PhaseTimes {
+            last: Instant::now(),
+            phase: 0,
+            sums: [Duration::ZERO; PHASES],
+        };
         for _ in 0..PER_BATCH {
-            let t0 = Instant::now();
-            let mut store = trivial.host.new_store();
-            let t1 = Instant::now();
-            let command = trivial.pre.instantiate_async(&mut store).await?;
-            let t2 = Instant::now();
-            command
-                .wasi_cli_run()
-                .call_run(&mut store)
-                .await?
-                .map_err(|()| anyhow!("the trivial component's `run` returned an error"))?;
-            let t3 = Instant::now();
-            drop(store);
-            let t4 = Instant::now();
-            for (sum, (from, to)) in sums
-                .iter_mut()
-                .zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4)])
-            {
-                *sum += to - from;
-            }
+            times.last = Instant::now();
+            invoke.invoke(&mut times).await?;
         }
-        for (phase, sum) in phases.iter_mut().zip(sums) {
+        if times.phase != PHASES * PER_BATCH {
+            bail!(
+                "an invocation marked {} phases, expected {PHASES}",
+                times.phase / PER_BATCH
+            );
+        }
+        for (phase, sum) in phases.iter_mut().zip(times.sums) {
             phase.push(micros(sum) / PER_BATCH as f64);
         }
     }

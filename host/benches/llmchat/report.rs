@@ -132,14 +132,16 @@ pub fn render(r: &Results) -> String {
     let c = &r.context;
     let _ = writeln!(
         out,
-        "{} cores, Linux {}; {}; {}. In-process figures (a) are medians of 15 batches of \
-         2,000 invocations after a warm-up.\n",
+        "{} cores, Linux {}; {}; {}. In-process figures (a) are medians of {} batches of \
+         {} invocations after a warm-up.\n",
         c.cores,
         c.kernel,
         c.wasmtime
             .as_deref()
             .unwrap_or("wasmtime serve not installed"),
-        c.wrk
+        c.wrk,
+        invocation::BATCHES,
+        thousands(invocation::PER_BATCH as f64),
     );
     out.push_str(&table(&rows));
     let targeted: Vec<_> = rows
@@ -156,7 +158,12 @@ pub fn render(r: &Results) -> String {
 
 fn rows(r: &Results) -> Vec<Row> {
     let inv = &r.invocation;
-    let b = &inv.breakdown;
+    let phases = |b: &invocation::Breakdown| {
+        format!(
+            "{:.2} / {:.2} / {:.2} / {:.2} µs",
+            b.store, b.instantiate, b.call, b.drop
+        )
+    };
     let p99_ok = |load: &Load| load.p99() <= MAX_P99;
     let mut rows = vec![
         Row::target(
@@ -170,11 +177,8 @@ fn rows(r: &Results) -> Vec<Row> {
             format!("{} invocations/s", thousands(inv.trivial_per_sec)),
         ),
         Row::info(
-            "(a) trivial, where the time goes: store / instantiate / call / drop",
-            format!(
-                "{:.2} / {:.2} / {:.2} / {:.2} µs",
-                b.store, b.instantiate, b.call, b.drop
-            ),
+            "(a) trivial, phases: store / instantiate / call / drop",
+            phases(&inv.trivial_phases),
         ),
         Row::info(
             "(a) hello in-process: request + call_handle + body, 1 task",
@@ -183,6 +187,10 @@ fn rows(r: &Results) -> Vec<Row> {
         Row::info(
             "(a) hello in-process, 2 tasks on 2 workers",
             format!("{} invocations/s", thousands(inv.hello_per_sec)),
+        ),
+        Row::info(
+            "(a) hello, phases: store + request / instantiate / call + body / drop",
+            phases(&inv.hello_phases),
         ),
         Row::target(
             "(b) llmchat GET /hello",

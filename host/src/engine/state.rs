@@ -31,11 +31,22 @@ pub struct InvocationState {
 }
 
 impl InvocationState {
-    pub fn new(memory_cap: usize, outbound: OutboundPolicy, caps: CapabilityCtx) -> Self {
+    /// `environment` is what the manifest grants (usually nothing); no other ambient
+    /// authority exists: no preopened files, no arguments, no sockets.
+    pub fn new(
+        memory_cap: usize,
+        outbound: OutboundPolicy,
+        environment: &[(String, String)],
+        caps: CapabilityCtx,
+    ) -> Self {
         let output = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
         let wasi = WasiCtx::builder()
             .stdout(output.clone())
             .stderr(output.clone())
+            .envs(environment)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
             .build();
         Self {
             wasi,

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
@@ -134,26 +134,57 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
     }
 }
 
+/// How much of an oversized body is read and discarded before the 413 is sent. Answering
+/// while the client is still writing makes many clients fail with a broken pipe instead of
+/// reading the 413; past this much (or [`DRAIN_TIME`]) the connection is simply closed.
+const DRAIN_LIMIT: u64 = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Reads the whole body, refusing more than `limit` bytes with 413 before any instance runs.
-async fn read_body(body: Body, limit: u64) -> Result<Bytes, ApiError> {
+async fn read_body(mut body: Body, limit: u64) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body is larger than {limit} bytes"),
         )
     };
-    if http_body::Body::size_hint(&body).lower() > limit {
-        return Err(too_large());
+    let mut collected = bytes::BytesMut::new();
+    let mut total: u64 = http_body::Body::size_hint(&body)
+        .lower()
+        .min(DRAIN_LIMIT + 1);
+    if total <= limit {
+        total = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading request body: {e}"),
+                )
+            })?;
+            if let Some(data) = frame.data_ref() {
+                total += data.len() as u64;
+                if total > limit {
+                    break;
+                }
+                collected.extend_from_slice(data);
+            }
+        }
+        if total <= limit {
+            return Ok(collected.freeze());
+        }
     }
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit_usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("reading request body: {e}"),
-        )),
+    if total <= DRAIN_LIMIT {
+        let drain = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                total += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if total > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
     }
+    Err(too_large())
 }
 
 fn busy(component: &LoadedComponent) -> ApiError {

@@ -117,6 +117,8 @@ pub struct ComponentSpec {
     pub max_instances: u32,
     /// Hosts the component may reach with outgoing `wasi:http` requests, as `scheme://host:port`.
     pub allowed_outbound_hosts: Vec<String>,
+    /// Environment variables the component sees; none unless granted here.
+    pub environment: BTreeMap<String, String>,
     /// The component's own settings, readable through the `config` interface. Non-string
     /// TOML values are handed over as JSON text.
     pub config: BTreeMap<String, String>,
@@ -204,6 +206,8 @@ struct RawComponent {
     max_instances: u32,
     #[serde(default)]
     allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    environment: BTreeMap<String, String>,
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
 }
@@ -336,6 +340,7 @@ fn validate_component(name: &str, c: RawComponent, base: &Path) -> Result<Compon
         timeout: c.timeout.0,
         max_instances: c.max_instances,
         allowed_outbound_hosts: c.allowed_outbound_hosts,
+        environment: c.environment,
         config,
     })
 }
