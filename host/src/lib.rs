@@ -14,4 +14,6 @@ pub mod http;
 pub mod kv;
 pub mod llm;
 pub mod manifest;
+pub mod queue;
+pub mod redis;
 pub mod registry;

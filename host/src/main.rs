@@ -6,7 +6,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -15,9 +16,17 @@ use tokio_util::sync::CancellationToken;
 use llmchat_host::capabilities::Services;
 use llmchat_host::engine::{ComponentEngine, PoolSizing};
 use llmchat_host::http::HttpServer;
-use llmchat_host::kv::MemoryKv;
+use llmchat_host::kv::{KvStore, MemoryKv, RedisKv};
 use llmchat_host::manifest::Manifest;
+use llmchat_host::queue::memory::MemoryQueue;
+use llmchat_host::queue::redis::RedisQueue;
+use llmchat_host::queue::worker::QueueWorker;
+use llmchat_host::queue::{QueueBackend, Queues};
+use llmchat_host::redis::RedisPool;
 use llmchat_host::registry::Registry;
+
+/// How long the runtime may take to cancel what is left after the grace period.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(
@@ -62,15 +71,21 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // The engine (and its epoch ticker) must outlive the runtime: a guest still running when
+    // the runtime shuts down only gives its worker back at its next epoch tick.
+    let engine_keepalive = OnceLock::new();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")
         .and_then(|rt| {
-            rt.block_on(match cli.command {
-                Command::Up(args) => up(args),
-            })
+            let result = rt.block_on(match cli.command {
+                Command::Up(args) => up(args, &engine_keepalive),
+            });
+            rt.shutdown_timeout(RUNTIME_SHUTDOWN);
+            result
         });
+    drop(engine_keepalive);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -80,7 +95,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn up(args: UpArgs) -> Result<()> {
+async fn up(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) -> Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
     let cache_dir = if args.no_cache {
         None
@@ -91,62 +106,112 @@ async fn up(args: UpArgs) -> Result<()> {
         PoolSizing::from_manifest(&manifest),
         cache_dir,
     )?);
+    let _ = engine_keepalive.set(engine.clone());
     let in_manifest = || format!("in manifest `{}`", manifest.path.display());
     let registry = Registry::load(&engine, &manifest).with_context(in_manifest)?;
     // Compiling leaves tens of MB of freed scratch in the allocator's per-thread heaps.
     llmchat_host::engine::return_freed_memory();
+    let (kv, queue_backend) = storage(&manifest).await.with_context(in_manifest)?;
+    let queues = Arc::new(Queues::new(queue_backend, &manifest.queue_triggers));
     let services = Arc::new(Services {
-        kv: Arc::new(MemoryKv::new(
-            manifest.kv.max_keys,
-            usize::try_from(manifest.kv.max_bytes.bytes()).unwrap_or(usize::MAX),
-            usize::try_from(manifest.kv.max_value_size.bytes()).unwrap_or(usize::MAX),
-        )),
+        kv,
         llm: llmchat_host::llm::from_settings(&manifest.llm).with_context(in_manifest)?,
+        queues: queues.clone(),
     });
-    tracing::info!(
-        kv = "memory",
-        llm = services.llm.name(),
-        "kv is the embedded in-memory store: bounded and NOT durable (lost on restart)"
-    );
+    let worker = QueueWorker::new(queues, &registry, engine.clone(), services.clone())?;
     let server = HttpServer::new(&manifest, engine, &registry, services)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let signalled = shutdown_signals()?;
     tracing::info!("llmchat listening on http://{addr}");
 
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     let signals = tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
         tracing::info!("shutdown requested; draining in-flight requests");
         signal.cancel();
     });
-    let served = server.serve(listener, shutdown).await;
+    let grace = manifest.http.shutdown_grace.0;
+    let (served, ()) = tokio::join!(
+        server.serve(listener, shutdown.clone()),
+        worker.run(shutdown, grace)
+    );
     signals.abort();
     served?;
     tracing::info!("llmchat stopped");
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM: {e}");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+/// The kv store and queue backend: Redis when the manifest or `REDIS_URL` names one,
+/// otherwise the embedded, bounded, in-memory ones.
+async fn storage(manifest: &Manifest) -> Result<(Arc<dyn KvStore>, Arc<dyn QueueBackend>)> {
+    let max_value = usize::try_from(manifest.kv.max_value_size.bytes()).unwrap_or(usize::MAX);
+    let url = manifest
+        .redis
+        .url
+        .clone()
+        .or_else(|| std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()));
+    let Some(url) = url else {
+        tracing::info!(
+            "kv and queues use the embedded in-memory backends: bounded and NOT durable (lost on restart); \
+             set [redis] url or REDIS_URL for durable ones"
+        );
+        let kv = MemoryKv::new(
+            manifest.kv.max_keys,
+            usize::try_from(manifest.kv.max_bytes.bytes()).unwrap_or(usize::MAX),
+            max_value,
+        );
+        return Ok((Arc::new(kv), Arc::new(MemoryQueue::new())));
+    };
+    let pool = Arc::new(RedisPool::new(&manifest.redis, &url)?);
+    let redacted = redact(&url);
+    if let Err(e) = pool.ping().await {
+        tracing::warn!(url = %redacted, "Redis is not reachable yet ({e}); requests needing it get 503 until it is");
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    let queue_names: Vec<String> = manifest
+        .queue_triggers
+        .iter()
+        .map(|t| t.queue.clone())
+        .collect();
+    let queues = match RedisQueue::connect(pool.clone(), &queue_names).await {
+        Ok(q) => q,
+        Err(e) => anyhow::bail!("preparing the Redis queues at {redacted}: {e}"),
+    };
+    tracing::info!(url = %redacted, "kv and queues use Redis");
+    Ok((Arc::new(RedisKv::new(pool, max_value)), Arc::new(queues)))
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Installs the SIGTERM and SIGINT handlers now (before the host says it is listening, so
+/// that a supervisor's early SIGTERM is never fatal) and returns a future for either.
+#[cfg(unix)]
+fn shutdown_signals() -> Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signals() -> Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::capabilities::{CapabilityCtx, ComponentIdentity, Services};
+use crate::capabilities::{CapabilityCtx, ComponentIdentity, QueueProcessorPre, Services};
 use crate::engine::{ComponentEngine, InvocationState, OutboundPolicy};
 use crate::manifest::{ComponentSpec, Manifest};
 
@@ -21,6 +21,8 @@ pub struct LoadedComponent {
     pub content_hash: String,
     /// Present when the component exports `wasi:http/incoming-handler`.
     pub http: Option<ProxyPre<InvocationState>>,
+    /// Present when the component exports `llmchat:runtime/processor`.
+    pub processor: Option<QueueProcessorPre<InvocationState>>,
     /// One permit per instance that may run at once.
     pub slots: Arc<Semaphore>,
     identity: Arc<ComponentIdentity>,
@@ -60,8 +62,11 @@ impl Registry {
     pub fn load(engine: &ComponentEngine, manifest: &Manifest) -> Result<Registry> {
         let mut components = BTreeMap::new();
         for (name, spec) in &manifest.components {
-            let needs_http = manifest.http_triggers.iter().any(|t| t.component == *name);
-            let loaded = load_component(engine, spec, needs_http).with_context(|| {
+            let needs = Needs {
+                http: manifest.http_triggers.iter().any(|t| t.component == *name),
+                processor: manifest.queue_triggers.iter().any(|t| t.component == *name),
+            };
+            let loaded = load_component(engine, spec, needs).with_context(|| {
                 format!(
                     "loading component `{name}` from `{}`",
                     spec.source.display()
@@ -81,19 +86,34 @@ impl Registry {
     }
 }
 
+/// Which exports the manifest's triggers require of a component.
+struct Needs {
+    http: bool,
+    processor: bool,
+}
+
 fn load_component(
     engine: &ComponentEngine,
     spec: &ComponentSpec,
-    needs_http: bool,
+    needs: Needs,
 ) -> Result<LoadedComponent> {
     let started = std::time::Instant::now();
     let compiled = engine.load(&spec.source)?;
     let pre = engine.instantiate_pre(&compiled.component)?;
-    let http = match ProxyPre::new(pre) {
+    let http = match ProxyPre::new(pre.clone()) {
         Ok(p) => Some(p),
-        Err(e) if needs_http => {
+        Err(e) if needs.http => {
             return Err(anyhow::Error::from(e).context(
                 "it is the target of an [[trigger.http]] but does not export `wasi:http/incoming-handler@0.2.x`",
+            ));
+        }
+        Err(_) => None,
+    };
+    let processor = match QueueProcessorPre::new(pre) {
+        Ok(p) => Some(p),
+        Err(e) if needs.processor => {
+            return Err(anyhow::Error::from(e).context(
+                "it is the target of an [[trigger.queue]] but does not export `llmchat:runtime/processor@0.1.0`",
             ));
         }
         Err(_) => None,
@@ -108,9 +128,11 @@ fn load_component(
     Ok(LoadedComponent {
         content_hash: compiled.content_hash,
         http,
+        processor,
         slots: Arc::new(Semaphore::new(spec.max_instances as usize)),
         identity: Arc::new(ComponentIdentity {
             name: spec.name.clone(),
+            kv_namespace: spec.kv_namespace.clone(),
             config: spec.config.clone(),
         }),
         outbound: OutboundPolicy::new(&spec.allowed_outbound_hosts),

@@ -8,4 +8,4 @@ wit_bindgen::generate!({
     world: "llmchat:runtime/capabilities",
 });
 
-pub use llmchat::runtime::{config, kv, llm, log};
+pub use llmchat::runtime::{config, kv, llm, log, queue};

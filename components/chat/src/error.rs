@@ -4,7 +4,7 @@
 //! from a failure to a status and a `{"error": "..."}` body, and the SSE stream reuses
 //! [`ApiError::message`] for its `error` event so both paths say the same thing.
 
-use crate::bindings::{kv, llm};
+use crate::bindings::{kv, llm, queue};
 use crate::response;
 use serde_json::json;
 use wstd::http::{Body, HeaderValue, Method, Response, StatusCode};
@@ -18,20 +18,24 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     /// No route matches the path.
     NoRoute { method: Method, path: String },
-    /// The route exists, but not for this method; `allow` is the one it accepts.
+    /// The route exists, but not for this method; `allow` lists the ones it accepts.
     MethodNotAllowed {
         method: Method,
         path: String,
-        allow: Method,
+        allow: &'static [Method],
     },
     /// The agent named in the path or the body is not configured.
     UnknownAgent(String),
+    /// No history is stored for the conversation in the path (never created, or expired).
+    UnknownConversation(String),
     /// The component's own config is missing or wrong: an operator error, not the client's.
     Config { key: &'static str, reason: String },
     /// The llm capability failed.
     Llm(llm::Error),
     /// The conversation store (kv capability) failed.
     Kv(kv::Error),
+    /// A job could not be enqueued on `queue` (queue capability).
+    Queue { queue: String, error: queue::Error },
 }
 
 impl ApiError {
@@ -39,13 +43,25 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NoRoute { .. } | Self::UnknownAgent(_) => StatusCode::NOT_FOUND,
+            Self::NoRoute { .. } | Self::UnknownAgent(_) | Self::UnknownConversation(_) => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Config { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Llm(llm::Error::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Self::Llm(_) => StatusCode::BAD_GATEWAY,
             Self::Kv(kv::Error::QuotaExceeded(_)) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Kv(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // Our own config names a queue the manifest does not declare.
+            Self::Queue {
+                error: queue::Error::UnknownQueue(_),
+                ..
+            } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Queue {
+                error: queue::Error::Invalid(_) | queue::Error::TooLarge(_),
+                ..
+            } => StatusCode::BAD_REQUEST,
+            Self::Queue { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -61,8 +77,12 @@ impl ApiError {
                 method,
                 path,
                 allow,
-            } => format!("method {method} not allowed for {path}; use {allow}"),
+            } => format!(
+                "method {method} not allowed for {path}; use {}",
+                join(allow, " or ")
+            ),
             Self::UnknownAgent(id) => format!("unknown agent `{id}`"),
+            Self::UnknownConversation(id) => format!("unknown conversation `{id}`"),
             Self::Config { key, reason } => {
                 format!("component config `{key}` is invalid: {reason}")
             }
@@ -74,17 +94,55 @@ impl ApiError {
             Self::Kv(kv::Error::Invalid(reason) | kv::Error::Unavailable(reason)) => {
                 format!("conversation store unavailable: {reason}")
             }
+            Self::Queue { queue, error } => queue_reason(queue, error),
         }
+    }
+
+    /// Whether the client should simply try again shortly (sent with `retry-after: 1`).
+    fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            Self::Queue {
+                error: queue::Error::Full(_) | queue::Error::Unavailable(_),
+                ..
+            }
+        )
     }
 
     pub fn into_response(self) -> Response<Body> {
         let mut response = response::json(self.status(), &json!({ "error": self.message() }));
         if let Self::MethodNotAllowed { allow, .. } = &self {
-            let allow = HeaderValue::from_str(allow.as_str())
-                .expect("a method name is a valid header value");
+            let allow = HeaderValue::from_str(&join(allow, ", "))
+                .expect("method names are a valid header value");
             response.headers_mut().insert("allow", allow);
         }
+        if self.is_busy() {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
         response
+    }
+}
+
+fn join(methods: &[Method], separator: &str) -> String {
+    let names: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    names.join(separator)
+}
+
+fn queue_reason(queue: &str, error: &queue::Error) -> String {
+    match error {
+        // The host's text is the queue name itself; only a different one adds anything.
+        queue::Error::UnknownQueue(reason) if reason != queue => {
+            format!("no `[[trigger.queue]]` declares queue `{queue}`: {reason}")
+        }
+        queue::Error::UnknownQueue(_) => format!("no `[[trigger.queue]]` declares queue `{queue}`"),
+        queue::Error::Invalid(reason) => format!("job for queue `{queue}` is invalid: {reason}"),
+        queue::Error::TooLarge(reason) => {
+            format!("job for queue `{queue}` is too large: {reason}")
+        }
+        queue::Error::Full(reason) => format!("queue `{queue}` is full: {reason}"),
+        queue::Error::Unavailable(reason) => format!("queue `{queue}` is unavailable: {reason}"),
     }
 }
 
@@ -96,5 +154,71 @@ fn llm_reason(error: &llm::Error) -> String {
         }
         llm::Error::Unavailable(reason) => format!("unavailable: {reason}"),
         llm::Error::Timeout => "timed out".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue_error(error: queue::Error) -> ApiError {
+        ApiError::Queue {
+            queue: "cleanup".to_owned(),
+            error,
+        }
+    }
+
+    #[test]
+    fn method_not_allowed_lists_every_allowed_method() {
+        let error = ApiError::MethodNotAllowed {
+            method: Method::PUT,
+            path: "/api/conversations/c".to_owned(),
+            allow: &[Method::GET, Method::DELETE],
+        };
+        assert_eq!(
+            error.message(),
+            "method PUT not allowed for /api/conversations/c; use GET or DELETE"
+        );
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()["allow"], "GET, DELETE");
+    }
+
+    #[test]
+    fn queue_errors_map_to_the_party_at_fault() {
+        let unknown = queue_error(queue::Error::UnknownQueue("cleanup".to_owned()));
+        assert_eq!(unknown.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            unknown.message(),
+            "no `[[trigger.queue]]` declares queue `cleanup`"
+        );
+        let unknown = queue_error(queue::Error::UnknownQueue("gone".to_owned()));
+        assert_eq!(
+            unknown.message(),
+            "no `[[trigger.queue]]` declares queue `cleanup`: gone"
+        );
+        for error in [
+            queue::Error::Invalid("x".to_owned()),
+            queue::Error::TooLarge("x".to_owned()),
+        ] {
+            let response = queue_error(error).into_response();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+            assert!(!response.headers().contains_key("retry-after"));
+        }
+        for error in [
+            queue::Error::Full("x".to_owned()),
+            queue::Error::Unavailable("x".to_owned()),
+        ] {
+            let response = queue_error(error).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
+    }
+
+    #[test]
+    fn unknown_conversation_is_a_404_naming_it() {
+        let error = ApiError::UnknownConversation("c-1".to_owned());
+        assert_eq!(error.status(), StatusCode::NOT_FOUND);
+        assert_eq!(error.message(), "unknown conversation `c-1`");
     }
 }

@@ -1,93 +1,92 @@
-//! Conversation history in the kv capability, bounded in length and expiring by TTL.
+//! Conversation history and summaries in the kv capability, bounded in length and
+//! expiring by TTL.
 //!
-//! Key `conversation:{id}` holds a JSON array of `{role, content}`. Every save rewrites the
-//! whole (short) array with a fresh TTL, so an active conversation stays and an idle one
-//! disappears without a clean-up job.
+//! Key `conversation:{id}` holds a JSON array of `{role, content}` (the layout is shared
+//! with the processors, see `conversation-store`). Every save rewrites the whole (short)
+//! array with a fresh TTL, so an active conversation stays and an idle one disappears
+//! without a clean-up job. Key `summary:{id}` is written by the summarizer; chat only
+//! reads it.
 
 use crate::bindings::{kv, llm};
 use crate::error::ApiError;
 use crate::log;
 use crate::settings::HistorySettings;
-use serde::{Deserialize, Serialize};
+use conversation_store::{history_key, summary_key};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    System,
-    User,
-    Assistant,
-}
+pub use conversation_store::{Message as StoredMessage, Role};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredMessage {
-    pub role: Role,
-    pub content: String,
-}
-
-impl StoredMessage {
-    pub fn user(content: &str) -> Self {
-        Self {
-            role: Role::User,
-            content: content.to_owned(),
-        }
+/// A stored message as the llm capability takes it.
+pub fn to_llm(message: &StoredMessage) -> llm::Message {
+    let role = match message.role {
+        Role::System => llm::Role::System,
+        Role::User => llm::Role::User,
+        Role::Assistant => llm::Role::Assistant,
+    };
+    llm::Message {
+        role,
+        content: message.content.clone(),
     }
-
-    pub fn assistant(content: &str) -> Self {
-        Self {
-            role: Role::Assistant,
-            content: content.to_owned(),
-        }
-    }
-
-    pub fn to_llm(&self) -> llm::Message {
-        let role = match self.role {
-            Role::System => llm::Role::System,
-            Role::User => llm::Role::User,
-            Role::Assistant => llm::Role::Assistant,
-        };
-        llm::Message {
-            role,
-            content: self.content.clone(),
-        }
-    }
-}
-
-fn key(conversation_id: &str) -> String {
-    format!("conversation:{conversation_id}")
 }
 
 /// The stored messages of a conversation; empty when it is new or has expired.
-///
-/// A value that no longer parses (written by another version, say) is logged and replaced
-/// rather than failing every later request of that conversation.
 pub fn load(conversation_id: &str) -> Result<Vec<StoredMessage>, ApiError> {
-    let Some(bytes) = kv::get(&key(conversation_id)).map_err(ApiError::Kv)? else {
-        return Ok(Vec::new());
+    Ok(find(conversation_id)?.unwrap_or_default())
+}
+
+/// The stored messages of a conversation, or none when there is no history key.
+///
+/// A value that no longer parses (written by another version, say) is logged and read as
+/// empty rather than failing every later request of that conversation; the next save
+/// replaces it.
+pub fn find(conversation_id: &str) -> Result<Option<Vec<StoredMessage>>, ApiError> {
+    let Some(bytes) = kv::get(&history_key(conversation_id)).map_err(ApiError::Kv)? else {
+        return Ok(None);
     };
     match serde_json::from_slice(&bytes) {
-        Ok(messages) => Ok(messages),
+        Ok(messages) => Ok(Some(messages)),
         Err(error) => {
             log::warn(&format!(
                 "conversation `{conversation_id}` has unreadable history, starting afresh: {error}"
             ));
-            Ok(Vec::new())
+            Ok(Some(Vec::new()))
+        }
+    }
+}
+
+/// The summary the summarizer stored for a conversation, if any.
+///
+/// A value that is not UTF-8 is logged and treated as absent: showing mangled text would
+/// be worse than showing none.
+pub fn summary(conversation_id: &str) -> Result<Option<String>, ApiError> {
+    let Some(bytes) = kv::get(&summary_key(conversation_id)).map_err(ApiError::Kv)? else {
+        return Ok(None);
+    };
+    match String::from_utf8(bytes) {
+        Ok(summary) => Ok(Some(summary)),
+        Err(error) => {
+            log::warn(&format!(
+                "conversation `{conversation_id}` has a summary that is not UTF-8, ignoring it: {error}"
+            ));
+            Ok(None)
         }
     }
 }
 
 /// Appends one exchange, keeps the newest `max_messages` and stores them with the TTL.
+/// Returns how many messages the conversation now holds.
 pub fn save_exchange(
     conversation_id: &str,
     mut messages: Vec<StoredMessage>,
     user: &str,
     assistant: &str,
     settings: HistorySettings,
-) -> Result<(), ApiError> {
+) -> Result<usize, ApiError> {
     messages.push(StoredMessage::user(user));
     messages.push(StoredMessage::assistant(assistant));
     keep_newest(&mut messages, settings.max_messages);
     let value = serde_json::to_vec(&messages).expect("stored messages always serialize");
-    kv::set(&key(conversation_id), &value, Some(settings.ttl_ms)).map_err(ApiError::Kv)
+    kv::set(&history_key(conversation_id), &value, Some(settings.ttl_ms)).map_err(ApiError::Kv)?;
+    Ok(messages.len())
 }
 
 fn keep_newest(messages: &mut Vec<StoredMessage>, max: usize) {
@@ -112,13 +111,12 @@ mod tests {
     }
 
     #[test]
-    fn stored_format_is_role_and_content() {
-        let json =
-            serde_json::to_string(&[StoredMessage::user("hi"), StoredMessage::assistant("hello")])
-                .expect("serializes");
+    fn roles_map_to_llm_roles() {
+        let message = to_llm(&StoredMessage::assistant("a"));
         assert_eq!(
-            json,
-            r#"[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]"#
+            (message.role, message.content.as_str()),
+            (llm::Role::Assistant, "a")
         );
+        assert_eq!(to_llm(&StoredMessage::user("u")).role, llm::Role::User);
     }
 }

@@ -1,11 +1,10 @@
-//! Conversation ids: the shape a client may send, and fresh ones for new conversations.
-//!
-//! An id ends up inside a kv key (`conversation:{id}`), so it is restricted to a short,
-//! key-safe alphabet.
+//! Conversation ids: fresh ones for new conversations, and the shape a client may send
+//! (shared with the processors through `conversation-store`, since ids end up in kv keys).
 
+use crate::error::ApiError;
 use std::fmt::Write as _;
 
-const MAX_LEN: usize = 128;
+pub use conversation_store::ID_RULE;
 
 /// A new id: 128 random bits from `wasi:random`, as 32 lowercase hex digits.
 pub fn generate() -> String {
@@ -21,29 +20,31 @@ pub fn generate() -> String {
 
 /// Whether a client-supplied id is 1 to 128 characters of `[A-Za-z0-9_-]`.
 pub fn is_valid(id: &str) -> bool {
-    (1..=MAX_LEN).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    conversation_store::is_valid_id(id)
+}
+
+/// An id taken from a path, or the 400 that quotes it.
+pub fn from_path(id: &str) -> Result<&str, ApiError> {
+    if is_valid(id) {
+        Ok(id)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "conversation id must be {ID_RULE}, got {id:?}"
+        )))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_valid;
+    use super::*;
 
     #[test]
-    fn accepts_key_safe_ids_up_to_128_characters() {
-        assert!(is_valid("a"));
-        assert!(is_valid("Conv_1-x"));
-        assert!(is_valid(&"z".repeat(128)));
-    }
-
-    #[test]
-    fn rejects_empty_long_or_unsafe_ids() {
-        assert!(!is_valid(""));
-        assert!(!is_valid(&"z".repeat(129)));
-        assert!(!is_valid("a:b"));
-        assert!(!is_valid("a b"));
-        assert!(!is_valid("é"));
+    fn path_ids_are_checked_like_body_ids() {
+        assert_eq!(from_path("c-1").expect("valid"), "c-1");
+        let error = from_path("a:b").expect_err("`:` is not key-safe");
+        assert_eq!(
+            error.message(),
+            "conversation id must be 1 to 128 characters of A-Z, a-z, 0-9, `_` or `-`, got \"a:b\""
+        );
     }
 }

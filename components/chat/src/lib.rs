@@ -2,20 +2,24 @@
 //!
 //! The HTTP side comes from `wstd` (the standard `wasi:http/proxy` export that
 //! `wasmtime serve` runs, see [`server`]); the chat side imports the `llmchat:runtime`
-//! capabilities (`kv`, `llm`, `log`, `config`), generated in [`bindings`]. The host creates a
-//! fresh instance for every request, so nothing here caches across requests: settings are
-//! read from `config` and history from `kv` each time.
+//! capabilities (`kv`, `llm`, `log`, `config`, `queue`), generated in [`bindings`]. The host
+//! creates a fresh instance for every request, so nothing here caches across requests:
+//! settings are read from `config` and history from `kv` each time.
 //!
 //! Modules: [`routes`] picks a handler, [`agents`] and [`settings`] read the component
-//! config, [`chat`] answers `POST /api/chat`, [`history`] keeps conversations in kv, [`sse`]
-//! streams answers, [`error`] turns every failure into one JSON response.
+//! config, [`chat`] answers `POST /api/chat`, [`conversations`] reads and deletes a
+//! conversation, [`history`] keeps conversations in kv, [`jobs`] enqueues the summary and
+//! cleanup jobs, [`sse`] streams answers, [`error`] turns every failure into one JSON
+//! response.
 
 mod agents;
 mod bindings;
 mod chat;
+mod conversations;
 mod error;
 mod history;
 mod ids;
+mod jobs;
 mod log;
 mod response;
 mod routes;

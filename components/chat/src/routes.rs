@@ -1,28 +1,51 @@
 //! The route table: which handler answers a request, 404 for an unknown path and 405
-//! (with an `allow` header) for a known path asked with the wrong method.
+//! (with an `allow` header) for a known path asked with a method it does not take.
+//!
+//! [`endpoint`] is the whole table, pure so it is tested without a host: a path picks a
+//! [`Route`], and the route with the method picks an [`Endpoint`]. [`Route::allow`] lists
+//! the methods of each route for the 405, and a test checks it against the table.
 
 use crate::agents::{self, PublicAgent};
-use crate::chat;
 use crate::error::ApiError;
 use crate::response;
+use crate::{chat, conversations};
 use serde::Serialize;
 use wstd::http::{Body, Method, Request, Response, StatusCode};
 
-#[derive(Debug, PartialEq, Eq)]
+const GET: &[Method] = &[Method::GET];
+const POST: &[Method] = &[Method::POST];
+const GET_OR_DELETE: &[Method] = &[Method::GET, Method::DELETE];
+
+/// A known path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route<'a> {
-    /// `GET /api/agents`
+    /// `/api/agents`
     Agents,
-    /// `GET /api/agents/{id}`
+    /// `/api/agents/{id}`
     Agent(&'a str),
-    /// `POST /api/chat`
+    /// `/api/chat`
     Chat,
+    /// `/api/conversations/{id}`
+    Conversation(&'a str),
+}
+
+/// A handler: a route together with one of its methods.
+#[derive(Debug, PartialEq, Eq)]
+enum Endpoint<'a> {
+    ListAgents,
+    GetAgent(&'a str),
+    Chat,
+    GetConversation(&'a str),
+    DeleteConversation(&'a str),
 }
 
 impl Route<'_> {
-    fn method(&self) -> Method {
+    /// The methods this route answers, for the `allow` header.
+    fn allow(self) -> &'static [Method] {
         match self {
-            Self::Agents | Self::Agent(_) => Method::GET,
-            Self::Chat => Method::POST,
+            Self::Agents | Self::Agent(_) => GET,
+            Self::Chat => POST,
+            Self::Conversation(_) => GET_OR_DELETE,
         }
     }
 }
@@ -31,33 +54,47 @@ fn route(path: &str) -> Option<Route<'_>> {
     match path {
         "/api/agents" => Some(Route::Agents),
         "/api/chat" => Some(Route::Chat),
-        _ => path
-            .strip_prefix("/api/agents/")
-            .filter(|id| !id.is_empty() && !id.contains('/'))
-            .map(Route::Agent),
+        _ => None,
+    }
+    .or_else(|| segment(path, "/api/agents/").map(Route::Agent))
+    .or_else(|| segment(path, "/api/conversations/").map(Route::Conversation))
+}
+
+/// The one non-empty path segment after `prefix`.
+fn segment<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    path.strip_prefix(prefix)
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+fn endpoint<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ApiError> {
+    let Some(route) = route(path) else {
+        return Err(ApiError::NoRoute {
+            method: method.clone(),
+            path: path.to_owned(),
+        });
+    };
+    match (route, method) {
+        (Route::Agents, &Method::GET) => Ok(Endpoint::ListAgents),
+        (Route::Agent(id), &Method::GET) => Ok(Endpoint::GetAgent(id)),
+        (Route::Chat, &Method::POST) => Ok(Endpoint::Chat),
+        (Route::Conversation(id), &Method::GET) => Ok(Endpoint::GetConversation(id)),
+        (Route::Conversation(id), &Method::DELETE) => Ok(Endpoint::DeleteConversation(id)),
+        _ => Err(ApiError::MethodNotAllowed {
+            method: method.clone(),
+            path: path.to_owned(),
+            allow: route.allow(),
+        }),
     }
 }
 
 pub async fn handle(request: Request<Body>) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().to_owned();
-    let Some(route) = route(&path) else {
-        return Err(ApiError::NoRoute {
-            method: request.method().clone(),
-            path,
-        });
-    };
-    let allow = route.method();
-    if request.method() != allow {
-        return Err(ApiError::MethodNotAllowed {
-            method: request.method().clone(),
-            path,
-            allow,
-        });
-    }
-    match route {
-        Route::Agents => list_agents(),
-        Route::Agent(id) => get_agent(id),
-        Route::Chat => chat::handle(request).await,
+    match endpoint(request.method(), &path)? {
+        Endpoint::ListAgents => list_agents(),
+        Endpoint::GetAgent(id) => get_agent(id),
+        Endpoint::Chat => chat::handle(request).await,
+        Endpoint::GetConversation(id) => conversations::get(id),
+        Endpoint::DeleteConversation(id) => conversations::delete(id),
     }
 }
 
@@ -79,13 +116,25 @@ fn get_agent(id: &str) -> Result<Response<Body>, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Route, route};
+    use super::*;
+
+    const METHODS: [Method; 5] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+    ];
 
     #[test]
     fn known_paths() {
         assert_eq!(route("/api/agents"), Some(Route::Agents));
         assert_eq!(route("/api/agents/general"), Some(Route::Agent("general")));
         assert_eq!(route("/api/chat"), Some(Route::Chat));
+        assert_eq!(
+            route("/api/conversations/c-1"),
+            Some(Route::Conversation("c-1"))
+        );
     }
 
     #[test]
@@ -97,8 +146,46 @@ mod tests {
             "/api/agents/a/b",
             "/api/chat/",
             "/api",
+            "/api/conversations",
+            "/api/conversations/",
+            "/api/conversations/a/b",
         ] {
             assert_eq!(route(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn conversation_methods_pick_their_handler() {
+        assert_eq!(
+            endpoint(&Method::GET, "/api/conversations/c").expect("routed"),
+            Endpoint::GetConversation("c")
+        );
+        assert_eq!(
+            endpoint(&Method::DELETE, "/api/conversations/c").expect("routed"),
+            Endpoint::DeleteConversation("c")
+        );
+    }
+
+    /// `allow` says exactly which methods the table routes, for every route.
+    #[test]
+    fn allow_matches_the_table() {
+        for path in [
+            "/api/agents",
+            "/api/agents/a",
+            "/api/chat",
+            "/api/conversations/c",
+        ] {
+            let allow = route(path).expect("known path").allow();
+            for method in &METHODS {
+                match endpoint(method, path) {
+                    Ok(_) => assert!(allow.contains(method), "{method} {path} is routed"),
+                    Err(ApiError::MethodNotAllowed { allow: listed, .. }) => {
+                        assert!(!allow.contains(method), "{method} {path} is refused");
+                        assert_eq!(listed, allow);
+                    }
+                    Err(error) => panic!("{method} {path}: {}", error.message()),
+                }
+            }
         }
     }
 }

@@ -28,6 +28,8 @@ use llmchat_host::engine::{ComponentEngine, InvocationState, OutboundPolicy, Poo
 use llmchat_host::kv::MemoryKv;
 use llmchat_host::llm::EchoProvider;
 use llmchat_host::manifest::Manifest;
+use llmchat_host::queue::Queues;
+use llmchat_host::queue::memory::MemoryQueue;
 
 use crate::{median, micros};
 
@@ -111,11 +113,13 @@ impl Host {
             engine: ComponentEngine::new(sizing, None)?,
             identity: Arc::new(ComponentIdentity {
                 name: "bench".to_string(),
+                kv_namespace: "bench".to_string(),
                 config: BTreeMap::new(),
             }),
             services: Arc::new(Services {
                 kv: Arc::new(MemoryKv::new(1_000, 1 << 20, 64 << 10)),
                 llm: Arc::new(EchoProvider::new(None)),
+                queues: Arc::new(Queues::new(Arc::new(MemoryQueue::new()), &[])),
             }),
         })
     }

@@ -22,7 +22,7 @@ impl kv::Host for &mut CapabilityCtx {
         Ok(self
             .services
             .kv
-            .get(&self.component.name, &key)
+            .get(&self.component.kv_namespace, &key)
             .await
             .map_err(to_wit))
     }
@@ -37,7 +37,7 @@ impl kv::Host for &mut CapabilityCtx {
         Ok(self
             .services
             .kv
-            .set(&self.component.name, &key, value, ttl)
+            .set(&self.component.kv_namespace, &key, value, ttl)
             .await
             .map_err(to_wit))
     }
@@ -46,7 +46,7 @@ impl kv::Host for &mut CapabilityCtx {
         Ok(self
             .services
             .kv
-            .delete(&self.component.name, &key)
+            .delete(&self.component.kv_namespace, &key)
             .await
             .map_err(to_wit))
     }
@@ -55,7 +55,15 @@ impl kv::Host for &mut CapabilityCtx {
         Ok(self
             .services
             .kv
-            .exists(&self.component.name, &key)
+            .exists(&self.component.kv_namespace, &key)
+            .await
+            .map_err(to_wit))
+    }
+
+    async fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<Result<i64, Error>> {
+        let kv = &self.services.kv;
+        Ok(kv
+            .increment(&self.component.kv_namespace, &key, delta)
             .await
             .map_err(to_wit))
     }

@@ -10,6 +10,7 @@ mod config;
 mod kv;
 mod llm;
 mod log;
+mod queue;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,18 +20,24 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 use crate::engine::InvocationState;
 use crate::kv::KvStore;
 use crate::llm::LlmProvider;
+use crate::queue::Queues;
 
+pub use bindings::QueueProcessorPre;
+pub use bindings::exports::llmchat::runtime::processor::{Job as WitJob, JobError as WitJobError};
 pub use llm::HostCompletionStream;
 
 /// The backends every component's capabilities go through; built once per process.
 pub struct Services {
     pub kv: Arc<dyn KvStore>,
     pub llm: Arc<dyn LlmProvider>,
+    pub queues: Arc<Queues>,
 }
 
 /// What the capabilities know about the component they serve.
 pub struct ComponentIdentity {
     pub name: String,
+    /// Where its kv keys live: its name, or a namespace the manifest lets it share.
+    pub kv_namespace: String,
     pub config: BTreeMap<String, String>,
 }
 
@@ -62,5 +69,13 @@ impl HasData for Capabilities {
 pub fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-    bindings::Capabilities::add_to_linker::<InvocationState, Capabilities>(linker, |s| &mut s.caps)
+    use bindings::llmchat::runtime::{config, kv, llm, log, queue};
+    fn caps(s: &mut InvocationState) -> &mut CapabilityCtx {
+        &mut s.caps
+    }
+    kv::add_to_linker::<_, Capabilities>(linker, caps)?;
+    llm::add_to_linker::<_, Capabilities>(linker, caps)?;
+    log::add_to_linker::<_, Capabilities>(linker, caps)?;
+    config::add_to_linker::<_, Capabilities>(linker, caps)?;
+    queue::add_to_linker::<_, Capabilities>(linker, caps)
 }

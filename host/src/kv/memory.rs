@@ -166,6 +166,46 @@ impl KvStore for MemoryKv {
         let k = full_key(namespace, key);
         Ok(self.lock().live(&k, Instant::now()).is_some())
     }
+
+    async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, KvError> {
+        check_key(key)?;
+        let k = full_key(namespace, key);
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let (current, expires_at) = match inner.live(&k, now) {
+            Some(e) => {
+                let text = std::str::from_utf8(&e.value).ok();
+                let n = text.and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| {
+                    KvError::Invalid(format!("the value of `{key}` is not a decimal integer"))
+                })?;
+                (n, e.expires_at)
+            }
+            None => (0, None),
+        };
+        let next = current
+            .checked_add(delta)
+            .ok_or_else(|| KvError::Invalid(format!("incrementing `{key}` overflows")))?;
+        let value = next.to_string().into_bytes();
+        let size = k.len() + value.len();
+        let previous = inner
+            .remove(&k)
+            .map(|e| k.len() + e.value.len())
+            .unwrap_or(0);
+        if previous == 0
+            && (inner.entries.len() >= self.max_keys || inner.bytes + size > self.max_bytes)
+        {
+            inner.sweep_expired(now);
+            if inner.entries.len() >= self.max_keys || inner.bytes + size > self.max_bytes {
+                return Err(KvError::QuotaExceeded(format!(
+                    "store is full ({} keys)",
+                    inner.entries.len()
+                )));
+            }
+        }
+        inner.bytes += size;
+        inner.entries.insert(k, Entry { value, expires_at });
+        Ok(next)
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +269,19 @@ mod tests {
         kv.set("a", "keep", vec![], None).await.unwrap();
         kv.set("a", "new", vec![], None).await.unwrap();
         assert_eq!(kv.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn increments_are_counted_from_zero_and_refuse_non_integers() {
+        let kv = MemoryKv::new(10, 1 << 20, 1 << 10);
+        assert_eq!(kv.increment("a", "n", 2).await.unwrap(), 2);
+        assert_eq!(kv.increment("a", "n", -5).await.unwrap(), -3);
+        assert_eq!(kv.get("a", "n").await.unwrap(), Some(b"-3".to_vec()));
+        kv.set("a", "s", b"text".to_vec(), None).await.unwrap();
+        assert!(matches!(
+            kv.increment("a", "s", 1).await,
+            Err(KvError::Invalid(_))
+        ));
     }
 
     #[tokio::test]

@@ -5,12 +5,14 @@
 //! components can never read each other's data.
 
 mod memory;
+mod redis;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use memory::MemoryKv;
+pub use redis::RedisKv;
 
 /// Why a kv operation failed; mapped to the WIT `kv.error` in one place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +41,8 @@ pub trait KvStore: Send + Sync {
     ) -> Result<(), KvError>;
     async fn delete(&self, namespace: &str, key: &str) -> Result<bool, KvError>;
     async fn exists(&self, namespace: &str, key: &str) -> Result<bool, KvError>;
+    /// Adds `delta` to the decimal integer under `key` (0 when absent), atomically.
+    async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, KvError>;
 }
 
 /// Rejects keys no backend should have to store.

@@ -24,9 +24,11 @@ pub struct Manifest {
     pub http: HttpSettings,
     pub llm: LlmSettings,
     pub kv: KvSettings,
+    pub redis: RedisSettings,
     /// Components by name, sorted so that logs and pool sizing are deterministic.
     pub components: BTreeMap<String, ComponentSpec>,
     pub http_triggers: Vec<HttpTrigger>,
+    pub queue_triggers: Vec<QueueTrigger>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +121,9 @@ pub struct ComponentSpec {
     pub allowed_outbound_hosts: Vec<String>,
     /// Environment variables the component sees; none unless granted here.
     pub environment: BTreeMap<String, String>,
+    /// The kv namespace the component reads and writes: its own name unless the manifest
+    /// makes several components share one (e.g. `chat` and its `summarizer`).
+    pub kv_namespace: String,
     /// The component's own settings, readable through the `config` interface. Non-string
     /// TOML values are handed over as JSON text.
     pub config: BTreeMap<String, String>,
@@ -137,6 +142,73 @@ pub struct HttpTrigger {
     /// Requests with a larger body get 413 before any instance is created.
     #[serde(default = "defaults::max_body_size")]
     pub max_body_size: ByteSize,
+}
+
+/// The Redis connection. Redis is used (for queues and kv) when `url` is set here or in the
+/// `REDIS_URL` environment variable; otherwise both are embedded and in memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Multiplexed connections for commands; the host adds one for blocking reads.
+    #[serde(default = "defaults::redis_connections")]
+    pub connections: u32,
+    /// Hard cap on Redis commands in flight from this host.
+    #[serde(default = "defaults::redis_max_in_flight")]
+    pub max_in_flight: u32,
+    /// How long a command may wait for one of those slots before failing `unavailable`.
+    #[serde(default = "defaults::redis_acquire_timeout")]
+    pub acquire_timeout: HumanDuration,
+    #[serde(default = "defaults::redis_command_timeout")]
+    pub command_timeout: HumanDuration,
+    #[serde(default = "defaults::redis_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            connections: defaults::redis_connections(),
+            max_in_flight: defaults::redis_max_in_flight(),
+            acquire_timeout: defaults::redis_acquire_timeout(),
+            command_timeout: defaults::redis_command_timeout(),
+            connect_timeout: defaults::redis_connect_timeout(),
+        }
+    }
+}
+
+/// One `[[trigger.queue]]` entry: a queue and the component that processes its jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueTrigger {
+    pub queue: String,
+    pub component: String,
+    /// Jobs of this queue processed at once by this host.
+    #[serde(default = "defaults::concurrency")]
+    pub concurrency: u32,
+    /// Attempts before a job is dead-lettered (a job may ask for another number).
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "defaults::backoff")]
+    pub backoff: crate::queue::Backoff,
+    /// Wall-clock limit of one attempt.
+    #[serde(default = "defaults::job_timeout")]
+    pub timeout: HumanDuration,
+    /// How long a delivered job may go without a sign of life (its host died) before it is
+    /// given to another host.
+    #[serde(default = "defaults::visibility")]
+    pub visibility: HumanDuration,
+    /// Largest payload accepted at enqueue.
+    #[serde(default = "defaults::max_payload")]
+    pub max_payload: ByteSize,
+    /// Most waiting plus delayed jobs the queue holds; enqueue beyond it fails `full`.
+    #[serde(default = "defaults::max_waiting")]
+    pub max_waiting: u64,
+    /// How long a dedup key keeps a second job with the same key out.
+    #[serde(default = "defaults::dedup_window")]
+    pub dedup_window: HumanDuration,
 }
 
 mod defaults {
@@ -176,6 +248,48 @@ mod defaults {
     pub fn max_body_size() -> ByteSize {
         ByteSize::mib(1)
     }
+    pub fn redis_connections() -> u32 {
+        2
+    }
+    pub fn redis_max_in_flight() -> u32 {
+        512
+    }
+    pub fn redis_acquire_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(1))
+    }
+    pub fn redis_command_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    pub fn redis_connect_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(2))
+    }
+    pub fn concurrency() -> u32 {
+        5
+    }
+    pub fn max_attempts() -> u32 {
+        3
+    }
+    pub fn backoff() -> crate::queue::Backoff {
+        crate::queue::Backoff::Exponential {
+            first: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+        }
+    }
+    pub fn job_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn visibility() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn max_payload() -> ByteSize {
+        ByteSize(256 << 10)
+    }
+    pub fn max_waiting() -> u64 {
+        100_000
+    }
+    pub fn dedup_window() -> HumanDuration {
+        HumanDuration(Duration::from_secs(3600))
+    }
 }
 
 /// The manifest exactly as written, before validation.
@@ -188,6 +302,8 @@ struct RawManifest {
     llm: LlmSettings,
     #[serde(default)]
     kv: KvSettings,
+    #[serde(default)]
+    redis: RedisSettings,
     #[serde(default)]
     component: BTreeMap<String, RawComponent>,
     #[serde(default)]
@@ -209,6 +325,8 @@ struct RawComponent {
     #[serde(default)]
     environment: BTreeMap<String, String>,
     #[serde(default)]
+    kv_namespace: Option<String>,
+    #[serde(default)]
     config: BTreeMap<String, toml::Value>,
 }
 
@@ -217,6 +335,8 @@ struct RawComponent {
 struct RawTriggers {
     #[serde(default)]
     http: Vec<HttpTrigger>,
+    #[serde(default)]
+    queue: Vec<QueueTrigger>,
 }
 
 /// Largest memory cap a component may ask for; beyond it the pool reservation gets silly.
@@ -256,6 +376,25 @@ impl Manifest {
             validate_http_trigger(t, &components, &mut seen)
                 .with_context(|| format!("in [[trigger.http]] #{} (route {:?})", i + 1, t.route))?;
         }
+        let mut queues = HashSet::new();
+        for (i, t) in raw.trigger.queue.iter().enumerate() {
+            validate_queue_trigger(t, &components, &mut queues).with_context(|| {
+                format!("in [[trigger.queue]] #{} (queue {:?})", i + 1, t.queue)
+            })?;
+        }
+        if let Some(url) = &raw.redis.url
+            && !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://")
+                || url.starts_with("redis+unix://"))
+        {
+            bail!(
+                "in [redis]: field `url`: {url:?} must start with redis://, rediss:// or unix://"
+            );
+        }
+        if raw.redis.connections == 0 || raw.redis.max_in_flight == 0 {
+            bail!("in [redis]: `connections` and `max_in_flight` must be greater than zero");
+        }
         if let LlmSettings::Openai { base_url, .. } = &raw.llm
             && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
         {
@@ -269,19 +408,30 @@ impl Manifest {
             http: raw.http,
             llm: raw.llm,
             kv: raw.kv,
+            redis: raw.redis,
             components,
             http_triggers: raw.trigger.http,
+            queue_triggers: raw.trigger.queue,
         })
     }
 }
 
-fn validate_component(name: &str, c: RawComponent, base: &Path) -> Result<ComponentSpec> {
-    if name.is_empty()
-        || !name
+/// Names that end up in kv namespaces and Redis keys: a-z, 0-9, '-' and '_'.
+fn is_simple_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        bail!("component name {name:?} must use only a-z, 0-9, '-' and '_'");
+}
+
+fn validate_component(name: &str, c: RawComponent, base: &Path) -> Result<ComponentSpec> {
+    if !is_simple_name(name) {
+        bail!("component name {name:?} must be 1 to 64 of a-z, 0-9, '-' and '_'");
+    }
+    let kv_namespace = c.kv_namespace.unwrap_or_else(|| name.to_string());
+    if !is_simple_name(&kv_namespace) {
+        bail!("field `kv_namespace`: {kv_namespace:?} must be 1 to 64 of a-z, 0-9, '-' and '_'");
     }
     let source = if c.source.is_absolute() {
         c.source
@@ -341,6 +491,7 @@ fn validate_component(name: &str, c: RawComponent, base: &Path) -> Result<Compon
         max_instances: c.max_instances,
         allowed_outbound_hosts: c.allowed_outbound_hosts,
         environment: c.environment,
+        kv_namespace,
         config,
     })
 }
@@ -382,6 +533,56 @@ fn validate_http_trigger(
                 t.route
             );
         }
+    }
+    Ok(())
+}
+
+fn validate_queue_trigger(
+    t: &QueueTrigger,
+    components: &BTreeMap<String, ComponentSpec>,
+    seen: &mut HashSet<String>,
+) -> Result<()> {
+    if !is_simple_name(&t.queue) {
+        bail!(
+            "field `queue`: {:?} must be 1 to 64 of a-z, 0-9, '-' and '_'",
+            t.queue
+        );
+    }
+    if !seen.insert(t.queue.clone()) {
+        bail!(
+            "field `queue`: {:?} has two triggers; one component processes a queue",
+            t.queue
+        );
+    }
+    if !components.contains_key(&t.component) {
+        bail!(
+            "field `component`: no component named {:?} is declared",
+            t.component
+        );
+    }
+    if !(1..=10_000).contains(&t.concurrency) {
+        bail!(
+            "field `concurrency`: {} is outside 1..=10000",
+            t.concurrency
+        );
+    }
+    if !(1..=1_000).contains(&t.max_attempts) {
+        bail!(
+            "field `max_attempts`: {} is outside 1..=1000",
+            t.max_attempts
+        );
+    }
+    if t.timeout.0.is_zero() {
+        bail!("field `timeout`: must be greater than zero");
+    }
+    if t.visibility.0 < Duration::from_secs(1) {
+        bail!(
+            "field `visibility`: {} is below the minimum of 1s",
+            t.visibility
+        );
+    }
+    if t.max_payload.bytes() == 0 || t.max_waiting == 0 {
+        bail!("fields `max_payload` and `max_waiting` must be greater than zero");
     }
     Ok(())
 }
@@ -512,6 +713,57 @@ mod tests {
             "[component.c]\nsource = \"a.wasm\"\nmemory_limit = \"16KiB\"\n",
         );
         assert!(e.contains("memory_limit"), "{e}");
+    }
+
+    #[test]
+    fn queue_triggers_parse_with_defaults_and_are_checked() {
+        let dir = dir_with_wasm();
+        let base = "[component.p]\nsource = \"a.wasm\"\n";
+        let m = parse_in(
+            dir.path(),
+            &format!("{base}[[trigger.queue]]\nqueue = \"jobs\"\ncomponent = \"p\"\nbackoff = \"fixed:2s\"\n"),
+        )
+        .unwrap();
+        let t = &m.queue_triggers[0];
+        assert_eq!((t.concurrency, t.max_attempts), (5, 3));
+        assert_eq!(
+            t.backoff,
+            crate::queue::Backoff::Fixed(Duration::from_secs(2))
+        );
+        for (extra, want) in [
+            ("backoff = \"linear:1s\"", "backoff"),
+            ("concurrency = 0", "concurrency"),
+            ("visibility = \"10ms\"", "visibility"),
+            ("queue2 = 1", "unknown field"),
+        ] {
+            let e = err(
+                dir.path(),
+                &format!("{base}[[trigger.queue]]\nqueue = \"jobs\"\ncomponent = \"p\"\n{extra}\n"),
+            );
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        let e = err(
+            dir.path(),
+            &format!("{base}[[trigger.queue]]\nqueue = \"Bad Name\"\ncomponent = \"p\"\n"),
+        );
+        assert!(e.contains("queue"), "{e}");
+        let twice = format!(
+            "{base}[[trigger.queue]]\nqueue = \"q\"\ncomponent = \"p\"\n[[trigger.queue]]\nqueue = \"q\"\ncomponent = \"p\"\n"
+        );
+        assert!(err(dir.path(), &twice).contains("two triggers"));
+    }
+
+    #[test]
+    fn redis_settings_are_checked() {
+        let dir = dir_with_wasm();
+        let e = err(dir.path(), "[redis]\nurl = \"http://x\"\n");
+        assert!(e.contains("url"), "{e}");
+        let m = parse_in(
+            dir.path(),
+            "[redis]\nurl = \"redis://127.0.0.1:6379\"\nconnections = 3\n",
+        )
+        .unwrap();
+        assert_eq!(m.redis.connections, 3);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Both paths share the same steps — validate, resolve the agent, load the history, ask the
 //! llm — and save the exchange only once the answer is complete, so a failed or broken
-//! answer never leaves half a turn in the history.
+//! answer never leaves half a turn in the history. A saved conversation that has grown
+//! long enough is queued for a summary (see [`crate::jobs`]).
 
 mod request;
 mod stream;
@@ -11,8 +12,8 @@ use crate::agents::{self, Agent};
 use crate::bindings::llm;
 use crate::error::ApiError;
 use crate::history::{self, StoredMessage};
-use crate::settings::{self, HistorySettings};
-use crate::{ids, log, response, sse};
+use crate::settings::{self, HistorySettings, SummarySettings};
+use crate::{ids, jobs, log, response, sse};
 use serde::Serialize;
 use wstd::http::{Body, Request, Response, StatusCode};
 
@@ -20,6 +21,7 @@ pub async fn handle(request: Request<Body>) -> Result<Response<Body>, ApiError> 
     let chat = request::parse(&request::read_body(request).await?)?;
     let agent = agents::find(agents::load()?, &chat.agent)?;
     let settings = settings::history()?;
+    let summary = settings::summary()?;
     let conversation_id = chat.conversation_id.unwrap_or_else(ids::generate);
     let history = history::load(&conversation_id)?;
     let llm_request = llm_request(&agent, &history, &chat.message);
@@ -33,6 +35,7 @@ pub async fn handle(request: Request<Body>) -> Result<Response<Body>, ApiError> 
         history,
         user_message: chat.message,
         settings,
+        summary,
     };
     if chat.stream {
         answer_streamed(exchange, &llm_request)
@@ -48,18 +51,28 @@ struct Exchange {
     history: Vec<StoredMessage>,
     user_message: String,
     settings: HistorySettings,
+    summary: SummarySettings,
 }
 
 impl Exchange {
-    /// Stores the history with this turn appended; call once, after a complete answer.
+    /// Stores the history with this turn appended, then asks for a summary if it is due;
+    /// call once, after a complete answer. Only the save can fail the answer.
     fn save(&mut self, answer: &str) -> Result<(), ApiError> {
-        history::save_exchange(
+        let stored = history::save_exchange(
             &self.conversation_id,
             std::mem::take(&mut self.history),
             &self.user_message,
             answer,
             self.settings,
-        )
+        )?;
+        jobs::request_summary(
+            &self.conversation_id,
+            &self.agent,
+            stored,
+            self.settings.max_messages,
+            &self.summary,
+        );
+        Ok(())
     }
 }
 
@@ -76,7 +89,7 @@ fn llm_request(agent: &Agent, history: &[StoredMessage], message: &str) -> llm::
     llm::Request {
         model: agent.model.clone(),
         messages: system
-            .chain(history.iter().map(StoredMessage::to_llm))
+            .chain(history.iter().map(history::to_llm))
             .chain([user])
             .collect(),
         max_tokens: None,

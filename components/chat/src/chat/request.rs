@@ -50,7 +50,8 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
         && !ids::is_valid(id)
     {
         return Err(invalid(format!(
-            "field `conversation_id` must be 1 to 128 characters of A-Z, a-z, 0-9, `_` or `-`, got {id:?}"
+            "field `conversation_id` must be {}, got {id:?}",
+            ids::ID_RULE
         )));
     }
     let stream = match fields.get("stream") {

@@ -1,0 +1,113 @@
+//! The Redis kv backend: keys `llmchat:kv:{namespace}:<key>`, one command per call through
+//! the host's [`RedisPool`]. TTLs are Redis expiries (`PX`), so nothing sweeps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{KvError, KvStore, check_key};
+use crate::redis::{RedisError, RedisPool};
+
+pub struct RedisKv {
+    pool: Arc<RedisPool>,
+    max_value: usize,
+}
+
+impl RedisKv {
+    pub fn new(pool: Arc<RedisPool>, max_value: usize) -> Self {
+        Self { pool, max_value }
+    }
+}
+
+fn redis_key(namespace: &str, key: &str) -> String {
+    format!("llmchat:kv:{{{namespace}}}:{key}")
+}
+
+fn to_kv(e: RedisError) -> KvError {
+    match e {
+        RedisError::Unavailable(m) => KvError::Unavailable(m),
+        RedisError::Command(m) if m.contains("not an integer") || m.contains("overflow") => {
+            KvError::Invalid("the value is not a decimal integer, or the result overflows".into())
+        }
+        RedisError::Command(m) => KvError::Unavailable(m),
+    }
+}
+
+#[async_trait]
+impl KvStore for RedisKv {
+    async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        check_key(key)?;
+        let k = redis_key(namespace, key);
+        self.pool
+            .run(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })
+            .await
+            .map_err(to_kv)
+    }
+
+    async fn set(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+    ) -> Result<(), KvError> {
+        check_key(key)?;
+        if value.len() > self.max_value {
+            return Err(KvError::Invalid(format!(
+                "value is {} bytes, the limit is {}",
+                value.len(),
+                self.max_value
+            )));
+        }
+        let k = redis_key(namespace, key);
+        self.pool
+            .run(|mut c| async move {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(&k).arg(value);
+                if let Some(ttl) = ttl {
+                    cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+                }
+                cmd.query_async::<()>(&mut c).await
+            })
+            .await
+            .map_err(to_kv)
+    }
+
+    async fn delete(&self, namespace: &str, key: &str) -> Result<bool, KvError> {
+        check_key(key)?;
+        let k = redis_key(namespace, key);
+        let n: u64 = self
+            .pool
+            .run(|mut c| async move { redis::cmd("DEL").arg(&k).query_async(&mut c).await })
+            .await
+            .map_err(to_kv)?;
+        Ok(n > 0)
+    }
+
+    async fn exists(&self, namespace: &str, key: &str) -> Result<bool, KvError> {
+        check_key(key)?;
+        let k = redis_key(namespace, key);
+        let n: u64 = self
+            .pool
+            .run(|mut c| async move { redis::cmd("EXISTS").arg(&k).query_async(&mut c).await })
+            .await
+            .map_err(to_kv)?;
+        Ok(n > 0)
+    }
+
+    async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, KvError> {
+        check_key(key)?;
+        let k = redis_key(namespace, key);
+        self.pool
+            .run(|mut c| async move {
+                redis::cmd("INCRBY")
+                    .arg(&k)
+                    .arg(delta)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(to_kv)
+    }
+}

@@ -1,0 +1,319 @@
+//! Durable jobs: enqueue, at-least-once delivery to queue-processor components, retries with
+//! backoff, delays, dead letters and stalled-job recovery.
+//!
+//! [`QueueBackend`] is the seam: [`memory::MemoryQueue`] (embedded, bounded, not durable)
+//! and [`redis::RedisQueue`] (Streams + consumer groups, production) pass one conformance
+//! suite. [`Queues`] is the front the rest of the host uses: it knows the manifest's queues
+//! and checks every job against them before a backend sees it. [`worker::QueueWorker`] runs
+//! the jobs.
+
+mod backoff;
+pub mod memory;
+pub mod redis;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+
+pub use backoff::Backoff;
+
+use crate::manifest::QueueTrigger;
+
+/// Why a queue operation failed; mapped to the WIT `queue.error` in one place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("unknown queue `{0}`")]
+    UnknownQueue(String),
+    #[error("invalid job: {0}")]
+    Invalid(String),
+    #[error("payload too large: {0}")]
+    TooLarge(String),
+    #[error("queue full: {0}")]
+    Full(String),
+    #[error("queue backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A job as stored: everything needed to run and retry it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub queue: String,
+    /// JSON text.
+    pub payload: String,
+    /// 1-based number of the attempt this delivery is.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// When the job was first enqueued, in ms since the Unix epoch.
+    pub enqueued_at_ms: u64,
+}
+
+/// A job handed to a worker, with the backend's handle to acknowledge it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub job: Job,
+    /// Opaque to callers: a stream entry id (redis) or a token (memory).
+    pub receipt: String,
+}
+
+/// A job that ran out of attempts or failed permanently.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadJob {
+    pub job: Job,
+    pub error: String,
+    pub failed_at_ms: u64,
+}
+
+/// What enqueue did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    New(String),
+    /// The dedup key was seen inside its window: the earlier job's id.
+    Duplicate(String),
+}
+
+impl Enqueued {
+    pub fn id(&self) -> &str {
+        match self {
+            Enqueued::New(id) | Enqueued::Duplicate(id) => id,
+        }
+    }
+}
+
+/// A job ready for a backend: validated, with every default filled in.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub job: Job,
+    pub delay: Duration,
+    pub dedup: Option<(String, Duration)>,
+    /// The queue's bound on waiting plus delayed jobs.
+    pub max_waiting: u64,
+}
+
+/// Counts per queue, for `llmchat queues` and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    pub waiting: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+    pub dead: u64,
+    pub processed: u64,
+    pub failed: u64,
+    pub retried: u64,
+}
+
+/// A queue store. Every method is one atomic step as seen by other hosts.
+#[async_trait]
+pub trait QueueBackend: Send + Sync {
+    /// "memory" or "redis", for logs.
+    fn name(&self) -> &'static str;
+
+    async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError>;
+
+    /// Waits up to `wait` for jobs. `wants` lists (queue, at most how many); the returned
+    /// deliveries are in flight until completed, retried, buried, or reclaimed after their
+    /// visibility timeout.
+    async fn receive(
+        &self,
+        wants: &[(String, usize)],
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError>;
+
+    /// Acknowledges finished jobs (any queues), in one round trip where possible.
+    async fn complete(&self, done: &[Delivery]) -> Result<(), QueueError>;
+
+    /// Takes a failed job back and schedules attempt + 1 at `retry_at_ms`.
+    async fn retry(
+        &self,
+        delivery: &Delivery,
+        retry_at_ms: u64,
+        error: &str,
+    ) -> Result<(), QueueError>;
+
+    /// Moves a job to its queue's dead letters.
+    async fn bury(&self, delivery: &Delivery, error: &str) -> Result<(), QueueError>;
+
+    /// Moves delayed jobs that are due to their queues; returns when the next one is due.
+    async fn promote_due(&self, queues: &[String], now_ms: u64) -> Result<Option<u64>, QueueError>;
+
+    /// Requeues jobs of `queue` delivered more than `visibility` ago, never finished and not
+    /// heartbeated (their host died), as attempt + 1; a job out of attempts is buried.
+    /// Returns how many were requeued or buried.
+    async fn reclaim_stalled(
+        &self,
+        queue: &str,
+        visibility: Duration,
+        max: usize,
+    ) -> Result<usize, QueueError>;
+
+    /// Tells the backend these deliveries are still being worked on.
+    async fn heartbeat(&self, alive: &[Delivery]) -> Result<(), QueueError>;
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError>;
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadJob>, QueueError>;
+
+    /// Re-enqueues dead jobs (one by id, or all) with fresh attempts; returns how many.
+    async fn retry_dead(&self, queue: &str, id: Option<&str>) -> Result<usize, QueueError>;
+
+    /// Deletes a queue's dead letters; returns how many.
+    async fn purge_dead(&self, queue: &str) -> Result<usize, QueueError>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A new random job id: 128 bits, hex.
+pub fn new_job_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// Options of one enqueue call, before defaults.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueRequest {
+    pub delay: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    pub backoff: Option<String>,
+    pub dedup_key: Option<String>,
+}
+
+/// Longest dedup key accepted.
+const MAX_DEDUP_KEY: usize = 256;
+
+/// The queues of the manifest in front of one backend; built once in `main`.
+pub struct Queues {
+    backend: Arc<dyn QueueBackend>,
+    triggers: BTreeMap<String, QueueTrigger>,
+    /// Wakes the maintenance loop when a delayed job may now be due earlier than planned.
+    delayed_enqueued: tokio::sync::Notify,
+    /// The earliest due time (ms) of delayed jobs enqueued here since the loop last looked.
+    earliest_local_due: AtomicU64,
+}
+
+impl Queues {
+    pub fn new(backend: Arc<dyn QueueBackend>, triggers: &[QueueTrigger]) -> Self {
+        let triggers = triggers
+            .iter()
+            .map(|t| (t.queue.clone(), t.clone()))
+            .collect();
+        Self {
+            backend,
+            triggers,
+            delayed_enqueued: tokio::sync::Notify::new(),
+            earliest_local_due: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn QueueBackend> {
+        &self.backend
+    }
+
+    pub fn trigger(&self, queue: &str) -> Result<&QueueTrigger, QueueError> {
+        self.triggers
+            .get(queue)
+            .ok_or_else(|| QueueError::UnknownQueue(queue.to_string()))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.triggers.keys().cloned().collect()
+    }
+
+    pub fn triggers(&self) -> impl Iterator<Item = &QueueTrigger> {
+        self.triggers.values()
+    }
+
+    pub(crate) fn delayed_enqueued(&self) -> &tokio::sync::Notify {
+        &self.delayed_enqueued
+    }
+
+    /// Tells the maintenance loop that a job enqueued here is due at `due_ms`.
+    pub(crate) fn note_local_due(&self, due_ms: u64) {
+        if self.earliest_local_due.fetch_min(due_ms, Ordering::AcqRel) > due_ms {
+            self.delayed_enqueued.notify_one();
+        }
+    }
+
+    pub(crate) fn take_earliest_local_due(&self) -> Option<u64> {
+        let due = self.earliest_local_due.swap(u64::MAX, Ordering::AcqRel);
+        (due != u64::MAX).then_some(due)
+    }
+
+    /// Validates and enqueues a job; nothing is stored when any check fails.
+    pub async fn enqueue(
+        &self,
+        queue: &str,
+        payload: String,
+        request: EnqueueRequest,
+    ) -> Result<Enqueued, QueueError> {
+        let new = self.prepare(queue, payload, request)?;
+        let due = (!new.delay.is_zero()).then(|| now_ms() + new.delay.as_millis() as u64);
+        let result = self.backend.enqueue(new).await?;
+        if let Some(due) = due {
+            self.note_local_due(due);
+        }
+        Ok(result)
+    }
+
+    fn prepare(
+        &self,
+        queue: &str,
+        payload: String,
+        request: EnqueueRequest,
+    ) -> Result<NewJob, QueueError> {
+        let trigger = self.trigger(queue)?;
+        let limit = trigger.max_payload.bytes();
+        if payload.len() as u64 > limit {
+            return Err(QueueError::TooLarge(format!(
+                "{} bytes, the limit of queue `{queue}` is {limit}",
+                payload.len()
+            )));
+        }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&payload) {
+            return Err(QueueError::Invalid(format!(
+                "payload is not valid JSON: {e}"
+            )));
+        }
+        let max_attempts = request.max_attempts.unwrap_or(trigger.max_attempts);
+        if max_attempts == 0 {
+            return Err(QueueError::Invalid(
+                "max-attempts must be at least 1".into(),
+            ));
+        }
+        let backoff = match request.backoff {
+            Some(b) => b.parse().map_err(QueueError::Invalid)?,
+            None => trigger.backoff,
+        };
+        let dedup = match request.dedup_key {
+            Some(k) if k.is_empty() || k.len() > MAX_DEDUP_KEY => {
+                return Err(QueueError::Invalid(format!(
+                    "dedup-key must be 1 to {MAX_DEDUP_KEY} bytes"
+                )));
+            }
+            Some(k) => Some((k, trigger.dedup_window.0)),
+            None => None,
+        };
+        Ok(NewJob {
+            job: Job {
+                id: new_job_id(),
+                queue: queue.to_string(),
+                payload,
+                attempt: 1,
+                max_attempts,
+                backoff,
+                enqueued_at_ms: now_ms(),
+            },
+            delay: request.delay.unwrap_or_default(),
+            dedup,
+            max_waiting: trigger.max_waiting,
+        })
+    }
+}

@@ -1,0 +1,654 @@
+//! The production queue backend on Redis.
+//!
+//! Per queue `q`, every key sits under the hash tag `{q}` so that a Redis Cluster keeps a
+//! queue in one slot and its scripts stay atomic:
+//! - `llmchat:{q}:stream`: ready and in-flight jobs, a stream read through the consumer
+//!   group `llmchat` (pending entries are the in-flight jobs);
+//! - `llmchat:{q}:delayed` + `llmchat:{q}:job:<id>`: delayed jobs, a sorted set by due time
+//!   and a hash per job, promoted to the stream by a script;
+//! - `llmchat:{q}:dead`: dead letters, a capped stream with the last error;
+//! - `llmchat:{q}:dedup:<key>`: `SET NX PX` dedup markers;
+//! - `llmchat:{q}:stats`: processed / failed / retried counters.
+//!
+//! Every state change that touches more than one key is one Lua script, so several hosts
+//! can share the queues; finishing a job checks `XACK`'s answer, so a job reclaimed by
+//! another host after its visibility timeout is never finished twice by the old one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::Script;
+use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
+
+use super::{
+    DeadJob, Delivery, Enqueued, Job, NewJob, QueueBackend, QueueError, QueueStats, now_ms,
+};
+use crate::redis::{BLOCK_TIME, RedisError, RedisPool};
+
+const GROUP: &str = "llmchat";
+/// Dead letters kept per queue (approximately: `MAXLEN ~`).
+const MAX_DEAD: u64 = 10_000;
+/// Delayed jobs promoted per script call; more wait for the next, immediate, call.
+const PROMOTE_BATCH: u64 = 500;
+
+fn key(queue: &str, part: &str) -> String {
+    format!("llmchat:{{{queue}}}:{part}")
+}
+
+impl From<RedisError> for QueueError {
+    fn from(e: RedisError) -> Self {
+        QueueError::Unavailable(e.to_string())
+    }
+}
+
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: stream, delayed, dedup, job hash
+-- ARGV: id, payload, attempt, max, backoff, enqueued_at, due_ms (0 = now), dedup_window_ms (0 = none), max_waiting
+if ARGV[8] ~= '0' then
+  local existing = redis.call('GET', KEYS[3])
+  if existing then return {'dup', existing} end
+end
+local waiting = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+if waiting >= tonumber(ARGV[9]) then return {'full', tostring(waiting)} end
+if ARGV[8] ~= '0' then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[8]) end
+local fields = {'id', ARGV[1], 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6]}
+if ARGV[7] == '0' then
+  redis.call('XADD', KEYS[1], '*', unpack(fields))
+else
+  redis.call('HSET', KEYS[4], unpack(fields))
+  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
+end
+return {'ok', ARGV[1]}
+",
+    )
+});
+
+static RETRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: stream, delayed, job hash, stats
+-- ARGV: entry id, group, due_ms, id, payload, next attempt, max, backoff, enqueued_at
+if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[3], 'id', ARGV[4], 'p', ARGV[5], 'a', ARGV[6], 'm', ARGV[7], 'b', ARGV[8], 't', ARGV[9])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('HINCRBY', KEYS[4], 'retried', 1)
+return 1
+",
+    )
+});
+
+static BURY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: stream, dead, stats
+-- ARGV: entry id, group, max dead, id, payload, attempt, max, backoff, enqueued_at, error, failed_at
+if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[4], 'p', ARGV[5], 'a', ARGV[6],
+  'm', ARGV[7], 'b', ARGV[8], 't', ARGV[9], 'error', ARGV[10], 'failed_at', ARGV[11])
+redis.call('HINCRBY', KEYS[3], 'failed', 1)
+return 1
+",
+    )
+});
+
+static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: delayed, stream
+-- ARGV: now_ms, batch, job hash prefix
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(due) do
+  local job = ARGV[3] .. id
+  local fields = redis.call('HGETALL', job)
+  if #fields > 0 then redis.call('XADD', KEYS[2], '*', unpack(fields)) end
+  redis.call('DEL', job)
+  redis.call('ZREM', KEYS[1], id)
+end
+if #due >= tonumber(ARGV[2]) then return ARGV[1] end
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #head == 0 then return -1 end
+return head[2]
+",
+    )
+});
+
+static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: stream, dead, stats
+-- ARGV: group, consumer, min idle ms, count, error, max dead, failed_at
+local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
+local n = 0
+for _, entry in ipairs(claimed[2]) do
+  local f = entry[2]
+  if f then
+    local h = {}
+    for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
+    local a = tonumber(h['a'])
+    if a >= tonumber(h['m']) then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'id', h['id'], 'p', h['p'], 'a', h['a'],
+        'm', h['m'], 'b', h['b'], 't', h['t'], 'error', ARGV[5], 'failed_at', ARGV[7])
+      redis.call('HINCRBY', KEYS[3], 'failed', 1)
+    else
+      redis.call('XADD', KEYS[1], '*', 'id', h['id'], 'p', h['p'], 'a', tostring(a + 1), 'm', h['m'],
+        'b', h['b'], 't', h['t'])
+    end
+  end
+  redis.call('XACK', KEYS[1], ARGV[1], entry[1])
+  redis.call('XDEL', KEYS[1], entry[1])
+  n = n + 1
+end
+return n
+",
+    )
+});
+
+static RETRY_DEAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: dead, stream
+-- ARGV: job id ('' = all)
+local entries = redis.call('XRANGE', KEYS[1], '-', '+')
+local n = 0
+for _, entry in ipairs(entries) do
+  local f = entry[2]
+  local h = {}
+  for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
+  if ARGV[1] == '' or h['id'] == ARGV[1] then
+    redis.call('XADD', KEYS[2], '*', 'id', h['id'], 'p', h['p'], 'a', '1', 'm', h['m'], 'b', h['b'], 't', h['t'])
+    redis.call('XDEL', KEYS[1], entry[1])
+    n = n + 1
+  end
+end
+return n
+",
+    )
+});
+
+/// The Redis [`QueueBackend`].
+pub struct RedisQueue {
+    pool: Arc<RedisPool>,
+    /// This host's consumer name in every group.
+    consumer: String,
+}
+
+impl RedisQueue {
+    /// Creates the consumer groups of `queues` (idempotent) and returns the backend.
+    pub async fn connect(pool: Arc<RedisPool>, queues: &[String]) -> Result<Self, QueueError> {
+        let consumer = format!(
+            "{}-{}-{:08x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into()),
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        let backend = Self { pool, consumer };
+        for q in queues {
+            // Redis may be down at start-up: groups are made again on first use then.
+            if let Err(e) = backend.ensure_group(q).await {
+                tracing::warn!(queue = %q, "cannot prepare the queue yet: {e}");
+            }
+        }
+        Ok(backend)
+    }
+
+    async fn ensure_group(&self, queue: &str) -> Result<(), QueueError> {
+        let stream = key(queue, "stream");
+        let result = self
+            .pool
+            .run(|mut c| async move {
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await;
+        match result {
+            Err(RedisError::Command(e)) if e.contains("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Runs a script; a `NOGROUP` error (the stream was deleted, e.g. by FLUSHALL) makes the
+    /// group again and retries once.
+    async fn ack_script(
+        &self,
+        script: &'static Script,
+        queue: &str,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<i64, QueueError> {
+        for first in [true, false] {
+            let (keys, args) = (keys.clone(), args.clone());
+            let result = self
+                .pool
+                .run(|mut c| async move {
+                    let mut inv = script.prepare_invoke();
+                    for k in &keys {
+                        inv.key(k);
+                    }
+                    for a in &args {
+                        inv.arg(a);
+                    }
+                    inv.invoke_async::<i64>(&mut c).await
+                })
+                .await;
+            match result {
+                Err(RedisError::Command(e)) if first && e.contains("NOGROUP") => {
+                    self.ensure_group(queue).await?
+                }
+                other => return Ok(other?),
+            }
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+}
+
+fn job_args(job: &Job, attempt: u32) -> [String; 6] {
+    [
+        job.id.clone(),
+        job.payload.clone(),
+        attempt.to_string(),
+        job.max_attempts.to_string(),
+        job.backoff.to_string(),
+        job.enqueued_at_ms.to_string(),
+    ]
+}
+
+fn field(map: &HashMap<String, redis::Value>, name: &str) -> Option<String> {
+    map.get(name)
+        .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+}
+
+/// Rebuilds a job from stream fields; `None` for an entry that is not a job.
+fn parse_job(queue: &str, map: &HashMap<String, redis::Value>) -> Option<Job> {
+    Some(Job {
+        id: field(map, "id")?,
+        queue: queue.to_string(),
+        payload: field(map, "p")?,
+        attempt: field(map, "a")?.parse().ok()?,
+        max_attempts: field(map, "m")?.parse().ok()?,
+        backoff: field(map, "b")?.parse().ok()?,
+        enqueued_at_ms: field(map, "t")?.parse().ok()?,
+    })
+}
+
+fn queue_of_stream(stream_key: &str) -> Option<&str> {
+    stream_key
+        .strip_prefix("llmchat:{")?
+        .strip_suffix("}:stream")
+}
+
+#[async_trait]
+impl QueueBackend for RedisQueue {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn enqueue(&self, new: NewJob) -> Result<Enqueued, QueueError> {
+        let q = new.job.queue.clone();
+        let due = if new.delay.is_zero() {
+            0
+        } else {
+            now_ms() + new.delay.as_millis() as u64
+        };
+        let (dedup_key, window_ms) = match &new.dedup {
+            Some((k, w)) => (key(&q, &format!("dedup:{k}")), w.as_millis().max(1) as u64),
+            None => (key(&q, "dedup:"), 0),
+        };
+        let keys = [
+            key(&q, "stream"),
+            key(&q, "delayed"),
+            dedup_key,
+            key(&q, &format!("job:{}", new.job.id)),
+        ];
+        let [id, payload, attempt, max, backoff, t] = job_args(&new.job, new.job.attempt);
+        let args = [
+            id,
+            payload,
+            attempt,
+            max,
+            backoff,
+            t,
+            due.to_string(),
+            window_ms.to_string(),
+            new.max_waiting.to_string(),
+        ];
+        let (status, value): (String, String) = self
+            .pool
+            .run(|mut c| async move {
+                let mut inv = ENQUEUE.prepare_invoke();
+                for k in &keys {
+                    inv.key(k);
+                }
+                for a in &args {
+                    inv.arg(a);
+                }
+                inv.invoke_async(&mut c).await
+            })
+            .await?;
+        match status.as_str() {
+            "ok" => Ok(Enqueued::New(value)),
+            "dup" => Ok(Enqueued::Duplicate(value)),
+            _ => Err(QueueError::Full(format!(
+                "queue `{q}` holds {value} jobs, its limit"
+            ))),
+        }
+    }
+
+    async fn receive(
+        &self,
+        wants: &[(String, usize)],
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let count = wants.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let streams: Vec<String> = wants.iter().map(|(q, _)| key(q, "stream")).collect();
+        let ids: Vec<&str> = vec![">"; streams.len()];
+        let block_ms = wait.min(BLOCK_TIME).as_millis().max(1) as usize;
+        let options = StreamReadOptions::default()
+            .group(GROUP, &self.consumer)
+            .count(count)
+            .block(block_ms);
+        let reply: Result<Option<StreamReadReply>, RedisError> = self
+            .pool
+            .run_blocking(|mut c| async move {
+                redis::AsyncCommands::xread_options(&mut c, &streams, &ids, &options).await
+            })
+            .await;
+        let reply = match reply {
+            Err(RedisError::Command(m)) if m.contains("NOGROUP") => {
+                // The stream or group is gone (first use, or Redis lost its data): make them.
+                for (q, _) in wants {
+                    self.ensure_group(q).await?;
+                }
+                return Err(QueueError::Unavailable(format!(
+                    "{m}; consumer groups recreated"
+                )));
+            }
+            other => other?,
+        };
+        let mut out = Vec::new();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(queue) = queue_of_stream(&stream.key) else {
+                continue;
+            };
+            for StreamId { id, map, .. } in stream.ids {
+                match parse_job(queue, &map) {
+                    Some(job) => out.push(Delivery { job, receipt: id }),
+                    None => {
+                        tracing::warn!(queue, entry = %id, "skipping a stream entry that is not a job")
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn complete(&self, done: &[Delivery]) -> Result<(), QueueError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut by_queue: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for d in done {
+            by_queue
+                .entry(d.job.queue.as_str())
+                .or_default()
+                .push(d.receipt.as_str());
+        }
+        let mut pipe = redis::pipe();
+        for (queue, ids) in &by_queue {
+            let stream = key(queue, "stream");
+            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(ids).ignore();
+            pipe.cmd("XDEL").arg(&stream).arg(ids).ignore();
+            pipe.cmd("HINCRBY")
+                .arg(key(queue, "stats"))
+                .arg("processed")
+                .arg(ids.len())
+                .ignore();
+        }
+        self.pool
+            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn retry(
+        &self,
+        delivery: &Delivery,
+        retry_at_ms: u64,
+        _error: &str,
+    ) -> Result<(), QueueError> {
+        let job = &delivery.job;
+        let q = &job.queue;
+        let keys = vec![
+            key(q, "stream"),
+            key(q, "delayed"),
+            key(q, &format!("job:{}", job.id)),
+            key(q, "stats"),
+        ];
+        let mut args = vec![
+            delivery.receipt.clone(),
+            GROUP.to_string(),
+            retry_at_ms.to_string(),
+        ];
+        args.extend(job_args(job, job.attempt + 1));
+        self.ack_script(&RETRY, q, keys, args).await.map(|_| ())
+    }
+
+    async fn bury(&self, delivery: &Delivery, error: &str) -> Result<(), QueueError> {
+        let job = &delivery.job;
+        let q = &job.queue;
+        let keys = vec![key(q, "stream"), key(q, "dead"), key(q, "stats")];
+        let mut args = vec![
+            delivery.receipt.clone(),
+            GROUP.to_string(),
+            MAX_DEAD.to_string(),
+        ];
+        args.extend(job_args(job, job.attempt));
+        args.push(error.to_string());
+        args.push(now_ms().to_string());
+        self.ack_script(&BURY, q, keys, args).await.map(|_| ())
+    }
+
+    async fn promote_due(&self, queues: &[String], now: u64) -> Result<Option<u64>, QueueError> {
+        let mut next: Option<u64> = None;
+        for q in queues {
+            let keys = [key(q, "delayed"), key(q, "stream")];
+            let args = [now.to_string(), PROMOTE_BATCH.to_string(), key(q, "job:")];
+            let head: String = self
+                .pool
+                .run(|mut c| async move {
+                    PROMOTE
+                        .key(&keys[0])
+                        .key(&keys[1])
+                        .arg(&args[0])
+                        .arg(&args[1])
+                        .arg(&args[2])
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            if let Ok(due) = head.parse::<f64>()
+                && due >= 0.0
+            {
+                let due = due as u64;
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        Ok(next)
+    }
+
+    async fn reclaim_stalled(
+        &self,
+        queue: &str,
+        visibility: Duration,
+        max: usize,
+    ) -> Result<usize, QueueError> {
+        let keys = vec![
+            key(queue, "stream"),
+            key(queue, "dead"),
+            key(queue, "stats"),
+        ];
+        let args = vec![
+            GROUP.to_string(),
+            self.consumer.clone(),
+            visibility.as_millis().to_string(),
+            max.to_string(),
+            format!("stalled: not finished within the visibility timeout of {visibility:?}"),
+            MAX_DEAD.to_string(),
+            now_ms().to_string(),
+        ];
+        Ok(self.ack_script(&RECLAIM, queue, keys, args).await?.max(0) as usize)
+    }
+
+    async fn heartbeat(&self, alive: &[Delivery]) -> Result<(), QueueError> {
+        if alive.is_empty() {
+            return Ok(());
+        }
+        let mut by_queue: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for d in alive {
+            by_queue
+                .entry(d.job.queue.as_str())
+                .or_default()
+                .push(d.receipt.as_str());
+        }
+        let mut pipe = redis::pipe();
+        for (queue, ids) in &by_queue {
+            pipe.cmd("XCLAIM")
+                .arg(key(queue, "stream"))
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg(0)
+                .arg(ids)
+                .arg("JUSTID")
+                .ignore();
+        }
+        self.pool
+            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await?;
+        Ok(())
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
+        let stream = key(queue, "stream");
+        let mut pipe = redis::pipe();
+        pipe.cmd("XLEN").arg(&stream);
+        pipe.cmd("XPENDING").arg(&stream).arg(GROUP);
+        pipe.cmd("ZCARD").arg(key(queue, "delayed"));
+        pipe.cmd("XLEN").arg(key(queue, "dead"));
+        pipe.cmd("HGETALL").arg(key(queue, "stats"));
+        type Reply = (u64, redis::Value, u64, u64, HashMap<String, u64>);
+        let (len, pending, delayed, dead, counters): Reply = self
+            .pool
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await
+            .or_else(|e| match e {
+                // No group yet: nothing was ever enqueued on this host's Redis.
+                RedisError::Command(m) if m.contains("NOGROUP") => {
+                    Ok((0, redis::Value::Nil, 0, 0, HashMap::new()))
+                }
+                other => Err(other),
+            })?;
+        let in_flight = match pending {
+            redis::Value::Array(v) => v
+                .first()
+                .and_then(|c| redis::from_redis_value_ref::<u64>(c).ok())
+                .unwrap_or(0),
+            _ => 0,
+        };
+        Ok(QueueStats {
+            waiting: len.saturating_sub(in_flight),
+            in_flight,
+            delayed,
+            dead,
+            processed: counters.get("processed").copied().unwrap_or(0),
+            failed: counters.get("failed").copied().unwrap_or(0),
+            retried: counters.get("retried").copied().unwrap_or(0),
+        })
+    }
+
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadJob>, QueueError> {
+        let dead = key(queue, "dead");
+        let reply: redis::streams::StreamRangeReply = self
+            .pool
+            .run(|mut c| async move {
+                redis::AsyncCommands::xrange_count(&mut c, &dead, "-", "+", limit).await
+            })
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .filter_map(|entry| {
+                Some(DeadJob {
+                    job: parse_job(queue, &entry.map)?,
+                    error: field(&entry.map, "error").unwrap_or_default(),
+                    failed_at_ms: field(&entry.map, "failed_at")
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0),
+                })
+            })
+            .collect())
+    }
+
+    async fn retry_dead(&self, queue: &str, id: Option<&str>) -> Result<usize, QueueError> {
+        let keys = [key(queue, "dead"), key(queue, "stream")];
+        let id = id.unwrap_or("").to_string();
+        let n: i64 = self
+            .pool
+            .run(|mut c| async move {
+                RETRY_DEAD
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .arg(&id)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(n.max(0) as usize)
+    }
+
+    async fn purge_dead(&self, queue: &str) -> Result<usize, QueueError> {
+        let dead = key(queue, "dead");
+        let (n, _): (u64, u64) = self
+            .pool
+            .run(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("XLEN")
+                    .arg(&dead)
+                    .cmd("DEL")
+                    .arg(&dead)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag_per_queue() {
+        assert_eq!(key("summarize", "stream"), "llmchat:{summarize}:stream");
+        assert_eq!(
+            queue_of_stream("llmchat:{summarize}:stream"),
+            Some("summarize")
+        );
+        assert_eq!(queue_of_stream("other"), None);
+    }
+}

@@ -1,0 +1,411 @@
+//! Runs queued jobs: one fresh queue-processor instance per job, at most `concurrency` per
+//! queue, with retries, dead letters and heartbeats.
+//!
+//! A host runs ONE reader for all its queues (one blocking Redis connection, not one per
+//! concurrency slot): it asks the backend only for as many jobs as there are free slots and
+//! otherwise sleeps until a slot frees up. Finished jobs are acknowledged in batches by one
+//! acker. A maintenance loop promotes delayed jobs exactly when they are due, requeues jobs
+//! whose host died, and heartbeats the jobs running here. Nothing polls.
+//!
+//! Shutdown: the reader stops, running jobs get the grace period, and anything unfinished
+//! stays in the backend for redelivery. Nothing is lost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Delivery, Queues, now_ms};
+use crate::capabilities::{Services, WitJob, WitJobError};
+use crate::engine::{ComponentEngine, InvocationError, with_deadline};
+use crate::manifest::QueueTrigger;
+use crate::registry::{LoadedComponent, Registry};
+
+/// Finished jobs waiting for their batched acknowledgement.
+const ACK_BUFFER: usize = 4096;
+/// Most acknowledgements sent in one round trip.
+const ACK_BATCH: usize = 512;
+/// The longest the maintenance loop sleeps when nothing is due: the fallback that finds
+/// delayed jobs enqueued by a host that died before their due time.
+const MAINTENANCE_MAX_SLEEP: Duration = Duration::from_secs(30);
+/// Stalled jobs requeued per queue per pass.
+const RECLAIM_BATCH: usize = 1000;
+
+/// How one attempt ended.
+enum Outcome {
+    Done(String),
+    /// Retry when attempts remain (guest `retry` errors, traps, timeouts).
+    Retryable(String),
+    /// Dead-letter now (guest `fail` errors).
+    Permanent(String),
+}
+
+struct QueueRunner {
+    trigger: QueueTrigger,
+    component: Arc<LoadedComponent>,
+    slots: Arc<Semaphore>,
+}
+
+/// The jobs delivered to this host and not yet finished, for heartbeats.
+type InFlight = Mutex<HashMap<String, Delivery>>;
+
+/// Runs the jobs of every `[[trigger.queue]]`; built once in `main`.
+pub struct QueueWorker {
+    queues: Arc<Queues>,
+    runners: BTreeMap<String, Arc<QueueRunner>>,
+    engine: Arc<ComponentEngine>,
+    services: Arc<Services>,
+    in_flight: Arc<InFlight>,
+    slot_freed: Arc<Notify>,
+    tasks: TaskTracker,
+}
+
+impl QueueWorker {
+    pub fn new(
+        queues: Arc<Queues>,
+        registry: &Registry,
+        engine: Arc<ComponentEngine>,
+        services: Arc<Services>,
+    ) -> Result<Self> {
+        let mut runners = BTreeMap::new();
+        for trigger in queues.triggers() {
+            let component = registry
+                .get(&trigger.component)
+                .with_context(|| {
+                    format!(
+                        "queue `{}` names unknown component `{}`",
+                        trigger.queue, trigger.component
+                    )
+                })?
+                .clone();
+            if component.processor.is_none() {
+                bail!(
+                    "component `{}` of queue `{}` does not export a processor",
+                    trigger.component,
+                    trigger.queue
+                );
+            }
+            let slots = Arc::new(Semaphore::new(trigger.concurrency as usize));
+            runners.insert(
+                trigger.queue.clone(),
+                Arc::new(QueueRunner {
+                    trigger: trigger.clone(),
+                    component,
+                    slots,
+                }),
+            );
+        }
+        Ok(Self {
+            queues,
+            runners,
+            engine,
+            services,
+            in_flight: Arc::default(),
+            slot_freed: Arc::new(Notify::new()),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Runs until `shutdown`, then lets running jobs finish within `grace`.
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
+        if self.runners.is_empty() {
+            return;
+        }
+        let (ack_tx, ack_rx) = mpsc::channel(ACK_BUFFER);
+        let acker = self.acker(ack_rx);
+        let maintenance = self.maintenance(shutdown.clone());
+        let reader = async {
+            self.read(shutdown.clone(), ack_tx).await;
+            self.tasks.close();
+            if tokio::time::timeout(grace, self.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    running = self.tasks.len(),
+                    "jobs still running after the grace period are left for redelivery"
+                );
+            }
+        };
+        tokio::join!(reader, acker, maintenance);
+    }
+
+    /// The single reader: asks for as many jobs as there are free slots, per queue.
+    async fn read(&self, shutdown: CancellationToken, acks: mpsc::Sender<Delivery>) {
+        let backend = self.queues.backend().clone();
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            let freed = self.slot_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let wants: Vec<(String, usize)> = self
+                .runners
+                .iter()
+                .map(|(q, r)| (q.clone(), r.slots.available_permits()))
+                .filter(|(_, free)| *free > 0)
+                .collect();
+            if wants.is_empty() {
+                tokio::select! {
+                    () = &mut freed => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+            let received = tokio::select! {
+                r = backend.receive(&wants, crate::redis::BLOCK_TIME) => r,
+                () = shutdown.cancelled() => break,
+            };
+            match received {
+                Ok(deliveries) => {
+                    failures = 0;
+                    for delivery in deliveries {
+                        self.start_job(delivery, acks.clone());
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    let pause = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        tracing::warn!(
+                            backend = backend.name(),
+                            "reading queues failed ({failures}×): {e}; retrying in {pause:?}"
+                        );
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_job(&self, delivery: Delivery, acks: mpsc::Sender<Delivery>) {
+        let Some(runner) = self.runners.get(&delivery.job.queue).cloned() else {
+            tracing::warn!(queue = %delivery.job.queue, "received a job for a queue this host does not run");
+            return;
+        };
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(delivery.receipt.clone(), delivery.clone());
+        let (engine, services, queues) = (
+            self.engine.clone(),
+            self.services.clone(),
+            self.queues.clone(),
+        );
+        let (in_flight, slot_freed) = (self.in_flight.clone(), self.slot_freed.clone());
+        self.tasks.spawn(async move {
+            // A batch may bring more jobs than free slots; the extra ones wait here, still
+            // heartbeated as in flight.
+            let permit: Option<OwnedSemaphorePermit> =
+                runner.slots.clone().acquire_owned().await.ok();
+            let started = Instant::now();
+            let outcome = run_attempt(&runner, &engine, &services, &delivery).await;
+            in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&delivery.receipt);
+            finish(&queues, &runner, delivery, outcome, started, acks).await;
+            drop(permit);
+            slot_freed.notify_one();
+        });
+    }
+
+    /// Acknowledges finished jobs in batches until every sender is gone.
+    async fn acker(&self, mut done: mpsc::Receiver<Delivery>) {
+        let backend = self.queues.backend().clone();
+        let mut batch = Vec::with_capacity(ACK_BATCH);
+        while done.recv_many(&mut batch, ACK_BATCH).await > 0 {
+            for attempt in 1..=3u32 {
+                match backend.complete(&batch).await {
+                    Ok(()) => break,
+                    Err(e) if attempt == 3 => tracing::warn!(
+                        jobs = batch.len(),
+                        "acknowledging jobs failed: {e}; they will be redelivered after their visibility timeout"
+                    ),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await
+                    }
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    /// Delayed-job promotion, stalled-job requeue and heartbeats, each exactly when due.
+    async fn maintenance(&self, shutdown: CancellationToken) {
+        let backend = self.queues.backend().clone();
+        let names = self.queues.names();
+        let min_visibility = self
+            .runners
+            .values()
+            .map(|r| r.trigger.visibility.0)
+            .min()
+            .unwrap_or(Duration::from_secs(60));
+        let (reclaim_every, heartbeat_every) = (min_visibility / 2, min_visibility / 3);
+        let now = tokio::time::Instant::now();
+        let (mut promote_at, mut reclaim_at, mut heartbeat_at) =
+            (now, now + reclaim_every, now + heartbeat_every);
+        loop {
+            let wake = promote_at.min(reclaim_at).min(heartbeat_at);
+            let delayed = self.queues.delayed_enqueued().notified();
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                () = delayed => {
+                    // A delayed job was enqueued here: it may be due before `promote_at`.
+                    if let Some(due) = self.queues.take_earliest_local_due() {
+                        promote_at = promote_at.min(instant_of(due));
+                    }
+                    continue;
+                }
+                () = shutdown.cancelled() => return,
+            }
+            let now = tokio::time::Instant::now();
+            if now >= promote_at {
+                promote_at = match backend.promote_due(&names, now_ms()).await {
+                    Ok(Some(due)) => instant_of(due).min(now + MAINTENANCE_MAX_SLEEP),
+                    Ok(None) => now + MAINTENANCE_MAX_SLEEP,
+                    Err(e) => {
+                        tracing::warn!("promoting delayed jobs failed: {e}");
+                        now + Duration::from_secs(1)
+                    }
+                };
+            }
+            if now >= reclaim_at {
+                for runner in self.runners.values() {
+                    let q = &runner.trigger.queue;
+                    match backend
+                        .reclaim_stalled(q, runner.trigger.visibility.0, RECLAIM_BATCH)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::warn!(queue = %q, jobs = n, "requeued stalled jobs (their host stopped without finishing them)")
+                        }
+                        Err(e) => tracing::warn!(queue = %q, "reclaiming stalled jobs failed: {e}"),
+                    }
+                }
+                reclaim_at = now + reclaim_every;
+            }
+            if now >= heartbeat_at {
+                let alive: Vec<Delivery> = self
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .cloned()
+                    .collect();
+                if let Err(e) = backend.heartbeat(&alive).await {
+                    tracing::warn!(jobs = alive.len(), "heartbeat failed: {e}");
+                }
+                heartbeat_at = now + heartbeat_every;
+            }
+        }
+    }
+}
+
+/// The tokio instant of a wall-clock time in ms since the epoch.
+fn instant_of(due_ms: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_millis(due_ms.saturating_sub(now_ms()))
+}
+
+/// Runs one attempt on a fresh instance under the queue's timeout.
+async fn run_attempt(
+    runner: &QueueRunner,
+    engine: &ComponentEngine,
+    services: &Arc<Services>,
+    delivery: &Delivery,
+) -> Outcome {
+    let component = &runner.component;
+    let Some(pre) = component.processor.clone() else {
+        return Outcome::Permanent(format!(
+            "component `{}` does not export a processor",
+            component.name()
+        ));
+    };
+    let mut store = component.new_store(engine, services);
+    let job = WitJob {
+        id: delivery.job.id.clone(),
+        queue: delivery.job.queue.clone(),
+        payload: delivery.job.payload.clone(),
+        attempt: delivery.job.attempt,
+        max_attempts: delivery.job.max_attempts,
+    };
+    let result = with_deadline(runner.trigger.timeout.0, async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance
+            .llmchat_runtime_processor()
+            .call_process(&mut store, &job)
+            .await
+    })
+    .await;
+    match result {
+        Ok(Ok(output)) => Outcome::Done(output),
+        Ok(Err(WitJobError::Retry(m))) => Outcome::Retryable(m),
+        Ok(Err(WitJobError::Fail(m))) => Outcome::Permanent(m),
+        Err(e) => {
+            let output = store.data().guest_output();
+            let detail = if output.is_empty() {
+                String::new()
+            } else {
+                format!(" (guest output: {output})")
+            };
+            let kind = e.kind();
+            let message = match e {
+                InvocationError::Timeout(_) => format!("component `{}` {e}", component.name()),
+                _ => format!("component `{}` failed: {e}", component.name()),
+            };
+            tracing::debug!(kind, "{message}{detail}");
+            Outcome::Retryable(format!("{message}{detail}"))
+        }
+    }
+}
+
+/// Records how the attempt ended: ack, retry with backoff, or dead letter.
+async fn finish(
+    queues: &Queues,
+    runner: &QueueRunner,
+    delivery: Delivery,
+    outcome: Outcome,
+    started: Instant,
+    acks: mpsc::Sender<Delivery>,
+) {
+    let backend = queues.backend();
+    let job = &delivery.job;
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    let result = match outcome {
+        Outcome::Done(output) => {
+            tracing::debug!(queue = %job.queue, job = %job.id, attempt = job.attempt, elapsed_us, "job done: {output}");
+            // If the acker is gone (shutdown), the job stays pending and is redelivered.
+            let _ = acks.send(delivery).await;
+            return;
+        }
+        Outcome::Retryable(error) if job.attempt < job.max_attempts => {
+            let wait = job.backoff.delay(job.attempt);
+            tracing::info!(queue = %job.queue, job = %job.id, attempt = job.attempt, "job failed, retrying in {wait:?}: {error}");
+            backend
+                .retry(&delivery, now_ms() + wait.as_millis() as u64, &error)
+                .await
+                .map(|()| {
+                    queues.note_local_due(now_ms() + wait.as_millis() as u64);
+                })
+        }
+        Outcome::Retryable(error) => {
+            let error = format!("{error} (attempt {} of {})", job.attempt, job.max_attempts);
+            tracing::warn!(queue = %job.queue, job = %job.id, "job dead-lettered: {error}");
+            backend.bury(&delivery, &error).await
+        }
+        Outcome::Permanent(error) => {
+            tracing::warn!(queue = %job.queue, job = %job.id, "job failed permanently, dead-lettered: {error}");
+            backend.bury(&delivery, &error).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(queue = %job.queue, job = %job.id, component = runner.component.name(),
+            "recording the job's failure failed: {e}; it will be redelivered after its visibility timeout");
+    }
+}

@@ -1,0 +1,198 @@
+//! The one place that talks to Redis: a few multiplexed connections for commands, one
+//! dedicated connection for blocking reads, and a hard cap on commands in flight.
+//!
+//! The old backend starved a pool of 20 connections (282 waiters, `active 32 > total 20`).
+//! Here every command takes a permit from a semaphore of `max_in_flight`, waits at most
+//! `acquire_timeout` for one, and otherwise fails with a clear [`RedisError::Unavailable`]
+//! (HTTP 503 upstream). Connections reconnect with backoff on their own; while Redis is gone
+//! commands fail fast and nothing crashes. [`PoolStats`] reads can never show more in use
+//! than the cap, because in-use *is* the semaphore.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::Semaphore;
+
+use crate::manifest::RedisSettings;
+
+/// Why a Redis call failed, as callers need to branch on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisError {
+    /// Redis is unreachable, too slow, or the pool is saturated: retry later.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered with an error about this command (wrong type, bad value, ...).
+    #[error("redis error: {0}")]
+    Command(String),
+}
+
+impl From<redis::RedisError> for RedisError {
+    fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || e.is_connection_refusal()
+        {
+            RedisError::Unavailable(e.to_string())
+        } else {
+            RedisError::Command(e.to_string())
+        }
+    }
+}
+
+/// A snapshot of the pool, for metrics and `llmchat queues`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    /// Connections the host holds: command connections plus the blocking reader.
+    pub connections: u64,
+    pub max_in_flight: u64,
+    pub in_flight: u64,
+    pub waiters: u64,
+    /// Commands that had to wait for a permit, and their total wait.
+    pub waits: u64,
+    pub wait_micros_total: u64,
+    /// Commands refused because no permit came within `acquire_timeout`.
+    pub timeouts: u64,
+}
+
+/// The host's Redis access; built once in `main`.
+pub struct RedisPool {
+    commands: Vec<ConnectionManager>,
+    blocking: ConnectionManager,
+    next: AtomicUsize,
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+    acquire_timeout: Duration,
+    command_timeout: Duration,
+    waiters: AtomicU64,
+    waits: AtomicU64,
+    wait_micros: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+/// How long a blocking read may block; also how often an idle host sends it.
+pub const BLOCK_TIME: Duration = Duration::from_secs(10);
+
+impl RedisPool {
+    /// Creates the pool. Connections are made lazily and re-made with backoff, so a host
+    /// can start while Redis is down and recover when it returns.
+    pub fn new(settings: &RedisSettings, url: &str) -> Result<Self> {
+        let client =
+            redis::Client::open(url).with_context(|| format!("invalid Redis URL {url:?}"))?;
+        let config = |response_timeout: Option<Duration>| {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.connect_timeout.0))
+                .set_response_timeout(response_timeout)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(2))
+                .set_number_of_retries(3)
+        };
+        let command_timeout = settings.command_timeout.0;
+        let commands = (0..settings.connections.max(1))
+            .map(|_| {
+                ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    config(Some(command_timeout)),
+                )
+            })
+            .collect::<redis::RedisResult<Vec<_>>>()
+            .context("creating Redis connections")?;
+        let blocking = ConnectionManager::new_lazy_with_config(
+            client,
+            config(Some(BLOCK_TIME + command_timeout)),
+        )
+        .context("creating the blocking Redis connection")?;
+        let max_in_flight = settings.max_in_flight as usize;
+        Ok(Self {
+            commands,
+            blocking,
+            next: AtomicUsize::new(0),
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            acquire_timeout: settings.acquire_timeout.0,
+            command_timeout,
+            waiters: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            wait_micros: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+        })
+    }
+
+    /// Runs `f` on a command connection under a permit and the command timeout.
+    pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let _permit = self.acquire().await?;
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.commands.len();
+        let conn = self.commands[i].clone();
+        match tokio::time::timeout(self.command_timeout, f(conn)).await {
+            Ok(result) => result.map_err(RedisError::from),
+            Err(_) => Err(RedisError::Unavailable(format!(
+                "no answer within {:?}",
+                self.command_timeout
+            ))),
+        }
+    }
+
+    /// Runs `f` on the dedicated blocking connection (one per host, for reading queues).
+    /// It takes no permit: it never competes with commands.
+    pub async fn run_blocking<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        f(self.blocking.clone()).await.map_err(RedisError::from)
+    }
+
+    async fn acquire(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RedisError> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let started = Instant::now();
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        let result =
+            tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned()).await;
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        self.wait_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match result {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(RedisError::Unavailable(format!(
+                    "all {} Redis command slots stayed busy for {:?}",
+                    self.max_in_flight, self.acquire_timeout
+                )))
+            }
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            connections: self.commands.len() as u64 + 1,
+            max_in_flight: self.max_in_flight as u64,
+            in_flight: (self.max_in_flight - self.permits.available_permits()) as u64,
+            waiters: self.waiters.load(Ordering::Relaxed),
+            waits: self.waits.load(Ordering::Relaxed),
+            wait_micros_total: self.wait_micros.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// One PING, for start-up checks and readiness.
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        self.run(|mut c| async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+}
