@@ -4,7 +4,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Host, client, default_manifest, error_of};
+use std::time::Duration;
+
+use crate::support::{Host, client, default_manifest, error_of, poll_until};
 
 fn chat(host: &Host, body: Value) -> (StatusCode, Value) {
     let response = client()
@@ -229,5 +231,49 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         prompt_tokens(&next),
         baseline + 2,
         "history holds only the first exchange"
+    );
+}
+
+#[test]
+fn long_conversations_are_summarized_by_the_summarizer_queue() {
+    let host = Host::start(&default_manifest());
+    for turn in 0..5 {
+        let (status, answer) = chat(
+            &host,
+            json!({"agent": "general", "message": format!("turn {turn}"), "conversation_id": "long"}),
+        );
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    // 10 messages reach `summarize_after`: chat enqueues a summary job, the summarizer
+    // component (sharing chat's kv namespace) writes the summary.
+    let summary = poll_until(Duration::from_secs(20), "a summary", || {
+        let conversation: Value = client()
+            .get(host.url("/api/conversations/long"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        conversation["summary"].as_str().map(str::to_string)
+    });
+    assert!(
+        summary.contains("turn"),
+        "the echo LLM summarises the conversation text: {summary}"
+    );
+
+    let deleted = client()
+        .delete(host.url("/api/conversations/long"))
+        .send()
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    poll_until(
+        Duration::from_secs(20),
+        "the cleanup job to delete the conversation",
+        || {
+            let r = client()
+                .get(host.url("/api/conversations/long"))
+                .send()
+                .ok()?;
+            (r.status() == StatusCode::NOT_FOUND).then_some(())
+        },
     );
 }

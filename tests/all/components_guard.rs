@@ -40,7 +40,10 @@ fn every_component_has_a_test() {
         .collect();
     let default_manifest = std::fs::read_to_string(root.join("llmchat.toml")).unwrap();
     let components: Vec<String> = dirs.iter().filter_map(|d| component_name(d)).collect();
-    assert!(components.len() >= 6, "found only {components:?} in {dirs:?}");
+    assert!(
+        components.len() >= 6,
+        "found only {components:?} in {dirs:?}"
+    );
     let untested: Vec<String> = components
         .into_iter()
         .filter(|name| {

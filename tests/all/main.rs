@@ -10,4 +10,6 @@ mod fixtures;
 mod lifecycle;
 mod manifest_errors;
 mod openai;
+mod queue_conformance;
+mod queues;
 mod support;

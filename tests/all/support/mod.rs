@@ -1,6 +1,7 @@
 //! Shared test harness: start a host, find components, read its log, measure its RSS.
 
 pub mod fake_openai;
+pub mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -225,4 +226,20 @@ pub fn error_of(response: reqwest::blocking::Response) -> String {
         .as_str()
         .expect("an `error` string")
         .to_string()
+}
+
+/// Like [`poll_until`] for async checks.
+pub async fn poll_until_async<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

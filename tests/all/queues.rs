@@ -1,0 +1,346 @@
+//! Queue processors under the real binary, on a private Redis: fresh instances per job,
+//! retries with backoff, dead letters, timeouts, memory caps, idle cost, two hosts with one
+//! killed mid-run, and a Redis restart mid-run.
+//!
+//! Jobs are enqueued through the host library on the same Redis (the admin API is covered in
+//! `admin.rs`); the `fixture-processor` component counts its runs in kv, which the tests read
+//! straight from Redis.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use llmchat_host::manifest::{QueueTrigger, RedisSettings};
+use llmchat_host::queue::redis::RedisQueue;
+use llmchat_host::queue::{EnqueueRequest, QueueStats, Queues};
+use llmchat_host::redis::RedisPool;
+use redis::Commands;
+
+use crate::support::redis::RedisServer;
+use crate::support::{Host, component, component_toml, poll_until};
+
+/// A manifest with one queue `jobs` processed by `fixture-processor` as component `p`.
+fn manifest(redis_url: &str, trigger: &str, component_extra: &str) -> String {
+    format!(
+        "[redis]\nurl = {redis_url:?}\n{}[[trigger.queue]]\nqueue = \"jobs\"\ncomponent = \"p\"\n{trigger}\n",
+        component_toml("p", &component("fixture-processor"), component_extra),
+    )
+}
+
+/// Enqueues through the host library, as a component or the admin API would.
+struct Producer {
+    rt: tokio::runtime::Runtime,
+    queues: Queues,
+}
+
+impl Producer {
+    fn new(redis_url: &str, trigger: &str) -> Producer {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let trigger: QueueTrigger =
+            toml::from_str(&format!("queue = \"jobs\"\ncomponent = \"p\"\n{trigger}"))
+                .expect("trigger");
+        let queues = rt.block_on(async {
+            let pool = Arc::new(RedisPool::new(&RedisSettings::default(), redis_url).unwrap());
+            let backend = RedisQueue::connect(pool, &["jobs".to_string()])
+                .await
+                .unwrap();
+            Queues::new(Arc::new(backend), &[trigger])
+        });
+        Producer { rt, queues }
+    }
+
+    fn enqueue(&self, payload: &str) -> String {
+        self.rt
+            .block_on(
+                self.queues
+                    .enqueue("jobs", payload.to_string(), EnqueueRequest::default()),
+            )
+            .expect("enqueue")
+            .id()
+            .to_string()
+    }
+
+    fn stats(&self) -> QueueStats {
+        self.rt
+            .block_on(self.queues.backend().stats("jobs"))
+            .expect("stats")
+    }
+
+    fn dead(&self) -> Vec<llmchat_host::queue::DeadJob> {
+        self.rt
+            .block_on(self.queues.backend().dead_letters("jobs", 100))
+            .expect("dead letters")
+    }
+
+    fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&QueueStats) -> bool,
+    ) -> QueueStats {
+        poll_until(timeout, what, || {
+            let s = self.stats();
+            done(&s).then_some(s)
+        })
+    }
+}
+
+/// How often the processor ran each job (its `runs:{id}` counter in kv namespace `p`).
+fn runs(redis: &mut redis::Connection, ids: &[String]) -> Vec<u64> {
+    ids.chunks(500)
+        .flat_map(|chunk| {
+            let keys: Vec<String> = chunk
+                .iter()
+                .map(|id| format!("llmchat:kv:{{p}}:runs:{id}"))
+                .collect();
+            let values: Vec<Option<u64>> = redis.mget(&keys).expect("MGET");
+            values.into_iter().map(|v| v.unwrap_or(0))
+        })
+        .collect()
+}
+
+#[test]
+fn jobs_run_once_each_on_fresh_instances() {
+    let redis = RedisServer::start();
+    let _host = Host::start(&manifest(&redis.url(), "", ""));
+    let producer = Producer::new(&redis.url(), "");
+    let ids: Vec<String> = (0..50)
+        .map(|_| producer.enqueue(r#"{"action":"record"}"#))
+        .collect();
+    let s = producer.wait_for("50 processed jobs", Duration::from_secs(30), |s| {
+        s.processed == 50
+    });
+    assert_eq!((s.waiting, s.in_flight, s.failed), (0, 0, 0), "{s:?}");
+    assert!(runs(&mut redis.connection(), &ids).iter().all(|&n| n == 1));
+}
+
+#[test]
+fn the_smallest_processor_runs_jobs_too() {
+    let redis = RedisServer::start();
+    let manifest = format!(
+        "[redis]\nurl = {:?}\n{}[[trigger.queue]]\nqueue = \"jobs\"\ncomponent = \"p\"\n",
+        redis.url(),
+        component_toml("p", &component("fixture-noop-processor"), "")
+    );
+    let _host = Host::start(&manifest);
+    let producer = Producer::new(&redis.url(), "");
+    for _ in 0..100 {
+        producer.enqueue("{}");
+    }
+    let s = producer.wait_for("100 processed jobs", Duration::from_secs(30), |s| {
+        s.processed == 100
+    });
+    assert_eq!(s.failed, 0);
+}
+
+#[test]
+fn failing_jobs_are_retried_after_their_backoff_then_succeed() {
+    let redis = RedisServer::start();
+    let trigger = "backoff = \"fixed:300ms\"\nmax_attempts = 3";
+    let host = Host::start(&manifest(&redis.url(), trigger, ""));
+    let producer = Producer::new(&redis.url(), trigger);
+    let started = Instant::now();
+    let id = producer.enqueue(r#"{"action":"flaky","fail_times":2}"#);
+    let s = producer.wait_for("the flaky job to succeed", Duration::from_secs(30), |s| {
+        s.processed == 1
+    });
+    let took = started.elapsed();
+    assert_eq!(s.retried, 2, "{s:?}");
+    assert!(
+        took >= Duration::from_millis(600),
+        "two backoffs of 300 ms: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(600 + 60 + 1500),
+        "no lateness beyond jitter and slack: {took:?}"
+    );
+    let attempts: u64 = redis
+        .connection()
+        .get(format!("llmchat:kv:{{p}}:attempts:{id}"))
+        .unwrap();
+    assert_eq!(attempts, 3);
+    host.wait_for_log("retrying in", Duration::from_secs(5));
+}
+
+#[test]
+fn exhausted_and_permanent_failures_are_dead_lettered() {
+    let redis = RedisServer::start();
+    let trigger = "backoff = \"fixed:10ms\"\nmax_attempts = 2";
+    let _host = Host::start(&manifest(&redis.url(), trigger, ""));
+    let producer = Producer::new(&redis.url(), trigger);
+    let transient = producer.enqueue(r#"{"action":"retry"}"#);
+    let permanent = producer.enqueue(r#"{"action":"fail"}"#);
+    let malformed = producer.enqueue(r#"{"action":"dance"}"#);
+    let s = producer.wait_for("three dead letters", Duration::from_secs(30), |s| {
+        s.dead == 3
+    });
+    assert_eq!(
+        (s.retried, s.processed),
+        (1, 0),
+        "only the transient failure was retried: {s:?}"
+    );
+    let dead = producer.dead();
+    let find = |id: &str| dead.iter().find(|d| d.job.id == id).expect("dead letter");
+    assert_eq!(find(&transient).job.attempt, 2);
+    assert!(
+        find(&transient).error.contains("attempt 2 of 2"),
+        "{}",
+        find(&transient).error
+    );
+    assert_eq!(find(&permanent).job.attempt, 1);
+    assert!(find(&permanent).error.contains("permanent"));
+    assert!(
+        find(&malformed).error.contains("dance"),
+        "the error names the problem: {}",
+        find(&malformed).error
+    );
+}
+
+#[test]
+fn a_job_timeout_stops_an_infinite_loop_which_is_retried_then_dead_lettered() {
+    let redis = RedisServer::start();
+    let trigger = "backoff = \"fixed:10ms\"\nmax_attempts = 2\ntimeout = \"300ms\"";
+    let _host = Host::start(&manifest(&redis.url(), trigger, ""));
+    let producer = Producer::new(&redis.url(), trigger);
+    producer.enqueue(r#"{"action":"loop"}"#);
+    let ok = producer.enqueue(r#"{"action":"record"}"#);
+    let s = producer.wait_for(
+        "the loop to be dead-lettered",
+        Duration::from_secs(30),
+        |s| s.dead == 1 && s.processed == 1,
+    );
+    assert_eq!(s.retried, 1);
+    let dead = producer.dead();
+    assert!(
+        dead[0].error.contains("timed out after 300ms"),
+        "{}",
+        dead[0].error
+    );
+    assert_eq!(runs(&mut redis.connection(), &[ok]), vec![1]);
+}
+
+#[test]
+fn a_memory_bomb_fails_only_its_own_job() {
+    let redis = RedisServer::start();
+    let trigger = "max_attempts = 1\nconcurrency = 3";
+    let _host = Host::start(&manifest(&redis.url(), trigger, "memory_limit = \"16MiB\""));
+    let producer = Producer::new(&redis.url(), trigger);
+    producer.enqueue(r#"{"action":"bomb"}"#);
+    let ids: Vec<String> = (0..20)
+        .map(|_| producer.enqueue(r#"{"action":"record"}"#))
+        .collect();
+    producer.wait_for(
+        "the bomb dead and the rest done",
+        Duration::from_secs(30),
+        |s| s.dead == 1 && s.processed == 20,
+    );
+    assert!(
+        producer.dead()[0].error.contains("memory limit exceeded"),
+        "{}",
+        producer.dead()[0].error
+    );
+    assert!(runs(&mut redis.connection(), &ids).iter().all(|&n| n == 1));
+}
+
+#[test]
+fn an_idle_host_sends_almost_no_commands_and_holds_three_connections() {
+    let redis = RedisServer::start();
+    let queues: String = ["a", "b", "c"]
+        .iter()
+        .map(|q| {
+            format!("[[trigger.queue]]\nqueue = \"{q}\"\ncomponent = \"p\"\nconcurrency = 5\n")
+        })
+        .collect();
+    let manifest = format!(
+        "[redis]\nurl = {:?}\n{}{queues}",
+        redis.url(),
+        component_toml("p", &component("fixture-processor"), "")
+    );
+    let host = Host::start(&manifest);
+    let mut conn = redis.connection();
+    let total = |conn: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(conn).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    // Let start-up (group creation, first reads and promotions) settle.
+    host.wait_for_log("llmchat listening", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    let before = total(&mut conn);
+    let window = Duration::from_secs(5);
+    std::thread::sleep(window);
+    let sent = total(&mut conn) - before - 1; // minus the INFO that read `before`
+    assert!(
+        sent <= window.as_secs(),
+        "{sent} commands in {window:?} while idle"
+    );
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
+    let host_connections = clients.lines().count() - 1; // minus this test's connection
+    assert!(
+        host_connections <= 3,
+        "{host_connections} connections:\n{clients}"
+    );
+}
+
+#[test]
+fn two_hosts_share_the_queue_and_lose_nothing_when_one_is_killed() {
+    let redis = RedisServer::start();
+    let trigger = "visibility = \"2s\"\nmax_attempts = 5\nbackoff = \"fixed:10ms\"";
+    let manifest = manifest(&redis.url(), trigger, "");
+    let producer = Producer::new(&redis.url(), trigger);
+    let ids: Vec<String> = (0..5000)
+        .map(|_| producer.enqueue(r#"{"action":"sleep","ms":2}"#))
+        .collect();
+    let victim = Host::start(&manifest);
+    let survivor = Host::start(&manifest);
+    producer.wait_for("some progress", Duration::from_secs(60), |s| {
+        s.processed >= 500
+    });
+    let victim_pid = victim.pid();
+    std::process::Command::new("kill")
+        .args(["-9", &victim_pid.to_string()])
+        .status()
+        .unwrap();
+    drop(victim);
+    let s = producer.wait_for("every job", Duration::from_secs(120), |s| {
+        s.processed >= 5000 && s.in_flight == 0 && s.waiting == 0
+    });
+    assert_eq!(s.dead, 0, "{s:?}");
+    let counts = runs(&mut redis.connection(), &ids);
+    let missing = counts.iter().filter(|&&n| n == 0).count();
+    let duplicates: u64 = counts.iter().map(|&n| n.saturating_sub(1)).sum();
+    println!("two hosts, one killed with -9: 5000 jobs, {missing} missing, {duplicates} run twice");
+    assert_eq!(missing, 0, "every job completed at least once");
+    survivor.wait_for_log("requeued stalled jobs", Duration::from_secs(10));
+}
+
+#[test]
+fn a_redis_restart_mid_run_loses_no_job() {
+    let mut redis = RedisServer::start();
+    let trigger = "visibility = \"2s\"\nmax_attempts = 10\nbackoff = \"fixed:100ms\"";
+    let producer = Producer::new(&redis.url(), trigger);
+    let ids: Vec<String> = (0..2000)
+        .map(|_| producer.enqueue(r#"{"action":"sleep","ms":1}"#))
+        .collect();
+    let _host = Host::start(&manifest(&redis.url(), trigger, ""));
+    producer.wait_for("some progress", Duration::from_secs(60), |s| {
+        s.processed >= 200
+    });
+    redis.restart();
+    let producer = Producer::new(&redis.url(), trigger);
+    producer.wait_for(
+        "every job after the restart",
+        Duration::from_secs(120),
+        |s| s.processed >= 2000 && s.in_flight == 0 && s.waiting == 0,
+    );
+    let counts = runs(&mut redis.connection(), &ids);
+    let missing = counts.iter().filter(|&&n| n == 0).count();
+    println!("redis restart: 2000 jobs, {missing} missing");
+    assert_eq!(missing, 0);
+}
