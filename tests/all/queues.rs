@@ -344,3 +344,44 @@ fn a_redis_restart_mid_run_loses_no_job() {
     println!("redis restart: 2000 jobs, {missing} missing");
     assert_eq!(missing, 0);
 }
+
+#[test]
+fn sigterm_finishes_running_jobs_and_leaves_the_rest_for_redelivery() {
+    let redis = RedisServer::start();
+    let trigger = "concurrency = 2\nvisibility = \"2s\"";
+    let manifest = |grace: &str| {
+        format!(
+            "[http]\nshutdown_grace = \"{grace}\"\n{}",
+            manifest(&redis.url(), trigger, "")
+        )
+    };
+    let producer = Producer::new(&redis.url(), trigger);
+    let ids: Vec<String> = (0..10)
+        .map(|_| producer.enqueue(r#"{"action":"sleep","ms":400}"#))
+        .collect();
+
+    // A generous grace: the two running jobs finish, the other eight are never started.
+    let host = Host::start(&manifest("10s"));
+    producer.wait_for("two running jobs", Duration::from_secs(10), |s| {
+        s.in_flight == 2
+    });
+    let log = host.log.clone();
+    assert!(host.terminate().success());
+    let s = producer.stats();
+    eprintln!("{}", log.lock().unwrap());
+    assert_eq!((s.processed, s.in_flight, s.waiting), (2, 0, 8), "{s:?}");
+
+    // A grace too short for a job: it is cut, and redelivered to the next host.
+    let host = Host::start(&manifest("50ms"));
+    producer.wait_for("two running jobs", Duration::from_secs(10), |s| {
+        s.in_flight == 2
+    });
+    assert!(host.terminate().success());
+
+    let _next = Host::start(&manifest("10s"));
+    producer.wait_for("every job", Duration::from_secs(30), |s| {
+        s.processed == 10 && s.in_flight == 0
+    });
+    let counts = runs(&mut redis.connection(), &ids);
+    assert!(counts.iter().all(|&n| n >= 1), "nothing lost: {counts:?}");
+}

@@ -198,11 +198,15 @@ impl QueueWorker {
             self.queues.clone(),
         );
         let (in_flight, slot_freed) = (self.in_flight.clone(), self.slot_freed.clone());
+        // Take the slot now, so the reader's next look at free slots is exact. A batch may
+        // bring more jobs than free slots (Redis applies COUNT per stream); the extra ones
+        // wait for a slot in their task, still heartbeated as in flight.
+        let slot = runner.slots.clone().try_acquire_owned().ok();
         self.tasks.spawn(async move {
-            // A batch may bring more jobs than free slots; the extra ones wait here, still
-            // heartbeated as in flight.
-            let permit: Option<OwnedSemaphorePermit> =
-                runner.slots.clone().acquire_owned().await.ok();
+            let permit: Option<OwnedSemaphorePermit> = match slot {
+                Some(permit) => Some(permit),
+                None => runner.slots.clone().acquire_owned().await.ok(),
+            };
             let started = Instant::now();
             let outcome = run_attempt(&runner, &engine, &services, &delivery).await;
             in_flight
