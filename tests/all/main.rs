@@ -12,4 +12,5 @@ mod manifest_errors;
 mod openai;
 mod queue_conformance;
 mod queues;
+mod redis_pool;
 mod support;
