@@ -6,8 +6,10 @@
 //! - [`engine::ComponentEngine`]: the wasmtime engine, pool, artifact cache, epoch ticker;
 //! - [`registry::Registry`]: the loaded components, ready to instantiate;
 //! - [`capabilities::Services`]: the kv and llm backends behind the WIT imports;
-//! - [`http::HttpServer`]: HTTP triggers and the host's own endpoints.
+//! - [`http::HttpServer`]: HTTP triggers and the host's own endpoints;
+//! - [`admin`]: the admin API, behind a bearer token or the loopback-only rule.
 
+pub mod admin;
 pub mod capabilities;
 pub mod engine;
 pub mod http;

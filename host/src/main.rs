@@ -2,6 +2,9 @@
 //!
 //! `llmchat up` loads the manifest, builds every host service once (engine, components,
 //! kv, llm, HTTP server), serves until SIGTERM or SIGINT, then drains and exits 0.
+//! The other commands ([`cli`]) talk to a running host through its admin API.
+
+mod cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +16,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use llmchat_host::admin::AdminAuth;
 use llmchat_host::capabilities::Services;
 use llmchat_host::engine::{ComponentEngine, PoolSizing};
 use llmchat_host::http::HttpServer;
@@ -43,6 +47,12 @@ struct Cli {
 enum Command {
     /// Load the manifest's components and serve them.
     Up(UpArgs),
+    /// Enqueue a job on a running host's queue; prints the job id.
+    Enqueue(cli::queues::EnqueueArgs),
+    /// Show a running host's queues: waiting, in-flight, delayed, dead and processed counts.
+    Queues(cli::queues::QueuesArgs),
+    /// List a queue's dead jobs, or retry or purge them.
+    Dead(cli::queues::DeadArgs),
 }
 
 #[derive(clap::Args)]
@@ -79,8 +89,13 @@ fn main() -> ExitCode {
         .build()
         .context("starting the tokio runtime")
         .and_then(|rt| {
-            let result = rt.block_on(match cli.command {
-                Command::Up(args) => up(args, &engine_keepalive),
+            let result = rt.block_on(async {
+                match cli.command {
+                    Command::Up(args) => up(args, &engine_keepalive).await,
+                    Command::Enqueue(args) => cli::queues::enqueue(args).await,
+                    Command::Queues(args) => cli::queues::queues(args).await,
+                    Command::Dead(args) => cli::queues::dead(args).await,
+                }
             });
             rt.shutdown_timeout(RUNTIME_SHUTDOWN);
             result
@@ -88,6 +103,10 @@ fn main() -> ExitCode {
     drop(engine_keepalive);
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<cli::UsageError>() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -119,7 +138,9 @@ async fn up(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) -> 
         queues: queues.clone(),
     });
     let worker = QueueWorker::new(queues, &registry, engine.clone(), services.clone())?;
-    let server = HttpServer::new(&manifest, engine, &registry, services)?;
+    let admin = AdminAuth::from_env();
+    tracing::info!("{}", admin.describe());
+    let server = HttpServer::new(&manifest, engine, &registry, services, admin)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

@@ -4,6 +4,7 @@
 //! temporary folder, and talks to it over HTTP. The only stand-in is `support::fake_openai`,
 //! a local server speaking the OpenAI wire format, because there is no internet here.
 
+mod admin;
 mod chat_api;
 mod components_guard;
 mod fixtures;

@@ -1,5 +1,6 @@
-//! The HTTP front door: the component routes of `[[trigger.http]]`, served by axum/hyper,
-//! with a graceful, bounded shutdown.
+//! The HTTP front door: the admin API under `/admin/` (see [`crate::admin`]), then the
+//! component routes of `[[trigger.http]]`, served by axum/hyper, with a graceful, bounded
+//! shutdown.
 //!
 //! [`HttpServer`] owns every task it starts: connections are drained on shutdown, and
 //! invocations still running after the grace period are cut.
@@ -8,6 +9,7 @@ mod error;
 mod routes;
 mod trigger;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +22,9 @@ use tokio_util::task::TaskTracker;
 
 pub use error::ApiError;
 use routes::RouteTable;
+pub(crate) use trigger::read_body;
 
+use crate::admin::AdminAuth;
 use crate::capabilities::Services;
 use crate::engine::ComponentEngine;
 use crate::manifest::Manifest;
@@ -38,6 +42,7 @@ pub struct AppState {
 
 pub struct HttpServer {
     state: Arc<AppState>,
+    admin: AdminAuth,
     shutdown_grace: Duration,
 }
 
@@ -47,6 +52,7 @@ impl HttpServer {
         engine: Arc<ComponentEngine>,
         registry: &Registry,
         services: Arc<Services>,
+        admin: AdminAuth,
     ) -> Result<Self> {
         let mut routes = RouteTable::default();
         for t in &manifest.http_triggers {
@@ -72,12 +78,15 @@ impl HttpServer {
         });
         Ok(Self {
             state,
+            admin,
             shutdown_grace: manifest.http.shutdown_grace.0,
         })
     }
 
+    /// `/admin` and everything under it belong to the admin API, so no component route can
+    /// shadow it or see its requests; every other path goes to the component routes.
     fn router(&self) -> Router {
-        Router::new()
+        crate::admin::router(self.admin.clone(), self.state.services.queues.clone())
             .fallback(trigger::dispatch)
             .with_state(self.state.clone())
     }
@@ -89,7 +98,11 @@ impl HttpServer {
             let _ = tcp.set_nodelay(true);
         });
         let graceful = shutdown.clone();
-        let server = axum::serve(listener, self.router())
+        // The peer address is what the admin API's loopback rule checks.
+        let service = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, service)
             .with_graceful_shutdown(async move { graceful.cancelled().await });
         let grace = self.shutdown_grace;
         let deadline = async {

@@ -141,7 +141,8 @@ const DRAIN_LIMIT: u64 = 16 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads the whole body, refusing more than `limit` bytes with 413 before any instance runs.
-async fn read_body(mut body: Body, limit: u64) -> Result<Bytes, ApiError> {
+/// The admin API reads its bodies with it too.
+pub(crate) async fn read_body(mut body: Body, limit: u64) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,0 +1,60 @@
+//! The admin API under `/admin/`: what `llmchat enqueue`, `queues` and `dead` talk to.
+//!
+//! [`router`] owns every path under `/admin`, unknown ones included, and
+//! [`auth::AdminAuth`] (one middleware in front of all of them) decides who may call them.
+//! The HTTP server merges this router ahead of its component fallback, so a component
+//! route, even `/...`, can never shadow an admin path or see its requests.
+
+pub mod auth;
+mod queues;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::routing::{any, get, post};
+use http::StatusCode;
+
+pub use auth::AdminAuth;
+
+use crate::http::ApiError;
+use crate::queue::Queues;
+
+/// Every path under `/admin`, behind `auth`; paths it does not know are admin 404s. The
+/// caller adds its own fallback (and state `S`) for every other path.
+pub fn router<S>(auth: AdminAuth, queues: Arc<Queues>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/admin/queues", get(queues::list))
+        .route("/admin/queues/{queue}/jobs", post(queues::enqueue))
+        .route(
+            "/admin/queues/{queue}/dead",
+            get(queues::dead).delete(queues::purge),
+        )
+        .route("/admin/queues/{queue}/dead/retry", post(queues::retry))
+        .route("/admin", any(not_found))
+        .route("/admin/", any(not_found))
+        .route("/admin/{*rest}", any(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(queues)
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::require_admin,
+        ))
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no admin route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed for {}", uri.path()),
+    )
+}
