@@ -194,7 +194,10 @@ pub fn llmchat_command(manifest: &Path) -> Command {
             "LLMCHAT_CACHE_DIR",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifact-cache"),
         )
-        .env_remove("RUST_BACKTRACE");
+        .env_remove("RUST_BACKTRACE")
+        // A developer's REDIS_URL must not turn memory-backend tests into Redis ones.
+        .env_remove("REDIS_URL")
+        .env_remove("LLMCHAT_ADMIN_TOKEN");
     command
 }
 
