@@ -235,7 +235,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 }
 
 #[test]
-fn long_conversations_are_summarized_by_the_summarizer_queue() {
+fn conversations_get_a_title_and_a_summary_from_the_queues() {
     let host = Host::start(&default_manifest());
     for turn in 0..5 {
         let (status, answer) = chat(
@@ -255,6 +255,19 @@ fn long_conversations_are_summarized_by_the_summarizer_queue() {
             .ok()?;
         conversation["summary"].as_str().map(str::to_string)
     });
+    let title = poll_until(Duration::from_secs(20), "a title", || {
+        let conversation: Value = client()
+            .get(host.url("/api/conversations/long"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        conversation["title"].as_str().map(str::to_string)
+    });
+    assert!(
+        !title.is_empty() && title.chars().count() <= 80,
+        "{title:?}"
+    );
     assert!(
         summary.contains("turn"),
         "the echo LLM summarises the conversation text: {summary}"

@@ -1,5 +1,5 @@
-//! `GET` and `DELETE /api/conversations/{id}`: read a conversation back with its summary,
-//! or have it deleted.
+//! `GET` and `DELETE /api/conversations/{id}`: read a conversation back with its title and
+//! summary, or have it deleted.
 //!
 //! Deleting is a job for the `cleanup` processor rather than a direct kv delete, so the
 //! answer is `202 Accepted` with the job id: the keys are gone once the job has run.
@@ -15,6 +15,7 @@ struct Conversation<'a> {
     conversation_id: &'a str,
     messages: Vec<StoredMessage>,
     summary: Option<String>,
+    title: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -31,6 +32,7 @@ pub fn get(id: &str) -> Result<Response<Body>, ApiError> {
         conversation_id: id,
         messages,
         summary: history::summary(id)?,
+        title: history::title(id)?,
     };
     Ok(response::json(StatusCode::OK, &conversation))
 }
@@ -50,15 +52,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn conversation_body_has_null_summary_when_absent() {
+    fn conversation_body_has_null_summary_and_title_when_absent() {
         let conversation = Conversation {
             conversation_id: "c",
             messages: vec![StoredMessage::user("hi")],
             summary: None,
+            title: None,
         };
         assert_eq!(
             serde_json::to_string(&conversation).expect("serializes"),
-            r#"{"conversation_id":"c","messages":[{"role":"user","content":"hi"}],"summary":null}"#
+            r#"{"conversation_id":"c","messages":[{"role":"user","content":"hi"}],"summary":null,"title":null}"#
+        );
+    }
+
+    #[test]
+    fn conversation_body_carries_the_title() {
+        let conversation = Conversation {
+            conversation_id: "c",
+            messages: Vec::new(),
+            summary: Some("s".to_owned()),
+            title: Some("Greetings".to_owned()),
+        };
+        assert_eq!(
+            serde_json::to_string(&conversation).expect("serializes"),
+            r#"{"conversation_id":"c","messages":[],"summary":"s","title":"Greetings"}"#
         );
     }
 }

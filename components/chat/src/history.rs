@@ -1,17 +1,17 @@
-//! Conversation history and summaries in the kv capability, bounded in length and
+//! Conversation history, summaries and titles in the kv capability, bounded in length and
 //! expiring by TTL.
 //!
 //! Key `conversation:{id}` holds a JSON array of `{role, content}` (the layout is shared
 //! with the processors, see `conversation-store`). Every save rewrites the whole (short)
 //! array with a fresh TTL, so an active conversation stays and an idle one disappears
-//! without a clean-up job. Key `summary:{id}` is written by the summarizer; chat only
-//! reads it.
+//! without a clean-up job. Keys `summary:{id}` and `title:{id}` are written by the
+//! summarizer; chat only reads them.
 
 use crate::bindings::{kv, llm};
 use crate::error::ApiError;
 use crate::log;
 use crate::settings::HistorySettings;
-use conversation_store::{history_key, summary_key};
+use conversation_store::{history_key, summary_key, title_key};
 
 pub use conversation_store::{Message as StoredMessage, Role};
 
@@ -54,18 +54,28 @@ pub fn find(conversation_id: &str) -> Result<Option<Vec<StoredMessage>>, ApiErro
 }
 
 /// The summary the summarizer stored for a conversation, if any.
+pub fn summary(conversation_id: &str) -> Result<Option<String>, ApiError> {
+    text(conversation_id, "summary", &summary_key(conversation_id))
+}
+
+/// The title the summarizer stored for a conversation after its first exchange, if any.
+pub fn title(conversation_id: &str) -> Result<Option<String>, ApiError> {
+    text(conversation_id, "title", &title_key(conversation_id))
+}
+
+/// The UTF-8 text at `key`, if any.
 ///
 /// A value that is not UTF-8 is logged and treated as absent: showing mangled text would
 /// be worse than showing none.
-pub fn summary(conversation_id: &str) -> Result<Option<String>, ApiError> {
-    let Some(bytes) = kv::get(&summary_key(conversation_id)).map_err(ApiError::Kv)? else {
+fn text(conversation_id: &str, what: &str, key: &str) -> Result<Option<String>, ApiError> {
+    let Some(bytes) = kv::get(key).map_err(ApiError::Kv)? else {
         return Ok(None);
     };
     match String::from_utf8(bytes) {
-        Ok(summary) => Ok(Some(summary)),
+        Ok(text) => Ok(Some(text)),
         Err(error) => {
             log::warn(&format!(
-                "conversation `{conversation_id}` has a summary that is not UTF-8, ignoring it: {error}"
+                "conversation `{conversation_id}` has a {what} that is not UTF-8, ignoring it: {error}"
             ));
             Ok(None)
         }
@@ -76,17 +86,29 @@ pub fn summary(conversation_id: &str) -> Result<Option<String>, ApiError> {
 /// Returns how many messages the conversation now holds.
 pub fn save_exchange(
     conversation_id: &str,
-    mut messages: Vec<StoredMessage>,
+    messages: Vec<StoredMessage>,
     user: &str,
     assistant: &str,
     settings: HistorySettings,
 ) -> Result<usize, ApiError> {
-    messages.push(StoredMessage::user(user));
-    messages.push(StoredMessage::assistant(assistant));
-    keep_newest(&mut messages, settings.max_messages);
+    let messages = append_exchange(messages, user, assistant, settings.max_messages);
     let value = serde_json::to_vec(&messages).expect("stored messages always serialize");
     kv::set(&history_key(conversation_id), &value, Some(settings.ttl_ms)).map_err(ApiError::Kv)?;
     Ok(messages.len())
+}
+
+/// `messages` with one exchange appended, keeping the newest `max_messages`: what
+/// [`save_exchange`] stores.
+pub fn append_exchange(
+    mut messages: Vec<StoredMessage>,
+    user: &str,
+    assistant: &str,
+    max_messages: usize,
+) -> Vec<StoredMessage> {
+    messages.push(StoredMessage::user(user));
+    messages.push(StoredMessage::assistant(assistant));
+    keep_newest(&mut messages, max_messages);
+    messages
 }
 
 fn keep_newest(messages: &mut Vec<StoredMessage>, max: usize) {
@@ -108,6 +130,21 @@ mod tests {
         assert_eq!(contents, ["2", "3", "4"]);
         keep_newest(&mut messages, 10);
         assert_eq!(messages.len(), 3);
+    }
+
+    #[test]
+    fn an_exchange_is_appended_then_bounded() {
+        let messages = append_exchange(vec![StoredMessage::user("0")], "q", "a", 20);
+        assert_eq!(
+            messages,
+            [
+                StoredMessage::user("0"),
+                StoredMessage::user("q"),
+                StoredMessage::assistant("a")
+            ]
+        );
+        let messages = append_exchange(messages, "q2", "a2", 1);
+        assert_eq!(messages, [StoredMessage::assistant("a2")]);
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //!
 //! Modules: [`routes`] picks a handler, [`agents`] and [`settings`] read the component
 //! config, [`chat`] answers `POST /api/chat`, [`conversations`] reads and deletes a
-//! conversation, [`history`] keeps conversations in kv, [`jobs`] enqueues the summary and
-//! cleanup jobs, [`sse`] streams answers, [`error`] turns every failure into one JSON
-//! response.
+//! conversation, [`history`] keeps conversations in kv, [`jobs`] enqueues the title,
+//! summary and cleanup jobs, [`sse`] streams answers, [`error`] turns every failure into
+//! one JSON response.
 
 mod agents;
 mod bindings;

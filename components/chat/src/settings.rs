@@ -4,7 +4,8 @@
 //! `history_ttl_seconds` (default 86400) makes an idle conversation expire, so the store
 //! never grows without bound. `summarize_after` (default 10) is how long a conversation
 //! gets before a summary is asked for, on queue `summarize_queue` (default `summarize`);
-//! a deleted conversation is cleaned up on `cleanup_queue` (default `cleanup`).
+//! a title is asked for after the first exchange, on `title_queue` (default `titles`); a
+//! deleted conversation is cleaned up on `cleanup_queue` (default `cleanup`).
 //!
 //! A bad value fails the request with a 500 naming the key, before any work is done.
 
@@ -15,11 +16,13 @@ const MAX_MESSAGES_KEY: &str = "history_max_messages";
 const TTL_SECONDS_KEY: &str = "history_ttl_seconds";
 const SUMMARIZE_AFTER_KEY: &str = "summarize_after";
 const SUMMARIZE_QUEUE_KEY: &str = "summarize_queue";
+const TITLE_QUEUE_KEY: &str = "title_queue";
 const CLEANUP_QUEUE_KEY: &str = "cleanup_queue";
 const DEFAULT_MAX_MESSAGES: usize = 20;
 const DEFAULT_TTL_SECONDS: u64 = 86_400;
 const DEFAULT_SUMMARIZE_AFTER: usize = 10;
 const DEFAULT_SUMMARIZE_QUEUE: &str = "summarize";
+const DEFAULT_TITLE_QUEUE: &str = "titles";
 const DEFAULT_CLEANUP_QUEUE: &str = "cleanup";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +53,15 @@ pub fn summary() -> Result<SummarySettings, ApiError> {
     parse_summary(
         config::get(SUMMARIZE_AFTER_KEY).as_deref(),
         config::get(SUMMARIZE_QUEUE_KEY).as_deref(),
+    )
+}
+
+/// The queue that titles new conversations (the summarizer consumes it).
+pub fn title_queue() -> Result<String, ApiError> {
+    queue_name(
+        TITLE_QUEUE_KEY,
+        config::get(TITLE_QUEUE_KEY).as_deref(),
+        DEFAULT_TITLE_QUEUE,
     )
 }
 
@@ -170,6 +182,17 @@ mod tests {
         assert_eq!(
             error.message(),
             "component config `summarize_queue` is invalid: expected a queue name, got an empty string"
+        );
+    }
+
+    #[test]
+    fn queue_names_default_and_are_trimmed() {
+        let title = |raw| queue_name(TITLE_QUEUE_KEY, raw, DEFAULT_TITLE_QUEUE);
+        assert_eq!(title(None).expect("default"), "titles");
+        assert_eq!(title(Some(" names ")).expect("configured"), "names");
+        assert_eq!(
+            title(Some("")).expect_err("empty is rejected").message(),
+            "component config `title_queue` is invalid: expected a queue name, got an empty string"
         );
     }
 }

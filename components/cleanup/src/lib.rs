@@ -2,9 +2,9 @@
 //! (`DELETE /api/conversations/{id}` in `chat`).
 //!
 //! Jobs (parsed in [`job`]):
-//! - `{"conversation_id": "..."}` deletes `conversation:{id}` and `summary:{id}` from chat's
-//!   kv namespace (`kv_namespace = "chat"` in the manifest). Deleting is idempotent, so a
-//!   repeated delivery just finds fewer keys.
+//! - `{"conversation_id": "..."}` deletes `conversation:{id}`, `summary:{id}` and
+//!   `title:{id}` from chat's kv namespace (`kv_namespace = "chat"` in the manifest).
+//!   Deleting is idempotent, so a repeated delivery just finds fewer keys.
 //! - `{"kind": "sweep"}`, for a scheduled run: there is nothing to do, since every key is
 //!   written with a TTL and the kv store expires it.
 
@@ -12,7 +12,7 @@ mod bindings;
 mod job;
 
 use bindings::{Guest, Job, JobError, kv};
-use conversation_store::{history_key, summary_key};
+use conversation_store::{history_key, summary_key, title_key};
 use job::CleanupJob;
 
 struct Cleanup;
@@ -30,7 +30,7 @@ bindings::export!(Cleanup with_types_in bindings);
 
 fn delete_conversation(id: &str) -> Result<String, JobError> {
     let mut deleted = 0;
-    for key in [history_key(id), summary_key(id)] {
+    for key in [history_key(id), summary_key(id), title_key(id)] {
         if kv::delete(&key).map_err(kv_error)? {
             deleted += 1;
         }

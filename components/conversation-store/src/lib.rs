@@ -34,6 +34,12 @@ pub fn summary_key(conversation_id: &str) -> String {
     format!("summary:{conversation_id}")
 }
 
+/// The key of a conversation's title: UTF-8 text written by the summarizer after the first
+/// exchange.
+pub fn title_key(conversation_id: &str) -> String {
+    format!("title:{conversation_id}")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -100,6 +106,7 @@ mod tests {
     fn keys_are_prefixed_by_kind() {
         assert_eq!(history_key("c-1"), "conversation:c-1");
         assert_eq!(summary_key("c-1"), "summary:c-1");
+        assert_eq!(title_key("c-1"), "title:c-1");
     }
 
     #[test]

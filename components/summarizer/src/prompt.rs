@@ -1,5 +1,5 @@
-//! The llm request: one system message with the instruction, then the whole conversation
-//! as a single user message of `role: content` lines.
+//! The llm request: one system message with the instruction (for a summary or a title),
+//! then the whole conversation as a single user message of `role: content` lines.
 //!
 //! The conversation goes in as a transcript rather than as the original turns so that the
 //! model summarizes it instead of continuing it.
@@ -9,6 +9,10 @@ use conversation_store::Message;
 
 /// The instruction used when the config key `prompt` is not set.
 pub const DEFAULT_PROMPT: &str = "Summarize the conversation in at most three sentences.";
+
+/// The instruction used for a title when the config key `title_prompt` is not set.
+pub const DEFAULT_TITLE_PROMPT: &str =
+    "Give this conversation a short title of at most six words. Answer with the title only.";
 
 pub fn request(prompt: &str, messages: &[Message]) -> llm::Request {
     llm::Request {

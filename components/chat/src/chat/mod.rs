@@ -2,8 +2,9 @@
 //!
 //! Both paths share the same steps — validate, resolve the agent, load the history, ask the
 //! llm — and save the exchange only once the answer is complete, so a failed or broken
-//! answer never leaves half a turn in the history. A saved conversation that has grown
-//! long enough is queued for a summary (see [`crate::jobs`]).
+//! answer never leaves half a turn in the history. A conversation whose first exchange
+//! was just saved is queued for a title, one that has grown long enough for a summary (see
+//! [`crate::jobs`]).
 
 mod request;
 mod stream;
@@ -22,6 +23,7 @@ pub async fn handle(request: Request<Body>) -> Result<Response<Body>, ApiError> 
     let agent = agents::find(agents::load()?, &chat.agent)?;
     let settings = settings::history()?;
     let summary = settings::summary()?;
+    let title_queue = settings::title_queue()?;
     let conversation_id = chat.conversation_id.unwrap_or_else(ids::generate);
     let history = history::load(&conversation_id)?;
     let llm_request = llm_request(&agent, &history, &chat.message);
@@ -36,6 +38,7 @@ pub async fn handle(request: Request<Body>) -> Result<Response<Body>, ApiError> 
         user_message: chat.message,
         settings,
         summary,
+        title_queue,
     };
     if chat.stream {
         answer_streamed(exchange, &llm_request)
@@ -52,12 +55,15 @@ struct Exchange {
     user_message: String,
     settings: HistorySettings,
     summary: SummarySettings,
+    /// The queue that titles a conversation after its first exchange.
+    title_queue: String,
 }
 
 impl Exchange {
-    /// Stores the history with this turn appended, then asks for a summary if it is due;
-    /// call once, after a complete answer. Only the save can fail the answer.
+    /// Stores the history with this turn appended, then asks for a title and a summary if
+    /// they are due; call once, after a complete answer. Only the save can fail the answer.
     fn save(&mut self, answer: &str) -> Result<(), ApiError> {
+        let previous = self.history.len();
         let stored = history::save_exchange(
             &self.conversation_id,
             std::mem::take(&mut self.history),
@@ -65,6 +71,7 @@ impl Exchange {
             answer,
             self.settings,
         )?;
+        jobs::request_title(&self.conversation_id, previous, &self.title_queue);
         jobs::request_summary(
             &self.conversation_id,
             &self.agent,
