@@ -15,17 +15,22 @@
 //! another host after its visibility timeout is never finished twice by the old one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
+
 use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
 
 use super::{
     DeadJob, Delivery, Enqueued, Job, NewJob, QueueBackend, QueueError, QueueStats, now_ms,
 };
 use crate::redis::{BLOCK_TIME, RedisError, RedisPool};
+
+mod scripts;
+
+use scripts::{BURY, ENQUEUE, PROMOTE, RECLAIM, RETRY, RETRY_DEAD};
 
 const GROUP: &str = "llmchat";
 /// Dead letters kept per queue (approximately: `MAXLEN ~`).
@@ -42,134 +47,6 @@ impl From<RedisError> for QueueError {
         QueueError::Unavailable(e.to_string())
     }
 }
-
-static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: stream, delayed, dedup, job hash
--- ARGV: id, payload, attempt, max, backoff, enqueued_at, due_ms (0 = now), dedup_window_ms (0 = none), max_waiting
-if ARGV[8] ~= '0' then
-  local existing = redis.call('GET', KEYS[3])
-  if existing then return {'dup', existing} end
-end
-local waiting = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-if waiting >= tonumber(ARGV[9]) then return {'full', tostring(waiting)} end
-if ARGV[8] ~= '0' then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[8]) end
-local fields = {'id', ARGV[1], 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6]}
-if ARGV[7] == '0' then
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
-else
-  redis.call('HSET', KEYS[4], unpack(fields))
-  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
-end
-return {'ok', ARGV[1]}
-",
-    )
-});
-
-static RETRY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: stream, delayed, job hash, stats
--- ARGV: entry id, group, due_ms, id, payload, next attempt, max, backoff, enqueued_at
-if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
-redis.call('XDEL', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[3], 'id', ARGV[4], 'p', ARGV[5], 'a', ARGV[6], 'm', ARGV[7], 'b', ARGV[8], 't', ARGV[9])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-redis.call('HINCRBY', KEYS[4], 'retried', 1)
-return 1
-",
-    )
-});
-
-static BURY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: stream, dead, stats
--- ARGV: entry id, group, max dead, id, payload, attempt, max, backoff, enqueued_at, error, failed_at
-if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
-redis.call('XDEL', KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[4], 'p', ARGV[5], 'a', ARGV[6],
-  'm', ARGV[7], 'b', ARGV[8], 't', ARGV[9], 'error', ARGV[10], 'failed_at', ARGV[11])
-redis.call('HINCRBY', KEYS[3], 'failed', 1)
-return 1
-",
-    )
-});
-
-static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: delayed, stream
--- ARGV: now_ms, batch, job hash prefix
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(due) do
-  local job = ARGV[3] .. id
-  local fields = redis.call('HGETALL', job)
-  if #fields > 0 then redis.call('XADD', KEYS[2], '*', unpack(fields)) end
-  redis.call('DEL', job)
-  redis.call('ZREM', KEYS[1], id)
-end
-if #due >= tonumber(ARGV[2]) then return ARGV[1] end
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #head == 0 then return -1 end
-return head[2]
-",
-    )
-});
-
-static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: stream, dead, stats
--- ARGV: group, consumer, min idle ms, count, error, max dead, failed_at
-local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
-local n = 0
-for _, entry in ipairs(claimed[2]) do
-  local f = entry[2]
-  if f then
-    local h = {}
-    for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
-    local a = tonumber(h['a'])
-    if a >= tonumber(h['m']) then
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'id', h['id'], 'p', h['p'], 'a', h['a'],
-        'm', h['m'], 'b', h['b'], 't', h['t'], 'error', ARGV[5], 'failed_at', ARGV[7])
-      redis.call('HINCRBY', KEYS[3], 'failed', 1)
-    else
-      redis.call('XADD', KEYS[1], '*', 'id', h['id'], 'p', h['p'], 'a', tostring(a + 1), 'm', h['m'],
-        'b', h['b'], 't', h['t'])
-    end
-  end
-  redis.call('XACK', KEYS[1], ARGV[1], entry[1])
-  redis.call('XDEL', KEYS[1], entry[1])
-  n = n + 1
-end
-return n
-",
-    )
-});
-
-static RETRY_DEAD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: dead, stream
--- ARGV: job id ('' = all)
-local entries = redis.call('XRANGE', KEYS[1], '-', '+')
-local n = 0
-for _, entry in ipairs(entries) do
-  local f = entry[2]
-  local h = {}
-  for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
-  if ARGV[1] == '' or h['id'] == ARGV[1] then
-    redis.call('XADD', KEYS[2], '*', 'id', h['id'], 'p', h['p'], 'a', '1', 'm', h['m'], 'b', h['b'], 't', h['t'])
-    redis.call('XDEL', KEYS[1], entry[1])
-    n = n + 1
-  end
-end
-return n
-",
-    )
-});
 
 /// The Redis [`QueueBackend`].
 pub struct RedisQueue {

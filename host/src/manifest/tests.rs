@@ -1,0 +1,192 @@
+//! Manifest parsing and validation: every bad value names its table and field.
+use super::*;
+
+fn parse_in(dir: &Path, text: &str) -> Result<Manifest> {
+    Manifest::parse(text, &dir.join("llmchat.toml"))
+}
+
+fn dir_with_wasm() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.wasm"), b"\0asm").unwrap();
+    dir
+}
+
+fn err(dir: &Path, text: &str) -> String {
+    format!("{:#}", parse_in(dir, text).unwrap_err())
+}
+
+#[test]
+fn full_manifest_parses_with_defaults() {
+    let dir = dir_with_wasm();
+    let m = parse_in(
+        dir.path(),
+        r#"
+        [component.chat]
+        source = "a.wasm"
+        memory_limit = "32MiB"
+        [component.chat.config]
+        greeting = "hi"
+        agents = [{ id = "general" }]
+        [[trigger.http]]
+        route = "/api/..."
+        component = "chat"
+        "#,
+    )
+    .unwrap();
+    let chat = &m.components["chat"];
+    assert_eq!(chat.memory_limit, ByteSize::mib(32));
+    assert_eq!(chat.timeout, Duration::from_secs(30));
+    assert_eq!(chat.source, dir.path().join("a.wasm"));
+    assert_eq!(chat.config["greeting"], "hi");
+    assert_eq!(chat.config["agents"], r#"[{"id":"general"}]"#);
+    assert_eq!(m.llm, LlmSettings::Echo { word_delay: None });
+}
+
+#[test]
+fn unknown_field_is_named() {
+    let dir = dir_with_wasm();
+    let e = err(
+        dir.path(),
+        "[component.chat]\nsource = \"a.wasm\"\nmemory = \"1MiB\"\n",
+    );
+    assert!(
+        e.contains("unknown field `memory`") && e.contains("llmchat.toml"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_size_and_duration_are_named() {
+    let dir = dir_with_wasm();
+    let e = err(
+        dir.path(),
+        "[component.c]\nsource = \"a.wasm\"\nmemory_limit = \"64 parsecs\"\n",
+    );
+    assert!(
+        e.contains("memory_limit") && e.contains("64 parsecs"),
+        "{e}"
+    );
+    let e = err(
+        dir.path(),
+        "[component.c]\nsource = \"a.wasm\"\ntimeout = \"soon\"\n",
+    );
+    assert!(e.contains("timeout") && e.contains("soon"), "{e}");
+}
+
+#[test]
+fn missing_source_file_is_named() {
+    let dir = dir_with_wasm();
+    let e = err(dir.path(), "[component.c]\nsource = \"nope.wasm\"\n");
+    assert!(
+        e.contains("[component.c]") && e.contains("source") && e.contains("nope.wasm"),
+        "{e}"
+    );
+}
+
+#[test]
+fn trigger_must_name_a_declared_component() {
+    let dir = dir_with_wasm();
+    let e = err(
+        dir.path(),
+        "[[trigger.http]]\nroute = \"/x\"\ncomponent = \"ghost\"\n",
+    );
+    assert!(e.contains("ghost") && e.contains("trigger.http"), "{e}");
+}
+
+#[test]
+fn routes_are_checked() {
+    let dir = dir_with_wasm();
+    let base = "[component.c]\nsource = \"a.wasm\"\n";
+    for (route, want) in [("x", "must start with '/'"), ("/a/.../b", "last segment")] {
+        let e = err(
+            dir.path(),
+            &format!("{base}[[trigger.http]]\nroute = \"{route}\"\ncomponent = \"c\"\n"),
+        );
+        assert!(e.contains(want), "{e}");
+    }
+    let dup = format!(
+        "{base}[[trigger.http]]\nroute = \"/a\"\ncomponent = \"c\"\n[[trigger.http]]\nroute = \"/a\"\ncomponent = \"c\"\n"
+    );
+    assert!(err(dir.path(), &dup).contains("declared twice"));
+}
+
+#[test]
+fn limits_are_range_checked() {
+    let dir = dir_with_wasm();
+    let e = err(
+        dir.path(),
+        "[component.c]\nsource = \"a.wasm\"\nmax_instances = 0\n",
+    );
+    assert!(e.contains("max_instances"), "{e}");
+    let e = err(
+        dir.path(),
+        "[component.c]\nsource = \"a.wasm\"\nmemory_limit = \"16KiB\"\n",
+    );
+    assert!(e.contains("memory_limit"), "{e}");
+}
+
+#[test]
+fn queue_triggers_parse_with_defaults_and_are_checked() {
+    let dir = dir_with_wasm();
+    let base = "[component.p]\nsource = \"a.wasm\"\n";
+    let m = parse_in(
+        dir.path(),
+        &format!(
+            "{base}[[trigger.queue]]\nqueue = \"jobs\"\ncomponent = \"p\"\nbackoff = \"fixed:2s\"\n"
+        ),
+    )
+    .unwrap();
+    let t = &m.queue_triggers[0];
+    assert_eq!((t.concurrency, t.max_attempts), (5, 3));
+    assert_eq!(
+        t.backoff,
+        crate::queue::Backoff::Fixed(Duration::from_secs(2))
+    );
+    for (extra, want) in [
+        ("backoff = \"linear:1s\"", "backoff"),
+        ("concurrency = 0", "concurrency"),
+        ("visibility = \"10ms\"", "visibility"),
+        ("queue2 = 1", "unknown field"),
+    ] {
+        let e = err(
+            dir.path(),
+            &format!("{base}[[trigger.queue]]\nqueue = \"jobs\"\ncomponent = \"p\"\n{extra}\n"),
+        );
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    let e = err(
+        dir.path(),
+        &format!("{base}[[trigger.queue]]\nqueue = \"Bad Name\"\ncomponent = \"p\"\n"),
+    );
+    assert!(e.contains("queue"), "{e}");
+    let twice = format!(
+        "{base}[[trigger.queue]]\nqueue = \"q\"\ncomponent = \"p\"\n[[trigger.queue]]\nqueue = \"q\"\ncomponent = \"p\"\n"
+    );
+    assert!(err(dir.path(), &twice).contains("two triggers"));
+}
+
+#[test]
+fn redis_settings_are_checked() {
+    let dir = dir_with_wasm();
+    let e = err(dir.path(), "[redis]\nurl = \"http://x\"\n");
+    assert!(e.contains("url"), "{e}");
+    let m = parse_in(
+        dir.path(),
+        "[redis]\nurl = \"redis://127.0.0.1:6379\"\nconnections = 3\n",
+    )
+    .unwrap();
+    assert_eq!(m.redis.connections, 3);
+}
+
+#[test]
+fn openai_provider_needs_base_url_and_model() {
+    let dir = dir_with_wasm();
+    let e = err(dir.path(), "[llm]\nprovider = \"openai\"\nmodel = \"m\"\n");
+    assert!(e.contains("base_url"), "{e}");
+    let m = parse_in(
+        dir.path(),
+        "[llm]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\napi_key_env = \"K\"\n",
+    )
+    .unwrap();
+    assert!(matches!(m.llm, LlmSettings::Openai { .. }));
+}
