@@ -30,7 +30,7 @@ run *ARGS: build
 # Run unit and end-to-end tests (host, and the guest components' unit tests natively).
 test: build-components
     cargo test --locked --release --workspace
-    cd {{components}} && cargo test --locked -p chat -p summarizer -p cleanup -p conversation-store -p fixture-processor --target "$(rustc -vV | sed -n 's/^host: //p')"
+    cd {{components}} && cargo test --locked --lib -p chat -p summarizer -p cleanup -p conversation-store -p fixture-processor --target "$(rustc -vV | sed -n 's/^host: //p')"
 
 # Run the tests whose name contains NAME.
 test-one NAME: build-components
