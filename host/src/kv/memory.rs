@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{KvError, KvStore, check_key};
+use super::{KvError, KvStore, check_key, check_value};
 
 struct Entry {
     value: Vec<u8>,
@@ -114,13 +114,7 @@ impl KvStore for MemoryKv {
         ttl: Option<Duration>,
     ) -> Result<(), KvError> {
         check_key(key)?;
-        if value.len() > self.max_value {
-            return Err(KvError::Invalid(format!(
-                "value is {} bytes, the limit is {}",
-                value.len(),
-                self.max_value
-            )));
-        }
+        check_value(&value, self.max_value)?;
         let k = full_key(namespace, key);
         let now = Instant::now();
         let size = k.len() + value.len();

@@ -58,3 +58,14 @@ pub fn check_key(key: &str) -> Result<(), KvError> {
     }
     Ok(())
 }
+
+/// Rejects values over the store's size limit.
+pub fn check_value(value: &[u8], max: usize) -> Result<(), KvError> {
+    if value.len() > max {
+        return Err(KvError::Invalid(format!(
+            "value is {} bytes, the limit is {max}",
+            value.len()
+        )));
+    }
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{KvError, KvStore, check_key};
+use super::{KvError, KvStore, check_key, check_value};
 use crate::redis::{RedisError, RedisPool};
 
 pub struct RedisKv {
@@ -53,13 +53,7 @@ impl KvStore for RedisKv {
         ttl: Option<Duration>,
     ) -> Result<(), KvError> {
         check_key(key)?;
-        if value.len() > self.max_value {
-            return Err(KvError::Invalid(format!(
-                "value is {} bytes, the limit is {}",
-                value.len(),
-                self.max_value
-            )));
-        }
+        check_value(&value, self.max_value)?;
         let k = redis_key(namespace, key);
         self.pool
             .run(|mut c| async move {

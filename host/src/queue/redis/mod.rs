@@ -159,6 +159,18 @@ fn parse_job(queue: &str, map: &HashMap<String, redis::Value>) -> Option<Job> {
     })
 }
 
+/// The stream entry ids of `deliveries`, per queue, for one command per queue.
+fn receipts_by_queue(deliveries: &[Delivery]) -> BTreeMap<&str, Vec<&str>> {
+    let mut by_queue: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for d in deliveries {
+        by_queue
+            .entry(d.job.queue.as_str())
+            .or_default()
+            .push(d.receipt.as_str());
+    }
+    by_queue
+}
+
 fn queue_of_stream(stream_key: &str) -> Option<&str> {
     stream_key
         .strip_prefix("llmchat:{")?
@@ -277,13 +289,7 @@ impl QueueBackend for RedisQueue {
         if done.is_empty() {
             return Ok(());
         }
-        let mut by_queue: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for d in done {
-            by_queue
-                .entry(d.job.queue.as_str())
-                .or_default()
-                .push(d.receipt.as_str());
-        }
+        let by_queue = receipts_by_queue(done);
         let mut pipe = redis::pipe();
         for (queue, ids) in &by_queue {
             let stream = key(queue, "stream");
@@ -394,13 +400,7 @@ impl QueueBackend for RedisQueue {
         if alive.is_empty() {
             return Ok(());
         }
-        let mut by_queue: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for d in alive {
-            by_queue
-                .entry(d.job.queue.as_str())
-                .or_default()
-                .push(d.receipt.as_str());
-        }
+        let by_queue = receipts_by_queue(alive);
         let mut pipe = redis::pipe();
         for (queue, ids) in &by_queue {
             pipe.cmd("XCLAIM")
