@@ -128,6 +128,25 @@ conformance! {
         assert!(waited < Duration::from_secs(2), "woken by the job, not by the timeout: {waited:?}");
     }
 
+    a_waiting_receive_can_be_interrupted("", q) {
+        let q = Arc::new(q);
+        let receiver = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                (q.receive(Duration::from_secs(8)).await, started.elapsed())
+            })
+        };
+        // Interrupt until the receiver returns: the first call may come before it waits.
+        while !receiver.is_finished() {
+            q.backend().interrupt_receive().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (got, waited) = receiver.await.unwrap();
+        assert!(got.is_empty());
+        assert!(waited < Duration::from_secs(4), "returned on the interrupt: {waited:?}");
+    }
+
     an_empty_receive_ends_at_its_wait("", q) {
         let started = Instant::now();
         assert!(q.receive(Duration::from_millis(300)).await.is_empty());

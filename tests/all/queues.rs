@@ -383,3 +383,28 @@ fn sigterm_finishes_running_jobs_and_leaves_the_rest_for_redelivery() {
     let counts = runs(&mut redis.connection(), &ids);
     assert!(counts.iter().all(|&n| n >= 1), "nothing lost: {counts:?}");
 }
+
+#[test]
+fn a_busy_queue_is_not_starved_while_the_reader_waits_on_an_idle_one() {
+    let redis = RedisServer::start();
+    // Queue `jobs` has one slot; queue `idle` never gets a job. While `jobs` is busy the
+    // reader blocks on `idle` only; a freed `jobs` slot must end that wait at once.
+    let manifest = format!(
+        "{}[[trigger.queue]]\nqueue = \"idle\"\ncomponent = \"p\"\n",
+        manifest(&redis.url(), "concurrency = 1", "")
+    );
+    let producer = Producer::new(&redis.url(), "concurrency = 1");
+    for _ in 0..20 {
+        producer.enqueue(r#"{"action":"sleep","ms":5}"#);
+    }
+    let started = Instant::now();
+    let _host = Host::start(&manifest);
+    producer.wait_for("20 jobs through one slot", Duration::from_secs(60), |s| {
+        s.processed == 20
+    });
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "20 jobs of 5 ms took {took:?}: the busy queue waited for the idle one"
+    );
+}

@@ -53,6 +53,7 @@ impl State {
 pub struct MemoryQueue {
     state: Mutex<State>,
     ready: Notify,
+    interrupt: Notify,
 }
 
 impl MemoryQueue {
@@ -165,10 +166,20 @@ impl QueueBackend for MemoryQueue {
                     return Ok(out);
                 }
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(Vec::new());
+            tokio::select! {
+                woken = tokio::time::timeout_at(deadline, notified) => {
+                    if woken.is_err() {
+                        return Ok(Vec::new());
+                    }
+                }
+                () = self.interrupt.notified() => return Ok(Vec::new()),
             }
         }
+    }
+
+    async fn interrupt_receive(&self) -> Result<(), QueueError> {
+        self.interrupt.notify_waiters();
+        Ok(())
     }
 
     async fn complete(&self, done: &[Delivery]) -> Result<(), QueueError> {

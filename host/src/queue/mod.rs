@@ -124,6 +124,12 @@ pub trait QueueBackend: Send + Sync {
         wait: Duration,
     ) -> Result<Vec<Delivery>, QueueError>;
 
+    /// Makes a `receive` that is waiting right now return at once (with what it has, maybe
+    /// nothing). The worker calls it when a queue left out of that `receive` (all its slots
+    /// were busy) gets a free slot, so that queue is not starved while the reader waits on
+    /// idle ones.
+    async fn interrupt_receive(&self) -> Result<(), QueueError>;
+
     /// Acknowledges finished jobs (any queues), in one round trip where possible.
     async fn complete(&self, done: &[Delivery]) -> Result<(), QueueError>;
 

@@ -19,7 +19,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Delivery, Queues, now_ms};
+use super::{Delivery, QueueError, Queues, now_ms};
 use crate::capabilities::{Services, WitJob, WitJobError};
 use crate::engine::{ComponentEngine, InvocationError, with_deadline};
 use crate::manifest::QueueTrigger;
@@ -32,6 +32,9 @@ const ACK_BATCH: usize = 512;
 /// The longest the maintenance loop sleeps when nothing is due: the fallback that finds
 /// delayed jobs enqueued by a host that died before their due time.
 const MAINTENANCE_MAX_SLEEP: Duration = Duration::from_secs(30);
+/// How often, and how many times, an interrupt of the reader is repeated until it lands.
+const INTERRUPT_RETRY: Duration = Duration::from_millis(20);
+const INTERRUPT_TRIES: u32 = 5;
 /// Stalled jobs requeued per queue per pass.
 const RECLAIM_BATCH: usize = 1000;
 
@@ -139,8 +142,8 @@ impl QueueWorker {
         let backend = self.queues.backend().clone();
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            let freed = self.slot_freed.notified();
-            tokio::pin!(freed);
+            // Registered before looking at the slots, so a slot freed meanwhile is not missed.
+            let mut freed = Box::pin(self.slot_freed.notified());
             freed.as_mut().enable();
             let wants: Vec<(String, usize)> = self
                 .runners
@@ -154,9 +157,10 @@ impl QueueWorker {
                     () = shutdown.cancelled() => break,
                 }
             }
-            let received = tokio::select! {
-                r = backend.receive(&wants, crate::redis::BLOCK_TIME) => r,
-                () = shutdown.cancelled() => break,
+            // `receive` watches for freed slots itself; a wake-up now is kept for it.
+            drop(freed);
+            let Some(received) = self.receive(&wants, &shutdown).await else {
+                break;
             };
             match received {
                 Ok(deliveries) => {
@@ -179,6 +183,48 @@ impl QueueWorker {
                         () = shutdown.cancelled() => break,
                     }
                 }
+            }
+        }
+    }
+
+    /// One `receive` for `wants`. While it waits, a slot freed in a queue left out of `wants`
+    /// interrupts it, so a busy queue never waits on idle ones. `None` on shutdown.
+    async fn receive(
+        &self,
+        wants: &[(String, usize)],
+        shutdown: &CancellationToken,
+    ) -> Option<Result<Vec<Delivery>, QueueError>> {
+        let backend = self.queues.backend();
+        let left_out: Vec<&QueueRunner> = self
+            .runners
+            .iter()
+            .filter(|(q, _)| !wants.iter().any(|(w, _)| w == *q))
+            .map(|(_, r)| r.as_ref())
+            .collect();
+        let read = backend.receive(wants, crate::redis::BLOCK_TIME);
+        tokio::pin!(read);
+        // When an interrupt is sent, the read may not be blocking yet (its command still on
+        // the wire), so it is repeated a few times until the read returns.
+        let mut retry_interrupt: Option<(tokio::time::Instant, u32)> = None;
+        loop {
+            let freed = self.slot_freed.notified();
+            let retry_at = retry_interrupt.map(|(at, _)| at);
+            tokio::select! {
+                result = &mut read => return Some(result),
+                () = freed, if retry_interrupt.is_none() && !left_out.is_empty() => {
+                    if left_out.iter().any(|r| r.slots.available_permits() > 0) {
+                        interrupt(backend.as_ref()).await;
+                        retry_interrupt = Some((tokio::time::Instant::now() + INTERRUPT_RETRY, 1));
+                    }
+                }
+                () = sleep_until_some(retry_at) => {
+                    if let Some((_, tries)) = retry_interrupt {
+                        interrupt(backend.as_ref()).await;
+                        retry_interrupt = (tries < INTERRUPT_TRIES)
+                            .then(|| (tokio::time::Instant::now() + INTERRUPT_RETRY, tries + 1));
+                    }
+                }
+                () = shutdown.cancelled() => return None,
             }
         }
     }
@@ -309,6 +355,20 @@ impl QueueWorker {
                 heartbeat_at = now + heartbeat_every;
             }
         }
+    }
+}
+
+async fn interrupt(backend: &dyn super::QueueBackend) {
+    if let Err(e) = backend.interrupt_receive().await {
+        tracing::debug!("interrupting the queue read failed: {e}");
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

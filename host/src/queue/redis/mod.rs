@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,6 +54,9 @@ pub struct RedisQueue {
     pool: Arc<RedisPool>,
     /// This host's consumer name in every group.
     consumer: String,
+    /// `CLIENT ID` of the blocking connection, for `CLIENT UNBLOCK`; -1 until known, and
+    /// again after an error (a reconnect gives the connection a new id).
+    reader_id: AtomicI64,
 }
 
 impl RedisQueue {
@@ -64,7 +68,11 @@ impl RedisQueue {
             std::process::id(),
             fastrand::u32(..)
         );
-        let backend = Self { pool, consumer };
+        let backend = Self {
+            pool,
+            consumer,
+            reader_id: AtomicI64::new(-1),
+        };
         for q in queues {
             // Redis may be down at start-up: groups are made again on first use then.
             if let Err(e) = backend.ensure_group(q).await {
@@ -250,6 +258,15 @@ impl QueueBackend for RedisQueue {
             .group(GROUP, &self.consumer)
             .count(count)
             .block(block_ms);
+        if self.reader_id.load(Ordering::Relaxed) < 0 {
+            let id: i64 = self
+                .pool
+                .run_blocking(|mut c| async move {
+                    redis::cmd("CLIENT").arg("ID").query_async(&mut c).await
+                })
+                .await?;
+            self.reader_id.store(id, Ordering::Relaxed);
+        }
         let reply: Result<Option<StreamReadReply>, RedisError> = self
             .pool
             .run_blocking(|mut c| async move {
@@ -266,7 +283,11 @@ impl QueueBackend for RedisQueue {
                     "{m}; consumer groups recreated"
                 )));
             }
-            other => other?,
+            Err(e) => {
+                self.reader_id.store(-1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+            Ok(reply) => reply,
         };
         let mut out = Vec::new();
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
@@ -283,6 +304,23 @@ impl QueueBackend for RedisQueue {
             }
         }
         Ok(out)
+    }
+
+    async fn interrupt_receive(&self) -> Result<(), QueueError> {
+        let id = self.reader_id.load(Ordering::Relaxed);
+        if id >= 0 {
+            // Ends the blocked XREADGROUP as if it had timed out; 0 when nothing was blocked.
+            self.pool
+                .run(|mut c| async move {
+                    redis::cmd("CLIENT")
+                        .arg("UNBLOCK")
+                        .arg(id)
+                        .query_async::<i64>(&mut c)
+                        .await
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     async fn complete(&self, done: &[Delivery]) -> Result<(), QueueError> {
