@@ -11,16 +11,22 @@
 //! - [`load`]: (b, c) `wrk` at 100 connections against the real `llmchat` binary and against
 //!   `wasmtime serve` (defaults and tuned pooling) serving the same `hello.wasm`.
 //! - [`memory`]: (d) the host's RSS idle, and before and after 200 memory-bomb requests.
-//! - [`process`]: the child processes (killed on drop, even on error) and small probes.
+//! - [`queues`]: (q) queue throughput on the redis and memory backends, Redis commands per
+//!   job, enqueue→start latency, delayed-job lateness, idle cost, and the host's RSS.
+//! - [`process`]: the child processes (killed on drop, even on error) and small probes;
+//!   [`redis_probe`]: what the queue benchmarks read from Redis.
 //! - [`report`]: the table and the targets.
 //!
-//! `LLMCHAT_BENCH_WRK_SECS` shortens the `wrk` runs (default 10 s) for a quick trial; the
-//! figures for the README come from the defaults.
+//! `LLMCHAT_BENCH_WRK_SECS` shortens the `wrk` runs (default 10 s) and `LLMCHAT_BENCH_QUICK=1`
+//! shrinks the queue benchmarks' job counts, for a quick trial; the figures for the README
+//! come from the defaults. `LLMCHAT_BENCH_ONLY=queues` runs the queue benchmarks alone.
 
 mod invocation;
 mod load;
 mod memory;
 mod process;
+mod queues;
+mod redis_probe;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +61,13 @@ fn run() -> Result<()> {
         );
     }
     let wrk = WrkSettings::from_env()?;
+    let queue_settings = queues::Settings::from_env()?;
+    if std::env::var("LLMCHAT_BENCH_ONLY").as_deref() == Ok("queues") {
+        let work = tempfile::tempdir().context("creating a temp folder")?;
+        let results =
+            queues::measure(&paths, &work.path().join("artifact-cache"), &queue_settings)?;
+        return write_report(&paths, &report::render_queues(&results));
+    }
 
     eprintln!("(a) per-invocation overhead, in-process");
     let invocation = invocation::measure(&paths.repo.join("components/llmchat.toml"), &paths.wasm)?;
@@ -95,6 +108,9 @@ fn run() -> Result<()> {
     eprintln!("(d) RSS: idle, and around 200 memory-bomb requests");
     let memory = memory::measure(&paths, &manifest, &cache)?;
 
+    eprintln!("(q) queues: {}", queue_settings.describe());
+    let queues = queues::measure(&paths, &cache, &queue_settings)?;
+
     let table = report::render(&report::Results {
         context: report::Context {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -110,10 +126,16 @@ fn run() -> Result<()> {
         serve: serve_loads,
         cold_rss,
         memory,
+        queues,
     });
+    write_report(&paths, &table)
+}
+
+/// Prints the report and writes it to `target/bench-report.md`.
+fn write_report(paths: &Paths, table: &str) -> Result<()> {
     println!("{table}");
     let out = paths.target.join("bench-report.md");
-    std::fs::write(&out, &table).with_context(|| format!("writing `{}`", out.display()))?;
+    std::fs::write(&out, table).with_context(|| format!("writing `{}`", out.display()))?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }
@@ -143,7 +165,14 @@ impl Paths {
             .context("host/ has a parent folder")?
             .to_path_buf();
         let wasm = repo.join("components/target/wasm32-wasip2/release");
-        for name in ["fixture_trivial", "hello", "chat", "fixture_memory_bomb"] {
+        for name in [
+            "fixture_trivial",
+            "hello",
+            "chat",
+            "fixture_memory_bomb",
+            "fixture_noop_processor",
+            "fixture_processor",
+        ] {
             let file = wasm.join(format!("{name}.wasm"));
             if !file.is_file() {
                 bail!(
@@ -212,6 +241,17 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     } else {
         (values[mid - 1] + values[mid]) / 2.0
     }
+}
+
+/// The `p`th percentile of `values` (nearest rank); 0 when empty.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// `d` in microseconds, as a float.

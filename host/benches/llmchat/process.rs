@@ -112,6 +112,25 @@ impl ChildGuard {
         }
     }
 
+    /// CPU time used so far, user + system (from /proc; clock ticks of 10 ms).
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let file = format!("/proc/{}/stat", self.pid());
+        let stat = std::fs::read_to_string(&file).with_context(|| format!("reading `{file}`"))?;
+        // After "pid (comm)": state is field 3, utime 14 and stime 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| -> Result<u64> {
+            fields
+                .get(i)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("no CPU times in `{file}`"))
+        };
+        // USER_HZ is 100 on every Linux this runs on.
+        Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
+    }
+
     /// Resident set size, in bytes (VmRSS from /proc).
     pub fn rss(&self) -> Result<u64> {
         let file = format!("/proc/{}/status", self.pid());
@@ -200,6 +219,98 @@ impl WasmtimeServe {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+}
+
+/// A private `redis-server` for the queue benchmarks: no persistence, a unix socket in its
+/// own temp folder for the hosts and the enqueuer, and a loopback TCP port for the bench's
+/// probes (so that `MONITOR` tells the bench's own commands from everyone else's).
+pub struct RedisServer {
+    pub process: ChildGuard,
+    socket: std::path::PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating a temp folder for redis-server")?;
+        let socket = dir.path().join("redis.sock");
+        let port = free_port()?;
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path());
+        let mut process = ChildGuard::spawn("redis-server", command).context(
+            "redis-server is needed for the queue benchmarks; install it with `just setup`",
+        )?;
+        process.wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !socket.exists() {
+            process.ensure_running()?;
+            if Instant::now() > deadline {
+                bail!("redis-server never created `{}`", socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(Self {
+            process,
+            socket,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// What hosts and the enqueuer connect to.
+    pub fn unix_url(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// The loopback port the bench's probes use.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+/// Stops (`SIGSTOP`) or resumes (`SIGCONT`) a child, e.g. to fill its queues while it cannot
+/// take jobs; returns once the process has stopped or is running again.
+pub fn pause(child: &ChildGuard, paused: bool) -> Result<()> {
+    let signal = if paused { "-STOP" } else { "-CONT" };
+    let pid = child.pid().to_string();
+    let status = Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .context("running kill")?;
+    if !status.success() {
+        bail!("kill {signal} {pid} failed with {status}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading /proc/{pid}/stat"))?;
+        // "pid (comm) S ...": the state follows the last ')'.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("?");
+        if (state == "T") == paused {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("process {pid} is in state {state} after kill {signal}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

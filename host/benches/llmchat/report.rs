@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::load::Load;
-use crate::{invocation, memory};
+use crate::{invocation, median, memory, percentile, queues};
 
 /// Targets from issue 2.
 const MAX_INVOCATION_US: f64 = 10.0;
@@ -16,6 +16,18 @@ const MAX_P99: Duration = Duration::from_millis(10);
 const MIN_AGENTS_RPS: f64 = 10_000.0;
 const MAX_IDLE_RSS: u64 = 40_000_000;
 const MAX_RSS_GROWTH: i64 = 5_000_000;
+
+/// Targets from issue 3, and the BullMQ figures measured on this machine kind.
+const MIN_JOBS_PER_SEC: [f64; 2] = [28_000.0, 34_000.0];
+const BULLMQ_JOBS_PER_SEC: [f64; 2] = [13_600.0, 16_900.0];
+const MAX_COMMANDS_PER_JOB: f64 = 6.0;
+const MAX_START_P99_MS: f64 = 2.0;
+const MAX_LATENESS_P99_MS: f64 = 20.0;
+const MAX_IDLE_COMMANDS_PER_SEC: f64 = 1.0;
+const MAX_CONNECTIONS: u64 = 3;
+const MAX_QUEUE_RSS_GROWTH: i64 = 5_000_000;
+
+const STALL_NOTE: &str = "2 s without progress";
 
 const NOT_INSTALLED: &str = "not installed (cargo install wasmtime-cli --version 48.0.8 --locked)";
 
@@ -37,6 +49,7 @@ pub struct Results {
     /// Idle RSS of the first host of the run, which compiled its components.
     pub cold_rss: u64,
     pub memory: memory::Results,
+    pub queues: queues::Results,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -144,6 +157,23 @@ pub fn render(r: &Results) -> String {
         thousands(invocation::PER_BATCH as f64),
     );
     out.push_str(&table(&rows));
+    out.push_str(&summary(&rows));
+    out.push_str(&queue_notes(&r.queues));
+    out
+}
+
+/// The report of the queue benchmarks alone (`LLMCHAT_BENCH_ONLY=queues`, for trials).
+pub fn render_queues(q: &queues::Results) -> String {
+    let rows = queue_rows(q);
+    let mut out = String::from("## Benchmarks (queues only)\n\n");
+    out.push_str(&table(&rows));
+    out.push_str(&summary(&rows));
+    out.push_str(&queue_notes(q));
+    out
+}
+
+/// "N of M targets met."
+fn summary(rows: &[Row]) -> String {
     let targeted: Vec<_> = rows
         .iter()
         .filter(|row| matches!(row.status, Status::Pass | Status::Miss))
@@ -152,8 +182,7 @@ pub fn render(r: &Results) -> String {
         .iter()
         .filter(|row| row.status == Status::Pass)
         .count();
-    let _ = writeln!(out, "\n{met} of {} targets met.", targeted.len());
-    out
+    format!("\n{met} of {} targets met.\n", targeted.len())
 }
 
 fn rows(r: &Results) -> Vec<Row> {
@@ -266,7 +295,270 @@ fn rows(r: &Results) -> Vec<Row> {
             m.growth() <= MAX_RSS_GROWTH && m.bombs_not_500 == 0,
         ),
     ]);
+    rows.extend(queue_rows(&r.queues));
     rows
+}
+
+fn queue_rows(q: &queues::Results) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (backend, runs) in [("redis", &q.redis), ("memory", &q.memory)] {
+        for (i, t) in runs.iter().enumerate() {
+            let rate = t.jobs_per_sec();
+            let mut result = format!("{} jobs/s", thousands(rate));
+            if t.rounds.len() > 1 {
+                let rounds: Vec<String> = t.rounds.iter().map(|r| thousands(*r)).collect();
+                let _ = write!(result, " (rounds {})", rounds.join(" / "));
+            }
+            if backend == "redis" {
+                let _ = write!(result, "; {:.2}× BullMQ", rate / BULLMQ_JOBS_PER_SEC[i]);
+            }
+            if t.stalled > 0 {
+                let _ = write!(
+                    result,
+                    "; **STALLED**: {} jobs left after {STALL_NOTE} ({} jobs/s until then)",
+                    thousands(t.stalled as f64),
+                    thousands(median(t.until_stall.clone()))
+                );
+            }
+            rows.push(
+                Row::target(
+                    &format!(
+                        "(q) jobs/s, {backend}, 3 queues × concurrency {}",
+                        t.concurrency
+                    ),
+                    result,
+                    &format!("≥ {} jobs/s", thousands(MIN_JOBS_PER_SEC[i])),
+                    rate >= MIN_JOBS_PER_SEC[i],
+                )
+                .with_errors(t.errors + t.stalled),
+            );
+        }
+    }
+    for (c, commands) in queues::CONCURRENCIES.iter().zip(&q.commands) {
+        let host: Vec<String> = commands
+            .host
+            .iter()
+            .map(|(name, n)| format!("{name} {:.2}", *n as f64 / commands.jobs as f64))
+            .collect();
+        rows.push(Row::target(
+            &format!("(q) Redis commands/job sent, enqueue included, concurrency {c}"),
+            format!(
+                "{:.2} (enqueue {:.2}; host: {}; {} jobs, MONITOR)",
+                commands.per_job(),
+                commands.enqueue as f64 / commands.jobs as f64,
+                host.join(", "),
+                thousands(commands.jobs as f64)
+            ),
+            "≤ 6",
+            commands.per_job() <= MAX_COMMANDS_PER_JOB,
+        ));
+    }
+    for t in &q.redis {
+        if let Some((all, per_command)) = &t.redis {
+            let mut top: Vec<(&String, &f64)> = per_command.iter().collect();
+            top.sort_by(|a, b| b.1.total_cmp(a.1));
+            let top: Vec<String> = top
+                .iter()
+                .take(6)
+                .map(|(name, n)| format!("{name} {n:.2}"))
+                .collect();
+            rows.push(Row::info(
+                &format!(
+                    "(q) Redis commands/job with script internals, concurrency {}",
+                    t.concurrency
+                ),
+                format!("{all:.2} ({})", top.join(", ")),
+            ));
+        }
+        if let Some((host, redis)) = t.cpu_us {
+            rows.push(Row::info(
+                &format!(
+                    "(q) CPU per job, redis backend, concurrency {}",
+                    t.concurrency
+                ),
+                format!("host {host:.1} µs + redis-server {redis:.1} µs"),
+            ));
+        }
+    }
+    let latency_row = |name: &str, l: &queues::Latency, result: String, target: &str, max: f64| {
+        let (p50, p99) = (
+            percentile(&l.samples_ms, 50.0),
+            percentile(&l.samples_ms, 99.0),
+        );
+        let mut row = Row::target(name, result, target, p99 <= max && !l.samples_ms.is_empty())
+            .with_errors(l.missing() as u64);
+        row.p50 = format!("{p50:.2} ms");
+        row.p99 = format!("{p99:.2} ms");
+        row
+    };
+    rows.push(latency_row(
+        "(q) enqueue→start, redis, 500 jobs/s",
+        &q.latency,
+        format!(
+            "{} jobs; to the job's first kv write",
+            thousands(q.latency.jobs as f64)
+        ),
+        "p99 ≤ 2 ms",
+        MAX_START_P99_MS,
+    ));
+    rows.push(latency_row(
+        "(q) delayed-job lateness, redis, delay 1 s",
+        &q.delayed,
+        format!(
+            "{} jobs over {:.0} s, enqueued via the admin API",
+            thousands(q.delayed.jobs as f64),
+            q.delayed.jobs as f64 * 0.005
+        ),
+        "p99 ≤ 20 ms",
+        MAX_LATENESS_P99_MS,
+    ));
+    let idle = &q.idle;
+    let sent: Vec<String> = idle
+        .sent
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    rows.push(Row::target(
+        "(q) Redis commands/s, idle host, 3 queues × concurrency 5",
+        format!(
+            "{:.2}/s with script internals; {:.2}/s sent ({} in {:.0} s)",
+            idle.all_per_sec,
+            idle.sent_per_sec(),
+            sent.join(", "),
+            idle.secs
+        ),
+        "≤ 1/s",
+        idle.all_per_sec <= MAX_IDLE_COMMANDS_PER_SEC,
+    ));
+    rows.push(Row::target(
+        "(q) Redis connections per host",
+        format!(
+            "{} idle at concurrency 5; {} after load at concurrency 50",
+            idle.connections, idle.connections_c50
+        ),
+        "≤ 3",
+        idle.connections.max(idle.connections_c50) <= MAX_CONNECTIONS,
+    ));
+    let rss = &q.rss;
+    let warm_growth = rss.after as i64 - rss.warm as i64;
+    let cold_growth = rss.after as i64 - rss.start as i64;
+    rows.extend([
+        Row::target(
+            "(q) RSS idle, redis host, after start-up",
+            mb(rss.start),
+            "< 40 MB",
+            rss.start < MAX_IDLE_RSS,
+        ),
+        Row::info(
+            &format!(
+                "(q) RSS after {} jobs, redis host, concurrency 5",
+                thousands(rss.jobs as f64)
+            ),
+            format!("{} ({} after the warm-up)", mb(rss.after), mb(rss.warm)),
+        ),
+        Row::target(
+            "(q) RSS growth over the jobs, from after the warm-up",
+            format!(
+                "{:+.1} MB ({:+.1} MB from start-up)",
+                warm_growth as f64 / 1e6,
+                cold_growth as f64 / 1e6
+            ),
+            "< 5 MB",
+            warm_growth < MAX_QUEUE_RSS_GROWTH,
+        ),
+    ]);
+    rows
+}
+
+/// How the queue figures were measured, and the BullMQ figures beside ours.
+fn queue_notes(q: &queues::Results) -> String {
+    let p = |l: &queues::Latency, pct: f64| percentile(&l.samples_ms, pct);
+    let rate = |i: usize| q.redis.get(i).map_or(0.0, queues::Throughput::jobs_per_sec);
+    let all_per_job = q
+        .redis
+        .first()
+        .and_then(|t| t.redis.as_ref())
+        .map_or(0.0, |(all, _)| *all);
+    let sent_per_job = q.commands.first().map_or(0.0, queues::Commands::per_job);
+    let mut out = String::from("\n### Queues: method and peers\n\n");
+    let _ = writeln!(
+        out,
+        "Queue rows (q): {}. Trivial jobs (`fixture-noop-processor`, 261-byte payloads), one \
+         fresh instance each, over 3 queues. **redis**: the `llmchat up` binary on a private \
+         `redis-server` {} (unix socket, no persistence); for each round the host is frozen \
+         (SIGSTOP), the jobs are enqueued through the host library, and the clock runs from \
+         SIGCONT until the queues' `processed` counters (polled every 5 ms) reach the total. \
+         **memory**: in-process (the same engine, registry and `QueueWorker` as `llmchat up`, \
+         2 tokio workers), the clock running from the worker's start, because jobs cannot be \
+         put into the binary's memory backend before it starts. Commands sent are counted \
+         with MONITOR over a separate round (bench over TCP, everyone else over the unix \
+         socket, script internals tagged `lua`). Latencies are timestamped by a \
+         keyspace-notification subscriber at each job's first kv write \
+         (`fixture-processor`, `{{\"action\":\"record\"}}`).\n",
+        q.settings, q.redis_version
+    );
+    let _ = writeln!(
+        out,
+        "BullMQ 6.7 (Node 20, Redis 7.0.15) on this machine kind, same trivial workload \
+         (NOTES-wasmtime.md), against llmchat on redis here:\n"
+    );
+    let _ = writeln!(out, "| | BullMQ | llmchat (redis) | ratio |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let mut line = |what: &str, peer: String, ours: String, ratio: String| {
+        let _ = writeln!(out, "| {what} | {peer} | {ours} | {ratio} |");
+    };
+    for (i, c) in queues::CONCURRENCIES.iter().enumerate() {
+        line(
+            &format!("jobs/s, 3 × concurrency {c}"),
+            thousands(BULLMQ_JOBS_PER_SEC[i]),
+            thousands(rate(i)),
+            format!("{:.2}×", rate(i) / BULLMQ_JOBS_PER_SEC[i]),
+        );
+    }
+    line(
+        "Redis commands/job: sent / with script internals",
+        "≈ 1 / 23".into(),
+        format!("{sent_per_job:.2} / {all_per_job:.2}"),
+        format!(
+            "{:.2}× fewer run",
+            23.0 / all_per_job.max(f64::MIN_POSITIVE)
+        ),
+    );
+    line(
+        "enqueue→start at 500/s, p50 / p99",
+        "0.8 / 6.9 ms".into(),
+        format!("{:.2} / {:.2} ms", p(&q.latency, 50.0), p(&q.latency, 99.0)),
+        format!("p99 {:.1}× lower", 6.9 / p(&q.latency, 99.0).max(1e-3)),
+    );
+    line(
+        "delayed-job lateness (1 s), p50 / p99",
+        "4 / 93 ms".into(),
+        format!("{:.2} / {:.2} ms", p(&q.delayed, 50.0), p(&q.delayed, 99.0)),
+        format!("p99 {:.1}× lower", 93.0 / p(&q.delayed, 99.0).max(1e-3)),
+    );
+    line(
+        "idle: commands/s sent / with internals; connections",
+        "1.2 / 4.8; 9".into(),
+        format!(
+            "{:.2} / {:.2}; {}",
+            q.idle.sent_per_sec(),
+            q.idle.all_per_sec,
+            q.idle.connections
+        ),
+        String::new(),
+    );
+    line(
+        "worker RSS at start / after many jobs",
+        "74 MB / 109 MB (130k jobs)".into(),
+        format!(
+            "{} / {} ({} jobs)",
+            mb(q.rss.start),
+            mb(q.rss.after),
+            thousands(q.rss.jobs as f64)
+        ),
+        format!("{:.1}× smaller at start", 74e6 / q.rss.start.max(1) as f64),
+    );
+    out
 }
 
 /// A markdown table with padded columns, so that it also reads well as plain text.
@@ -320,7 +612,7 @@ fn mb(bytes: u64) -> String {
 }
 
 /// `28512.4` as `28,512`.
-fn thousands(value: f64) -> String {
+pub fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
