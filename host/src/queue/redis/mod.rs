@@ -22,13 +22,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Script;
 
-use redis::streams::{StreamId, StreamReadOptions, StreamReadReply};
-
 use super::{
     DeadJob, Delivery, Enqueued, Job, NewJob, QueueBackend, QueueError, QueueStats, now_ms,
 };
 use crate::redis::{BLOCK_TIME, RedisError, RedisPool};
 
+mod entries;
 mod scripts;
 
 use scripts::{BURY, ENQUEUE, PROMOTE, RECLAIM, RETRY, RETRY_DEAD};
@@ -149,24 +148,6 @@ fn job_args(job: &Job, attempt: u32) -> [String; 6] {
     ]
 }
 
-fn field(map: &HashMap<String, redis::Value>, name: &str) -> Option<String> {
-    map.get(name)
-        .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
-}
-
-/// Rebuilds a job from stream fields; `None` for an entry that is not a job.
-fn parse_job(queue: &str, map: &HashMap<String, redis::Value>) -> Option<Job> {
-    Some(Job {
-        id: field(map, "id")?,
-        queue: queue.to_string(),
-        payload: field(map, "p")?,
-        attempt: field(map, "a")?.parse().ok()?,
-        max_attempts: field(map, "m")?.parse().ok()?,
-        backoff: field(map, "b")?.parse().ok()?,
-        enqueued_at_ms: field(map, "t")?.parse().ok()?,
-    })
-}
-
 /// The stream entry ids of `deliveries`, per queue, for one command per queue.
 fn receipts_by_queue(deliveries: &[Delivery]) -> BTreeMap<&str, Vec<&str>> {
     let mut by_queue: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -254,10 +235,6 @@ impl QueueBackend for RedisQueue {
         let streams: Vec<String> = wants.iter().map(|(q, _)| key(q, "stream")).collect();
         let ids: Vec<&str> = vec![">"; streams.len()];
         let block_ms = wait.min(BLOCK_TIME).as_millis().max(1) as usize;
-        let options = StreamReadOptions::default()
-            .group(GROUP, &self.consumer)
-            .count(count)
-            .block(block_ms);
         if self.reader_id.load(Ordering::Relaxed) < 0 {
             let id: i64 = self
                 .pool
@@ -267,10 +244,18 @@ impl QueueBackend for RedisQueue {
                 .await?;
             self.reader_id.store(id, Ordering::Relaxed);
         }
-        let reply: Result<Option<StreamReadReply>, RedisError> = self
+        let reply: Result<redis::Value, RedisError> = self
             .pool
             .run_blocking(|mut c| async move {
-                redis::AsyncCommands::xread_options(&mut c, &streams, &ids, &options).await
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP").arg(GROUP).arg(&self.consumer);
+                cmd.arg("COUNT")
+                    .arg(count)
+                    .arg("BLOCK")
+                    .arg(block_ms)
+                    .arg("STREAMS");
+                cmd.arg(&streams).arg(&ids);
+                cmd.query_async(&mut c).await
             })
             .await;
         let reply = match reply {
@@ -289,21 +274,7 @@ impl QueueBackend for RedisQueue {
             }
             Ok(reply) => reply,
         };
-        let mut out = Vec::new();
-        for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            let Some(queue) = queue_of_stream(&stream.key) else {
-                continue;
-            };
-            for StreamId { id, map, .. } in stream.ids {
-                match parse_job(queue, &map) {
-                    Some(job) => out.push(Delivery { job, receipt: id }),
-                    None => {
-                        tracing::warn!(queue, entry = %id, "skipping a stream entry that is not a job")
-                    }
-                }
-            }
-        }
-        Ok(out)
+        Ok(entries::deliveries(&reply))
     }
 
     async fn interrupt_receive(&self) -> Result<(), QueueError> {
@@ -496,22 +467,30 @@ impl QueueBackend for RedisQueue {
 
     async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadJob>, QueueError> {
         let dead = key(queue, "dead");
-        let reply: redis::streams::StreamRangeReply = self
+        let reply: redis::Value = self
             .pool
             .run(|mut c| async move {
-                redis::AsyncCommands::xrange_count(&mut c, &dead, "-", "+", limit).await
+                redis::cmd("XRANGE")
+                    .arg(&dead)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut c)
+                    .await
             })
             .await?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .filter_map(|entry| {
+        let redis::Value::Array(items) = &reply else {
+            return Ok(Vec::new());
+        };
+        Ok(items
+            .iter()
+            .filter_map(entries::entry)
+            .filter_map(|e| {
                 Some(DeadJob {
-                    job: parse_job(queue, &entry.map)?,
-                    error: field(&entry.map, "error").unwrap_or_default(),
-                    failed_at_ms: field(&entry.map, "failed_at")
-                        .and_then(|t| t.parse().ok())
-                        .unwrap_or(0),
+                    job: e.job(queue)?,
+                    error: e.error.unwrap_or_default().to_string(),
+                    failed_at_ms: e.failed_at.and_then(|t| t.parse().ok()).unwrap_or(0),
                 })
             })
             .collect())

@@ -1,0 +1,152 @@
+//! Reading stream entries straight from Redis replies.
+//!
+//! Jobs are read on the hot path (every delivery), so entries are parsed from the raw reply
+//! in one pass over their field/value pairs, without the per-entry `HashMap` and per-field
+//! `String`s that the generic stream reply types build.
+
+use redis::Value;
+
+use super::queue_of_stream;
+use crate::queue::{Delivery, Job};
+
+/// A stream entry: its id and the fields this module knows, borrowed from the reply.
+#[derive(Default)]
+pub(super) struct Entry<'a> {
+    pub id: &'a str,
+    job_id: Option<&'a str>,
+    payload: Option<&'a str>,
+    attempt: Option<&'a str>,
+    max_attempts: Option<&'a str>,
+    backoff: Option<&'a str>,
+    enqueued_at: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub failed_at: Option<&'a str>,
+}
+
+impl Entry<'_> {
+    /// The job the entry holds; `None` when a field is missing or malformed.
+    pub fn job(&self, queue: &str) -> Option<Job> {
+        Some(Job {
+            id: self.job_id?.to_string(),
+            queue: queue.to_string(),
+            payload: self.payload?.to_string(),
+            attempt: self.attempt?.parse().ok()?,
+            max_attempts: self.max_attempts?.parse().ok()?,
+            backoff: self.backoff?.parse().ok()?,
+            enqueued_at_ms: self.enqueued_at?.parse().ok()?,
+        })
+    }
+}
+
+fn text(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Parses one `[id, [field, value, ...]]` entry; `None` for a deleted or foreign entry.
+pub(super) fn entry(value: &Value) -> Option<Entry<'_>> {
+    let Value::Array(parts) = value else {
+        return None;
+    };
+    let [id, Value::Array(fields)] = parts.as_slice() else {
+        return None;
+    };
+    let mut entry = Entry {
+        id: text(id)?,
+        ..Entry::default()
+    };
+    for pair in fields.chunks_exact(2) {
+        let value = text(&pair[1]);
+        match text(&pair[0])? {
+            "id" => entry.job_id = value,
+            "p" => entry.payload = value,
+            "a" => entry.attempt = value,
+            "m" => entry.max_attempts = value,
+            "b" => entry.backoff = value,
+            "t" => entry.enqueued_at = value,
+            "error" => entry.error = value,
+            "failed_at" => entry.failed_at = value,
+            _ => {}
+        }
+    }
+    Some(entry)
+}
+
+/// The deliveries in an `XREADGROUP` reply (RESP2 array or RESP3 map; nil when it timed out).
+pub(super) fn deliveries(reply: &Value) -> Vec<Delivery> {
+    let streams: Vec<(&Value, &Value)> = match reply {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|s| match s {
+                Value::Array(kv) if kv.len() == 2 => Some((&kv[0], &kv[1])),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for (key, entries) in streams {
+        let (Some(queue), Value::Array(entries)) = (text(key).and_then(queue_of_stream), entries)
+        else {
+            continue;
+        };
+        for value in entries {
+            match entry(value).and_then(|e| {
+                Some(Delivery {
+                    job: e.job(queue)?,
+                    receipt: e.id.to_string(),
+                })
+            }) {
+                Some(delivery) => out.push(delivery),
+                None => tracing::warn!(queue, "skipping a stream entry that is not a job"),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn job_entry(id: &str, attempt: &str) -> Value {
+        let fields = [
+            "id", "j1", "p", "{}", "a", attempt, "m", "3", "b", "fixed:1s", "t", "5",
+        ];
+        Value::Array(vec![
+            bulk(id),
+            Value::Array(fields.iter().map(|f| bulk(f)).collect()),
+        ])
+    }
+
+    #[test]
+    fn reads_jobs_from_a_group_reply() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("llmchat:{jobs}:stream"),
+            Value::Array(vec![job_entry("1-0", "2"), job_entry("2-0", "x")]),
+        ])]);
+        let got = deliveries(&reply);
+        assert_eq!(
+            got.len(),
+            1,
+            "the entry with a malformed attempt is skipped"
+        );
+        assert_eq!(
+            (
+                got[0].receipt.as_str(),
+                got[0].job.attempt,
+                got[0].job.queue.as_str()
+            ),
+            ("1-0", 2, "jobs")
+        );
+        assert!(deliveries(&Value::Nil).is_empty());
+    }
+}
