@@ -6,6 +6,7 @@
 //! - [`engine::ComponentEngine`]: the wasmtime engine, pool, artifact cache, epoch ticker;
 //! - [`registry::Registry`]: the loaded components, ready to instantiate;
 //! - [`capabilities::Services`]: the kv and llm backends behind the WIT imports;
+//! - [`metrics::Metrics`]: the Prometheus registry and per-component metric handles;
 //! - [`http::HttpServer`]: HTTP triggers and the host's own endpoints;
 //! - [`admin`]: the admin API, behind a bearer token or the loopback-only rule.
 
@@ -16,6 +17,7 @@ pub mod http;
 pub mod kv;
 pub mod llm;
 pub mod manifest;
+pub mod metrics;
 pub mod queue;
 pub mod redis;
 pub mod registry;

@@ -1,7 +1,7 @@
 //! `llmchat`: the command line of the llmchat runtime.
 //!
 //! `llmchat up` loads the manifest, builds every host service once (engine, components,
-//! kv, llm, HTTP server), serves until SIGTERM or SIGINT, then drains and exits 0.
+//! kv, llm, metrics, HTTP server), serves until SIGTERM or SIGINT, then drains and exits 0.
 //! The other commands ([`cli`]) talk to a running host through its admin API.
 
 mod cli;
@@ -22,6 +22,7 @@ use llmchat_host::engine::{ComponentEngine, PoolSizing};
 use llmchat_host::http::HttpServer;
 use llmchat_host::kv::{KvStore, MemoryKv, RedisKv};
 use llmchat_host::manifest::Manifest;
+use llmchat_host::metrics::Metrics;
 use llmchat_host::queue::memory::MemoryQueue;
 use llmchat_host::queue::redis::RedisQueue;
 use llmchat_host::queue::worker::QueueWorker;
@@ -130,17 +131,26 @@ async fn up(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) -> 
     let registry = Registry::load(&engine, &manifest).with_context(in_manifest)?;
     // Compiling leaves tens of MB of freed scratch in the allocator's per-thread heaps.
     llmchat_host::engine::return_freed_memory();
-    let (kv, queue_backend) = storage(&manifest).await.with_context(in_manifest)?;
+    let (kv, queue_backend, redis) = storage(&manifest).await.with_context(in_manifest)?;
     let queues = Arc::new(Queues::new(queue_backend, &manifest.queue_triggers));
+    let metrics = Arc::new(Metrics::new(queues.clone(), redis.clone()));
     let services = Arc::new(Services {
         kv,
         llm: llmchat_host::llm::from_settings(&manifest.llm).with_context(in_manifest)?,
         queues: queues.clone(),
     });
-    let worker = QueueWorker::new(queues, &registry, engine.clone(), services.clone())?;
+    let worker = QueueWorker::with_metrics(
+        queues,
+        &registry,
+        engine.clone(),
+        services.clone(),
+        &metrics,
+    )?;
     let admin = AdminAuth::from_env();
     tracing::info!("{}", admin.describe());
-    let server = HttpServer::new(&manifest, engine, &registry, services, admin)?;
+    let server = HttpServer::new(
+        &manifest, engine, &registry, services, admin, metrics, redis,
+    )?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -166,9 +176,15 @@ async fn up(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) -> 
     Ok(())
 }
 
-/// The kv store and queue backend: Redis when the manifest or `REDIS_URL` names one,
-/// otherwise the embedded, bounded, in-memory ones.
-async fn storage(manifest: &Manifest) -> Result<(Arc<dyn KvStore>, Arc<dyn QueueBackend>)> {
+/// The kv store and queue backend, and the Redis pool behind them: Redis when the manifest
+/// or `REDIS_URL` names one, otherwise the embedded, bounded, in-memory ones (and no pool).
+async fn storage(
+    manifest: &Manifest,
+) -> Result<(
+    Arc<dyn KvStore>,
+    Arc<dyn QueueBackend>,
+    Option<Arc<RedisPool>>,
+)> {
     let max_value = usize::try_from(manifest.kv.max_value_size.bytes()).unwrap_or(usize::MAX);
     let url = manifest
         .redis
@@ -185,7 +201,7 @@ async fn storage(manifest: &Manifest) -> Result<(Arc<dyn KvStore>, Arc<dyn Queue
             usize::try_from(manifest.kv.max_bytes.bytes()).unwrap_or(usize::MAX),
             max_value,
         );
-        return Ok((Arc::new(kv), Arc::new(MemoryQueue::new())));
+        return Ok((Arc::new(kv), Arc::new(MemoryQueue::new()), None));
     };
     let pool = Arc::new(RedisPool::new(&manifest.redis, &url)?);
     let redacted = redact(&url);
@@ -202,7 +218,11 @@ async fn storage(manifest: &Manifest) -> Result<(Arc<dyn KvStore>, Arc<dyn Queue
         Err(e) => anyhow::bail!("preparing the Redis queues at {redacted}: {e}"),
     };
     tracing::info!(url = %redacted, "kv and queues use Redis");
-    Ok((Arc::new(RedisKv::new(pool, max_value)), Arc::new(queues)))
+    Ok((
+        Arc::new(RedisKv::new(pool.clone(), max_value)),
+        Arc::new(queues),
+        Some(pool),
+    ))
 }
 
 /// The URL without its password, for logs.

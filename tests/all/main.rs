@@ -10,6 +10,7 @@ mod components_guard;
 mod fixtures;
 mod lifecycle;
 mod manifest_errors;
+mod metrics;
 mod openai;
 mod queue_conformance;
 mod queues;

@@ -1,11 +1,12 @@
-//! The HTTP front door: the admin API under `/admin/` (see [`crate::admin`]), then the
-//! component routes of `[[trigger.http]]`, served by axum/hyper, with a graceful, bounded
-//! shutdown.
+//! The HTTP front door: the admin API under `/admin/` (see [`crate::admin`]) and the host's
+//! `/metrics`, `/health` and `/ready` ([`probes`]), then the component routes of
+//! `[[trigger.http]]`, served by axum/hyper, with a graceful, bounded shutdown.
 //!
 //! [`HttpServer`] owns every task it starts: connections are drained on shutdown, and
 //! invocations still running after the grace period are cut.
 
 mod error;
+mod probes;
 mod routes;
 mod trigger;
 
@@ -13,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -28,6 +29,8 @@ use crate::admin::AdminAuth;
 use crate::capabilities::Services;
 use crate::engine::ComponentEngine;
 use crate::manifest::Manifest;
+use crate::metrics::{Metrics, Trigger};
+use crate::redis::RedisPool;
 use crate::registry::Registry;
 
 /// What every request handler shares.
@@ -43,19 +46,30 @@ pub struct AppState {
 pub struct HttpServer {
     state: Arc<AppState>,
     admin: AdminAuth,
+    probes: Arc<probes::Probes>,
     shutdown_grace: Duration,
 }
 
 impl HttpServer {
+    /// `redis` is the pool when Redis is configured, for `/ready` to ping.
     pub fn new(
         manifest: &Manifest,
         engine: Arc<ComponentEngine>,
         registry: &Registry,
         services: Arc<Services>,
         admin: AdminAuth,
+        metrics: Arc<Metrics>,
+        redis: Option<Arc<RedisPool>>,
     ) -> Result<Self> {
         let mut routes = RouteTable::default();
         for t in &manifest.http_triggers {
+            if probes::PATHS.contains(&t.route.as_str()) {
+                bail!(
+                    "route {:?} of component `{}` is reserved for the host's own endpoint",
+                    t.route,
+                    t.component
+                );
+            }
             let component = registry.get(&t.component).with_context(|| {
                 format!(
                     "route {:?} names unknown component `{}`",
@@ -66,6 +80,7 @@ impl HttpServer {
                 &t.route,
                 &t.methods,
                 component.clone(),
+                metrics.component(component.name(), Trigger::Http),
                 t.max_body_size.bytes(),
             );
         }
@@ -76,17 +91,25 @@ impl HttpServer {
             instance_wait: manifest.http.instance_wait.0,
             tasks: TaskTracker::new(),
         });
+        let probes = Arc::new(probes::Probes {
+            metrics,
+            redis,
+            components: registry.iter().count(),
+        });
         Ok(Self {
             state,
             admin,
+            probes,
             shutdown_grace: manifest.http.shutdown_grace.0,
         })
     }
 
-    /// `/admin` and everything under it belong to the admin API, so no component route can
-    /// shadow it or see its requests; every other path goes to the component routes.
+    /// `/admin` and everything under it belong to the admin API, and `/metrics`, `/health`
+    /// and `/ready` to the probes, so no component route can shadow them or see their
+    /// requests; every other path goes to the component routes.
     fn router(&self) -> Router {
         crate::admin::router(self.admin.clone(), self.state.services.queues.clone())
+            .merge(probes::router(self.probes.clone()))
             .fallback(trigger::dispatch)
             .with_state(self.state.clone())
     }

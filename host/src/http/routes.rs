@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::metrics::ComponentMetrics;
 use crate::registry::LoadedComponent;
 
 enum Pattern {
@@ -44,6 +45,8 @@ pub struct Route {
     pattern: Pattern,
     methods: Vec<Method>,
     pub component: Arc<LoadedComponent>,
+    /// The component's metric handles, resolved once.
+    pub metrics: Arc<ComponentMetrics>,
     pub max_body_size: u64,
 }
 
@@ -64,6 +67,7 @@ impl RouteTable {
         route: &str,
         methods: &[String],
         component: Arc<LoadedComponent>,
+        metrics: Arc<ComponentMetrics>,
         max_body_size: u64,
     ) {
         let methods = methods.iter().filter_map(|m| m.parse().ok()).collect();
@@ -71,6 +75,7 @@ impl RouteTable {
             pattern: Pattern::parse(route),
             methods,
             component,
+            metrics,
             max_body_size,
         });
         self.routes.sort_by_key(|r| r.pattern.specificity());

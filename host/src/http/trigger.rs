@@ -22,6 +22,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::routes::RouteMatch;
 use crate::engine::{InvocationError, with_deadline};
+use crate::metrics::{ComponentMetrics, ErrorKind};
 use crate::registry::LoadedComponent;
 
 /// Serves any request that is not one of the host's own endpoints.
@@ -92,6 +93,7 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}")))?;
 
     let task_component = component.clone();
+    let metrics = route.metrics.clone();
     let task = app.tasks.spawn(async move {
         let _permit = permit;
         let started = Instant::now();
@@ -104,19 +106,23 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
                 .await
         })
         .await;
-        report(&task_component, store.data(), &result, started);
+        report(&task_component, &metrics, store.data(), &result, started);
         result
     });
 
     match receiver.await {
         Ok(Ok(response)) => Ok(response.map(Body::new)),
-        Ok(Err(code)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "component `{}` answered with an error: {code:?}",
-                component.name()
-            ),
-        )),
+        Ok(Err(code)) => {
+            // The guest chose to fail; its task may still be running and counts as it ends.
+            route.metrics.error(ErrorKind::Guest);
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "component `{}` answered with an error: {code:?}",
+                    component.name()
+                ),
+            ))
+        }
         Err(_) => Err(match task.await {
             Ok(Err(e)) => failure(component, &e),
             Ok(Ok(())) => ApiError::new(
@@ -212,15 +218,23 @@ fn failure(component: &LoadedComponent, e: &InvocationError) -> ApiError {
     )
 }
 
-/// Logs the end of an invocation; a failure is logged with what the guest wrote to stderr.
+/// Records the end of an invocation in the metrics and the log; a failure is logged with
+/// what the guest wrote to stderr.
 fn report(
     component: &LoadedComponent,
+    metrics: &ComponentMetrics,
     state: &crate::engine::InvocationState,
     result: &Result<(), InvocationError>,
     started: Instant,
 ) {
-    let elapsed_us = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
     let peak_memory = state.peak_memory();
+    metrics.invocation(
+        elapsed,
+        peak_memory,
+        result.as_ref().err().map(ErrorKind::from),
+    );
+    let elapsed_us = elapsed.as_micros() as u64;
     match result {
         Ok(()) => tracing::debug!(
             component = component.name(),

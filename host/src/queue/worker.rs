@@ -23,6 +23,7 @@ use super::{Delivery, QueueError, Queues, now_ms};
 use crate::capabilities::{Services, WitJob, WitJobError};
 use crate::engine::{ComponentEngine, InvocationError, with_deadline};
 use crate::manifest::QueueTrigger;
+use crate::metrics::{ComponentMetrics, ErrorKind, Metrics, Trigger};
 use crate::registry::{LoadedComponent, Registry};
 
 /// Finished jobs waiting for their batched acknowledgement.
@@ -51,6 +52,8 @@ struct QueueRunner {
     trigger: QueueTrigger,
     component: Arc<LoadedComponent>,
     slots: Arc<Semaphore>,
+    /// The component's metric handles, resolved once.
+    metrics: Arc<ComponentMetrics>,
 }
 
 /// The jobs delivered to this host and not yet finished, for heartbeats.
@@ -68,11 +71,25 @@ pub struct QueueWorker {
 }
 
 impl QueueWorker {
+    /// A worker whose metrics go nowhere (for embedding and benchmarks); `llmchat up` uses
+    /// [`QueueWorker::with_metrics`].
     pub fn new(
         queues: Arc<Queues>,
         registry: &Registry,
         engine: Arc<ComponentEngine>,
         services: Arc<Services>,
+    ) -> Result<Self> {
+        let metrics = Metrics::new(queues.clone(), None);
+        Self::with_metrics(queues, registry, engine, services, &metrics)
+    }
+
+    /// A worker recording every job's invocation in `metrics`.
+    pub fn with_metrics(
+        queues: Arc<Queues>,
+        registry: &Registry,
+        engine: Arc<ComponentEngine>,
+        services: Arc<Services>,
+        metrics: &Metrics,
     ) -> Result<Self> {
         let mut runners = BTreeMap::new();
         for trigger in queues.triggers() {
@@ -97,6 +114,7 @@ impl QueueWorker {
                 trigger.queue.clone(),
                 Arc::new(QueueRunner {
                     trigger: trigger.clone(),
+                    metrics: metrics.component(component.name(), Trigger::Queue),
                     component,
                     slots,
                 }),
@@ -377,7 +395,8 @@ fn instant_of(due_ms: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_millis(due_ms.saturating_sub(now_ms()))
 }
 
-/// Runs one attempt on a fresh instance under the queue's timeout.
+/// Runs one attempt on a fresh instance under the queue's timeout, and records it in the
+/// component's metrics.
 async fn run_attempt(
     runner: &QueueRunner,
     engine: &ComponentEngine,
@@ -391,6 +410,7 @@ async fn run_attempt(
             component.name()
         ));
     };
+    let started = Instant::now();
     let mut store = component.new_store(engine, services);
     let job = WitJob {
         id: delivery.job.id.clone(),
@@ -407,6 +427,14 @@ async fn run_attempt(
             .await
     })
     .await;
+    let error = match &result {
+        Ok(Ok(_)) => None,
+        Ok(Err(_)) => Some(ErrorKind::Guest),
+        Err(e) => Some(ErrorKind::from(e)),
+    };
+    runner
+        .metrics
+        .invocation(started.elapsed(), store.data().peak_memory(), error);
     match result {
         Ok(Ok(output)) => Outcome::Done(output),
         Ok(Err(WitJobError::Retry(m))) => Outcome::Retryable(m),

@@ -8,11 +8,12 @@
 //! commands fail fast and nothing crashes. [`PoolStats`] reads can never show more in use
 //! than the cap, because in-use *is* the semaphore.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use prometheus_client::metrics::histogram::Histogram;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Semaphore;
 
@@ -71,6 +72,8 @@ pub struct RedisPool {
     waits: AtomicU64,
     wait_micros: AtomicU64,
     timeouts: AtomicU64,
+    /// Where waits are observed for `/metrics`, once [`RedisPool::record_waits_in`] is called.
+    wait_histogram: OnceLock<Histogram>,
 }
 
 /// How long a blocking read may block; also how often an idle host sends it.
@@ -118,7 +121,15 @@ impl RedisPool {
             waits: AtomicU64::new(0),
             wait_micros: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            wait_histogram: OnceLock::new(),
         })
+    }
+
+    /// Observes, from now on, how long each command that found every slot busy waited
+    /// (those that gave up included). Commands that get a slot at once cost nothing more.
+    /// Only the first histogram given is used.
+    pub fn record_waits_in(&self, histogram: Histogram) {
+        let _ = self.wait_histogram.set(histogram);
     }
 
     /// Runs `f` on a command connection under a permit and the command timeout.
@@ -159,8 +170,12 @@ impl RedisPool {
             tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned()).await;
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         self.waits.fetch_add(1, Ordering::Relaxed);
+        let waited = started.elapsed();
         self.wait_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        if let Some(histogram) = self.wait_histogram.get() {
+            histogram.observe(waited.as_secs_f64());
+        }
         match result {
             Ok(Ok(permit)) => Ok(permit),
             _ => {

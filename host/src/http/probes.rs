@@ -1,0 +1,112 @@
+//! The host's own observability endpoints: `GET /metrics` (Prometheus), `/health`
+//! (liveness) and `/ready` (readiness). They are matched before the component routes, so
+//! no manifest route, not even `/...`, can shadow them.
+//!
+//! None of them is behind the admin token: `/metrics` is meant for a Prometheus scraper on
+//! a private network, which is how Prometheus endpoints are deployed, and the probes are for
+//! an orchestrator. They reveal counts and component and queue names, never payloads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use serde_json::json;
+
+use super::ApiError;
+use crate::metrics::{Format, Metrics};
+use crate::redis::RedisPool;
+
+/// The paths [`router`] owns.
+pub const PATHS: [&str; 3] = ["/metrics", "/health", "/ready"];
+
+/// How long `/ready` waits for Redis to answer a PING.
+const READY_PING_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What the endpoints read.
+pub struct Probes {
+    pub metrics: Arc<Metrics>,
+    /// The Redis pool, when Redis is configured.
+    pub redis: Option<Arc<RedisPool>>,
+    /// How many components are loaded; all of them are by the time the host serves.
+    pub components: usize,
+}
+
+/// `GET` (and `HEAD`) for [`PATHS`]; another method gets a JSON 405.
+pub fn router<S>(probes: Arc<Probes>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(probes)
+}
+
+async fn metrics(State(probes): State<Arc<Probes>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
+    match probes.metrics.scrape(format).await {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding the metrics failed",
+        )
+        .into_response(),
+    }
+}
+
+/// Liveness: answering at all is the proof.
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: every component is loaded (always true once the host serves) and Redis, when
+/// configured, answers a PING within [`READY_PING_TIMEOUT`].
+async fn ready(State(probes): State<Arc<Probes>>) -> Response {
+    let redis = match &probes.redis {
+        None => Ok("not configured"),
+        Some(pool) => match tokio::time::timeout(READY_PING_TIMEOUT, pool.ping()).await {
+            Ok(Ok(())) => Ok("ok"),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "redis did not answer PING within {READY_PING_TIMEOUT:?}"
+            )),
+        },
+    };
+    match redis {
+        Ok(redis) => Json(json!({
+            "status": "ready",
+            "components": probes.components,
+            "redis": redis,
+        }))
+        .into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "redis": reason })),
+        )
+            .into_response(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed for {}", uri.path()),
+    );
+    e.allow = Some("GET, HEAD".into());
+    e
+}

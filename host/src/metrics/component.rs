@@ -1,0 +1,155 @@
+//! Per-component metric handles, resolved once at start-up so that recording an invocation
+//! is a few atomic adds and two short-locked histogram observations: no label formatting,
+//! no map look-up, no allocation.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+use crate::engine::InvocationError;
+
+/// Upper bounds of the invocation duration buckets, in seconds: 100 µs to 60 s.
+pub(super) const DURATION_BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// Peak memory buckets: 64 KiB to 4 GiB, doubling, so that the usual power-of-two
+/// `memory_limit`s (16 MiB, 32 MiB, ...) are bucket bounds.
+pub(super) fn peak_memory_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(65536.0, 2.0, 17)
+}
+
+/// What started an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    Http,
+    Queue,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Http => "http",
+            Trigger::Queue => "queue",
+        }
+    }
+}
+
+/// Why an invocation failed, as the `kind` label of `llmchat_component_errors_total`.
+///
+/// | kind | counted when |
+/// |---|---|
+/// | `memory` | [`InvocationError::MemoryLimit`]: the instance hit its `memory_limit` |
+/// | `timeout` | [`InvocationError::Timeout`]: the invocation outlasted its `timeout` |
+/// | `trap` | [`InvocationError::Trap`] (a wasm trap or guest panic) and [`InvocationError::Failed`] (any other error that ended the call: a failed instantiation, a host call that aborted the guest) |
+/// | `guest` | the guest ended normally but reported a failure: a queue job's `retry` or `fail` error, or an HTTP handler's `ResponseOutparam::set(Err(..))` |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    Trap,
+    Timeout,
+    Memory,
+    Guest,
+}
+
+impl ErrorKind {
+    pub(super) const ALL: [ErrorKind; 4] = [
+        ErrorKind::Trap,
+        ErrorKind::Timeout,
+        ErrorKind::Memory,
+        ErrorKind::Guest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Trap => "trap",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Memory => "memory",
+            ErrorKind::Guest => "guest",
+        }
+    }
+}
+
+impl From<&InvocationError> for ErrorKind {
+    fn from(e: &InvocationError) -> Self {
+        match e {
+            InvocationError::MemoryLimit(_) => ErrorKind::Memory,
+            InvocationError::Timeout(_) => ErrorKind::Timeout,
+            InvocationError::Trap(_) | InvocationError::Failed(_) => ErrorKind::Trap,
+        }
+    }
+}
+
+macro_rules! label_value {
+    ($t:ty) => {
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    };
+}
+label_value!(Trigger);
+label_value!(ErrorKind);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ComponentLabels {
+    pub component: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct InvocationLabels {
+    pub component: String,
+    pub trigger: Trigger,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ErrorLabels {
+    pub component: String,
+    pub kind: ErrorKind,
+}
+
+/// The metrics of one component under one trigger; see [`super::Metrics::component`].
+#[derive(Debug, Clone)]
+pub struct ComponentMetrics {
+    pub(super) invocations: Counter,
+    /// Indexed by the position of the kind in [`ErrorKind::ALL`].
+    pub(super) errors: [Counter; 4],
+    pub(super) duration: Histogram,
+    pub(super) peak_memory: Histogram,
+}
+
+impl ComponentMetrics {
+    pub(super) fn new(
+        invocations: Counter,
+        error: impl Fn(ErrorKind) -> Counter,
+        duration: Histogram,
+        peak_memory: Histogram,
+    ) -> Self {
+        Self {
+            invocations,
+            errors: ErrorKind::ALL.map(error),
+            duration,
+            peak_memory,
+        }
+    }
+
+    /// Records one finished invocation: how long it ran, the most memory its instance held,
+    /// and how it failed, if it did.
+    pub fn invocation(&self, elapsed: Duration, peak_memory: usize, error: Option<ErrorKind>) {
+        self.invocations.inc();
+        self.duration.observe(elapsed.as_secs_f64());
+        self.peak_memory.observe(peak_memory as f64);
+        if let Some(kind) = error {
+            self.error(kind);
+        }
+    }
+
+    /// Records a failure noticed apart from the end of the invocation (an HTTP handler's
+    /// error response is seen by the request, not by the task running the guest).
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].inc();
+    }
+}

@@ -1,0 +1,245 @@
+//! Prometheus metrics of the host, served by `GET /metrics` (see [`crate::http`]).
+//!
+//! [`Metrics`] is built once in `main` and owns the registry. Two kinds of metrics:
+//! - counted as things happen: per component, invocations, errors by [`ErrorKind`], a
+//!   duration and a peak-memory histogram, recorded through a [`ComponentMetrics`] handle
+//!   that the HTTP server and the queue worker resolve once per component at start-up; and
+//!   the Redis pool's wait-time histogram, observed by the pool itself;
+//! - sampled when scraped ([`sampled`]): queue counts, the Redis pool's snapshot, RSS and
+//!   tokio tasks. No timer samples anything in the background.
+//!
+//! Every label value comes from a bounded set: component and queue names from the manifest,
+//! triggers and error kinds from fixed enums. No path, job id or error text is ever a label.
+//!
+//! Not here yet: scheduler entries and lag, and monitor samples and alerts, which arrive
+//! with the scheduler and the `monitor` world (issue 4).
+
+mod component;
+mod sampled;
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::{prometheus_text, text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+pub use component::{ComponentMetrics, ErrorKind, Trigger};
+
+use component::{ComponentLabels, ErrorLabels, InvocationLabels};
+use sampled::Sample;
+
+use crate::queue::Queues;
+use crate::redis::RedisPool;
+
+/// Every metric name starts with it.
+const PREFIX: &str = "llmchat";
+
+/// Upper bounds of the Redis pool's wait-time buckets, in seconds: 100 µs to 5 s (the wait
+/// is bounded by `acquire_timeout`, 1 s by default).
+const REDIS_WAIT_BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The exposition formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text, what Prometheus asks for first.
+    OpenMetrics,
+    /// The classic Prometheus text format 0.0.4, for everyone else (curl, older scrapers).
+    Prometheus,
+}
+
+impl Format {
+    /// Picks the format from a request's `Accept` header, as Prometheus's own exporters do.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Prometheus,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Prometheus => prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
+
+/// The host's metrics; built once in `main`, shared by the HTTP server and the queue worker.
+pub struct Metrics {
+    registry: Registry,
+    invocations: Family<InvocationLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: HistogramFamily<ComponentLabels>,
+    peak_memory: HistogramFamily<ComponentLabels>,
+    queues: Arc<Queues>,
+    redis: Option<Arc<RedisPool>>,
+}
+
+impl Metrics {
+    /// Registers every metric. With `redis`, the pool starts recording its waits here.
+    pub fn new(queues: Arc<Queues>, redis: Option<Arc<RedisPool>>) -> Self {
+        let mut registry = Registry::with_prefix(PREFIX);
+        registry.register(
+            "build",
+            "The llmchat version serving",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let invocations = Family::<InvocationLabels, Counter>::default();
+        registry.register(
+            "component_invocations",
+            "Invocations of the component that ended, by trigger",
+            invocations.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "component_errors",
+            "Failed invocations of the component, by kind: trap (wasm trap, panic or other abort), timeout, memory (memory_limit hit), guest (the guest reported a failure: a job's retry/fail error, an HTTP error response)",
+            errors.clone(),
+        );
+        let duration: HistogramFamily<ComponentLabels> =
+            Family::new_with_constructor(|| Histogram::new(component::DURATION_BUCKETS));
+        registry.register_with_unit(
+            "component_duration",
+            "Wall-clock time of one invocation: instantiation and call",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let peak_memory: HistogramFamily<ComponentLabels> =
+            Family::new_with_constructor(|| Histogram::new(component::peak_memory_buckets()));
+        registry.register_with_unit(
+            "component_peak_memory",
+            "The most linear memory and table space one invocation's instance held",
+            Unit::Bytes,
+            peak_memory.clone(),
+        );
+        if let Some(pool) = &redis {
+            let wait = Histogram::new(REDIS_WAIT_BUCKETS);
+            registry.register_with_unit(
+                "redis_pool_wait",
+                "How long Redis commands that found every slot busy waited for one (those that gave up included)",
+                Unit::Seconds,
+                wait.clone(),
+            );
+            pool.record_waits_in(wait);
+        }
+        Self {
+            registry,
+            invocations,
+            errors,
+            duration,
+            peak_memory,
+            queues,
+            redis,
+        }
+    }
+
+    /// The handles for `component` run by `trigger`; call it once per component at start-up,
+    /// with a name from the manifest. Its series exist (at 0) from then on.
+    pub fn component(&self, component: &str, trigger: Trigger) -> Arc<ComponentMetrics> {
+        let labels = ComponentLabels {
+            component: component.to_string(),
+        };
+        let metrics = ComponentMetrics::new(
+            self.invocations.get_or_create_owned(&InvocationLabels {
+                component: component.to_string(),
+                trigger,
+            }),
+            |kind| {
+                self.errors.get_or_create_owned(&ErrorLabels {
+                    component: component.to_string(),
+                    kind,
+                })
+            },
+            self.duration.get_or_create_owned(&labels),
+            self.peak_memory.get_or_create_owned(&labels),
+        );
+        Arc::new(metrics)
+    }
+
+    /// Samples what is read at scrape time, then encodes everything in `format`.
+    pub async fn scrape(&self, format: Format) -> Result<String, std::fmt::Error> {
+        let sample = Sample::take(&self.queues, self.redis.as_deref()).await;
+        let mut sampled = Registry::with_prefix(PREFIX);
+        sampled.register_collector(Box::new(sample));
+        let mut out = String::with_capacity(16 << 10);
+        match format {
+            Format::OpenMetrics => {
+                text::encode_registry(&mut out, &self.registry)?;
+                text::encode_registry(&mut out, &sampled)?;
+                text::encode_eof(&mut out)?;
+            }
+            Format::Prometheus => {
+                prometheus_text::encode(&mut out, &self.registry)?;
+                prometheus_text::encode(&mut out, &sampled)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::memory::MemoryQueue;
+
+    fn metrics() -> Metrics {
+        Metrics::new(
+            Arc::new(Queues::new(Arc::new(MemoryQueue::new()), &[])),
+            None,
+        )
+    }
+
+    #[test]
+    fn error_kinds_index_their_own_counter() {
+        for (i, kind) in ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, i, "{kind:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn recorded_invocations_show_in_both_formats() {
+        let metrics = metrics();
+        let hello = metrics.component("hello", Trigger::Http);
+        hello.invocation(std::time::Duration::from_millis(3), 1 << 20, None);
+        hello.invocation(
+            std::time::Duration::from_millis(1),
+            16 << 20,
+            Some(ErrorKind::Memory),
+        );
+        let text = metrics.scrape(Format::Prometheus).await.unwrap();
+        for line in [
+            r#"llmchat_component_invocations_total{component="hello",trigger="http"} 2"#,
+            r#"llmchat_component_errors_total{component="hello",kind="memory"} 1"#,
+            r#"llmchat_component_errors_total{component="hello",kind="guest"} 0"#,
+            r#"llmchat_component_duration_seconds_count{component="hello"} 2"#,
+            r#"llmchat_component_peak_memory_bytes_bucket{component="hello",le="1.6777216e+07"} 2"#,
+            r#"llmchat_build_info{version=""#,
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(text.contains("llmchat_tokio_alive_tasks "), "{text}");
+        let open = metrics.scrape(Format::OpenMetrics).await.unwrap();
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        assert_eq!(
+            open.matches("# EOF").count(),
+            1,
+            "one EOF after both registries"
+        );
+    }
+
+    #[test]
+    fn accept_header_picks_the_format() {
+        let prometheus =
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        assert_eq!(Format::from_accept(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::from_accept(Some("*/*")), Format::Prometheus);
+        assert_eq!(Format::from_accept(None), Format::Prometheus);
+    }
+}
