@@ -246,24 +246,19 @@ fn conversations_get_a_title_and_a_summary_from_the_queues() {
     }
     // 10 messages reach `summarize_after`: chat enqueues a summary job, the summarizer
     // component (sharing chat's kv namespace) writes the summary.
-    let summary = poll_until(Duration::from_secs(20), "a summary", || {
-        let conversation: Value = client()
-            .get(host.url("/api/conversations/long"))
-            .send()
-            .ok()?
-            .json()
-            .ok()?;
-        conversation["summary"].as_str().map(str::to_string)
-    });
-    let title = poll_until(Duration::from_secs(20), "a title", || {
-        let conversation: Value = client()
-            .get(host.url("/api/conversations/long"))
-            .send()
-            .ok()?
-            .json()
-            .ok()?;
-        conversation["title"].as_str().map(str::to_string)
-    });
+    let written = |field: &'static str| {
+        poll_until(Duration::from_secs(20), field, || {
+            let conversation: Value = client()
+                .get(host.url("/api/conversations/long"))
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            conversation[field].as_str().map(str::to_string)
+        })
+    };
+    let summary = written("summary");
+    let title = written("title");
     assert!(
         !title.is_empty() && title.chars().count() <= 80,
         "{title:?}"
