@@ -139,7 +139,7 @@ async fn up(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) -> 
         llm: llmchat_host::llm::from_settings(&manifest.llm).with_context(in_manifest)?,
         queues: queues.clone(),
     });
-    let worker = QueueWorker::with_metrics(
+    let worker = QueueWorker::new(
         queues,
         &registry,
         engine.clone(),

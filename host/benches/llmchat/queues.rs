@@ -466,7 +466,14 @@ fn memory_throughput(
             queues: queues.clone(),
         });
         rt.block_on(fill(&queues, per_queue, trivial_payload))?;
-        let worker = QueueWorker::new(queues.clone(), &registry, engine.clone(), services)?;
+        let metrics = llmchat_host::metrics::Metrics::new(queues.clone(), None);
+        let worker = QueueWorker::new(
+            queues.clone(),
+            &registry,
+            engine.clone(),
+            services,
+            &metrics,
+        )?;
         let shutdown = CancellationToken::new();
         let mut progress = Progress::new(jobs);
         let running = rt.spawn(worker.run(shutdown.clone(), Duration::from_secs(5)));

@@ -71,20 +71,8 @@ pub struct QueueWorker {
 }
 
 impl QueueWorker {
-    /// A worker whose metrics go nowhere (for embedding and benchmarks); `llmchat up` uses
-    /// [`QueueWorker::with_metrics`].
+    /// A worker for every `[[trigger.queue]]`, recording each job's invocation in `metrics`.
     pub fn new(
-        queues: Arc<Queues>,
-        registry: &Registry,
-        engine: Arc<ComponentEngine>,
-        services: Arc<Services>,
-    ) -> Result<Self> {
-        let metrics = Metrics::new(queues.clone(), None);
-        Self::with_metrics(queues, registry, engine, services, &metrics)
-    }
-
-    /// A worker recording every job's invocation in `metrics`.
-    pub fn with_metrics(
         queues: Arc<Queues>,
         registry: &Registry,
         engine: Arc<ComponentEngine>,
