@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod capabilities;
+pub mod dashboard;
 pub mod engine;
 pub mod http;
 pub mod kv;
@@ -21,3 +22,6 @@ pub mod metrics;
 pub mod queue;
 pub mod redis;
 pub mod registry;
+pub mod schedule;
+pub mod scheduler;
+pub mod timers;

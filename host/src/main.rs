@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use llmchat_host::admin::AdminAuth;
 use llmchat_host::capabilities::Services;
+use llmchat_host::dashboard::Dashboard;
 use llmchat_host::engine::{ComponentEngine, PoolSizing};
 use llmchat_host::http::HttpServer;
 use llmchat_host::kv::{KvStore, MemoryKv, RedisKv};
@@ -29,6 +30,8 @@ use llmchat_host::queue::worker::QueueWorker;
 use llmchat_host::queue::{QueueBackend, Queues};
 use llmchat_host::redis::RedisPool;
 use llmchat_host::registry::Registry;
+use llmchat_host::schedule::{LocalClaims, RedisClaims, Schedules, TickClaims};
+use llmchat_host::scheduler::Scheduler;
 
 /// How long the runtime may take to cancel what is left after the grace period.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
@@ -115,7 +118,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Serves until SIGTERM/SIGINT, then reports the tasks left once every service is dropped
+/// (0 is the invariant: no task outlives shutdown).
 async fn up(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) -> Result<()> {
+    serve(args, engine_keepalive).await?;
+    let tasks_left = settle_tasks().await;
+    tracing::info!(tasks_left, "llmchat stopped");
+    Ok(())
+}
+
+/// The runtime's alive tasks once the ones ending by themselves (connection drivers of the
+/// Redis client, which stop when their last handle drops) are gone; waits at most 1 s.
+async fn settle_tasks() -> usize {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while metrics.num_alive_tasks() > 0 && tokio::time::Instant::now() < deadline {
+        llmchat_host::timers::sleep(Duration::from_millis(10)).await;
+    }
+    metrics.num_alive_tasks()
+}
+
+async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) -> Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
     let cache_dir = if args.no_cache {
         None
@@ -138,6 +161,7 @@ async fn up(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) -> 
         kv,
         llm: llmchat_host::llm::from_settings(&manifest.llm).with_context(in_manifest)?,
         queues: queues.clone(),
+        redis: redis.clone(),
     });
     let worker = QueueWorker::new(
         queues,
@@ -146,10 +170,30 @@ async fn up(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) -> 
         services.clone(),
         &metrics,
     )?;
+    let claims: Arc<dyn TickClaims> = match &redis {
+        Some(pool) => Arc::new(RedisClaims::new(pool.clone())),
+        None => Arc::new(LocalClaims),
+    };
+    let schedules = Schedules::new(
+        &manifest.schedule_triggers,
+        &registry,
+        engine.clone(),
+        services.clone(),
+        &metrics,
+        claims,
+    )?;
+    let dashboard = Arc::new(Dashboard::new(&manifest.dashboard, metrics.clone()));
+    // The one owner of time: every periodic duty of every module is an entry here.
+    let mut scheduler = Scheduler::new(metrics.scheduler().clone());
+    worker.schedule_maintenance(&mut scheduler);
+    schedules.schedule(&mut scheduler);
+    dashboard.schedule(&mut scheduler);
+    llmchat_host::kv::schedule_sweep(services.kv.clone(), &mut scheduler);
+    tracing::info!(entries = scheduler.len(), "scheduler ready");
     let admin = AdminAuth::from_env();
     tracing::info!("{}", admin.describe());
     let server = HttpServer::new(
-        &manifest, engine, &registry, services, admin, metrics, redis,
+        &manifest, engine, &registry, services, admin, metrics, dashboard,
     )?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -158,22 +202,34 @@ async fn up(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) -> 
     let signalled = shutdown_signals()?;
     tracing::info!("llmchat listening on http://{addr}");
 
+    // Every part runs in this one future, none as a detached task: when it returns, the
+    // host has nothing left running.
     let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    let signals = tokio::spawn(async move {
-        signalled.await;
-        tracing::info!("shutdown requested; draining in-flight requests");
-        signal.cancel();
-    });
+    let watch_signals = async {
+        tokio::select! {
+            () = signalled => tracing::info!("shutdown requested; draining in-flight requests"),
+            () = shutdown.cancelled() => {}
+        }
+        shutdown.cancel();
+    };
+    let serve = async {
+        let served = server.serve(listener, shutdown.clone()).await;
+        // The server ends only at shutdown, or on an error that must stop everything else.
+        shutdown.cancel();
+        served
+    };
     let grace = manifest.http.shutdown_grace.0;
-    let (served, ()) = tokio::join!(
-        server.serve(listener, shutdown.clone()),
-        worker.run(shutdown, grace)
+    let periodic = async {
+        scheduler.run(shutdown.clone()).await;
+        schedules.drain(grace).await;
+    };
+    let ((), served, (), ()) = tokio::join!(
+        watch_signals,
+        serve,
+        worker.run(shutdown.clone(), grace),
+        periodic
     );
-    signals.abort();
-    served?;
-    tracing::info!("llmchat stopped");
-    Ok(())
+    served
 }
 
 /// The kv store and queue backend, and the Redis pool behind them: Redis when the manifest

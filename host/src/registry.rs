@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
-use crate::capabilities::{CapabilityCtx, ComponentIdentity, QueueProcessorPre, Services};
+use crate::capabilities::{CapabilityCtx, ComponentIdentity, MonitorPre, ProcessorPre, Services};
 use crate::engine::{ComponentEngine, InvocationState, OutboundPolicy};
 use crate::manifest::{ComponentSpec, Manifest};
 
@@ -22,7 +22,9 @@ pub struct LoadedComponent {
     /// Present when the component exports `wasi:http/incoming-handler`.
     pub http: Option<ProxyPre<InvocationState>>,
     /// Present when the component exports `llmchat:runtime/processor`.
-    pub processor: Option<QueueProcessorPre<InvocationState>>,
+    pub processor: Option<ProcessorPre>,
+    /// Present when the component exports `llmchat:runtime/monitoring`.
+    pub monitor: Option<MonitorPre>,
     /// One permit per instance that may run at once.
     pub slots: Arc<Semaphore>,
     identity: Arc<ComponentIdentity>,
@@ -65,6 +67,10 @@ impl Registry {
             let needs = Needs {
                 http: manifest.http_triggers.iter().any(|t| t.component == *name),
                 processor: manifest.queue_triggers.iter().any(|t| t.component == *name),
+                monitor: manifest
+                    .schedule_triggers
+                    .iter()
+                    .any(|t| t.component == *name),
             };
             let loaded = load_component(engine, spec, needs).with_context(|| {
                 format!(
@@ -90,6 +96,7 @@ impl Registry {
 struct Needs {
     http: bool,
     processor: bool,
+    monitor: bool,
 }
 
 fn load_component(
@@ -109,11 +116,20 @@ fn load_component(
         }
         Err(_) => None,
     };
-    let processor = match QueueProcessorPre::new(pre) {
+    let processor = match ProcessorPre::new(pre.clone()) {
         Ok(p) => Some(p),
         Err(e) if needs.processor => {
             return Err(anyhow::Error::from(e).context(
                 "it is the target of an [[trigger.queue]] but does not export `llmchat:runtime/processor@0.1.0`",
+            ));
+        }
+        Err(_) => None,
+    };
+    let monitor = match MonitorPre::new(pre) {
+        Ok(p) => Some(p),
+        Err(e) if needs.monitor => {
+            return Err(anyhow::Error::from(e).context(
+                "it is the target of a [[trigger.schedule]] but does not export `llmchat:runtime/monitoring@0.1.0`",
             ));
         }
         Err(_) => None,
@@ -129,6 +145,7 @@ fn load_component(
         content_hash: compiled.content_hash,
         http,
         processor,
+        monitor,
         slots: Arc::new(Semaphore::new(spec.max_instances as usize)),
         identity: Arc::new(ComponentIdentity {
             name: spec.name.clone(),

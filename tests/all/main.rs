@@ -7,6 +7,7 @@
 mod admin;
 mod chat_api;
 mod components_guard;
+mod dashboard;
 mod fixtures;
 mod lifecycle;
 mod manifest_errors;
@@ -15,4 +16,5 @@ mod openai;
 mod queue_conformance;
 mod queues;
 mod redis_pool;
+mod schedules;
 mod support;

@@ -120,6 +120,7 @@ impl Host {
                 kv: Arc::new(MemoryKv::new(1_000, 1 << 20, 64 << 10)),
                 llm: Arc::new(EchoProvider::new(None)),
                 queues: Arc::new(Queues::new(Arc::new(MemoryQueue::new()), &[])),
+                redis: None,
             }),
         })
     }

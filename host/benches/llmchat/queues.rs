@@ -464,6 +464,7 @@ fn memory_throughput(
             kv: Arc::new(MemoryKv::new(1_000, 1 << 20, 64 << 10)),
             llm: Arc::new(EchoProvider::new(None)),
             queues: queues.clone(),
+            redis: None,
         });
         rt.block_on(fill(&queues, per_queue, trivial_payload))?;
         let metrics = llmchat_host::metrics::Metrics::new(queues.clone(), None);

@@ -1,13 +1,14 @@
 //! The one `bindgen!` of the host: Rust types and `Host` traits for `wit/`.
 //!
-//! It is generated for the `queue-processor` world because that world holds everything:
-//! every llmchat interface a component may import, and the `processor` export the queue
-//! worker calls. WASI interfaces map to wasmtime-wasi's own bindings; HTTP handlers use
-//! wasmtime-wasi-http's `ProxyPre` for their export.
+//! It is generated for the `processor-and-monitor` world because that world holds
+//! everything: every llmchat interface a component may import (`probe` included), and both
+//! exports the host calls, `processor` and `monitoring`. A component exports either or both;
+//! [`super::exports`] resolves each export on its own. WASI interfaces map to
+//! wasmtime-wasi's own bindings; HTTP handlers use wasmtime-wasi-http's `ProxyPre`.
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "llmchat:runtime/queue-processor",
+    world: "llmchat:runtime/processor-and-monitor",
     imports: { default: async | trappable },
     exports: { default: async },
     with: {

@@ -1,4 +1,5 @@
-//! The host side of the llmchat WIT imports: `kv`, `llm`, `log` and `config`.
+//! The host side of the llmchat WIT imports (`kv`, `llm`, `log`, `config`, `queue`,
+//! `probe`) and the exports the host calls ([`exports`]).
 //!
 //! [`Services`] holds the shared backends, built once in `main`. Each invocation gets a
 //! [`CapabilityCtx`] that binds those services to one component (its name is the kv
@@ -7,9 +8,11 @@
 
 mod bindings;
 mod config;
+mod exports;
 mod kv;
 mod llm;
 mod log;
+mod probe;
 mod queue;
 
 use std::collections::BTreeMap;
@@ -21,9 +24,14 @@ use crate::engine::InvocationState;
 use crate::kv::KvStore;
 use crate::llm::LlmProvider;
 use crate::queue::Queues;
+use crate::redis::RedisPool;
 
-pub use bindings::QueueProcessorPre;
+pub use bindings::exports::llmchat::runtime::monitoring::{
+    Alert as WitAlert, Report as WitReport, Sample as WitSample, Severity as WitSeverity,
+    Tick as WitTick,
+};
 pub use bindings::exports::llmchat::runtime::processor::{Job as WitJob, JobError as WitJobError};
+pub use exports::{MonitorPre, ProcessorPre};
 pub use llm::HostCompletionStream;
 
 /// The backends every component's capabilities go through; built once per process.
@@ -31,6 +39,8 @@ pub struct Services {
     pub kv: Arc<dyn KvStore>,
     pub llm: Arc<dyn LlmProvider>,
     pub queues: Arc<Queues>,
+    /// For the `probe` capability's latency measurement; `None` without Redis.
+    pub redis: Option<Arc<RedisPool>>,
 }
 
 /// What the capabilities know about the component they serve.
@@ -69,7 +79,7 @@ impl HasData for Capabilities {
 pub fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
-    use bindings::llmchat::runtime::{config, kv, llm, log, queue};
+    use bindings::llmchat::runtime::{config, kv, llm, log, probe, queue};
     fn caps(s: &mut InvocationState) -> &mut CapabilityCtx {
         &mut s.caps
     }
@@ -77,5 +87,6 @@ pub fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<(
     llm::add_to_linker::<_, Capabilities>(linker, caps)?;
     log::add_to_linker::<_, Capabilities>(linker, caps)?;
     config::add_to_linker::<_, Capabilities>(linker, caps)?;
-    queue::add_to_linker::<_, Capabilities>(linker, caps)
+    queue::add_to_linker::<_, Capabilities>(linker, caps)?;
+    probe::add_to_linker::<_, Capabilities>(linker, caps)
 }

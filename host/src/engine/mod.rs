@@ -217,7 +217,7 @@ pub async fn with_deadline<T>(
     timeout: Duration,
     invocation: impl Future<Output = wasmtime::Result<T>>,
 ) -> Result<T, InvocationError> {
-    match tokio::time::timeout(timeout, invocation).await {
+    match crate::timers::timeout(timeout, invocation).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(InvocationError::from_wasmtime(e)),
         Err(_) => Err(InvocationError::Timeout(timeout)),

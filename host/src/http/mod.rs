@@ -1,5 +1,5 @@
 //! The HTTP front door: the admin API under `/admin/` (see [`crate::admin`]) and the host's
-//! `/metrics`, `/health` and `/ready` ([`probes`]), then the component routes of
+//! `/metrics`, `/health`, `/ready` and `/dashboard` ([`probes`]), then the component routes of
 //! `[[trigger.http]]`, served by axum/hyper, with a graceful, bounded shutdown.
 //!
 //! [`HttpServer`] owns every task it starts: connections are drained on shutdown, and
@@ -27,10 +27,10 @@ pub(crate) use trigger::read_body;
 
 use crate::admin::AdminAuth;
 use crate::capabilities::Services;
+use crate::dashboard::Dashboard;
 use crate::engine::ComponentEngine;
 use crate::manifest::Manifest;
 use crate::metrics::{Metrics, Trigger};
-use crate::redis::RedisPool;
 use crate::registry::Registry;
 
 /// What every request handler shares.
@@ -51,7 +51,7 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// `redis` is the pool when Redis is configured, for `/ready` to ping.
+    /// `/ready` pings the Redis pool of `metrics`, when Redis is configured.
     pub fn new(
         manifest: &Manifest,
         engine: Arc<ComponentEngine>,
@@ -59,7 +59,7 @@ impl HttpServer {
         services: Arc<Services>,
         admin: AdminAuth,
         metrics: Arc<Metrics>,
-        redis: Option<Arc<RedisPool>>,
+        dashboard: Arc<Dashboard>,
     ) -> Result<Self> {
         let mut routes = RouteTable::default();
         for t in &manifest.http_triggers {
@@ -92,8 +92,9 @@ impl HttpServer {
             tasks: TaskTracker::new(),
         });
         let probes = Arc::new(probes::Probes {
+            redis: metrics.redis().cloned(),
             metrics,
-            redis,
+            dashboard,
             components: registry.iter().count(),
         });
         Ok(Self {
@@ -130,7 +131,7 @@ impl HttpServer {
         let grace = self.shutdown_grace;
         let deadline = async {
             shutdown.cancelled().await;
-            tokio::time::sleep(grace).await;
+            crate::timers::sleep(grace).await;
         };
         let tasks = self.state.tasks.clone();
         let drain = async {

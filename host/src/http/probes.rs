@@ -1,5 +1,5 @@
 //! The host's own observability endpoints: `GET /metrics` (Prometheus), `/health`
-//! (liveness) and `/ready` (readiness). They are matched before the component routes, so
+//! (liveness), `/ready` (readiness), and `/dashboard` with its `/dashboard/history` JSON. They are matched before the component routes, so
 //! no manifest route, not even `/...`, can shadow them.
 //!
 //! None of them is behind the admin token: `/metrics` is meant for a Prometheus scraper on
@@ -18,11 +18,18 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use serde_json::json;
 
 use super::ApiError;
+use crate::dashboard::{self, Dashboard};
 use crate::metrics::{Format, Metrics};
 use crate::redis::RedisPool;
 
 /// The paths [`router`] owns.
-pub const PATHS: [&str; 3] = ["/metrics", "/health", "/ready"];
+pub const PATHS: [&str; 5] = [
+    "/metrics",
+    "/health",
+    "/ready",
+    "/dashboard",
+    "/dashboard/history",
+];
 
 /// How long `/ready` waits for Redis to answer a PING.
 const READY_PING_TIMEOUT: Duration = Duration::from_millis(500);
@@ -30,6 +37,7 @@ const READY_PING_TIMEOUT: Duration = Duration::from_millis(500);
 /// What the endpoints read.
 pub struct Probes {
     pub metrics: Arc<Metrics>,
+    pub dashboard: Arc<Dashboard>,
     /// The Redis pool, when Redis is configured.
     pub redis: Option<Arc<RedisPool>>,
     /// How many components are loaded; all of them are by the time the host serves.
@@ -45,6 +53,8 @@ where
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/dashboard", get(dashboard_page))
+        .route("/dashboard/history", get(dashboard_history))
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(probes)
 }
@@ -69,6 +79,33 @@ async fn metrics(State(probes): State<Arc<Probes>>, headers: HeaderMap) -> Respo
     }
 }
 
+/// The dashboard page: static, with its script inline; it reads `/dashboard/history`.
+async fn dashboard_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            // Nothing outside this host may be loaded by the page, whatever its text says.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+            ),
+        ],
+        dashboard::PAGE,
+    )
+        .into_response()
+}
+
+async fn dashboard_history(State(probes): State<Arc<Probes>>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        probes.dashboard.history_json(),
+    )
+        .into_response()
+}
+
 /// Liveness: answering at all is the proof.
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
@@ -79,7 +116,7 @@ async fn health() -> Json<serde_json::Value> {
 async fn ready(State(probes): State<Arc<Probes>>) -> Response {
     let redis = match &probes.redis {
         None => Ok("not configured"),
-        Some(pool) => match tokio::time::timeout(READY_PING_TIMEOUT, pool.ping()).await {
+        Some(pool) => match crate::timers::timeout(READY_PING_TIMEOUT, pool.ping()).await {
             Ok(Ok(())) => Ok("ok"),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(

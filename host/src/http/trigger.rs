@@ -61,11 +61,13 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
     // The fast path takes a free slot without arming a timer.
     let permit = match component.slots.clone().try_acquire_owned() {
         Ok(permit) => permit,
-        Err(_) => tokio::time::timeout(app.instance_wait, component.slots.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| busy(component))?,
+        Err(_) => {
+            crate::timers::timeout(app.instance_wait, component.slots.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(|| busy(component))?
+        }
     };
 
     let Some(proxy) = component.http.clone() else {
@@ -189,7 +191,7 @@ pub(crate) async fn read_body(mut body: Body, limit: u64) -> Result<Bytes, ApiEr
                 }
             }
         };
-        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+        let _ = crate::timers::timeout(DRAIN_TIME, drain).await;
     }
     Err(too_large())
 }

@@ -2,7 +2,9 @@
 //!
 //! Bounded on purpose (the old backend's caches grew without limit): it holds at most
 //! `max_keys` keys and `max_bytes` of keys plus values. Expired keys are removed when read,
-//! and swept when the store is full, so no timer is needed. It is not durable.
+//! when the store is full, and by the scheduler's periodic sweep ([`KvStore::sweep_expired`])
+//! so that keys nobody reads again do not hold memory until the store fills. It is not
+//! durable.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -36,16 +38,18 @@ impl Inner {
         Some(entry)
     }
 
-    fn sweep_expired(&mut self, now: Instant) {
+    fn sweep_expired(&mut self, now: Instant) -> usize {
         let expired: Vec<String> = self
             .entries
             .iter()
             .filter(|(_, e)| !e.is_live(now))
             .map(|(k, _)| k.clone())
             .collect();
+        let swept = expired.len();
         for key in expired {
             self.remove(&key);
         }
+        swept
     }
 
     fn live(&mut self, key: &str, now: Instant) -> Option<&Entry> {
@@ -97,6 +101,10 @@ fn full_key(namespace: &str, key: &str) -> String {
 
 #[async_trait]
 impl KvStore for MemoryKv {
+    fn sweep_expired(&self) -> Option<usize> {
+        Some(self.lock().sweep_expired(Instant::now()))
+    }
+
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         check_key(key)?;
         let k = full_key(namespace, key);

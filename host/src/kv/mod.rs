@@ -7,6 +7,7 @@
 mod memory;
 mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,6 +44,33 @@ pub trait KvStore: Send + Sync {
     async fn exists(&self, namespace: &str, key: &str) -> Result<bool, KvError>;
     /// Adds `delta` to the decimal integer under `key` (0 when absent), atomically.
     async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, KvError>;
+    /// Removes expired keys now and returns how many; `None` when the backend expires keys
+    /// itself (Redis), so that the scheduler adds no sweep for it.
+    fn sweep_expired(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// How often the scheduler sweeps a store that does not expire keys by itself.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Adds the expiry sweep of `kv` to `scheduler`, when the backend needs one (the embedded
+/// store does; Redis expires keys itself).
+pub fn schedule_sweep(kv: Arc<dyn KvStore>, scheduler: &mut crate::scheduler::Scheduler) {
+    if kv.sweep_expired().is_none() {
+        return;
+    }
+    scheduler.add(
+        "kv expiry sweep",
+        tokio::time::Instant::now() + SWEEP_EVERY,
+        Box::new(move |due| {
+            let swept = kv.sweep_expired().unwrap_or(0);
+            if swept > 0 {
+                tracing::debug!(keys = swept, "swept expired kv keys");
+            }
+            Box::pin(async move { Some(due + SWEEP_EVERY) })
+        }),
+    );
 }
 
 /// Rejects keys no backend should have to store.

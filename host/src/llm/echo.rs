@@ -64,6 +64,11 @@ impl LlmProvider for EchoProvider {
         "echo"
     }
 
+    /// Offline: always reachable.
+    async fn probe(&self) -> Result<(), LlmError> {
+        Ok(())
+    }
+
     async fn complete(&self, request: Request) -> Result<Completion, LlmError> {
         check_request(&request)?;
         let content = answer(&request);
@@ -86,7 +91,7 @@ impl LlmProvider for EchoProvider {
             .chain(std::iter::once(StreamEvent::Usage(usage)));
         let stream = futures::stream::iter(events).then(move |event| async move {
             if let (Some(d), StreamEvent::Delta(_)) = (delay, &event) {
-                tokio::time::sleep(d).await;
+                crate::timers::sleep(d).await;
             }
             Ok(event)
         });

@@ -85,6 +85,8 @@ pub trait LlmProvider: Send + Sync {
     fn name(&self) -> &'static str;
     async fn complete(&self, request: Request) -> Result<Completion, LlmError>;
     async fn stream(&self, request: Request) -> Result<CompletionStream, LlmError>;
+    /// A cheap request that proves the provider answers, for the `probe` capability.
+    async fn probe(&self) -> Result<(), LlmError>;
 }
 
 /// Builds the provider the manifest asks for.

@@ -23,6 +23,8 @@ const MAX_ERROR_TEXT: usize = 500;
 pub struct OpenAiProvider {
     client: reqwest::Client,
     url: String,
+    /// `GET {base_url}/models`: what [`LlmProvider::probe`] asks.
+    models_url: String,
     api_key: Option<String>,
     model: String,
     timeout: Duration,
@@ -53,6 +55,7 @@ impl OpenAiProvider {
         Ok(Self {
             client,
             url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            models_url: format!("{}/models", base_url.trim_end_matches('/')),
             api_key,
             model: model.clone(),
             timeout: timeout.0,
@@ -86,7 +89,7 @@ impl OpenAiProvider {
         if let Some(key) = &self.api_key {
             builder = builder.bearer_auth(key);
         }
-        let response = tokio::time::timeout(self.timeout, builder.send())
+        let response = crate::timers::timeout(self.timeout, builder.send())
             .await
             .map_err(|_| LlmError::Timeout)?
             .map_err(transport_error)?;
@@ -94,7 +97,7 @@ impl OpenAiProvider {
         if status.is_success() {
             return Ok(response);
         }
-        let text = tokio::time::timeout(self.timeout, response.text())
+        let text = crate::timers::timeout(self.timeout, response.text())
             .await
             .map_err(|_| LlmError::Timeout)?
             .unwrap_or_default();
@@ -213,7 +216,7 @@ impl StreamState {
             if self.done {
                 return None;
             }
-            let payloads = match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
+            let payloads = match crate::timers::timeout(self.idle_timeout, self.body.next()).await {
                 Err(_) => return self.fail(LlmError::Timeout),
                 Ok(Some(Err(e))) => return self.fail(transport_error(e)),
                 Ok(Some(Ok(bytes))) => match self.decoder.push(&bytes) {
@@ -249,10 +252,33 @@ impl LlmProvider for OpenAiProvider {
         "openai"
     }
 
+    async fn probe(&self) -> Result<(), LlmError> {
+        let mut builder = self.client.get(&self.models_url);
+        if let Some(key) = &self.api_key {
+            builder = builder.bearer_auth(key);
+        }
+        let response = crate::timers::timeout(self.timeout, builder.send())
+            .await
+            .map_err(|_| LlmError::Timeout)?
+            .map_err(transport_error)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = crate::timers::timeout(self.timeout, response.text())
+            .await
+            .map_err(|_| LlmError::Timeout)?
+            .unwrap_or_default();
+        Err(LlmError::Provider {
+            status: status.as_u16(),
+            message: error_message(&text),
+        })
+    }
+
     async fn complete(&self, request: Request) -> Result<Completion, LlmError> {
         check_request(&request)?;
         let response = self.send(&request, false).await?;
-        let body: ChatResponse = tokio::time::timeout(self.timeout, response.json())
+        let body: ChatResponse = crate::timers::timeout(self.timeout, response.json())
             .await
             .map_err(|_| LlmError::Timeout)?
             .map_err(|e| LlmError::Unavailable(format!("malformed response: {e}")))?;

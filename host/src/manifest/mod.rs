@@ -5,6 +5,7 @@
 //! at no component are all errors that name the file and the field, because a manifest that
 //! "mostly works" is how limits silently go missing in production.
 
+mod schedule;
 mod units;
 
 use std::collections::{BTreeMap, HashSet};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+pub use schedule::{DashboardSettings, ScheduleTrigger, When};
 pub use units::{ByteSize, HumanDuration};
 
 /// The whole manifest, validated, with component sources resolved to absolute paths.
@@ -29,6 +31,8 @@ pub struct Manifest {
     pub components: BTreeMap<String, ComponentSpec>,
     pub http_triggers: Vec<HttpTrigger>,
     pub queue_triggers: Vec<QueueTrigger>,
+    pub schedule_triggers: Vec<ScheduleTrigger>,
+    pub dashboard: DashboardSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,6 +312,8 @@ struct RawManifest {
     component: BTreeMap<String, RawComponent>,
     #[serde(default)]
     trigger: RawTriggers,
+    #[serde(default)]
+    dashboard: DashboardSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -337,6 +343,8 @@ struct RawTriggers {
     http: Vec<HttpTrigger>,
     #[serde(default)]
     queue: Vec<QueueTrigger>,
+    #[serde(default)]
+    schedule: Vec<schedule::RawScheduleTrigger>,
 }
 
 /// Largest memory cap a component may ask for; beyond it the pool reservation gets silly.
@@ -382,6 +390,13 @@ impl Manifest {
                 format!("in [[trigger.queue]] #{} (queue {:?})", i + 1, t.queue)
             })?;
         }
+        let mut schedules = HashSet::new();
+        let mut schedule_triggers = Vec::with_capacity(raw.trigger.schedule.len());
+        for (i, t) in raw.trigger.schedule.into_iter().enumerate() {
+            let label = format!("in [[trigger.schedule]] #{} ({:?})", i + 1, t.label());
+            schedule_triggers.push(t.validate(&components, &mut schedules).context(label)?);
+        }
+        raw.dashboard.validate()?;
         if let Some(url) = &raw.redis.url
             && !(url.starts_with("redis://")
                 || url.starts_with("rediss://")
@@ -412,6 +427,8 @@ impl Manifest {
             components,
             http_triggers: raw.trigger.http,
             queue_triggers: raw.trigger.queue,
+            schedule_triggers,
+            dashboard: raw.dashboard,
         })
     }
 }

@@ -2,12 +2,14 @@
 //! is a few atomic adds and two short-locked histogram observations: no label formatting,
 //! no map look-up, no allocation.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
+use super::activity::Activity;
 use crate::engine::InvocationError;
 
 /// Upper bounds of the invocation duration buckets, in seconds: 100 µs to 60 s.
@@ -27,14 +29,23 @@ pub(super) fn peak_memory_buckets() -> impl Iterator<Item = f64> {
 pub enum Trigger {
     Http,
     Queue,
+    Schedule,
 }
 
 impl Trigger {
+    pub const ALL: [Trigger; 3] = [Trigger::Http, Trigger::Queue, Trigger::Schedule];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Http => "http",
             Trigger::Queue => "queue",
+            Trigger::Schedule => "schedule",
         }
+    }
+
+    /// Its position in [`Trigger::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -119,6 +130,9 @@ pub struct ComponentMetrics {
     pub(super) errors: [Counter; 4],
     pub(super) duration: Histogram,
     pub(super) peak_memory: Histogram,
+    /// The host-wide totals the dashboard samples.
+    pub(super) activity: Arc<Activity>,
+    pub(super) trigger: Trigger,
 }
 
 impl ComponentMetrics {
@@ -127,12 +141,16 @@ impl ComponentMetrics {
         error: impl Fn(ErrorKind) -> Counter,
         duration: Histogram,
         peak_memory: Histogram,
+        activity: Arc<Activity>,
+        trigger: Trigger,
     ) -> Self {
         Self {
             invocations,
             errors: ErrorKind::ALL.map(error),
             duration,
             peak_memory,
+            activity,
+            trigger,
         }
     }
 
@@ -142,6 +160,7 @@ impl ComponentMetrics {
         self.invocations.inc();
         self.duration.observe(elapsed.as_secs_f64());
         self.peak_memory.observe(peak_memory as f64);
+        self.activity.record(self.trigger, elapsed);
         if let Some(kind) = error {
             self.error(kind);
         }

@@ -11,10 +11,14 @@
 //! Every label value comes from a bounded set: component and queue names from the manifest,
 //! triggers and error kinds from fixed enums. No path, job id or error text is ever a label.
 //!
-//! Not here yet: scheduler entries and lag, and monitor samples and alerts, which arrive
-//! with the scheduler and the `monitor` world (issue 4).
+//! Also here: the scheduler's entries and lag ([`SchedulerMetrics`], recorded by the
+//! scheduler), monitors' samples and alerts and schedules' tick outcomes ([`Monitors`]), and
+//! the host-wide [`Activity`] the dashboard samples.
 
+mod activity;
 mod component;
+pub mod monitor;
+pub mod quantiles;
 mod sampled;
 
 use std::sync::Arc;
@@ -26,13 +30,17 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+pub use activity::{Activity, ActivitySnapshot};
 pub use component::{ComponentMetrics, ErrorKind, Trigger};
+pub use monitor::{Monitors, Severity, TickOutcome};
+pub(crate) use sampled::resident_memory;
 
 use component::{ComponentLabels, ErrorLabels, InvocationLabels};
 use sampled::Sample;
 
 use crate::queue::Queues;
 use crate::redis::RedisPool;
+use crate::scheduler::SchedulerMetrics;
 
 /// Every metric name starts with it.
 const PREFIX: &str = "llmchat";
@@ -80,6 +88,9 @@ pub struct Metrics {
     peak_memory: HistogramFamily<ComponentLabels>,
     queues: Arc<Queues>,
     redis: Option<Arc<RedisPool>>,
+    scheduler: Arc<SchedulerMetrics>,
+    monitors: Arc<Monitors>,
+    activity: Arc<Activity>,
 }
 
 impl Metrics {
@@ -129,6 +140,34 @@ impl Metrics {
             );
             pool.record_waits_in(wait);
         }
+        let scheduler = Arc::new(SchedulerMetrics::default());
+        registry.register(
+            "scheduler_entries",
+            "Entries of the host's one scheduler: every periodic duty (queue promotion, reclaim, heartbeat, kv sweep, dashboard sampling) and every [[trigger.schedule]]",
+            scheduler.entries.clone(),
+        );
+        registry.register_with_unit(
+            "scheduler_lag",
+            "How late a scheduler entry started after its due time",
+            Unit::Seconds,
+            scheduler.lag.clone(),
+        );
+        let monitors = Arc::new(Monitors::default());
+        registry.register(
+            "schedule_ticks",
+            "Ticks of each [[trigger.schedule]] by outcome: ok, failed, skipped (the previous run was still going), elsewhere (another host ran it), unclaimed (Redis unreachable, so not run)",
+            monitors.ticks.clone(),
+        );
+        registry.register(
+            "monitor_sample",
+            "The latest value of each sample a monitor reported, labelled by monitor, sample name and the monitor's own labels",
+            monitors.samples.clone(),
+        );
+        registry.register(
+            "monitor_alerts",
+            "Alerts raised by monitors (and by the host when a monitor's tick fails), by severity",
+            monitors.alerts.clone(),
+        );
         Self {
             registry,
             invocations,
@@ -137,7 +176,30 @@ impl Metrics {
             peak_memory,
             queues,
             redis,
+            scheduler,
+            monitors,
+            activity: Arc::default(),
         }
+    }
+
+    pub fn scheduler(&self) -> &Arc<SchedulerMetrics> {
+        &self.scheduler
+    }
+
+    pub fn monitors(&self) -> &Arc<Monitors> {
+        &self.monitors
+    }
+
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
+    pub fn queues(&self) -> &Arc<Queues> {
+        &self.queues
+    }
+
+    pub fn redis(&self) -> Option<&Arc<RedisPool>> {
+        self.redis.as_ref()
     }
 
     /// The handles for `component` run by `trigger`; call it once per component at start-up,
@@ -159,6 +221,8 @@ impl Metrics {
             },
             self.duration.get_or_create_owned(&labels),
             self.peak_memory.get_or_create_owned(&labels),
+            self.activity.clone(),
+            trigger,
         );
         Arc::new(metrics)
     }

@@ -34,6 +34,7 @@ pub(super) struct Sample {
     pool: Option<PoolStats>,
     resident_memory: Option<u64>,
     alive_tasks: usize,
+    timers_armed: usize,
 }
 
 impl Sample {
@@ -41,7 +42,7 @@ impl Sample {
         let backend = queues.backend();
         let names = queues.names();
         let stats = join_all(names.iter().map(|q| async move {
-            match tokio::time::timeout(QUEUE_STATS_TIMEOUT, backend.stats(q)).await {
+            match crate::timers::timeout(QUEUE_STATS_TIMEOUT, backend.stats(q)).await {
                 Ok(Ok(stats)) => Some(stats),
                 Ok(Err(e)) => {
                     tracing::debug!(queue = %q, "sampling queue counts for /metrics failed: {e}");
@@ -61,6 +62,7 @@ impl Sample {
             alive_tasks: tokio::runtime::Handle::current()
                 .metrics()
                 .num_alive_tasks(),
+            timers_armed: crate::timers::armed(),
         }
     }
 }
@@ -207,6 +209,12 @@ impl Collector for Sample {
             "Tasks alive in the host's tokio runtime.",
             self.alive_tasks as u64,
         )?;
+        gauge(
+            e,
+            "timers_armed",
+            "Timers the host has armed now (its own: every sleep and timeout goes through one counted door).",
+            self.timers_armed as u64,
+        )?;
         Ok(())
     }
 }
@@ -214,14 +222,14 @@ impl Collector for Sample {
 /// The process's resident set size: resident pages from `/proc/self/statm` times the page
 /// size. `None` where there is no procfs.
 #[cfg(target_os = "linux")]
-fn resident_memory() -> Option<u64> {
+pub(crate) fn resident_memory() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * page_size()?)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn resident_memory() -> Option<u64> {
+pub(crate) fn resident_memory() -> Option<u64> {
     None
 }
 

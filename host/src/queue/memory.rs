@@ -167,7 +167,7 @@ impl QueueBackend for MemoryQueue {
                 }
             }
             tokio::select! {
-                woken = tokio::time::timeout_at(deadline, notified) => {
+                woken = crate::timers::timeout_at(deadline, notified) => {
                     if woken.is_err() {
                         return Ok(Vec::new());
                     }

@@ -13,8 +13,8 @@ pub mod redis;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -22,6 +22,7 @@ use async_trait::async_trait;
 pub use backoff::Backoff;
 
 use crate::manifest::QueueTrigger;
+use crate::scheduler::EntryWaker;
 
 /// Why a queue operation failed; mapped to the WIT `queue.error` in one place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -199,10 +200,12 @@ const MAX_DEDUP_KEY: usize = 256;
 pub struct Queues {
     backend: Arc<dyn QueueBackend>,
     triggers: BTreeMap<String, QueueTrigger>,
-    /// Wakes the maintenance loop when a delayed job may now be due earlier than planned.
-    delayed_enqueued: tokio::sync::Notify,
-    /// The earliest due time (ms) of delayed jobs enqueued here since the loop last looked.
-    earliest_local_due: AtomicU64,
+    /// Pulls the scheduler's promotion entry forward when a job enqueued here is due
+    /// earlier than planned; set once the worker has scheduled its maintenance.
+    promotion: OnceLock<EntryWaker>,
+    /// Bumped by every enqueue, delivery and finish on this host: the dashboard re-reads the
+    /// queues' counts only when it moved (or a minute went by), so an idle host stays quiet.
+    activity: AtomicU64,
 }
 
 impl Queues {
@@ -214,8 +217,8 @@ impl Queues {
         Self {
             backend,
             triggers,
-            delayed_enqueued: tokio::sync::Notify::new(),
-            earliest_local_due: AtomicU64::new(u64::MAX),
+            promotion: OnceLock::new(),
+            activity: AtomicU64::new(0),
         }
     }
 
@@ -237,20 +240,25 @@ impl Queues {
         self.triggers.values()
     }
 
-    pub(crate) fn delayed_enqueued(&self) -> &tokio::sync::Notify {
-        &self.delayed_enqueued
+    pub(crate) fn wake_promotion_with(&self, waker: EntryWaker) {
+        let _ = self.promotion.set(waker);
     }
 
-    /// Tells the maintenance loop that a job enqueued here is due at `due_ms`.
+    /// Tells the promotion entry that a job enqueued here is due at `due_ms`.
     pub(crate) fn note_local_due(&self, due_ms: u64) {
-        if self.earliest_local_due.fetch_min(due_ms, Ordering::AcqRel) > due_ms {
-            self.delayed_enqueued.notify_one();
+        if let Some(waker) = self.promotion.get() {
+            waker.wake_at(crate::scheduler::instant_of_wall_ms(due_ms));
         }
     }
 
-    pub(crate) fn take_earliest_local_due(&self) -> Option<u64> {
-        let due = self.earliest_local_due.swap(u64::MAX, Ordering::AcqRel);
-        (due != u64::MAX).then_some(due)
+    /// Counts a change of the queues seen by this host.
+    pub(crate) fn note_activity(&self) {
+        self.activity.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many changes this host has seen; compare two readings.
+    pub fn activity(&self) -> u64 {
+        self.activity.load(Ordering::Relaxed)
     }
 
     /// Validates and enqueues a job; nothing is stored when any check fails.
@@ -263,6 +271,7 @@ impl Queues {
         let new = self.prepare(queue, payload, request)?;
         let due = (!new.delay.is_zero()).then(|| now_ms() + new.delay.as_millis() as u64);
         let result = self.backend.enqueue(new).await?;
+        self.note_activity();
         if let Some(due) = due {
             self.note_local_due(due);
         }

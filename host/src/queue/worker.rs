@@ -4,8 +4,9 @@
 //! A host runs ONE reader for all its queues (one blocking Redis connection, not one per
 //! concurrency slot): it asks the backend only for as many jobs as there are free slots and
 //! otherwise sleeps until a slot frees up. Finished jobs are acknowledged in batches by one
-//! acker. A maintenance loop promotes delayed jobs exactly when they are due, requeues jobs
-//! whose host died, and heartbeats the jobs running here. Nothing polls.
+//! acker. The periodic part (promoting delayed jobs exactly when they are due, requeueing
+//! jobs whose host died, heartbeating the jobs running here) is three entries of the host's
+//! one [`Scheduler`], added by [`QueueWorker::schedule_maintenance`]. Nothing polls.
 //!
 //! Shutdown: the reader stops, running jobs get the grace period, and anything unfinished
 //! stays in the backend for redelivery. Nothing is lost.
@@ -25,13 +26,14 @@ use crate::engine::{ComponentEngine, InvocationError, with_deadline};
 use crate::manifest::QueueTrigger;
 use crate::metrics::{ComponentMetrics, ErrorKind, Metrics, Trigger};
 use crate::registry::{LoadedComponent, Registry};
+use crate::scheduler::{Scheduler, instant_of_wall_ms as instant_of};
 
 /// Finished jobs waiting for their batched acknowledgement.
 const ACK_BUFFER: usize = 4096;
 /// Most acknowledgements sent in one round trip.
 const ACK_BATCH: usize = 512;
-/// The longest the maintenance loop sleeps when nothing is due: the fallback that finds
-/// delayed jobs enqueued by a host that died before their due time.
+/// The longest promotion waits when nothing is known to be due: the fallback that finds
+/// delayed jobs enqueued by other hosts (or by one that died before their due time).
 const MAINTENANCE_MAX_SLEEP: Duration = Duration::from_secs(30);
 /// How often, and how many times, an interrupt of the reader is repeated until it lands.
 const INTERRUPT_RETRY: Duration = Duration::from_millis(20);
@@ -126,11 +128,10 @@ impl QueueWorker {
         }
         let (ack_tx, ack_rx) = mpsc::channel(ACK_BUFFER);
         let acker = self.acker(ack_rx);
-        let maintenance = self.maintenance(shutdown.clone());
         let reader = async {
             self.read(shutdown.clone(), ack_tx).await;
             self.tasks.close();
-            if tokio::time::timeout(grace, self.tasks.wait())
+            if crate::timers::timeout(grace, self.tasks.wait())
                 .await
                 .is_err()
             {
@@ -140,7 +141,7 @@ impl QueueWorker {
                 );
             }
         };
-        tokio::join!(reader, acker, maintenance);
+        tokio::join!(reader, acker);
     }
 
     /// The single reader: asks for as many jobs as there are free slots, per queue.
@@ -185,7 +186,7 @@ impl QueueWorker {
                         );
                     }
                     tokio::select! {
-                        () = tokio::time::sleep(pause) => {}
+                        () = crate::timers::sleep(pause) => {}
                         () = shutdown.cancelled() => break,
                     }
                 }
@@ -240,6 +241,7 @@ impl QueueWorker {
             tracing::warn!(queue = %delivery.job.queue, "received a job for a queue this host does not run");
             return;
         };
+        self.queues.note_activity();
         self.in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -266,6 +268,7 @@ impl QueueWorker {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&delivery.receipt);
             finish(&queues, &runner, delivery, outcome, started, acks).await;
+            queues.note_activity();
             drop(permit);
             slot_freed.notify_one();
         });
@@ -284,7 +287,7 @@ impl QueueWorker {
                         "acknowledging jobs failed: {e}; they will be redelivered after their visibility timeout"
                     ),
                     Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await
+                        crate::timers::sleep(Duration::from_millis(100 * u64::from(attempt))).await
                     }
                 }
             }
@@ -292,10 +295,14 @@ impl QueueWorker {
         }
     }
 
-    /// Delayed-job promotion, stalled-job requeue and heartbeats, each exactly when due.
-    async fn maintenance(&self, shutdown: CancellationToken) {
+    /// Adds the queues' periodic work to `scheduler`: delayed-job promotion (exactly when
+    /// the earliest known job is due, pulled forward when one is enqueued here), the requeue
+    /// of stalled jobs and the heartbeat of the jobs running here.
+    pub fn schedule_maintenance(&self, scheduler: &mut Scheduler) {
+        if self.runners.is_empty() {
+            return;
+        }
         let backend = self.queues.backend().clone();
-        let names = self.queues.names();
         let min_visibility = self
             .runners
             .values()
@@ -304,63 +311,73 @@ impl QueueWorker {
             .unwrap_or(Duration::from_secs(60));
         let (reclaim_every, heartbeat_every) = (min_visibility / 2, min_visibility / 3);
         let now = tokio::time::Instant::now();
-        let (mut promote_at, mut reclaim_at, mut heartbeat_at) =
-            (now, now + reclaim_every, now + heartbeat_every);
-        loop {
-            let wake = promote_at.min(reclaim_at).min(heartbeat_at);
-            let delayed = self.queues.delayed_enqueued().notified();
-            tokio::select! {
-                () = tokio::time::sleep_until(wake) => {}
-                () = delayed => {
-                    // A delayed job was enqueued here: it may be due before `promote_at`.
-                    if let Some(due) = self.queues.take_earliest_local_due() {
-                        promote_at = promote_at.min(instant_of(due));
-                    }
-                    continue;
-                }
-                () = shutdown.cancelled() => return,
-            }
-            let now = tokio::time::Instant::now();
-            if now >= promote_at {
-                promote_at = match backend.promote_due(&names, now_ms()).await {
-                    Ok(Some(due)) => instant_of(due).min(now + MAINTENANCE_MAX_SLEEP),
-                    Ok(None) => now + MAINTENANCE_MAX_SLEEP,
-                    Err(e) => {
-                        tracing::warn!("promoting delayed jobs failed: {e}");
-                        now + Duration::from_secs(1)
-                    }
-                };
-            }
-            if now >= reclaim_at {
-                for runner in self.runners.values() {
-                    let q = &runner.trigger.queue;
-                    match backend
-                        .reclaim_stalled(q, runner.trigger.visibility.0, RECLAIM_BATCH)
-                        .await
-                    {
-                        Ok(0) => {}
-                        Ok(n) => {
-                            tracing::warn!(queue = %q, jobs = n, "requeued stalled jobs (their host stopped without finishing them)")
+
+        let promoter = backend.clone();
+        let names: Arc<[String]> = self.queues.names().into();
+        let promotion = scheduler.add(
+            "queue promotion",
+            now,
+            Box::new(move |_due| {
+                let (backend, names) = (promoter.clone(), names.clone());
+                Box::pin(async move {
+                    let now = tokio::time::Instant::now();
+                    Some(match backend.promote_due(&names, now_ms()).await {
+                        Ok(Some(due)) => instant_of(due).min(now + MAINTENANCE_MAX_SLEEP),
+                        Ok(None) => now + MAINTENANCE_MAX_SLEEP,
+                        Err(e) => {
+                            tracing::warn!("promoting delayed jobs failed: {e}");
+                            now + Duration::from_secs(1)
                         }
-                        Err(e) => tracing::warn!(queue = %q, "reclaiming stalled jobs failed: {e}"),
+                    })
+                })
+            }),
+        );
+        self.queues.wake_promotion_with(promotion);
+
+        let reclaimer = backend.clone();
+        let queues: Arc<[(String, Duration)]> = self
+            .runners
+            .values()
+            .map(|r| (r.trigger.queue.clone(), r.trigger.visibility.0))
+            .collect();
+        scheduler.add(
+            "stalled-job reclaim",
+            now + reclaim_every,
+            Box::new(move |_due| {
+                let (backend, queues) = (reclaimer.clone(), queues.clone());
+                Box::pin(async move {
+                    for (q, visibility) in queues.iter() {
+                        match backend.reclaim_stalled(q, *visibility, RECLAIM_BATCH).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::warn!(queue = %q, jobs = n, "requeued stalled jobs (their host stopped without finishing them)"),
+                            Err(e) => tracing::warn!(queue = %q, "reclaiming stalled jobs failed: {e}"),
+                        }
                     }
-                }
-                reclaim_at = now + reclaim_every;
-            }
-            if now >= heartbeat_at {
-                let alive: Vec<Delivery> = self
-                    .in_flight
+                    Some(tokio::time::Instant::now() + reclaim_every)
+                })
+            }),
+        );
+
+        let in_flight = self.in_flight.clone();
+        scheduler.add(
+            "job heartbeat",
+            now + heartbeat_every,
+            Box::new(move |_due| {
+                let alive: Vec<Delivery> = in_flight
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .values()
                     .cloned()
                     .collect();
-                if let Err(e) = backend.heartbeat(&alive).await {
-                    tracing::warn!(jobs = alive.len(), "heartbeat failed: {e}");
-                }
-                heartbeat_at = now + heartbeat_every;
-            }
-        }
+                let backend = backend.clone();
+                Box::pin(async move {
+                    if let Err(e) = backend.heartbeat(&alive).await {
+                        tracing::warn!(jobs = alive.len(), "heartbeat failed: {e}");
+                    }
+                    Some(tokio::time::Instant::now() + heartbeat_every)
+                })
+            }),
+        );
     }
 }
 
@@ -373,15 +390,11 @@ async fn interrupt(backend: &dyn super::QueueBackend) {
 /// Sleeps until `at`, or forever when there is nothing to wait for.
 async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(at) => crate::timers::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
 
-/// The tokio instant of a wall-clock time in ms since the epoch.
-fn instant_of(due_ms: u64) -> tokio::time::Instant {
-    tokio::time::Instant::now() + Duration::from_millis(due_ms.saturating_sub(now_ms()))
-}
 
 /// Runs one attempt on a fresh instance under the queue's timeout, and records it in the
 /// component's metrics.
@@ -407,14 +420,7 @@ async fn run_attempt(
         attempt: delivery.job.attempt,
         max_attempts: delivery.job.max_attempts,
     };
-    let result = with_deadline(runner.trigger.timeout.0, async {
-        let instance = pre.instantiate_async(&mut store).await?;
-        instance
-            .llmchat_runtime_processor()
-            .call_process(&mut store, &job)
-            .await
-    })
-    .await;
+    let result = with_deadline(runner.trigger.timeout.0, pre.process(&mut store, &job)).await;
     let error = match &result {
         Ok(Ok(_)) => None,
         Ok(Err(_)) => Some(ErrorKind::Guest),

@@ -141,7 +141,7 @@ impl RedisPool {
         let _permit = self.acquire().await?;
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.commands.len();
         let conn = self.commands[i].clone();
-        match tokio::time::timeout(self.command_timeout, f(conn)).await {
+        match crate::timers::timeout(self.command_timeout, f(conn)).await {
             Ok(result) => result.map_err(RedisError::from),
             Err(_) => Err(RedisError::Unavailable(format!(
                 "no answer within {:?}",
@@ -167,7 +167,8 @@ impl RedisPool {
         let started = Instant::now();
         self.waiters.fetch_add(1, Ordering::Relaxed);
         let result =
-            tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned()).await;
+            crate::timers::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
+                .await;
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         self.waits.fetch_add(1, Ordering::Relaxed);
         let waited = started.elapsed();

@@ -58,6 +58,7 @@ impl FakeOpenAi {
                     .expect("send addr");
                 let app = axum::Router::new()
                     .route("/v1/chat/completions", axum::routing::post(completions))
+                    .route("/v1/models", axum::routing::get(models))
                     .with_state(state);
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
@@ -197,4 +198,12 @@ fn error(status: u16, message: &str) -> Response {
         Json(json!({"error": {"message": message, "type": "invalid_request_error", "code": null}})),
     )
         .into_response()
+}
+
+/// `GET /v1/models`: what the host's llm probe asks.
+async fn models() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "object": "list",
+        "data": [{"id": "fake-model", "object": "model", "owned_by": "llmchat-tests"}]
+    }))
 }

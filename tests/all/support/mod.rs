@@ -1,6 +1,8 @@
 //! Shared test harness: start a host, find components, read its log, measure its RSS.
 
+pub mod chromium;
 pub mod fake_openai;
+pub mod prometheus;
 pub mod redis;
 
 use std::io::{BufRead, BufReader};
@@ -58,6 +60,8 @@ pub struct Host {
     child: Child,
     pub base: String,
     log: Arc<Mutex<String>>,
+    /// Reads stderr into `log` until the host exits.
+    reader: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -93,7 +97,7 @@ impl Host {
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("llmchat listening on ").nth(1) {
                     let _ = tx.send(addr.trim().to_string());
@@ -108,6 +112,7 @@ impl Host {
                 child,
                 base,
                 log,
+                reader: Some(reader),
                 _dir: dir,
             }),
             Err(_) => {
@@ -155,7 +160,20 @@ impl Host {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.terminate_and_log().0
+    }
+
+    /// Sends SIGTERM, waits for the exit status, and returns it with the whole log.
+    pub fn terminate_and_log(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.signal_and_wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (status, self.log())
+    }
+
+    fn signal_and_wait(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.pid().to_string())

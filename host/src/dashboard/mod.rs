@@ -1,0 +1,170 @@
+//! The live dashboard: a bounded history of the key series, sampled by the scheduler,
+//! served as JSON at `/dashboard/history` and drawn by the static page at `/dashboard`.
+//!
+//! The old backend kept its monitoring history in an unbounded array (about 150 MB of a
+//! 255 MB process). Here the history is a ring of `[dashboard] samples` entries allocated
+//! once (360 × 10 s = one hour by default); older samples are overwritten. Long-term
+//! history is Prometheus's job, through `/metrics`.
+
+mod sample;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+pub use sample::Sample;
+
+use crate::manifest::DashboardSettings;
+use crate::metrics::Metrics;
+use crate::metrics::monitor::RecentAlert;
+use crate::scheduler::Scheduler;
+use sample::Sampler;
+
+/// The page, embedded: no build step, no external resource.
+pub const PAGE: &str = include_str!("index.html");
+
+/// A ring of at most `capacity` items, allocated once.
+pub struct Ring<T> {
+    items: VecDeque<T>,
+    capacity: usize,
+}
+
+impl<T: Clone> Ring<T> {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            items: VecDeque::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    pub fn push(&mut self, item: T) {
+        if self.items.len() == self.capacity {
+            self.items.pop_front();
+        }
+        self.items.push_back(item);
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Slots allocated: constant after construction.
+    pub fn allocated(&self) -> usize {
+        self.items.capacity()
+    }
+
+    pub fn to_vec(&self) -> Vec<T> {
+        self.items.iter().cloned().collect()
+    }
+}
+
+/// The history and its sampler; built once in `main`.
+pub struct Dashboard {
+    history: Mutex<Ring<Sample>>,
+    sampler: Mutex<Sampler>,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+}
+
+/// `GET /dashboard/history`.
+#[derive(Serialize)]
+struct HistoryJson<'a> {
+    interval_ms: u64,
+    capacity: usize,
+    samples: &'a [Sample],
+    alerts: Vec<RecentAlert>,
+}
+
+impl Dashboard {
+    pub fn new(settings: &DashboardSettings, metrics: Arc<Metrics>) -> Self {
+        Self {
+            history: Mutex::new(Ring::new(settings.samples)),
+            sampler: Mutex::new(Sampler::new(&metrics)),
+            interval: settings.sample_every.0,
+            metrics,
+        }
+    }
+
+    /// Adds the sampling to `scheduler`: every `sample_every`, at a fixed rate.
+    pub fn schedule(self: &Arc<Self>, scheduler: &mut Scheduler) {
+        let dashboard = self.clone();
+        let interval = self.interval;
+        scheduler.add(
+            "dashboard sample",
+            Instant::now() + interval,
+            Box::new(move |due| {
+                let dashboard = dashboard.clone();
+                Box::pin(async move {
+                    dashboard.sample().await;
+                    Some((due + interval).max(Instant::now()))
+                })
+            }),
+        );
+    }
+
+    /// Takes one sample now.
+    pub async fn sample(&self) {
+        let needed = self.lock_sampler().queue_read_needed(&self.metrics);
+        let queues = if needed {
+            Some(sample::read_queue_totals(&self.metrics).await)
+        } else {
+            None
+        };
+        let sample = self.lock_sampler().take(&self.metrics, queues);
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(sample);
+    }
+
+    fn lock_sampler(&self) -> std::sync::MutexGuard<'_, Sampler> {
+        self.sampler.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The history as `GET /dashboard/history` serves it.
+    pub fn history_json(&self) -> String {
+        let (samples, capacity) = {
+            let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            (history.to_vec(), history.capacity)
+        };
+        let json = HistoryJson {
+            interval_ms: self.interval.as_millis() as u64,
+            capacity,
+            samples: &samples,
+            alerts: self.metrics.monitors().recent_alerts(),
+        };
+        serde_json::to_string(&json).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// Samples held and slots allocated, for tests of the bound.
+    pub fn history_size(&self) -> (usize, usize) {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        (history.len(), history.allocated())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_keeps_the_newest_and_never_grows() {
+        let mut ring = Ring::new(360);
+        let allocated = ring.allocated();
+        for i in 0..100_000u32 {
+            ring.push(i);
+        }
+        assert_eq!(ring.len(), 360);
+        assert_eq!(ring.allocated(), allocated);
+        let items = ring.to_vec();
+        assert_eq!(items[0], 100_000 - 360);
+        assert_eq!(items[359], 99_999);
+    }
+}

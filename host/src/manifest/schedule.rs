@@ -1,0 +1,214 @@
+//! `[[trigger.schedule]]` and `[dashboard]`: when monitor components run, and how much
+//! history the dashboard keeps.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::{ComponentSpec, HumanDuration, is_simple_name};
+
+/// Shortest `every`: the scheduler's lag is well under a millisecond, but a period below
+/// this would mostly measure instantiation.
+const MIN_EVERY: Duration = Duration::from_millis(10);
+
+/// One `[[trigger.schedule]]` entry, validated.
+#[derive(Debug, Clone)]
+pub struct ScheduleTrigger {
+    /// Unique among schedules; names the tick claim in Redis, the metrics and the log.
+    pub name: String,
+    pub component: String,
+    pub when: When,
+    /// Wall-clock limit of one run.
+    pub timeout: Duration,
+}
+
+/// When a schedule ticks. Ticks are wall-clock instants (UTC), so every host of a cluster
+/// computes the same ones, and a tick's time identifies it.
+#[derive(Debug, Clone)]
+pub enum When {
+    /// At every multiple of the period since the Unix epoch.
+    Every(Duration),
+    /// At every match of a cron expression (5 fields, or 6 with seconds first), in UTC.
+    Cron(Box<croner::Cron>, String),
+}
+
+impl When {
+    /// The first tick strictly after `after_ms` (ms since the epoch), in ms since the epoch.
+    pub fn next_after(&self, after_ms: u64) -> Option<u64> {
+        match self {
+            When::Every(period) => {
+                let p = (period.as_millis() as u64).max(1);
+                Some((after_ms / p + 1) * p)
+            }
+            When::Cron(cron, _) => {
+                let after = DateTime::<Utc>::from_timestamp_millis(after_ms as i64)?;
+                let next = cron.find_next_occurrence(&after, false).ok()?;
+                u64::try_from(next.timestamp_millis()).ok()
+            }
+        }
+    }
+}
+
+impl fmt::Display for When {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            When::Every(p) => write!(f, "every {}", HumanDuration(*p)),
+            When::Cron(_, text) => write!(f, "cron {text:?} (UTC)"),
+        }
+    }
+}
+
+/// `[[trigger.schedule]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawScheduleTrigger {
+    #[serde(default)]
+    name: Option<String>,
+    component: String,
+    #[serde(default)]
+    every: Option<HumanDuration>,
+    #[serde(default)]
+    cron: Option<String>,
+    #[serde(default = "default_timeout")]
+    timeout: HumanDuration,
+}
+
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+impl RawScheduleTrigger {
+    pub(super) fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.component)
+    }
+
+    pub(super) fn validate(
+        self,
+        components: &std::collections::BTreeMap<String, ComponentSpec>,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> Result<ScheduleTrigger> {
+        if !components.contains_key(&self.component) {
+            bail!(
+                "field `component`: no component named {:?} is declared",
+                self.component
+            );
+        }
+        let name = self.name.unwrap_or_else(|| self.component.clone());
+        if !is_simple_name(&name) {
+            bail!("field `name`: {name:?} must be 1 to 64 of a-z, 0-9, '-' and '_'");
+        }
+        if !seen.insert(name.clone()) {
+            bail!("field `name`: two schedules are named {name:?}; give one a `name` of its own");
+        }
+        let when = match (self.every, self.cron) {
+            (Some(_), Some(_)) => bail!("fields `every` and `cron`: give one, not both"),
+            (None, None) => {
+                bail!(
+                    "field `every` or `cron` is required (e.g. every = \"30s\" or cron = \"0 3 * * *\")"
+                )
+            }
+            (Some(every), None) => {
+                if every.0 < MIN_EVERY {
+                    bail!(
+                        "field `every`: {every} is below the minimum of {}",
+                        HumanDuration(MIN_EVERY)
+                    );
+                }
+                When::Every(every.0)
+            }
+            (None, Some(text)) => {
+                let cron = croner::Cron::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("field `cron`: {text:?} is not a cron expression: {e}")
+                })?;
+                When::Cron(Box::new(cron), text)
+            }
+        };
+        if self.timeout.0.is_zero() {
+            bail!("field `timeout`: must be greater than zero");
+        }
+        Ok(ScheduleTrigger {
+            name,
+            component: self.component,
+            when,
+            timeout: self.timeout.0,
+        })
+    }
+}
+
+/// `[dashboard]`: the bounded in-memory history behind `/dashboard`. Long-term history is
+/// Prometheus's job; this is a window of `samples × sample_every` (1 hour by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardSettings {
+    #[serde(default = "default_sample_every")]
+    pub sample_every: HumanDuration,
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        Self {
+            sample_every: default_sample_every(),
+            samples: default_samples(),
+        }
+    }
+}
+
+fn default_sample_every() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+fn default_samples() -> usize {
+    360
+}
+
+/// Most samples a history may keep: about 1 MB of memory.
+const MAX_SAMPLES: usize = 10_000;
+
+impl DashboardSettings {
+    pub(super) fn validate(&self) -> Result<()> {
+        if self.sample_every.0 < MIN_EVERY {
+            bail!(
+                "in [dashboard]: field `sample_every`: {} is below the minimum of {}",
+                self.sample_every,
+                HumanDuration(MIN_EVERY)
+            );
+        }
+        if !(1..=MAX_SAMPLES).contains(&self.samples) {
+            bail!(
+                "in [dashboard]: field `samples`: {} is outside 1..={MAX_SAMPLES}",
+                self.samples
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ticks_at_multiples_of_the_period() {
+        let when = When::Every(Duration::from_secs(30));
+        assert_eq!(when.next_after(0), Some(30_000));
+        assert_eq!(when.next_after(29_999), Some(30_000));
+        assert_eq!(when.next_after(30_000), Some(60_000));
+    }
+
+    #[test]
+    fn cron_ticks_at_its_matches_in_utc() {
+        let cron = croner::Cron::from_str("0 3 * * *").unwrap();
+        let when = When::Cron(Box::new(cron), "0 3 * * *".into());
+        // 2026-11-26T12:00:00Z → next 03:00 is 2026-11-27T03:00:00Z.
+        let noon = 1_795_694_400_000;
+        let next = when.next_after(noon).unwrap();
+        assert_eq!(next - noon, 15 * 3600 * 1000);
+        assert_eq!(when.next_after(next), Some(next + 24 * 3600 * 1000));
+    }
+}

@@ -1,0 +1,240 @@
+//! `[[trigger.schedule]]`: monitor components run once per tick, on a fresh instance.
+//!
+//! Each schedule is one entry of the host's [`Scheduler`]. When a tick is due the entry
+//! (1) skips it, counted, if the previous run is still going — runs never overlap; (2)
+//! claims it through [`TickClaims`] so that, with several hosts on one Redis, exactly one
+//! runs it; (3) starts the run as a task tracked here, under the schedule's timeout and the
+//! component's memory cap. A run that traps, times out or hits its memory cap fails its own
+//! tick only: the host counts it, raises an alert, and the next tick runs as usual. The
+//! report's samples and alerts are published through [`Monitors`].
+
+mod claim;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio_util::task::TaskTracker;
+
+pub use claim::{Claim, LocalClaims, RedisClaims, TickClaims};
+
+use crate::capabilities::{Services, WitTick};
+use crate::engine::{ComponentEngine, with_deadline};
+use crate::manifest::ScheduleTrigger;
+use crate::metrics::{
+    ComponentMetrics, ErrorKind, Metrics, Monitors, Severity, TickOutcome, Trigger,
+};
+use crate::queue::now_ms;
+use crate::registry::{LoadedComponent, Registry};
+use crate::scheduler::{Scheduler, instant_of_wall_ms as instant_of};
+
+/// How long past its timeout a run's claim is held: a host that dies mid-run blocks the
+/// schedule for at most its timeout plus this.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// One schedule and its state between ticks.
+struct Schedule {
+    trigger: ScheduleTrigger,
+    component: Arc<LoadedComponent>,
+    metrics: Arc<ComponentMetrics>,
+    running: AtomicBool,
+    /// Ticks skipped since the last run, told to the next run.
+    skipped: AtomicU32,
+    /// The tick the schedule's entry is waiting for, in ms since the epoch.
+    next_tick_ms: AtomicU64,
+}
+
+/// Every `[[trigger.schedule]]` of the manifest; built once in `main`.
+pub struct Schedules {
+    schedules: Vec<Arc<Schedule>>,
+    shared: Arc<Shared>,
+}
+
+/// What every run needs.
+struct Shared {
+    engine: Arc<ComponentEngine>,
+    services: Arc<Services>,
+    monitors: Arc<Monitors>,
+    claims: Arc<dyn TickClaims>,
+    runs: TaskTracker,
+}
+
+impl Schedules {
+    pub fn new(
+        triggers: &[ScheduleTrigger],
+        registry: &Registry,
+        engine: Arc<ComponentEngine>,
+        services: Arc<Services>,
+        metrics: &Metrics,
+        claims: Arc<dyn TickClaims>,
+    ) -> Result<Self> {
+        let mut schedules = Vec::with_capacity(triggers.len());
+        for trigger in triggers {
+            let component = registry
+                .get(&trigger.component)
+                .with_context(|| {
+                    format!(
+                        "schedule `{}` names unknown component `{}`",
+                        trigger.name, trigger.component
+                    )
+                })?
+                .clone();
+            if component.monitor.is_none() {
+                bail!(
+                    "component `{}` of schedule `{}` does not export `llmchat:runtime/monitoring`",
+                    trigger.component,
+                    trigger.name
+                );
+            }
+            metrics.monitors().register_schedule(&trigger.name);
+            schedules.push(Arc::new(Schedule {
+                metrics: metrics.component(component.name(), Trigger::Schedule),
+                trigger: trigger.clone(),
+                component,
+                running: AtomicBool::new(false),
+                skipped: AtomicU32::new(0),
+                next_tick_ms: AtomicU64::new(0),
+            }));
+        }
+        Ok(Self {
+            schedules,
+            shared: Arc::new(Shared {
+                engine,
+                services,
+                monitors: metrics.monitors().clone(),
+                claims,
+                runs: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// Adds one scheduler entry per schedule, first due at its next tick.
+    pub fn schedule(&self, scheduler: &mut Scheduler) {
+        for schedule in &self.schedules {
+            let Some(first) = schedule.trigger.when.next_after(now_ms()) else {
+                tracing::warn!(schedule = %schedule.trigger.name, "{} never ticks; not scheduled", schedule.trigger.when);
+                continue;
+            };
+            schedule.next_tick_ms.store(first, Ordering::Relaxed);
+            tracing::info!(schedule = %schedule.trigger.name, component = %schedule.trigger.component, "scheduled {}", schedule.trigger.when);
+            let (schedule, shared) = (schedule.clone(), self.shared.clone());
+            scheduler.add(
+                format!("schedule {}", schedule.trigger.name),
+                instant_of(first),
+                Box::new(move |_due| Box::pin(tick(schedule.clone(), shared.clone()))),
+            );
+        }
+    }
+
+    /// After the scheduler stopped: lets running ticks finish within `grace`.
+    pub async fn drain(&self, grace: Duration) {
+        self.shared.runs.close();
+        if crate::timers::timeout(grace, self.shared.runs.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.shared.runs.len(),
+                "monitor runs still going after the grace period are abandoned"
+            );
+        }
+    }
+}
+
+/// A due tick: skip, claim, or start the run. Returns when the next tick is due.
+async fn tick(schedule: Arc<Schedule>, shared: Arc<Shared>) -> Option<tokio::time::Instant> {
+    let name = &schedule.trigger.name;
+    let tick_ms = schedule.next_tick_ms.load(Ordering::Relaxed);
+    // Ticks missed while the host was stalled are not made up for: the next one is the
+    // first after now.
+    let next_ms = schedule.trigger.when.next_after(tick_ms.max(now_ms()))?;
+    schedule.next_tick_ms.store(next_ms, Ordering::Relaxed);
+    let next = Some(instant_of(next_ms));
+    if schedule.running.load(Ordering::Acquire) {
+        skip(&schedule, &shared, "the previous run is still going");
+        return next;
+    }
+    let lease = schedule.trigger.timeout + LEASE_MARGIN;
+    let keep = Duration::from_millis(next_ms.saturating_sub(tick_ms)) * 2;
+    match shared.claims.claim(name, tick_ms, lease, keep).await {
+        Ok(Claim::Won) => {
+            schedule.running.store(true, Ordering::Release);
+            let skipped = schedule.skipped.swap(0, Ordering::Relaxed);
+            shared
+                .runs
+                .spawn(run(schedule.clone(), shared.clone(), tick_ms, skipped));
+        }
+        Ok(Claim::Taken) => shared.monitors.tick(name, TickOutcome::Elsewhere),
+        Ok(Claim::Busy) => skip(
+            &schedule,
+            &shared,
+            "its previous run is still going on another host",
+        ),
+        Err(e) => {
+            tracing::warn!(schedule = %name, "tick not run: claiming it failed ({e}), and running it unclaimed could run it twice");
+            shared.monitors.tick(name, TickOutcome::Unclaimed);
+        }
+    }
+    next
+}
+
+fn skip(schedule: &Schedule, shared: &Shared, why: &str) {
+    let skipped = schedule.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::info!(schedule = %schedule.trigger.name, skipped, "tick skipped: {why}");
+    shared
+        .monitors
+        .tick(&schedule.trigger.name, TickOutcome::Skipped);
+}
+
+/// One run of the monitor on a fresh instance; publishes its report or its failure.
+async fn run(schedule: Arc<Schedule>, shared: Arc<Shared>, tick_ms: u64, skipped: u32) {
+    let (name, component) = (&schedule.trigger.name, &schedule.component);
+    if let Some(pre) = &component.monitor {
+        let started = Instant::now();
+        let mut store = component.new_store(&shared.engine, &shared.services);
+        let tick = WitTick {
+            schedule: name.clone(),
+            scheduled_at_ms: tick_ms,
+            skipped,
+        };
+        let result = with_deadline(schedule.trigger.timeout, pre.run(&mut store, &tick)).await;
+        let error = match &result {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) => Some(ErrorKind::Guest),
+            Err(e) => Some(ErrorKind::from(e)),
+        };
+        schedule
+            .metrics
+            .invocation(started.elapsed(), store.data().peak_memory(), error);
+        let monitor = component.name();
+        match result {
+            Ok(Ok(report)) => {
+                for problem in shared.monitors.publish(monitor, &report) {
+                    tracing::warn!(schedule = %name, "part of the report was refused: {problem}");
+                }
+                shared.monitors.tick(name, TickOutcome::Ok);
+            }
+            Ok(Err(message)) => {
+                shared.monitors.tick(name, TickOutcome::Failed);
+                shared.monitors.alert(
+                    monitor,
+                    Severity::Warning,
+                    &format!("schedule `{name}`: the tick failed: {message}"),
+                );
+            }
+            Err(e) => {
+                shared.monitors.tick(name, TickOutcome::Failed);
+                shared.monitors.alert(
+                    monitor,
+                    Severity::Warning,
+                    &format!("schedule `{name}`: component `{monitor}` failed: {e}"),
+                );
+            }
+        }
+    }
+    if let Err(e) = shared.claims.release(name, tick_ms).await {
+        tracing::debug!(schedule = %name, "releasing the tick's claim failed ({e}); it expires with its lease");
+    }
+    schedule.running.store(false, Ordering::Release);
+}
