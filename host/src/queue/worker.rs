@@ -395,7 +395,6 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     }
 }
 
-
 /// Runs one attempt on a fresh instance under the queue's timeout, and records it in the
 /// component's metrics.
 async fn run_attempt(
