@@ -13,6 +13,7 @@ setup:
     rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
     command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
     command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
+    command -v chromium >/dev/null || command -v chromium-browser >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
 
 # Build the guest components (wasm32-wasip2).
 build-components:
@@ -30,7 +31,7 @@ run *ARGS: build
 # Run unit and end-to-end tests (host, and the guest components' unit tests natively).
 test: build-components
     cargo test --locked --release --workspace
-    cd {{components}} && cargo test --locked --lib -p chat -p summarizer -p cleanup -p conversation-store -p fixture-processor --target "$(rustc -vV | sed -n 's/^host: //p')"
+    cd {{components}} && cargo test --locked --lib -p chat -p summarizer -p cleanup -p conversation-store -p fixture-processor -p health -p fixture-monitor --target "$(rustc -vV | sed -n 's/^host: //p')"
 
 # Run the tests whose name contains NAME.
 test-one NAME: build-components
