@@ -271,6 +271,10 @@ fn tasks_and_timers_do_not_grow_with_queues_concurrency_and_monitors() {
     }
     let (small_tasks, small_timers) = idle_tasks_and_timers(&small);
     let (large_tasks, large_timers) = idle_tasks_and_timers(&large);
+    eprintln!(
+        "idle: 3×5 + 2 monitors: {small_tasks} tasks, {small_timers} timers; \
+         20×50 + 20 monitors: {large_tasks} tasks, {large_timers} timers"
+    );
     assert!(
         (large_tasks - small_tasks).abs() <= 2.0,
         "tasks: {small_tasks} for 3×5 + 2 monitors, {large_tasks} for 20×50 + 20 monitors"
@@ -343,4 +347,84 @@ fn the_dashboard_history_stays_bounded() {
         (h["samples"][0]["t_ms"].as_u64().unwrap() > oldest + 600).then_some(h)
     });
     assert_eq!(later["samples"].as_array().unwrap().len(), 20);
+}
+
+#[test]
+fn the_health_monitor_reports_redis_the_queues_and_the_llm_and_alerts_on_thresholds() {
+    let redis = RedisServer::start();
+    let llm = crate::support::fake_openai::FakeOpenAi::start();
+    let manifest = format!(
+        "[redis]\nurl = {:?}\n\
+         [llm]\nprovider = \"openai\"\nbase_url = \"{}\"\napi_key_env = \"LLMCHAT_TEST_KEY\"\nmodel = \"fake-model\"\n\
+         {}[component.health.config]\ndead_warn = \"1\"\n\
+         [[trigger.schedule]]\ncomponent = \"health\"\nevery = \"100ms\"\ntimeout = \"5s\"\n\
+         {}[[trigger.queue]]\nqueue = \"work\"\ncomponent = \"proc\"\nmax_attempts = 1\n",
+        redis.url(),
+        llm.base_url,
+        component_toml("health", &component("health"), ""),
+        component_toml("proc", &component("fixture-processor"), ""),
+    );
+    let host = Host::start_with_env(
+        &manifest,
+        &[("LLMCHAT_TEST_KEY", crate::support::fake_openai::API_KEY)],
+    );
+    // One job that fails for good: one dead job, the dead_warn threshold.
+    let enqueued = client()
+        .post(host.url("/admin/queues/work/jobs"))
+        .json(&serde_json::json!({ "payload": { "action": "fail" } }))
+        .send()
+        .unwrap();
+    assert!(
+        enqueued.status().is_success(),
+        "{}",
+        enqueued.text().unwrap()
+    );
+    let health = |s: &[Sample], sample: &str, extra: &[(&str, &str)]| {
+        let mut labels = vec![("monitor", "health"), ("sample", sample)];
+        labels.extend_from_slice(extra);
+        value(s, "llmchat_monitor_sample", &labels)
+    };
+    let samples = scrape_until(&host, "health samples with one dead job", |s| {
+        health(s, "queue_dead", &[("queue", "work")]) == Some(1.0)
+    });
+    assert_eq!(health(&samples, "redis_up", &[]), Some(1.0));
+    let latency = health(&samples, "redis_latency_ms", &[]).expect("redis latency");
+    assert!(latency > 0.0 && latency < 500.0, "{latency}");
+    assert_eq!(
+        health(&samples, "llm_up", &[]),
+        Some(1.0),
+        "GET /v1/models answered"
+    );
+    assert_eq!(
+        health(&samples, "queue_waiting", &[("queue", "work")]),
+        Some(0.0)
+    );
+    let samples = scrape_until(&host, "the dead-job warning", |s| {
+        sum(
+            s,
+            "llmchat_monitor_alerts_total",
+            &[("monitor", "health"), ("severity", "warning")],
+        ) >= 1.0
+    });
+    assert_eq!(
+        sum(
+            &samples,
+            "llmchat_monitor_alerts_total",
+            &[("monitor", "health"), ("severity", "critical")]
+        ),
+        0.0,
+        "nothing is down:\n{}",
+        host.log()
+    );
+    assert!(host.log().contains("dead jobs"), "{}", host.log());
+    // The llm goes away: the next ticks say so, critically.
+    drop(llm);
+    scrape_until(&host, "llm_up = 0 and a critical alert", |s| {
+        health(s, "llm_up", &[]) == Some(0.0)
+            && sum(
+                s,
+                "llmchat_monitor_alerts_total",
+                &[("monitor", "health"), ("severity", "critical")],
+            ) >= 1.0
+    });
 }
