@@ -4,6 +4,13 @@
 //! one `increment_epoch` every [`TICK`]. A ticker per request is the bug that cost
 //! `wasmtime serve` two orders of magnitude; a plain thread (not a tokio task) keeps ticking
 //! even when every tokio worker is busy running guest code, which is exactly when it matters.
+//!
+//! It is the one periodic duty outside [`crate::scheduler`], on purpose, and not for speed:
+//! guests yield to tokio only when the epoch moves, so as a scheduler entry it could be
+//! starved by the very guests it must interrupt. Two spinning guests on a 2-worker runtime
+//! would never yield, the scheduler task would never run, and neither would any timeout: a
+//! livelock. `tests/all/fixtures.rs` runs as many spinning guests as workers and checks that
+//! others are served and the loops end at their timeout.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
