@@ -37,7 +37,7 @@ test: build-components
 test-one NAME: build-components
     cargo test --locked --release --workspace -- {{NAME}}
 
-# Benchmarks: per-invocation cost, HTTP load vs wasmtime serve, RSS, queues vs BullMQ (~3.5 min).
+# Benchmarks: per-invocation cost, HTTP load vs wasmtime serve, RSS, queues vs BullMQ (~4 min).
 # Prints a markdown table and writes it to target/bench-report.md.
 bench: build
     env -u RUST_BACKTRACE cargo bench --locked -p llmchat-host --bench llmchat

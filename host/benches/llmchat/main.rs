@@ -13,13 +13,17 @@
 //! - [`memory`]: (d) the host's RSS idle, and before and after 200 memory-bomb requests.
 //! - [`queues`]: (q) queue throughput on the redis and memory backends, Redis commands per
 //!   job, enqueue→start latency, delayed-job lateness, idle cost, and the host's RSS.
+//! - [`soak`]: (s) 1,000,000 invocations (HTTP, queue jobs and schedule ticks mixed) against
+//!   the real binary: RSS, tokio tasks and armed timers at 10k and at 1M, scheduler lag.
 //! - [`process`]: the child processes (killed on drop, even on error) and small probes;
 //!   [`redis_probe`]: what the queue benchmarks read from Redis.
 //! - [`report`]: the table and the targets.
 //!
 //! `LLMCHAT_BENCH_WRK_SECS` shortens the `wrk` runs (default 10 s) and `LLMCHAT_BENCH_QUICK=1`
 //! shrinks the queue benchmarks' job counts, for a quick trial; the figures for the README
-//! come from the defaults. `LLMCHAT_BENCH_ONLY=queues` runs the queue benchmarks alone.
+//! come from the defaults. `LLMCHAT_BENCH_ONLY=queues` runs the queue benchmarks alone, and
+//! `LLMCHAT_BENCH_ONLY=soak` the soak alone (`LLMCHAT_BENCH_QUICK=1`: 100k invocations;
+//! `LLMCHAT_BENCH_SOAK_BACKEND=redis` puts its kv and queues on a private Redis).
 
 mod invocation;
 mod load;
@@ -28,6 +32,7 @@ mod process;
 mod queues;
 mod redis_probe;
 mod report;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -62,11 +67,22 @@ fn run() -> Result<()> {
     }
     let wrk = WrkSettings::from_env()?;
     let queue_settings = queues::Settings::from_env()?;
-    if std::env::var("LLMCHAT_BENCH_ONLY").as_deref() == Ok("queues") {
-        let work = tempfile::tempdir().context("creating a temp folder")?;
-        let results =
-            queues::measure(&paths, &work.path().join("artifact-cache"), &queue_settings)?;
-        return write_report(&paths, &report::render_queues(&results));
+    let soak_settings = soak::Settings::from_env()?;
+    match std::env::var("LLMCHAT_BENCH_ONLY").as_deref() {
+        Ok("queues") => {
+            let work = tempfile::tempdir().context("creating a temp folder")?;
+            let results =
+                queues::measure(&paths, &work.path().join("artifact-cache"), &queue_settings)?;
+            return write_report(&paths, &report::render_queues(&results));
+        }
+        Ok("soak") => {
+            eprintln!("(s) soak: {}", soak_settings.describe());
+            let work = tempfile::tempdir().context("creating a temp folder")?;
+            let results =
+                soak::measure(&paths, &work.path().join("artifact-cache"), &soak_settings)?;
+            return write_report(&paths, &report::render_soak(&results));
+        }
+        _ => {}
     }
 
     eprintln!("(a) per-invocation overhead, in-process");
@@ -111,6 +127,9 @@ fn run() -> Result<()> {
     eprintln!("(q) queues: {}", queue_settings.describe());
     let queues = queues::measure(&paths, &cache, &queue_settings)?;
 
+    eprintln!("(s) soak: {}", soak_settings.describe());
+    let soak = soak::measure(&paths, &cache, &soak_settings)?;
+
     let table = report::render(&report::Results {
         context: report::Context {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -127,6 +146,7 @@ fn run() -> Result<()> {
         cold_rss,
         memory,
         queues,
+        soak,
     });
     write_report(&paths, &table)
 }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::load::Load;
-use crate::{invocation, median, memory, percentile, queues};
+use crate::{invocation, median, memory, percentile, queues, soak};
 
 /// Targets from issue 2.
 const MAX_INVOCATION_US: f64 = 10.0;
@@ -26,6 +26,12 @@ const MAX_LATENESS_P99_MS: f64 = 20.0;
 const MAX_IDLE_COMMANDS_PER_SEC: f64 = 1.0;
 const MAX_CONNECTIONS: u64 = 3;
 const MAX_QUEUE_RSS_GROWTH: i64 = 5_000_000;
+
+/// Targets from issue 4 (item 7): the soak.
+const MAX_SOAK_RSS_GROWTH: i64 = 5_000_000;
+const MAX_SOAK_LAG_P99_SECS: f64 = 0.005;
+/// "Equal within a few": tasks and timers at the two checkpoints.
+const MAX_SOAK_DRIFT: u64 = 3;
 
 const STALL_NOTE: &str = "2 s without progress";
 
@@ -50,6 +56,7 @@ pub struct Results {
     pub cold_rss: u64,
     pub memory: memory::Results,
     pub queues: queues::Results,
+    pub soak: soak::Results,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -159,6 +166,7 @@ pub fn render(r: &Results) -> String {
     out.push_str(&table(&rows));
     out.push_str(&summary(&rows));
     out.push_str(&queue_notes(&r.queues));
+    out.push_str(&soak_notes(&r.soak));
     out
 }
 
@@ -169,6 +177,16 @@ pub fn render_queues(q: &queues::Results) -> String {
     out.push_str(&table(&rows));
     out.push_str(&summary(&rows));
     out.push_str(&queue_notes(q));
+    out
+}
+
+/// The report of the soak alone (`LLMCHAT_BENCH_ONLY=soak`).
+pub fn render_soak(s: &soak::Results) -> String {
+    let rows = soak_rows(s);
+    let mut out = String::from("## Benchmarks (soak only)\n\n");
+    out.push_str(&table(&rows));
+    out.push_str(&summary(&rows));
+    out.push_str(&soak_notes(s));
     out
 }
 
@@ -296,6 +314,7 @@ fn rows(r: &Results) -> Vec<Row> {
         ),
     ]);
     rows.extend(queue_rows(&r.queues));
+    rows.extend(soak_rows(&r.soak));
     rows
 }
 
@@ -559,6 +578,214 @@ fn queue_notes(q: &queues::Results) -> String {
         format!("{:.1}× smaller at start", 74e6 / q.rss.start.max(1) as f64),
     );
     out
+}
+
+fn soak_rows(s: &soak::Results) -> Vec<Row> {
+    let [first, last] = &s.marks;
+    let (at_first, at_last) = (count_label(soak::FIRST_MARK), count_label(s.total));
+    let mix = &s.mix;
+    let growth = s.rss_growth();
+    let drift = |a: u64, b: u64| a.abs_diff(b);
+    let range = |(lo, hi): (u64, u64)| {
+        if lo == hi {
+            String::new()
+        } else {
+            format!(" (range {lo}–{hi})")
+        }
+    };
+    let lag = &s.lag;
+    let mut lag_row = Row::target(
+        "(s) scheduler lag over the soak, every entry",
+        format!(
+            "{} starts; mean {:.2} ms; {} over 5 ms; worst {}",
+            thousands(lag.count as f64),
+            lag.mean * 1e3,
+            thousands(lag.over_5ms as f64),
+            lag.worst_le
+                .map_or("above 1 s".to_string(), |le| format!("≤ {}", secs(le)))
+        ),
+        "p99 ≤ 5 ms",
+        lag.count > 0 && lag.p99 <= MAX_SOAK_LAG_P99_SECS,
+    );
+    lag_row.p50 = secs(lag.p50);
+    lag_row.p99 = secs(lag.p99);
+    let ticks = &s.ticks;
+    let mut soak_row = Row::info(
+        "(s) soak: invocations by trigger",
+        format!(
+            "{} (http {} / queue {} / schedule {}); {} of them in {:.1} s under load ({}/s); \
+             {} backend",
+            thousands(mix.total() as f64),
+            thousands(mix.http as f64),
+            thousands(mix.queue as f64),
+            thousands(mix.schedule as f64),
+            thousands(s.under_load as f64),
+            s.load_secs,
+            thousands(s.under_load as f64 / s.load_secs.max(1e-9)),
+            s.backend.as_str()
+        ),
+    )
+    .with_errors(s.errors());
+    if last.backlog > 0 || first.backlog > 0 {
+        let _ = write!(
+            soak_row.result,
+            "; queue backlog when the load stopped: {} jobs at {at_first} (ran in {:.1} s), {} \
+             at {at_last} (ran in {:.1} s)",
+            thousands(first.backlog as f64),
+            first.drained_in.as_secs_f64(),
+            thousands(last.backlog as f64),
+            last.drained_in.as_secs_f64()
+        );
+    }
+    soak_row.p50 = format!("{:.2} ms", s.wrk_p50_ms);
+    soak_row.p99 = format!("{:.2} ms", s.wrk_p99_ms);
+    vec![
+        soak_row,
+        Row::info(
+            &format!("(s) RSS at {at_first} invocations"),
+            format!(
+                "{} (anon {}; {} invocations)",
+                mb(first.rss),
+                mb(first.rss_anon),
+                thousands(first.invocations as f64)
+            ),
+        ),
+        Row::info(
+            &format!("(s) RSS at {at_last} invocations"),
+            format!(
+                "{} (anon {}; {} invocations)",
+                mb(last.rss),
+                mb(last.rss_anon),
+                thousands(last.invocations as f64)
+            ),
+        ),
+        Row::target(
+            &format!("(s) RSS growth, {at_first} → {at_last} invocations"),
+            format!(
+                "{:+.1} MB (anon {:+.1} MB)",
+                growth as f64 / 1e6,
+                (last.rss_anon as i64 - first.rss_anon as i64) as f64 / 1e6
+            ),
+            "≤ 5 MB",
+            growth <= MAX_SOAK_RSS_GROWTH,
+        ),
+        lag_row,
+        Row::target(
+            &format!("(s) tokio alive tasks, {at_first} → {at_last}"),
+            format!(
+                "{}{} → {}{}",
+                first.tasks,
+                range(first.tasks_range),
+                last.tasks,
+                range(last.tasks_range)
+            ),
+            &format!("equal within {MAX_SOAK_DRIFT}"),
+            drift(first.tasks, last.tasks) <= MAX_SOAK_DRIFT,
+        ),
+        Row::target(
+            &format!("(s) timers armed, {at_first} → {at_last}"),
+            format!(
+                "{}{} → {}{}",
+                first.timers,
+                range(first.timers_range),
+                last.timers,
+                range(last.timers_range)
+            ),
+            &format!("equal within {MAX_SOAK_DRIFT}"),
+            drift(first.timers, last.timers) <= MAX_SOAK_DRIFT,
+        ),
+        Row::info(
+            "(s) schedule ticks: ok / skipped / failed / unclaimed",
+            format!(
+                "{} ({:.0}/s under load, {} expected) / {} / {} / {}; monitor runs p50 {} \
+                 p99 {}",
+                thousands(ticks.get("ok") as f64),
+                ticks.ok_per_sec,
+                thousands((soak::SCHEDULES as u64 * 1000 / soak::SCHEDULE_EVERY_MS) as f64),
+                thousands(ticks.get("skipped") as f64),
+                ticks.get("failed"),
+                ticks.get("unclaimed"),
+                secs(ticks.run_p50),
+                secs(ticks.run_p99)
+            ),
+        )
+        .with_errors(ticks.get("skipped") + ticks.get("failed") + ticks.get("unclaimed")),
+        Row::info(
+            "(s) host CPU per invocation under load",
+            format!(
+                "{:.1} µs; other processes used {:.0}% of the CPUs meanwhile",
+                s.host_cpu_us,
+                s.others_share * 100.0
+            ),
+        ),
+    ]
+}
+
+/// How the soak was run.
+fn soak_notes(s: &soak::Results) -> String {
+    let mut out = String::from("\n### Soak: method\n\n");
+    let _ = writeln!(
+        out,
+        "Soak rows (s): {}. The real `llmchat up` binary; invocations are \
+         `llmchat_component_invocations_total` summed over every component and trigger. \
+         Checkpoints at {} invocations and at the total: the load stops, the queues drain, \
+         then VmRSS and RssAnon (/proc) and the median of {} scrapes {} ms apart of \
+         `llmchat_tokio_alive_tasks` and `llmchat_timers_armed` (the schedules keep ticking; \
+         the range shows scrapes that caught a tick's runs). Scheduler lag: the bucket deltas \
+         of `llmchat_scheduler_lag_seconds` over both load phases, quantiles interpolated \
+         within buckets (`histogram_quantile`); it covers every scheduler entry, the host's \
+         own maintenance included. The p50/p99 of the first row are wrk's latencies over the \
+         long phase, at {} req/s; {} jobs were enqueued through the admin API; {:.0} s wall \
+         clock in all; the slowest `/metrics` scrape under load took {:.0} ms.\n",
+        s.settings,
+        thousands(soak::FIRST_MARK as f64),
+        soak::SETTLE_SAMPLES,
+        soak::SETTLE_EVERY.as_millis(),
+        thousands(s.wrk_req_per_sec),
+        thousands(s.enqueued as f64),
+        s.wall_secs,
+        s.slowest_scrape.as_secs_f64() * 1e3
+    );
+    let _ = writeln!(
+        out,
+        "Errors: {} component errors, {} wrk non-2xx or socket errors, {} enqueue calls \
+         refused{}.",
+        s.component_errors,
+        s.wrk_errors,
+        s.enqueue_errors,
+        s.first_enqueue_error
+            .as_deref()
+            .map_or(String::new(), |e| format!(" (first: {e})"))
+    );
+    if s.others_share > soak::MAX_OTHERS_SHARE {
+        let _ = writeln!(
+            out,
+            "\n**Disturbed**: other processes used {:.0}% of the CPUs during the soak; rerun \
+             it on a quiet machine.",
+            s.others_share * 100.0
+        );
+    }
+    out
+}
+
+/// `1,000,000` as `1M`, `10,000` as `10k`.
+fn count_label(n: u64) -> String {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1_000 && n.is_multiple_of(1_000) {
+        format!("{}k", n / 1_000)
+    } else {
+        thousands(n as f64)
+    }
+}
+
+/// Seconds as `0.42 ms` (or `1.20 s`).
+fn secs(v: f64) -> String {
+    if v >= 1.0 {
+        format!("{v:.2} s")
+    } else {
+        format!("{:.2} ms", v * 1e3)
+    }
 }
 
 /// A markdown table with padded columns, so that it also reads well as plain text.
