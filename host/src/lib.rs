@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod capabilities;
 pub mod dashboard;
+pub mod deploy;
 pub mod engine;
 pub mod http;
 pub mod kv;

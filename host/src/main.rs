@@ -16,11 +16,12 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use llmchat_host::admin::AdminAuth;
+use llmchat_host::admin::{AdminApi, AdminAuth};
 use llmchat_host::capabilities::Services;
 use llmchat_host::dashboard::Dashboard;
+use llmchat_host::deploy::{Deployer, Targets};
 use llmchat_host::engine::{ComponentEngine, PoolSizing};
-use llmchat_host::http::HttpServer;
+use llmchat_host::http::{HttpServer, LiveRoutes};
 use llmchat_host::kv::{KvStore, MemoryKv, RedisKv};
 use llmchat_host::manifest::Manifest;
 use llmchat_host::metrics::Metrics;
@@ -57,6 +58,12 @@ enum Command {
     Queues(cli::queues::QueuesArgs),
     /// List a queue's dead jobs, or retry or purge them.
     Dead(cli::queues::DeadArgs),
+    /// Deploy (create or replace) a component on a running host from a .wasm file.
+    Deploy(cli::components::DeployArgs),
+    /// List a running host's components: version, origin, exports, triggers, invocations.
+    Components(cli::components::ComponentsArgs),
+    /// Return a deployed component to its previous version.
+    Rollback(cli::components::RollbackArgs),
 }
 
 #[derive(clap::Args)]
@@ -70,6 +77,10 @@ struct UpArgs {
     /// Folder for compiled components [default: $XDG_CACHE_HOME/llmchat or ~/.cache/llmchat].
     #[arg(long, env = "LLMCHAT_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Folder for deployments, kept across restarts [default: $XDG_STATE_HOME/llmchat or
+    /// ~/.local/state/llmchat].
+    #[arg(long, env = "LLMCHAT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Compile every component at start-up instead of using the artifact cache.
     #[arg(long)]
     no_cache: bool,
@@ -99,6 +110,9 @@ fn main() -> ExitCode {
                     Command::Enqueue(args) => cli::queues::enqueue(args).await,
                     Command::Queues(args) => cli::queues::queues(args).await,
                     Command::Dead(args) => cli::queues::dead(args).await,
+                    Command::Deploy(args) => cli::components::deploy(args).await,
+                    Command::Components(args) => cli::components::components(args).await,
+                    Command::Rollback(args) => cli::components::rollback(args).await,
                 }
             });
             rt.shutdown_timeout(RUNTIME_SHUTDOWN);
@@ -163,37 +177,65 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         queues: queues.clone(),
         redis: redis.clone(),
     });
-    let worker = QueueWorker::new(
-        queues,
+    let worker = Arc::new(QueueWorker::new(
+        queues.clone(),
         &registry,
         engine.clone(),
         services.clone(),
-        &metrics,
-    )?;
+        metrics.clone(),
+    )?);
     let claims: Arc<dyn TickClaims> = match &redis {
         Some(pool) => Arc::new(RedisClaims::new(pool.clone())),
         None => Arc::new(LocalClaims),
     };
-    let schedules = Schedules::new(
-        &manifest.schedule_triggers,
-        &registry,
+    let schedules = Arc::new(Schedules::new(
         engine.clone(),
         services.clone(),
-        &metrics,
+        metrics.clone(),
         claims,
-    )?;
+    ));
     let dashboard = Arc::new(Dashboard::new(&manifest.dashboard, metrics.clone()));
     // The one owner of time: every periodic duty of every module is an entry here.
-    let mut scheduler = Scheduler::new(metrics.scheduler().clone());
-    worker.schedule_maintenance(&mut scheduler);
-    schedules.schedule(&mut scheduler);
-    dashboard.schedule(&mut scheduler);
-    llmchat_host::kv::schedule_sweep(services.kv.clone(), &mut scheduler);
+    let scheduler = Scheduler::new(metrics.scheduler().clone());
+    worker.schedule_maintenance(&scheduler);
+    schedules
+        .apply(&manifest.schedule_triggers, &registry, &scheduler.handle())
+        .with_context(in_manifest)?;
+    dashboard.schedule(&scheduler);
+    llmchat_host::kv::schedule_sweep(services.kv.clone(), &scheduler);
     tracing::info!(entries = scheduler.len(), "scheduler ready");
-    let admin = AdminAuth::from_env();
-    tracing::info!("{}", admin.describe());
+    let routes = Arc::new(LiveRoutes::default());
+    routes
+        .set(&manifest.http_triggers, &registry, &metrics)
+        .with_context(in_manifest)?;
+    let targets = Targets {
+        queues: queues.clone(),
+        worker: worker.clone(),
+        schedules: schedules.clone(),
+        scheduler: scheduler.handle(),
+        routes: routes.clone(),
+        metrics: metrics.clone(),
+    };
+    let state_dir = args
+        .state_dir
+        .or_else(llmchat_host::deploy::default_state_dir);
+    let deployer = Arc::new(Deployer::new(
+        engine.clone(),
+        &manifest,
+        registry,
+        targets,
+        state_dir,
+    )?);
+    deployer.restore().await;
+    let auth = AdminAuth::from_env();
+    tracing::info!("{}", auth.describe());
+    let admin = AdminApi {
+        auth,
+        queues,
+        deployer: deployer.clone(),
+    };
     let server = HttpServer::new(
-        &manifest, engine, &registry, services, admin, metrics, dashboard,
+        &manifest, engine, routes, services, admin, metrics, dashboard,
     )?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -223,11 +265,12 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         scheduler.run(shutdown.clone()).await;
         schedules.drain(grace).await;
     };
-    let ((), served, (), ()) = tokio::join!(
+    let ((), served, (), (), ()) = tokio::join!(
         watch_signals,
         serve,
         worker.run(shutdown.clone(), grace),
-        periodic
+        periodic,
+        deployer.watch(shutdown.clone())
     );
     served
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tokio::sync::Semaphore;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -54,7 +54,9 @@ impl LoadedComponent {
     }
 }
 
-/// Every component of the manifest, by name.
+/// Every component of the host, by name: a snapshot. A deploy builds the next one with
+/// [`Registry::with`] / [`Registry::without`]; what already runs keeps the `Arc`s it holds.
+#[derive(Clone, Default)]
 pub struct Registry {
     components: BTreeMap<String, Arc<LoadedComponent>>,
 }
@@ -64,14 +66,7 @@ impl Registry {
     pub fn load(engine: &ComponentEngine, manifest: &Manifest) -> Result<Registry> {
         let mut components = BTreeMap::new();
         for (name, spec) in &manifest.components {
-            let needs = Needs {
-                http: manifest.http_triggers.iter().any(|t| t.component == *name),
-                processor: manifest.queue_triggers.iter().any(|t| t.component == *name),
-                monitor: manifest
-                    .schedule_triggers
-                    .iter()
-                    .any(|t| t.component == *name),
-            };
+            let needs = Needs::of(name, manifest);
             let loaded = load_component(engine, spec, needs).with_context(|| {
                 format!(
                     "loading component `{name}` from `{}`",
@@ -90,16 +85,89 @@ impl Registry {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedComponent>> {
         self.components.values()
     }
+
+    pub fn len(&self) -> usize {
+        self.components.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.components.is_empty()
+    }
+
+    /// This registry with `component` added or replacing the one of the same name.
+    pub fn with(&self, component: Arc<LoadedComponent>) -> Registry {
+        let mut next = self.clone();
+        next.components
+            .insert(component.name().to_string(), component);
+        next
+    }
+
+    /// This registry without component `name`.
+    pub fn without(&self, name: &str) -> Registry {
+        let mut next = self.clone();
+        next.components.remove(name);
+        next
+    }
 }
 
-/// Which exports the manifest's triggers require of a component.
-struct Needs {
-    http: bool,
-    processor: bool,
-    monitor: bool,
+/// Which exports the triggers require of a component, and so which imports it is granted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    pub http: bool,
+    pub processor: bool,
+    pub monitor: bool,
 }
 
-fn load_component(
+impl Needs {
+    /// What the triggers of `manifest` ask of component `name`.
+    pub fn of(name: &str, manifest: &Manifest) -> Needs {
+        Needs {
+            http: manifest.http_triggers.iter().any(|t| t.component == name),
+            processor: manifest.queue_triggers.iter().any(|t| t.component == name),
+            monitor: manifest
+                .schedule_triggers
+                .iter()
+                .any(|t| t.component == name),
+        }
+    }
+}
+
+/// Refuses imports the host links but this component is not granted: outbound HTTP without
+/// `allowed_outbound_hosts`, the monitor's `probe` without a schedule, and sockets (the host
+/// grants no network but outbound HTTP). Interfaces the host does not provide at all are
+/// refused by the linker itself, naming them.
+fn check_grants(
+    engine: &ComponentEngine,
+    component: &wasmtime::component::Component,
+    spec: &ComponentSpec,
+    needs: Needs,
+) -> Result<()> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine.wasmtime()) {
+        if name.starts_with("wasi:sockets/") {
+            bail!(
+                "it imports `{name}`, and components are granted no sockets (outbound HTTP only, with `allowed_outbound_hosts`)"
+            );
+        }
+        if name.starts_with("wasi:http/outgoing-handler") && spec.allowed_outbound_hosts.is_empty()
+        {
+            bail!(
+                "it imports `{name}` but is granted no outbound host: set `allowed_outbound_hosts`"
+            );
+        }
+        if name.starts_with("llmchat:runtime/probe") && !needs.monitor {
+            bail!(
+                "it imports `{name}`, which only monitors (components with a schedule trigger) are granted"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Compiles (or maps from the artifact cache) the component of `spec`, checks its imports
+/// against what it is granted and its exports against what its triggers need, and resolves
+/// its imports once.
+pub fn load_component(
     engine: &ComponentEngine,
     spec: &ComponentSpec,
     needs: Needs,
@@ -134,6 +202,7 @@ fn load_component(
         }
         Err(_) => None,
     };
+    check_grants(engine, &compiled.component, spec, needs)?;
     tracing::info!(
         component = %spec.name,
         hash = &compiled.content_hash[..12],

@@ -8,6 +8,7 @@ mod admin;
 mod chat_api;
 mod components_guard;
 mod dashboard;
+mod deploy;
 mod fixtures;
 mod lifecycle;
 mod manifest_errors;

@@ -245,7 +245,7 @@ fn a_memory_bomb_fails_only_its_own_job() {
 }
 
 #[test]
-fn an_idle_host_sends_almost_no_commands_and_holds_three_connections() {
+fn an_idle_host_sends_almost_no_commands_and_holds_four_connections() {
     let redis = RedisServer::start();
     let queues: String = ["a", "b", "c"]
         .iter()
@@ -282,8 +282,9 @@ fn an_idle_host_sends_almost_no_commands_and_holds_three_connections() {
     );
     let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
     let host_connections = clients.lines().count() - 1; // minus this test's connection
+    // 2 command connections, the blocking queue reader, the deploy notifications.
     assert!(
-        host_connections <= 3,
+        host_connections <= 4,
         "{host_connections} connections:\n{clients}"
     );
 }

@@ -15,6 +15,8 @@
 //!   job, enqueue→start latency, delayed-job lateness, idle cost, and the host's RSS.
 //! - [`soak`]: (s) 1,000,000 invocations (HTTP, queue jobs and schedule ticks mixed) against
 //!   the real binary: RSS, tokio tasks and armed timers at 10k and at 1M, scheduler lag.
+//! - [`deploy`]: (v) deploy → serving: how long after a `PUT /admin/components/{name}` the
+//!   new version answers, on that host and on a second host sharing its Redis.
 //! - [`process`]: the child processes (killed on drop, even on error) and small probes;
 //!   [`redis_probe`]: what the queue benchmarks read from Redis.
 //! - [`report`]: the table and the targets.
@@ -23,8 +25,10 @@
 //! shrinks the queue benchmarks' job counts, for a quick trial; the figures for the README
 //! come from the defaults. `LLMCHAT_BENCH_ONLY=queues` runs the queue benchmarks alone, and
 //! `LLMCHAT_BENCH_ONLY=soak` the soak alone (`LLMCHAT_BENCH_QUICK=1`: 100k invocations;
-//! `LLMCHAT_BENCH_SOAK_BACKEND=redis` puts its kv and queues on a private Redis).
+//! `LLMCHAT_BENCH_SOAK_BACKEND=redis` puts its kv and queues on a private Redis), and
+//! `LLMCHAT_BENCH_ONLY=deploy` the deploy benchmark alone.
 
+mod deploy;
 mod invocation;
 mod load;
 mod memory;
@@ -82,6 +86,11 @@ fn run() -> Result<()> {
                 soak::measure(&paths, &work.path().join("artifact-cache"), &soak_settings)?;
             return write_report(&paths, &report::render_soak(&results));
         }
+        Ok("deploy") => {
+            eprintln!("(v) deploy → serving");
+            let results = deploy::measure(&paths)?;
+            return write_report(&paths, &report::render_deploy(&results));
+        }
         _ => {}
     }
 
@@ -130,6 +139,9 @@ fn run() -> Result<()> {
     eprintln!("(s) soak: {}", soak_settings.describe());
     let soak = soak::measure(&paths, &cache, &soak_settings)?;
 
+    eprintln!("(v) deploy → serving: one host, and two hosts on one Redis");
+    let deploy = deploy::measure(&paths)?;
+
     let table = report::render(&report::Results {
         context: report::Context {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -147,6 +159,7 @@ fn run() -> Result<()> {
         memory,
         queues,
         soak,
+        deploy,
     });
     write_report(&paths, &table)
 }

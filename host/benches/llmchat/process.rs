@@ -162,6 +162,18 @@ impl Llmchat {
     /// Starts `llmchat up -f MANIFEST --listen 127.0.0.1:0 --cache-dir CACHE` and waits
     /// until it accepts connections.
     pub fn start(binary: &Path, manifest: &str, cache_dir: &Path) -> Result<Self> {
+        Self::start_with_env(binary, manifest, cache_dir, &[], &[])
+    }
+
+    /// [`Llmchat::start`] with `set` added to the child's environment and `remove` taken out
+    /// of it (e.g. its own `LLMCHAT_STATE_DIR`, and no inherited `REDIS_URL`).
+    pub fn start_with_env(
+        binary: &Path,
+        manifest: &str,
+        cache_dir: &Path,
+        set: &[(&str, &std::ffi::OsStr)],
+        remove: &[&str],
+    ) -> Result<Self> {
         let dir = tempfile::tempdir().context("creating a temp folder")?;
         let file = dir.path().join("llmchat.toml");
         std::fs::write(&file, manifest).with_context(|| format!("writing `{}`", file.display()))?;
@@ -172,6 +184,10 @@ impl Llmchat {
             .args(["--listen", "127.0.0.1:0", "--cache-dir"])
             .arg(cache_dir)
             .env("RUST_LOG", "info");
+        for name in remove {
+            command.env_remove(name);
+        }
+        command.envs(set.iter().copied());
         let mut process = ChildGuard::spawn("llmchat", command)?;
         let base = process.wait_for_log("llmchat listening on ")?;
         let addr: SocketAddr = base

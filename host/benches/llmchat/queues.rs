@@ -467,17 +467,20 @@ fn memory_throughput(
             redis: None,
         });
         rt.block_on(fill(&queues, per_queue, trivial_payload))?;
-        let metrics = llmchat_host::metrics::Metrics::new(queues.clone(), None);
-        let worker = QueueWorker::new(
+        let metrics = Arc::new(llmchat_host::metrics::Metrics::new(queues.clone(), None));
+        let worker = Arc::new(QueueWorker::new(
             queues.clone(),
             &registry,
             engine.clone(),
             services,
-            &metrics,
-        )?;
+            metrics,
+        )?);
         let shutdown = CancellationToken::new();
         let mut progress = Progress::new(jobs);
-        let running = rt.spawn(worker.run(shutdown.clone(), Duration::from_secs(5)));
+        let running = {
+            let (worker, shutdown) = (worker.clone(), shutdown.clone());
+            rt.spawn(async move { worker.run(shutdown, Duration::from_secs(5)).await })
+        };
         let (counters, done) = rt.block_on(async {
             loop {
                 let mut c = Counters::default();

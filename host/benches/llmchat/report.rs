@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::load::Load;
-use crate::{invocation, median, memory, percentile, queues, soak};
+use crate::{deploy, invocation, median, memory, percentile, queues, soak};
 
 /// Targets from issue 2.
 const MAX_INVOCATION_US: f64 = 10.0;
@@ -33,6 +33,10 @@ const MAX_SOAK_LAG_P99_SECS: f64 = 0.005;
 /// "Equal within a few": tasks and timers at the two checkpoints.
 const MAX_SOAK_DRIFT: u64 = 3;
 
+/// Targets from issue 5: deploy to serving, on the host that got the PUT and on every host.
+const MAX_DEPLOY_LOCAL_P99_MS: f64 = 200.0;
+const MAX_DEPLOY_CLUSTER_P99_MS: f64 = 1000.0;
+
 const STALL_NOTE: &str = "2 s without progress";
 
 const NOT_INSTALLED: &str = "not installed (cargo install wasmtime-cli --version 48.0.8 --locked)";
@@ -57,6 +61,7 @@ pub struct Results {
     pub memory: memory::Results,
     pub queues: queues::Results,
     pub soak: soak::Results,
+    pub deploy: deploy::Results,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -167,6 +172,17 @@ pub fn render(r: &Results) -> String {
     out.push_str(&summary(&rows));
     out.push_str(&queue_notes(&r.queues));
     out.push_str(&soak_notes(&r.soak));
+    out.push_str(&deploy_notes(&r.deploy));
+    out
+}
+
+/// The report of the deploy benchmark alone (`LLMCHAT_BENCH_ONLY=deploy`).
+pub fn render_deploy(d: &deploy::Results) -> String {
+    let rows = deploy_rows(d);
+    let mut out = String::from("## Benchmarks (deploy only)\n\n");
+    out.push_str(&table(&rows));
+    out.push_str(&summary(&rows));
+    out.push_str(&deploy_notes(d));
     out
 }
 
@@ -315,7 +331,92 @@ fn rows(r: &Results) -> Vec<Row> {
     ]);
     rows.extend(queue_rows(&r.queues));
     rows.extend(soak_rows(&r.soak));
+    rows.extend(deploy_rows(&r.deploy));
     rows
+}
+
+fn deploy_rows(d: &deploy::Results) -> Vec<Row> {
+    let series_row = |name: &str, s: &deploy::Series, target: &str, max_ms: f64| {
+        let p = |pct| percentile(&s.samples_ms, pct);
+        let mut row = Row::target(
+            name,
+            format!(
+                "{} redeploys, cached compiles; max {:.1} ms; PUT answered in p50 {:.1} ms; \
+                 {:.1} GETs polled per redeploy",
+                s.samples_ms.len(),
+                p(100.0),
+                percentile(&s.put_ms, 50.0),
+                s.polls as f64 / s.samples_ms.len().max(1) as f64
+            ),
+            target,
+            !s.samples_ms.is_empty() && p(99.0) <= max_ms,
+        );
+        row.p50 = format!("{:.1} ms", p(50.0));
+        row.p99 = format!("{:.1} ms", p(99.0));
+        row
+    };
+    let first = |s: &deploy::Series| {
+        let all: Vec<String> = s
+            .first_ms
+            .iter()
+            .map(|(label, ms)| format!("{label} {ms:.0} ms"))
+            .collect();
+        all.join(", ")
+    };
+    vec![
+        series_row(
+            "(v) deploy → serving, same host",
+            &d.local,
+            "p99 ≤ 200 ms",
+            MAX_DEPLOY_LOCAL_P99_MS,
+        ),
+        Row::info(
+            "(v) first deploy → serving, same host, uncached compile",
+            first(&d.local),
+        ),
+        series_row(
+            "(v) deploy to host A → served by host B (one Redis)",
+            &d.cluster,
+            "p99 ≤ 1 s",
+            MAX_DEPLOY_CLUSTER_P99_MS,
+        ),
+        Row::info(
+            "(v) first deploy to A → served by B, uncached compiles",
+            first(&d.cluster),
+        ),
+    ]
+}
+
+/// How the deploy figures were measured.
+fn deploy_notes(d: &deploy::Results) -> String {
+    let mut out = String::from("\n### Deploy: method\n\n");
+    let _ = writeln!(
+        out,
+        "Deploy rows (v): component `v` on route `/v`, redeployed alternately as `hello.wasm` \
+         (\"Hello, world!\") and `fixture_growing_static.wasm` (\"calls=…\") with \
+         `PUT /admin/components/v?route=/v` (raw wasm body). Each redeploy is timed from just \
+         before the PUT until a `GET /v`, polled back to back (fresh request, keep-alive \
+         connection), answers the new version's body. Same host: {} redeploys to one \
+         `llmchat up` without Redis. Cluster: {} redeploys to host A, timed until host B \
+         serves the new version; both on one private `redis-server` (unix socket), each with \
+         its own state folder and artifact cache. Every host starts with an empty artifact \
+         cache; the first deploy of each version (the uncached rows) compiles it, so the \
+         measured redeploys are cached compiles. Load average (1 min) {:.2} before, {:.2} \
+         after, on {} cores.",
+        deploy::LOCAL_REDEPLOYS,
+        deploy::CLUSTER_REDEPLOYS,
+        d.loadavg.0,
+        d.loadavg.1,
+        d.cores
+    );
+    if d.loadavg.0.max(d.loadavg.1) > 0.5 * d.cores as f64 {
+        let _ = writeln!(
+            out,
+            "\n**Possibly disturbed**: the load average was high around the run; other \
+             processes were using the CPUs."
+        );
+    }
+    out
 }
 
 fn queue_rows(q: &queues::Results) -> Vec<Row> {

@@ -6,27 +6,63 @@
 //! route, even `/...`, can never shadow an admin path or see its requests.
 
 pub mod auth;
+mod components;
 mod queues;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{Method, Uri};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use http::StatusCode;
 
 pub use auth::AdminAuth;
 
+use crate::deploy::Deployer;
 use crate::http::ApiError;
 use crate::queue::Queues;
 
+/// What the admin API serves: who may call it, the queues, the deployer.
+#[derive(Clone)]
+pub struct AdminApi {
+    pub auth: AdminAuth,
+    pub queues: Arc<Queues>,
+    pub deployer: Arc<Deployer>,
+}
+
+impl FromRef<AdminApi> for Arc<Queues> {
+    fn from_ref(api: &AdminApi) -> Self {
+        api.queues.clone()
+    }
+}
+
+impl FromRef<AdminApi> for Arc<Deployer> {
+    fn from_ref(api: &AdminApi) -> Self {
+        api.deployer.clone()
+    }
+}
+
 /// Every path under `/admin`, behind `auth`; paths it does not know are admin 404s. The
 /// caller adds its own fallback (and state `S`) for every other path.
-pub fn router<S>(auth: AdminAuth, queues: Arc<Queues>) -> Router<S>
+pub fn router<S>(api: AdminApi) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    let auth = api.auth.clone();
     Router::new()
+        .route("/admin/components", get(components::list))
+        .route(
+            "/admin/components/{name}",
+            // The deploy handler bounds the body itself ([deploy] max_component_size).
+            put(components::deploy)
+                .delete(components::delete)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/admin/components/{name}/rollback",
+            post(components::rollback),
+        )
         .route("/admin/queues", get(queues::list))
         .route("/admin/queues/{queue}/jobs", post(queues::enqueue))
         .route(
@@ -38,7 +74,7 @@ where
         .route("/admin/", any(not_found))
         .route("/admin/{*rest}", any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(queues)
+        .with_state(api)
         .layer(axum::middleware::from_fn_with_state(
             auth,
             auth::require_admin,

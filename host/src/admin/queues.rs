@@ -107,7 +107,8 @@ struct QueueRow<'a> {
 
 pub async fn list(State(queues): State<Arc<Queues>>) -> Result<Response, ApiError> {
     let mut rows = Vec::new();
-    for trigger in queues.triggers() {
+    let triggers = queues.triggers();
+    for trigger in &triggers {
         rows.push(QueueRow {
             queue: &trigger.queue,
             component: &trigger.component,

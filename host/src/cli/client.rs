@@ -14,6 +14,9 @@ use llmchat_host::admin::auth::TOKEN_ENV;
 /// How long one admin call may take, connecting included.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an upload may take: sending up to `[deploy] max_component_size` and compiling it.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
 pub struct AdminClient {
     http: reqwest::Client,
     /// Without a trailing `/`.
@@ -52,20 +55,52 @@ impl AdminClient {
         self.call(Method::DELETE, path, None::<&()>).await
     }
 
+    /// A POST without a body.
+    pub async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(Method::POST, path, None::<&()>).await
+    }
+
+    /// A PUT of `body` as is, e.g. a multipart upload; allowed [`UPLOAD_TIMEOUT`].
+    pub async fn put_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<T> {
+        self.send(Method::PUT, path, |request| {
+            request
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .timeout(UPLOAD_TIMEOUT)
+                .body(body)
+        })
+        .await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<T> {
+        self.send(method, path, |request| match body {
+            Some(body) => request.json(body),
+            None => request,
+        })
+        .await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        with_body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<T> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method.clone(), &url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
+        let request = with_body(request);
         let response = request.send().await.map_err(|e| {
             anyhow!(
                 "cannot reach llmchat at {}: {}",

@@ -1,10 +1,12 @@
 //! The commands that talk to a running host through its admin API, rather than run one:
-//! `enqueue`, `queues` and `dead` ([`queues`]), over one [`client::AdminClient`].
+//! `enqueue`, `queues` and `dead` ([`queues`]), `deploy`, `components` and `rollback`
+//! ([`components`]), over one [`client::AdminClient`].
 //!
 //! Exit codes: 0 on success, 2 for input refused before any request ([`UsageError`], as
 //! clap does for bad arguments), 1 for everything else (host unreachable, an HTTP error).
 
 mod client;
+pub mod components;
 pub mod queues;
 mod table;
 

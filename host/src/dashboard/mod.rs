@@ -93,7 +93,7 @@ impl Dashboard {
     }
 
     /// Adds the sampling to `scheduler`: every `sample_every`, at a fixed rate.
-    pub fn schedule(self: &Arc<Self>, scheduler: &mut Scheduler) {
+    pub fn schedule(self: &Arc<Self>, scheduler: &Scheduler) {
         let dashboard = self.clone();
         let interval = self.interval;
         scheduler.add(

@@ -33,9 +33,10 @@ use crate::manifest::Manifest;
 /// of 1,000 instances.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolSizing {
-    /// Component instances that may be alive at once (the sum of `max_instances`).
+    /// Component instances that may be alive at once: the sum of the manifest's
+    /// `max_instances`, plus `[deploy] reserve_instances` for components deployed later.
     pub instances: u32,
-    /// The largest `memory_limit` of any component.
+    /// The largest `memory_limit` of any component, or `[deploy] max_memory_limit` if larger.
     pub max_memory: u64,
 }
 
@@ -46,11 +47,13 @@ impl PoolSizing {
             .values()
             .map(|c| c.max_instances)
             .sum::<u32>()
+            .saturating_add(manifest.deploy.reserve_instances)
             .max(1);
         let max_memory = manifest
             .components
             .values()
             .map(|c| c.memory_limit.bytes())
+            .chain([manifest.deploy.max_memory_limit.bytes()])
             .max()
             .unwrap_or(64 << 20);
         Self {

@@ -11,7 +11,8 @@ mod routes;
 mod trigger;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -25,44 +26,34 @@ pub use error::ApiError;
 use routes::RouteTable;
 pub(crate) use trigger::read_body;
 
-use crate::admin::AdminAuth;
+use crate::admin::AdminApi;
 use crate::capabilities::Services;
 use crate::dashboard::Dashboard;
 use crate::engine::ComponentEngine;
-use crate::manifest::Manifest;
+use crate::manifest::{HttpTrigger, Manifest};
 use crate::metrics::{Metrics, Trigger};
 use crate::registry::Registry;
 
-/// What every request handler shares.
-pub struct AppState {
-    routes: RouteTable,
-    engine: Arc<ComponentEngine>,
-    services: Arc<Services>,
-    instance_wait: Duration,
-    /// Invocations still running, possibly after their response head was sent.
-    tasks: TaskTracker,
+/// The route table the requests see now, swapped whole by a deploy: a request takes the
+/// table once, so it is served entirely by one version, and the versions it holds live
+/// until it ends.
+#[derive(Default)]
+pub struct LiveRoutes {
+    table: RwLock<Arc<RouteTable>>,
+    /// Components loaded, for `/ready`.
+    components: AtomicUsize,
 }
 
-pub struct HttpServer {
-    state: Arc<AppState>,
-    admin: AdminAuth,
-    probes: Arc<probes::Probes>,
-    shutdown_grace: Duration,
-}
-
-impl HttpServer {
-    /// `/ready` pings the Redis pool of `metrics`, when Redis is configured.
-    pub fn new(
-        manifest: &Manifest,
-        engine: Arc<ComponentEngine>,
+impl LiveRoutes {
+    /// Builds the table for `triggers` from the components of `registry` and swaps it in.
+    pub fn set(
+        &self,
+        triggers: &[HttpTrigger],
         registry: &Registry,
-        services: Arc<Services>,
-        admin: AdminAuth,
-        metrics: Arc<Metrics>,
-        dashboard: Arc<Dashboard>,
-    ) -> Result<Self> {
+        metrics: &Metrics,
+    ) -> Result<()> {
         let mut routes = RouteTable::default();
-        for t in &manifest.http_triggers {
+        for t in triggers {
             if probes::PATHS.contains(&t.route.as_str()) {
                 bail!(
                     "route {:?} of component `{}` is reserved for the host's own endpoint",
@@ -76,6 +67,13 @@ impl HttpServer {
                     t.route, t.component
                 )
             })?;
+            if component.http.is_none() {
+                bail!(
+                    "route {:?}: component `{}` does not export `wasi:http/incoming-handler`",
+                    t.route,
+                    t.component
+                );
+            }
             routes.add(
                 &t.route,
                 &t.methods,
@@ -84,8 +82,51 @@ impl HttpServer {
                 t.max_body_size.bytes(),
             );
         }
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+        self.components.store(registry.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn table(&self) -> Arc<RouteTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn components(&self) -> usize {
+        self.components.load(Ordering::Relaxed)
+    }
+}
+
+/// What every request handler shares.
+pub struct AppState {
+    routes: Arc<LiveRoutes>,
+    engine: Arc<ComponentEngine>,
+    services: Arc<Services>,
+    instance_wait: Duration,
+    /// Invocations still running, possibly after their response head was sent.
+    tasks: TaskTracker,
+}
+
+pub struct HttpServer {
+    state: Arc<AppState>,
+    admin: AdminApi,
+    probes: Arc<probes::Probes>,
+    shutdown_grace: Duration,
+}
+
+impl HttpServer {
+    /// Serves `routes` (kept current by deploys), the admin API and the host's endpoints;
+    /// `/ready` pings the Redis pool of `metrics`, when Redis is configured.
+    pub fn new(
+        manifest: &Manifest,
+        engine: Arc<ComponentEngine>,
+        routes: Arc<LiveRoutes>,
+        services: Arc<Services>,
+        admin: AdminApi,
+        metrics: Arc<Metrics>,
+        dashboard: Arc<Dashboard>,
+    ) -> Result<Self> {
         let state = Arc::new(AppState {
-            routes,
+            routes: routes.clone(),
             engine,
             services,
             instance_wait: manifest.http.instance_wait.0,
@@ -95,7 +136,7 @@ impl HttpServer {
             redis: metrics.redis().cloned(),
             metrics,
             dashboard,
-            components: registry.iter().count(),
+            routes,
         });
         Ok(Self {
             state,
@@ -109,7 +150,7 @@ impl HttpServer {
     /// and `/ready` to the probes, so no component route can shadow them or see their
     /// requests; every other path goes to the component routes.
     fn router(&self) -> Router {
-        crate::admin::router(self.admin.clone(), self.state.services.queues.clone())
+        crate::admin::router(self.admin.clone())
             .merge(probes::router(self.probes.clone()))
             .fallback(trigger::dispatch)
             .with_state(self.state.clone())

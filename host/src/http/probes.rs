@@ -40,8 +40,8 @@ pub struct Probes {
     pub dashboard: Arc<Dashboard>,
     /// The Redis pool, when Redis is configured.
     pub redis: Option<Arc<RedisPool>>,
-    /// How many components are loaded; all of them are by the time the host serves.
-    pub components: usize,
+    /// The live routes, which also know how many components are loaded.
+    pub routes: Arc<super::LiveRoutes>,
 }
 
 /// `GET` (and `HEAD`) for [`PATHS`]; another method gets a JSON 405.
@@ -127,7 +127,7 @@ async fn ready(State(probes): State<Arc<Probes>>) -> Response {
     match redis {
         Ok(redis) => Json(json!({
             "status": "ready",
-            "components": probes.components,
+            "components": probes.routes.components(),
             "redis": redis,
         }))
         .into_response(),

@@ -34,7 +34,8 @@ pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request<Body>) 
 }
 
 async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response, ApiError> {
-    let route = match app.routes.find(request.method(), request.uri().path()) {
+    let table = app.routes.table();
+    let route = match table.find(request.method(), request.uri().path()) {
         RouteMatch::Found(route) => route,
         RouteMatch::MethodNotAllowed(allow) => {
             let mut e = ApiError::new(

@@ -56,7 +56,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Adds the expiry sweep of `kv` to `scheduler`, when the backend needs one (the embedded
 /// store does; Redis expires keys itself).
-pub fn schedule_sweep(kv: Arc<dyn KvStore>, scheduler: &mut crate::scheduler::Scheduler) {
+pub fn schedule_sweep(kv: Arc<dyn KvStore>, scheduler: &crate::scheduler::Scheduler) {
     if kv.sweep_expired().is_none() {
         return;
     }

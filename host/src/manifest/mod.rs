@@ -5,6 +5,7 @@
 //! at no component are all errors that name the file and the field, because a manifest that
 //! "mostly works" is how limits silently go missing in production.
 
+mod deploy;
 mod schedule;
 mod units;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+pub use deploy::DeploySettings;
 pub use schedule::{DashboardSettings, ScheduleTrigger, When};
 pub use units::{ByteSize, HumanDuration};
 
@@ -33,6 +35,7 @@ pub struct Manifest {
     pub queue_triggers: Vec<QueueTrigger>,
     pub schedule_triggers: Vec<ScheduleTrigger>,
     pub dashboard: DashboardSettings,
+    pub deploy: DeploySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -314,6 +317,8 @@ struct RawManifest {
     trigger: RawTriggers,
     #[serde(default)]
     dashboard: DashboardSettings,
+    #[serde(default)]
+    deploy: DeploySettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -397,6 +402,7 @@ impl Manifest {
             schedule_triggers.push(t.validate(&components, &mut schedules).context(label)?);
         }
         raw.dashboard.validate()?;
+        raw.deploy.validate()?;
         if let Some(url) = &raw.redis.url
             && !(url.starts_with("redis://")
                 || url.starts_with("rediss://")
@@ -429,12 +435,71 @@ impl Manifest {
             queue_triggers: raw.trigger.queue,
             schedule_triggers,
             dashboard: raw.dashboard,
+            deploy: raw.deploy,
         })
     }
 }
 
+impl Manifest {
+    /// Checks every trigger against the components and each other, as at load time: what a
+    /// deploy runs on the application it is about to become.
+    pub fn check_triggers(&self) -> Result<()> {
+        let mut seen = HashSet::new();
+        for t in &self.http_triggers {
+            validate_http_trigger(t, &self.components, &mut seen)
+                .with_context(|| format!("route {:?}", t.route))?;
+        }
+        let mut queues = HashSet::new();
+        for t in &self.queue_triggers {
+            validate_queue_trigger(t, &self.components, &mut queues)
+                .with_context(|| format!("queue {:?}", t.queue))?;
+        }
+        let mut names = HashSet::new();
+        for t in &self.schedule_triggers {
+            if !self.components.contains_key(&t.component) {
+                bail!(
+                    "schedule `{}`: no component named {:?}",
+                    t.name,
+                    t.component
+                );
+            }
+            if !names.insert(t.name.clone()) {
+                bail!("two schedules are named {:?}", t.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A component's settings from JSON (a deploy's spec, the same fields as a
+/// `[component.NAME]` table), with `source` set to where its bytes are; validated as the
+/// manifest's.
+pub fn component_from_json(
+    name: &str,
+    source: &Path,
+    mut settings: serde_json::Map<String, serde_json::Value>,
+) -> Result<ComponentSpec> {
+    settings.insert(
+        "source".into(),
+        serde_json::Value::String(source.display().to_string()),
+    );
+    let raw: RawComponent = serde_json::from_value(serde_json::Value::Object(settings))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    validate_component(name, raw, Path::new("/"))
+}
+
+/// A `[[trigger.schedule]]` from JSON, validated against `components`.
+pub fn schedule_from_json(
+    value: serde_json::Value,
+    components: &BTreeMap<String, ComponentSpec>,
+) -> Result<ScheduleTrigger> {
+    let raw: schedule::RawScheduleTrigger =
+        serde_json::from_value(value).map_err(|e| anyhow::anyhow!("{e}"))?;
+    raw.validate(components, &mut HashSet::new())
+}
+
 /// Names that end up in kv namespaces and Redis keys: a-z, 0-9, '-' and '_'.
-fn is_simple_name(name: &str) -> bool {
+pub fn is_simple_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name

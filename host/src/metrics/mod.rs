@@ -227,6 +227,21 @@ impl Metrics {
         Arc::new(metrics)
     }
 
+    /// Invocations of `component` that ended, whatever their trigger.
+    pub fn invocations_of(&self, component: &str) -> u64 {
+        Trigger::ALL
+            .into_iter()
+            .filter_map(|trigger| {
+                self.invocations
+                    .get(&InvocationLabels {
+                        component: component.to_string(),
+                        trigger,
+                    })
+                    .map(|c| c.get())
+            })
+            .sum()
+    }
+
     /// Samples what is read at scrape time, then encodes everything in `format`.
     pub async fn scrape(&self, format: Format) -> Result<String, std::fmt::Error> {
         let sample = Sample::take(&self.queues, self.redis.as_deref()).await;

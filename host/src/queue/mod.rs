@@ -14,7 +14,7 @@ pub mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -131,6 +131,11 @@ pub trait QueueBackend: Send + Sync {
     /// idle ones.
     async fn interrupt_receive(&self) -> Result<(), QueueError>;
 
+    /// Makes `queue` ready to receive (a queue added by a deploy); idempotent.
+    async fn prepare(&self, _queue: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+
     /// Acknowledges finished jobs (any queues), in one round trip where possible.
     async fn complete(&self, done: &[Delivery]) -> Result<(), QueueError>;
 
@@ -199,7 +204,8 @@ const MAX_DEDUP_KEY: usize = 256;
 /// The queues of the manifest in front of one backend; built once in `main`.
 pub struct Queues {
     backend: Arc<dyn QueueBackend>,
-    triggers: BTreeMap<String, QueueTrigger>,
+    /// Swapped whole when a deploy adds or removes a queue; readers take a snapshot.
+    triggers: RwLock<Arc<BTreeMap<String, QueueTrigger>>>,
     /// Pulls the scheduler's promotion entry forward when a job enqueued here is due
     /// earlier than planned; set once the worker has scheduled its maintenance.
     promotion: OnceLock<EntryWaker>,
@@ -216,7 +222,7 @@ impl Queues {
             .collect();
         Self {
             backend,
-            triggers,
+            triggers: RwLock::new(Arc::new(triggers)),
             promotion: OnceLock::new(),
             activity: AtomicU64::new(0),
         }
@@ -226,18 +232,37 @@ impl Queues {
         &self.backend
     }
 
-    pub fn trigger(&self, queue: &str) -> Result<&QueueTrigger, QueueError> {
+    fn snapshot(&self) -> Arc<BTreeMap<String, QueueTrigger>> {
         self.triggers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn trigger(&self, queue: &str) -> Result<QueueTrigger, QueueError> {
+        self.snapshot()
             .get(queue)
+            .cloned()
             .ok_or_else(|| QueueError::UnknownQueue(queue.to_string()))
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.triggers.keys().cloned().collect()
+        self.snapshot().keys().cloned().collect()
     }
 
-    pub fn triggers(&self) -> impl Iterator<Item = &QueueTrigger> {
-        self.triggers.values()
+    /// Every queue's trigger now, by queue name.
+    pub fn triggers(&self) -> Vec<QueueTrigger> {
+        self.snapshot().values().cloned().collect()
+    }
+
+    /// Replaces the set of queues (a deploy added, changed or removed some). Jobs of a
+    /// removed queue stay in the backend; enqueueing to it fails `unknown-queue` from now.
+    pub fn set_triggers(&self, triggers: &[QueueTrigger]) {
+        let map = triggers
+            .iter()
+            .map(|t| (t.queue.clone(), t.clone()))
+            .collect();
+        *self.triggers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
     }
 
     pub(crate) fn wake_promotion_with(&self, waker: EntryWaker) {

@@ -12,7 +12,7 @@
 //! stays in the backend for redelivery. Nothing is lost.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -61,14 +61,20 @@ struct QueueRunner {
 /// The jobs delivered to this host and not yet finished, for heartbeats.
 type InFlight = Mutex<HashMap<String, Delivery>>;
 
+/// The runners by queue name; swapped whole when a deploy changes the queues.
+type Runners = Arc<BTreeMap<String, Arc<QueueRunner>>>;
+
 /// Runs the jobs of every `[[trigger.queue]]`; built once in `main`.
 pub struct QueueWorker {
     queues: Arc<Queues>,
-    runners: BTreeMap<String, Arc<QueueRunner>>,
+    runners: RwLock<Runners>,
     engine: Arc<ComponentEngine>,
     services: Arc<Services>,
+    metrics: Arc<Metrics>,
     in_flight: Arc<InFlight>,
     slot_freed: Arc<Notify>,
+    /// Tells the reader that the runners changed, so it reads the new set of queues.
+    reconfigured: Notify,
     tasks: TaskTracker,
 }
 
@@ -79,10 +85,31 @@ impl QueueWorker {
         registry: &Registry,
         engine: Arc<ComponentEngine>,
         services: Arc<Services>,
-        metrics: &Metrics,
+        metrics: Arc<Metrics>,
     ) -> Result<Self> {
+        let worker = Self {
+            queues,
+            runners: RwLock::default(),
+            engine,
+            services,
+            metrics,
+            in_flight: Arc::default(),
+            slot_freed: Arc::new(Notify::new()),
+            reconfigured: Notify::new(),
+            tasks: TaskTracker::new(),
+        };
+        worker.apply(registry)?;
+        Ok(worker)
+    }
+
+    /// Builds the runners for the queues' triggers now, with the components of `registry`,
+    /// and hands them to the reader. Jobs already running finish on the component version
+    /// they started with; the next job of each queue starts on the new one. A queue whose
+    /// concurrency is unchanged keeps its slots, so the limit holds across the swap.
+    pub fn apply(&self, registry: &Registry) -> Result<()> {
+        let current = self.runners();
         let mut runners = BTreeMap::new();
-        for trigger in queues.triggers() {
+        for trigger in self.queues.triggers() {
             let component = registry
                 .get(&trigger.component)
                 .with_context(|| {
@@ -99,33 +126,34 @@ impl QueueWorker {
                     trigger.queue
                 );
             }
-            let slots = Arc::new(Semaphore::new(trigger.concurrency as usize));
+            let slots = match current.get(&trigger.queue) {
+                Some(r) if r.trigger.concurrency == trigger.concurrency => r.slots.clone(),
+                _ => Arc::new(Semaphore::new(trigger.concurrency as usize)),
+            };
             runners.insert(
                 trigger.queue.clone(),
                 Arc::new(QueueRunner {
-                    trigger: trigger.clone(),
-                    metrics: metrics.component(component.name(), Trigger::Queue),
+                    metrics: self.metrics.component(component.name(), Trigger::Queue),
+                    trigger,
                     component,
                     slots,
                 }),
             );
         }
-        Ok(Self {
-            queues,
-            runners,
-            engine,
-            services,
-            in_flight: Arc::default(),
-            slot_freed: Arc::new(Notify::new()),
-            tasks: TaskTracker::new(),
-        })
+        *self.runners.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(runners);
+        self.reconfigured.notify_one();
+        Ok(())
+    }
+
+    fn runners(&self) -> Runners {
+        self.runners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs until `shutdown`, then lets running jobs finish within `grace`.
-    pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
-        if self.runners.is_empty() {
-            return;
-        }
+    pub async fn run(&self, shutdown: CancellationToken, grace: Duration) {
         let (ack_tx, ack_rx) = mpsc::channel(ACK_BUFFER);
         let acker = self.acker(ack_rx);
         let reader = async {
@@ -152,8 +180,8 @@ impl QueueWorker {
             // Registered before looking at the slots, so a slot freed meanwhile is not missed.
             let mut freed = Box::pin(self.slot_freed.notified());
             freed.as_mut().enable();
-            let wants: Vec<(String, usize)> = self
-                .runners
+            let runners = self.runners();
+            let wants: Vec<(String, usize)> = runners
                 .iter()
                 .map(|(q, r)| (q.clone(), r.slots.available_permits()))
                 .filter(|(_, free)| *free > 0)
@@ -161,6 +189,7 @@ impl QueueWorker {
             if wants.is_empty() {
                 tokio::select! {
                     () = &mut freed => continue,
+                    () = self.reconfigured.notified() => continue,
                     () = shutdown.cancelled() => break,
                 }
             }
@@ -202,8 +231,8 @@ impl QueueWorker {
         shutdown: &CancellationToken,
     ) -> Option<Result<Vec<Delivery>, QueueError>> {
         let backend = self.queues.backend();
-        let left_out: Vec<&QueueRunner> = self
-            .runners
+        let runners = self.runners();
+        let left_out: Vec<&QueueRunner> = runners
             .iter()
             .filter(|(q, _)| !wants.iter().any(|(w, _)| w == *q))
             .map(|(_, r)| r.as_ref())
@@ -224,6 +253,11 @@ impl QueueWorker {
                         retry_interrupt = Some((tokio::time::Instant::now() + INTERRUPT_RETRY, 1));
                     }
                 }
+                // New queues (a deploy): the read must start again with them.
+                () = self.reconfigured.notified(), if retry_interrupt.is_none() => {
+                    interrupt(backend.as_ref()).await;
+                    retry_interrupt = Some((tokio::time::Instant::now() + INTERRUPT_RETRY, 1));
+                }
                 () = sleep_until_some(retry_at) => {
                     if let Some((_, tries)) = retry_interrupt {
                         interrupt(backend.as_ref()).await;
@@ -237,8 +271,8 @@ impl QueueWorker {
     }
 
     fn start_job(&self, delivery: Delivery, acks: mpsc::Sender<Delivery>) {
-        let Some(runner) = self.runners.get(&delivery.job.queue).cloned() else {
-            tracing::warn!(queue = %delivery.job.queue, "received a job for a queue this host does not run");
+        let Some(runner) = self.runners().get(&delivery.job.queue).cloned() else {
+            tracing::warn!(queue = %delivery.job.queue, "received a job for a queue this host no longer runs; it is left for redelivery");
             return;
         };
         self.queues.note_activity();
@@ -297,88 +331,91 @@ impl QueueWorker {
 
     /// Adds the queues' periodic work to `scheduler`: delayed-job promotion (exactly when
     /// the earliest known job is due, pulled forward when one is enqueued here), the requeue
-    /// of stalled jobs and the heartbeat of the jobs running here.
-    pub fn schedule_maintenance(&self, scheduler: &mut Scheduler) {
-        if self.runners.is_empty() {
-            return;
-        }
-        let backend = self.queues.backend().clone();
-        let min_visibility = self
-            .runners
-            .values()
-            .map(|r| r.trigger.visibility.0)
-            .min()
-            .unwrap_or(Duration::from_secs(60));
-        let (reclaim_every, heartbeat_every) = (min_visibility / 2, min_visibility / 3);
+    /// of stalled jobs and the heartbeat of the jobs running here. Each run reads the queues
+    /// of the moment, so a deploy that adds a queue needs no new entry.
+    pub fn schedule_maintenance(self: &Arc<Self>, scheduler: &Scheduler) {
         let now = tokio::time::Instant::now();
-
-        let promoter = backend.clone();
-        let names: Arc<[String]> = self.queues.names().into();
+        let worker = self.clone();
         let promotion = scheduler.add(
             "queue promotion",
             now,
             Box::new(move |_due| {
-                let (backend, names) = (promoter.clone(), names.clone());
+                let worker = worker.clone();
                 Box::pin(async move {
+                    let names = worker.queues.names();
                     let now = tokio::time::Instant::now();
-                    Some(match backend.promote_due(&names, now_ms()).await {
-                        Ok(Some(due)) => instant_of(due).min(now + MAINTENANCE_MAX_SLEEP),
-                        Ok(None) => now + MAINTENANCE_MAX_SLEEP,
-                        Err(e) => {
-                            tracing::warn!("promoting delayed jobs failed: {e}");
-                            now + Duration::from_secs(1)
-                        }
-                    })
+                    if names.is_empty() {
+                        return Some(now + MAINTENANCE_MAX_SLEEP);
+                    }
+                    Some(
+                        match worker.queues.backend().promote_due(&names, now_ms()).await {
+                            Ok(Some(due)) => instant_of(due).min(now + MAINTENANCE_MAX_SLEEP),
+                            Ok(None) => now + MAINTENANCE_MAX_SLEEP,
+                            Err(e) => {
+                                tracing::warn!("promoting delayed jobs failed: {e}");
+                                now + Duration::from_secs(1)
+                            }
+                        },
+                    )
                 })
             }),
         );
         self.queues.wake_promotion_with(promotion);
 
-        let reclaimer = backend.clone();
-        let queues: Arc<[(String, Duration)]> = self
-            .runners
-            .values()
-            .map(|r| (r.trigger.queue.clone(), r.trigger.visibility.0))
-            .collect();
+        let worker = self.clone();
         scheduler.add(
             "stalled-job reclaim",
-            now + reclaim_every,
+            now + min_visibility(&self.runners()) / 2,
             Box::new(move |_due| {
-                let (backend, queues) = (reclaimer.clone(), queues.clone());
+                let worker = worker.clone();
                 Box::pin(async move {
-                    for (q, visibility) in queues.iter() {
-                        match backend.reclaim_stalled(q, *visibility, RECLAIM_BATCH).await {
+                    let runners = worker.runners();
+                    let backend = worker.queues.backend();
+                    for runner in runners.values() {
+                        let (q, visibility) = (&runner.trigger.queue, runner.trigger.visibility.0);
+                        match backend.reclaim_stalled(q, visibility, RECLAIM_BATCH).await {
                             Ok(0) => {}
                             Ok(n) => tracing::warn!(queue = %q, jobs = n, "requeued stalled jobs (their host stopped without finishing them)"),
                             Err(e) => tracing::warn!(queue = %q, "reclaiming stalled jobs failed: {e}"),
                         }
                     }
-                    Some(tokio::time::Instant::now() + reclaim_every)
+                    Some(tokio::time::Instant::now() + min_visibility(&runners) / 2)
                 })
             }),
         );
 
-        let in_flight = self.in_flight.clone();
+        let worker = self.clone();
         scheduler.add(
             "job heartbeat",
-            now + heartbeat_every,
+            now + min_visibility(&self.runners()) / 3,
             Box::new(move |_due| {
-                let alive: Vec<Delivery> = in_flight
+                let alive: Vec<Delivery> = worker
+                    .in_flight
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .values()
                     .cloned()
                     .collect();
-                let backend = backend.clone();
+                let worker = worker.clone();
                 Box::pin(async move {
-                    if let Err(e) = backend.heartbeat(&alive).await {
+                    if let Err(e) = worker.queues.backend().heartbeat(&alive).await {
                         tracing::warn!(jobs = alive.len(), "heartbeat failed: {e}");
                     }
-                    Some(tokio::time::Instant::now() + heartbeat_every)
+                    Some(tokio::time::Instant::now() + min_visibility(&worker.runners()) / 3)
                 })
             }),
         );
     }
+}
+
+/// The shortest visibility timeout of the queues: reclaim runs at half of it, heartbeats at
+/// a third, so a live job is never taken for a stalled one.
+fn min_visibility(runners: &Runners) -> Duration {
+    runners
+        .values()
+        .map(|r| r.trigger.visibility.0)
+        .min()
+        .unwrap_or(Duration::from_secs(60))
 }
 
 async fn interrupt(backend: &dyn super::QueueBackend) {

@@ -61,6 +61,8 @@ pub struct PoolStats {
 
 /// The host's Redis access; built once in `main`.
 pub struct RedisPool {
+    /// For the one pub/sub connection of the deploy watcher (see [`RedisPool::subscribe`]).
+    client: redis::Client,
     commands: Vec<ConnectionManager>,
     blocking: ConnectionManager,
     next: AtomicUsize,
@@ -104,12 +106,13 @@ impl RedisPool {
             .collect::<redis::RedisResult<Vec<_>>>()
             .context("creating Redis connections")?;
         let blocking = ConnectionManager::new_lazy_with_config(
-            client,
+            client.clone(),
             config(Some(BLOCK_TIME + command_timeout)),
         )
         .context("creating the blocking Redis connection")?;
         let max_in_flight = settings.max_in_flight as usize;
         Ok(Self {
+            client,
             commands,
             blocking,
             next: AtomicUsize::new(0),
@@ -202,6 +205,19 @@ impl RedisPool {
     }
 
     /// One PING, for start-up checks and readiness.
+    /// A pub/sub connection subscribed to `channel`: the host's fourth and last Redis
+    /// connection, held by the deploy watcher only.
+    pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
+        let mut pubsub =
+            crate::timers::timeout(self.command_timeout, self.client.get_async_pubsub())
+                .await
+                .map_err(|_| {
+                    RedisError::Unavailable("connecting for pub/sub timed out".into())
+                })??;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub)
+    }
+
     pub async fn ping(&self) -> Result<(), RedisError> {
         self.run(|mut c| async move {
             redis::cmd("PING")

@@ -10,8 +10,9 @@
 
 mod claim;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -27,7 +28,7 @@ use crate::metrics::{
 };
 use crate::queue::now_ms;
 use crate::registry::{LoadedComponent, Registry};
-use crate::scheduler::{Scheduler, instant_of_wall_ms as instant_of};
+use crate::scheduler::{EntryWaker, SchedulerHandle, instant_of_wall_ms as instant_of};
 
 /// How long past its timeout a run's claim is held: a host that dies mid-run blocks the
 /// schedule for at most its timeout plus this.
@@ -38,17 +39,41 @@ struct Schedule {
     trigger: ScheduleTrigger,
     component: Arc<LoadedComponent>,
     metrics: Arc<ComponentMetrics>,
-    running: AtomicBool,
+    /// Shared with the schedule's next version after a deploy, so a run of the old version
+    /// still going makes the new version's ticks skip too: never two runs at once.
+    running: Arc<AtomicBool>,
     /// Ticks skipped since the last run, told to the next run.
     skipped: AtomicU32,
     /// The tick the schedule's entry is waiting for, in ms since the epoch.
     next_tick_ms: AtomicU64,
+    /// Set when a deploy replaced or removed the schedule: its entry leaves the scheduler.
+    retired: AtomicBool,
+    waker: OnceLock<EntryWaker>,
 }
 
-/// Every `[[trigger.schedule]]` of the manifest; built once in `main`.
+impl Schedule {
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        if let Some(waker) = self.waker.get() {
+            waker.wake_at(tokio::time::Instant::now());
+        }
+    }
+
+    /// Whether `trigger` on `component` is exactly this schedule (a deploy that left it
+    /// alone).
+    fn is(&self, trigger: &ScheduleTrigger, component: &Arc<LoadedComponent>) -> bool {
+        self.trigger.component == trigger.component
+            && self.trigger.when.to_string() == trigger.when.to_string()
+            && self.trigger.timeout == trigger.timeout
+            && Arc::ptr_eq(&self.component, component)
+    }
+}
+
+/// Every `[[trigger.schedule]]` of the host; built once in `main`, changed by deploys.
 pub struct Schedules {
-    schedules: Vec<Arc<Schedule>>,
+    current: Mutex<BTreeMap<String, Arc<Schedule>>>,
     shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
 }
 
 /// What every run needs.
@@ -61,15 +86,37 @@ struct Shared {
 }
 
 impl Schedules {
+    /// No schedules yet; [`Schedules::apply`] adds them.
     pub fn new(
-        triggers: &[ScheduleTrigger],
-        registry: &Registry,
         engine: Arc<ComponentEngine>,
         services: Arc<Services>,
-        metrics: &Metrics,
+        metrics: Arc<Metrics>,
         claims: Arc<dyn TickClaims>,
-    ) -> Result<Self> {
-        let mut schedules = Vec::with_capacity(triggers.len());
+    ) -> Self {
+        Self {
+            current: Mutex::default(),
+            shared: Arc::new(Shared {
+                engine,
+                services,
+                monitors: metrics.monitors().clone(),
+                claims,
+                runs: TaskTracker::new(),
+            }),
+            metrics,
+        }
+    }
+
+    /// Makes `triggers` the schedules, with the components of `registry`: new ones get a
+    /// scheduler entry, first due at their next tick; changed ones (another component
+    /// version, period or timeout) are replaced; the others leave. Checks everything before
+    /// changing anything.
+    pub fn apply(
+        &self,
+        triggers: &[ScheduleTrigger],
+        registry: &Registry,
+        scheduler: &SchedulerHandle,
+    ) -> Result<()> {
+        let mut wanted = Vec::with_capacity(triggers.len());
         for trigger in triggers {
             let component = registry
                 .get(&trigger.component)
@@ -87,44 +134,61 @@ impl Schedules {
                     trigger.name
                 );
             }
-            metrics.monitors().register_schedule(&trigger.name);
-            schedules.push(Arc::new(Schedule {
-                metrics: metrics.component(component.name(), Trigger::Schedule),
+            if trigger.when.next_after(now_ms()).is_none() {
+                bail!("schedule `{}`: {} never ticks", trigger.name, trigger.when);
+            }
+            wanted.push((trigger, component));
+        }
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = BTreeMap::new();
+        for (trigger, component) in wanted {
+            let existing = current.remove(&trigger.name);
+            if let Some(schedule) = existing.as_ref().filter(|s| s.is(trigger, &component)) {
+                next.insert(trigger.name.clone(), schedule.clone());
+                continue;
+            }
+            let running = match &existing {
+                Some(old) => {
+                    old.retire();
+                    old.running.clone()
+                }
+                None => Arc::default(),
+            };
+            self.metrics.monitors().register_schedule(&trigger.name);
+            let schedule = Arc::new(Schedule {
+                metrics: self.metrics.component(component.name(), Trigger::Schedule),
                 trigger: trigger.clone(),
                 component,
-                running: AtomicBool::new(false),
+                running,
                 skipped: AtomicU32::new(0),
                 next_tick_ms: AtomicU64::new(0),
-            }));
+                retired: AtomicBool::new(false),
+                waker: OnceLock::new(),
+            });
+            self.start(&schedule, scheduler);
+            next.insert(trigger.name.clone(), schedule);
         }
-        Ok(Self {
-            schedules,
-            shared: Arc::new(Shared {
-                engine,
-                services,
-                monitors: metrics.monitors().clone(),
-                claims,
-                runs: TaskTracker::new(),
-            }),
-        })
+        for (_, gone) in std::mem::take(&mut *current) {
+            gone.retire();
+        }
+        *current = next;
+        Ok(())
     }
 
-    /// Adds one scheduler entry per schedule, first due at its next tick.
-    pub fn schedule(&self, scheduler: &mut Scheduler) {
-        for schedule in &self.schedules {
-            let Some(first) = schedule.trigger.when.next_after(now_ms()) else {
-                tracing::warn!(schedule = %schedule.trigger.name, "{} never ticks; not scheduled", schedule.trigger.when);
-                continue;
-            };
-            schedule.next_tick_ms.store(first, Ordering::Relaxed);
-            tracing::info!(schedule = %schedule.trigger.name, component = %schedule.trigger.component, "scheduled {}", schedule.trigger.when);
-            let (schedule, shared) = (schedule.clone(), self.shared.clone());
-            scheduler.add(
-                format!("schedule {}", schedule.trigger.name),
-                instant_of(first),
-                Box::new(move |_due| Box::pin(tick(schedule.clone(), shared.clone()))),
-            );
-        }
+    /// Adds the schedule's entry, first due at its next tick.
+    fn start(&self, schedule: &Arc<Schedule>, scheduler: &SchedulerHandle) {
+        let Some(first) = schedule.trigger.when.next_after(now_ms()) else {
+            return;
+        };
+        schedule.next_tick_ms.store(first, Ordering::Relaxed);
+        tracing::info!(schedule = %schedule.trigger.name, component = %schedule.trigger.component, "scheduled {}", schedule.trigger.when);
+        let (entry, shared) = (schedule.clone(), self.shared.clone());
+        let waker = scheduler.add(
+            format!("schedule {}", schedule.trigger.name),
+            instant_of(first),
+            Box::new(move |_due| Box::pin(tick(entry.clone(), shared.clone()))),
+        );
+        let _ = schedule.waker.set(waker);
     }
 
     /// After the scheduler stopped: lets running ticks finish within `grace`.
@@ -144,6 +208,9 @@ impl Schedules {
 
 /// A due tick: skip, claim, or start the run. Returns when the next tick is due.
 async fn tick(schedule: Arc<Schedule>, shared: Arc<Shared>) -> Option<tokio::time::Instant> {
+    if schedule.retired.load(Ordering::Acquire) {
+        return None;
+    }
     let name = &schedule.trigger.name;
     let tick_ms = schedule.next_tick_ms.load(Ordering::Relaxed);
     // Ticks missed while the host was stalled are not made up for: the next one is the

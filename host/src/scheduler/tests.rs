@@ -44,7 +44,7 @@ fn periodic(
 
 #[tokio::test(start_paused = true)]
 async fn entries_run_when_due_and_never_overlap_themselves() {
-    let mut s = scheduler();
+    let s = scheduler();
     let fast = Arc::new(Mutex::new(Vec::new()));
     let slow = Arc::new(Mutex::new(Vec::new()));
     let t0 = Instant::now();
@@ -88,7 +88,7 @@ async fn entries_run_when_due_and_never_overlap_themselves() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waker_pulls_an_entry_forward_but_never_back() {
-    let mut s = scheduler();
+    let s = scheduler();
     let starts = Arc::new(Mutex::new(Vec::new()));
     let t0 = Instant::now();
     let waker = s.add(
@@ -115,7 +115,7 @@ async fn a_waker_pulls_an_entry_forward_but_never_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retired_entry_does_not_come_back() {
-    let mut s = scheduler();
+    let s = scheduler();
     let runs = Arc::new(AtomicUsize::new(0));
     let counted = runs.clone();
     s.add(
@@ -137,7 +137,7 @@ async fn a_retired_entry_does_not_come_back() {
 #[tokio::test(start_paused = true)]
 async fn lag_is_recorded_per_start() {
     let metrics = Arc::new(SchedulerMetrics::default());
-    let mut s = Scheduler::new(metrics.clone());
+    let s = Scheduler::new(metrics.clone());
     s.add(
         "tick",
         Instant::now(),

@@ -85,6 +85,9 @@ impl Host {
         std::fs::write(&path, manifest).expect("writing manifest");
         let mut command = llmchat_command(&path);
         command.env("RUST_LOG", "info,llmchat_host=debug");
+        // Deployments persist in the state folder: each host gets its own unless the test
+        // passes one (to restart a host on the same state).
+        command.env("LLMCHAT_STATE_DIR", dir.path().join("state"));
         for (k, v) in env {
             command.env(k, v);
         }

@@ -168,6 +168,10 @@ fn queue_of_stream(stream_key: &str) -> Option<&str> {
 
 #[async_trait]
 impl QueueBackend for RedisQueue {
+    async fn prepare(&self, queue: &str) -> Result<(), QueueError> {
+        self.ensure_group(queue).await
+    }
+
     fn name(&self) -> &'static str {
         "redis"
     }

@@ -1,0 +1,92 @@
+//! Deployments shared by every host on one Redis: records and bytes stored there, and a
+//! pub/sub notification so the other hosts fetch a new version at once.
+//!
+//! Keys: `llmchat:deploy:names` (a set), `llmchat:deploy:record:NAME` (the JSON record),
+//! `llmchat:deploy:blob:HASH` (the bytes). Channel: `llmchat:deploy`, message = the name.
+//! The notification only says "look"; the record in Redis is the truth, so a host that
+//! missed messages (disconnected) reads every record when it subscribes again.
+
+use std::sync::Arc;
+
+use redis::AsyncCommands;
+
+use super::store::ComponentRecord;
+use crate::redis::{RedisError, RedisPool};
+
+pub const CHANNEL: &str = "llmchat:deploy";
+const NAMES: &str = "llmchat:deploy:names";
+
+fn record_key(name: &str) -> String {
+    format!("llmchat:deploy:record:{name}")
+}
+
+fn blob_key(hash: &str) -> String {
+    format!("llmchat:deploy:blob:{hash}")
+}
+
+/// The Redis side of the deploy store.
+pub struct ClusterStore {
+    pool: Arc<RedisPool>,
+}
+
+impl ClusterStore {
+    pub fn new(pool: Arc<RedisPool>) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &Arc<RedisPool> {
+        &self.pool
+    }
+
+    /// Stores the bytes (once per hash) and the record, then tells every host.
+    pub async fn publish(
+        &self,
+        record: &ComponentRecord,
+        blob: Option<(&str, &[u8])>,
+    ) -> Result<(), RedisError> {
+        let json = serde_json::to_string(record)
+            .map_err(|e| RedisError::Command(format!("encoding the record: {e}")))?;
+        let name = record.name.clone();
+        let blob = blob.map(|(h, b)| (blob_key(h), b.to_vec()));
+        self.pool
+            .run(|mut c| async move {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                if let Some((key, bytes)) = blob {
+                    pipe.cmd("SET").arg(key).arg(bytes).arg("NX").ignore();
+                }
+                pipe.cmd("SET").arg(record_key(&name)).arg(json).ignore();
+                pipe.cmd("SADD").arg(NAMES).arg(&name).ignore();
+                pipe.cmd("PUBLISH").arg(CHANNEL).arg(&name).ignore();
+                pipe.query_async::<()>(&mut c).await
+            })
+            .await
+    }
+
+    pub async fn record(&self, name: &str) -> Result<Option<ComponentRecord>, RedisError> {
+        let key = record_key(name);
+        let json: Option<String> = self
+            .pool
+            .run(|mut c| async move { c.get(key).await })
+            .await?;
+        json.map(|j| {
+            serde_json::from_str(&j)
+                .map_err(|e| RedisError::Command(format!("deployment record of `{name}`: {e}")))
+        })
+        .transpose()
+    }
+
+    pub async fn names(&self) -> Result<Vec<String>, RedisError> {
+        let mut names: Vec<String> = self
+            .pool
+            .run(|mut c| async move { c.smembers(NAMES).await })
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    pub async fn blob(&self, hash: &str) -> Result<Option<Vec<u8>>, RedisError> {
+        let key = blob_key(hash);
+        self.pool.run(|mut c| async move { c.get(key).await }).await
+    }
+}

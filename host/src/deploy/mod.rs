@@ -1,0 +1,902 @@
+//! Deploying components into a running host: validate, store, swap atomically, and reach
+//! every host on the same Redis.
+//!
+//! A deploy is checked completely before anything changes: the bytes are a component that
+//! compiles, exports what its triggers need, imports only what the host provides and the
+//! component is granted, fits the pool, and its triggers clash with no other component's.
+//! Then it is stored (disk, and Redis when configured) and swapped in: the queues, the
+//! worker's runners, the schedules and the route table are replaced whole, so new
+//! invocations use the new version while in-flight ones finish on the old one (they hold
+//! it). One change at a time per host; other hosts hear of it by pub/sub ([`cluster`]) and
+//! fetch the bytes by content hash.
+
+mod cluster;
+mod spec;
+mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+pub use spec::{DeploySpec, TriggerSpec};
+pub use store::{ComponentRecord, Deployment, DiskStore, default_state_dir};
+
+use crate::engine::{ComponentEngine, PoolSizing};
+use crate::http::LiveRoutes;
+use crate::manifest::{
+    ComponentSpec, HttpTrigger, HumanDuration, Manifest, QueueTrigger, component_from_json,
+    is_simple_name, schedule_from_json,
+};
+use crate::metrics::Metrics;
+use crate::queue::worker::QueueWorker;
+use crate::queue::{Queues, now_ms};
+use crate::registry::{LoadedComponent, Needs, Registry, load_component};
+use crate::schedule::Schedules;
+use crate::scheduler::SchedulerHandle;
+use cluster::ClusterStore;
+
+/// Why a deploy, delete or rollback was refused; nothing changed in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    NoPrevious(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+fn invalid(e: anyhow::Error) -> DeployError {
+    DeployError::Invalid(format!("{e:#}"))
+}
+
+/// What the host's parts that a deploy changes.
+pub struct Targets {
+    pub queues: Arc<Queues>,
+    pub worker: Arc<QueueWorker>,
+    pub schedules: Arc<Schedules>,
+    pub scheduler: SchedulerHandle,
+    pub routes: Arc<LiveRoutes>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The application now: the manifest's components and triggers with deployments applied.
+struct State {
+    app: Manifest,
+    registry: Registry,
+    records: BTreeMap<String, ComponentRecord>,
+}
+
+/// A change checked and ready to swap in.
+struct Prepared {
+    app: Manifest,
+    registry: Registry,
+}
+
+/// What a deploy or rollback answers.
+#[derive(Debug, Serialize)]
+pub struct DeployReport {
+    pub name: String,
+    pub hash: String,
+    pub version: String,
+    pub deployed_at_ms: u64,
+    pub exports: Vec<&'static str>,
+    pub triggers: serde_json::Value,
+    pub previous: Option<String>,
+    pub created: bool,
+    pub elapsed_ms: u64,
+}
+
+/// One row of `GET /admin/components`.
+#[derive(Debug, Serialize)]
+pub struct ComponentInfo {
+    pub name: String,
+    pub hash: String,
+    pub version: String,
+    pub origin: &'static str,
+    pub deployed_at_ms: Option<u64>,
+    pub exports: Vec<&'static str>,
+    pub triggers: serde_json::Value,
+    pub memory_limit: String,
+    pub timeout: String,
+    pub max_instances: u32,
+    pub invocations: u64,
+    pub versions: usize,
+}
+
+/// Deploys components into the running host; built once in `main`.
+pub struct Deployer {
+    engine: Arc<ComponentEngine>,
+    /// The manifest as loaded: what a component without deployments runs.
+    base: Manifest,
+    pool: PoolSizing,
+    targets: Targets,
+    disk: Option<DiskStore>,
+    cluster: Option<ClusterStore>,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl Deployer {
+    /// The deployer of the application `manifest`, already loaded as `registry` and applied
+    /// to `targets`. `state_dir` keeps deployments across restarts.
+    pub fn new(
+        engine: Arc<ComponentEngine>,
+        manifest: &Manifest,
+        registry: Registry,
+        targets: Targets,
+        state_dir: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let disk = match state_dir {
+            Some(dir) => Some(DiskStore::open(&dir)?),
+            None => {
+                tracing::warn!(
+                    "no state folder (set --state-dir or LLMCHAT_STATE_DIR): deployments will not survive a restart"
+                );
+                None
+            }
+        };
+        let cluster = targets.metrics.redis().cloned().map(ClusterStore::new);
+        Ok(Self {
+            engine,
+            base: manifest.clone(),
+            pool: PoolSizing::from_manifest(manifest),
+            targets,
+            disk,
+            cluster,
+            state: tokio::sync::Mutex::new(State {
+                app: manifest.clone(),
+                registry,
+                records: BTreeMap::new(),
+            }),
+        })
+    }
+
+    /// The largest component a deploy accepts, in bytes.
+    pub fn max_component_size(&self) -> u64 {
+        self.base.deploy.max_component_size.bytes()
+    }
+
+    /// Applies the stored deployments (from Redis when configured and reachable, else from
+    /// disk) over the manifest. A record that no longer applies is skipped with a warning.
+    pub async fn restore(&self) {
+        let records = match &self.cluster {
+            Some(cluster) => match self.cluster_records(cluster).await {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::warn!(
+                        "reading deployments from Redis failed ({e}); using the ones on disk"
+                    );
+                    self.disk
+                        .as_ref()
+                        .map(DiskStore::records)
+                        .unwrap_or_default()
+                }
+            },
+            None => self
+                .disk
+                .as_ref()
+                .map(DiskStore::records)
+                .unwrap_or_default(),
+        };
+        let mut state = self.state.lock().await;
+        for record in records {
+            let name = record.name.clone();
+            if let Err(e) = self.adopt(&mut state, record).await {
+                tracing::warn!(component = %name, "a stored deployment was not applied: {e}");
+            }
+        }
+    }
+
+    async fn cluster_records(
+        &self,
+        cluster: &ClusterStore,
+    ) -> Result<Vec<ComponentRecord>, crate::redis::RedisError> {
+        let mut records = Vec::new();
+        for name in cluster.names().await? {
+            if let Some(record) = cluster.record(&name).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Makes `record` the state of its component here (a restore, or news from the cluster).
+    async fn adopt(&self, state: &mut State, record: ComponentRecord) -> Result<(), DeployError> {
+        let name = record.name.clone();
+        let local = state
+            .records
+            .get(&name)
+            .and_then(|r| r.current.as_ref())
+            .map(|d| d.version.clone());
+        let remote = record.current.as_ref().map(|d| d.version.clone());
+        if local.is_some() && local == remote {
+            return Ok(());
+        }
+        let prepared = match &record.current {
+            Some(deployment) => self.prepare(state, &name, deployment, None).await?,
+            None if state.registry.get(&name).is_some() => self.prepare_removal(state, &name)?,
+            None => {
+                state.records.insert(name, record);
+                return Ok(());
+            }
+        };
+        if let Some(disk) = &self.disk
+            && let Err(e) = disk.put_record(&record)
+        {
+            tracing::warn!(component = %name, "storing the deployment record on disk failed: {e:#}");
+        }
+        self.commit(state, prepared).await;
+        state.records.insert(name, record);
+        Ok(())
+    }
+
+    /// Deploys `bytes` as component `name` with `request`'s settings.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        request: DeploySpec,
+    ) -> Result<DeployReport, DeployError> {
+        let started = Instant::now();
+        if !is_simple_name(name) {
+            return Err(DeployError::Invalid(format!(
+                "component name {name:?} must be 1 to 64 of a-z, 0-9, '-' and '_'"
+            )));
+        }
+        request.check().map_err(DeployError::Invalid)?;
+        let max = self.base.deploy.max_component_size;
+        if bytes.len() as u64 > max.bytes() {
+            return Err(DeployError::TooLarge(format!(
+                "the component is {} bytes; the limit is {max} ([deploy] max_component_size)",
+                bytes.len()
+            )));
+        }
+        // Compiling first proves it is a component at all, and fills the artifact cache.
+        let engine = self.engine.clone();
+        let (bytes, compiled) = tokio::task::spawn_blocking(move || {
+            let compiled = engine.compile(&bytes).map(|_| ());
+            (bytes, compiled)
+        })
+        .await
+        .map_err(|e| DeployError::Invalid(format!("compiling failed: {e}")))?;
+        compiled.map_err(|e| {
+            let reason = format!("{e:#}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            DeployError::Invalid(format!("not a valid WebAssembly component: {reason}"))
+        })?;
+        let hash = hex::encode(Sha256::digest(&bytes));
+
+        let mut state = self.state.lock().await;
+        let current = self.current_spec(&state, name);
+        let spec = current.merged_with(&request);
+        let deployed_at_ms = now_ms();
+        let deployment = Deployment {
+            version: version_id(&hash, &spec, deployed_at_ms),
+            hash: hash.clone(),
+            deployed_at_ms,
+            spec,
+            source: None,
+        };
+        self.store_blob(&hash, &bytes)?;
+        let prepared = self
+            .prepare(&state, name, &deployment, Some(&bytes))
+            .await?;
+        let created = state.registry.get(name).is_none();
+        let mut record = self.record_of(&state, name);
+        let previous = record.current.as_ref().map(|d| d.version.clone());
+        record.push(deployment.clone());
+        self.persist(&record, Some((&hash, &bytes))).await?;
+        self.commit(&mut state, prepared).await;
+        state.records.insert(name.to_string(), record);
+        let report = self.report(&state, name, &deployment, previous, created, started);
+        tracing::info!(name = %name, version = %deployment.version, hash = %&hash[..12], elapsed_ms = report.elapsed_ms, "component deployed");
+        Ok(report)
+    }
+
+    /// Removes component `name` and its triggers.
+    pub async fn delete(&self, name: &str) -> Result<(), DeployError> {
+        let mut state = self.state.lock().await;
+        if state.registry.get(name).is_none() {
+            return Err(DeployError::NotFound(format!(
+                "no component named {name:?}"
+            )));
+        }
+        let prepared = self.prepare_removal(&state, name)?;
+        let mut record = self.record_of(&state, name);
+        if let Some(current) = record.current.take() {
+            record.history.push(current);
+            if record.history.len() > store::HISTORY {
+                record.history.remove(0);
+            }
+        }
+        self.persist(&record, None).await?;
+        self.commit(&mut state, prepared).await;
+        state.records.insert(name.to_string(), record);
+        tracing::info!(name = %name, "component deleted");
+        Ok(())
+    }
+
+    /// Returns component `name` to its previous version: bytes, limits and triggers.
+    pub async fn rollback(&self, name: &str) -> Result<DeployReport, DeployError> {
+        let started = Instant::now();
+        let mut state = self.state.lock().await;
+        if state.registry.get(name).is_none() {
+            return Err(DeployError::NotFound(format!(
+                "no component named {name:?}"
+            )));
+        }
+        let mut record = self.record_of(&state, name);
+        let Some(previous) = record.history.pop() else {
+            return Err(DeployError::NoPrevious(format!(
+                "component `{name}` has no earlier version to roll back to"
+            )));
+        };
+        let prepared = self.prepare(&state, name, &previous, None).await?;
+        let from = record.current.as_ref().map(|d| d.version.clone());
+        let created = state.registry.get(name).is_none();
+        record.current = Some(previous.clone());
+        self.persist(&record, None).await?;
+        self.commit(&mut state, prepared).await;
+        state.records.insert(name.to_string(), record);
+        tracing::info!(name = %name, version = %previous.version, "component rolled back");
+        Ok(self.report(&state, name, &previous, from, created, started))
+    }
+
+    /// Every component, by name.
+    pub async fn list(&self) -> Vec<ComponentInfo> {
+        let state = self.state.lock().await;
+        state
+            .registry
+            .iter()
+            .map(|c| {
+                let name = c.name();
+                let record = state.records.get(name);
+                let current = record.and_then(|r| r.current.as_ref());
+                let deployed = current.is_some_and(|d| d.source.is_none());
+                ComponentInfo {
+                    name: name.to_string(),
+                    hash: c.content_hash.clone(),
+                    version: current.map_or_else(|| "manifest".to_string(), |d| d.version.clone()),
+                    origin: if deployed { "deployed" } else { "manifest" },
+                    deployed_at_ms: current.filter(|_| deployed).map(|d| d.deployed_at_ms),
+                    exports: exports_of(c),
+                    triggers: triggers_json(&state.app, name),
+                    memory_limit: c.spec.memory_limit.to_string(),
+                    timeout: HumanDuration(c.spec.timeout).to_string(),
+                    max_instances: c.spec.max_instances,
+                    invocations: self.targets.metrics.invocations_of(name),
+                    versions: record.map_or(0, |r| r.history.len()) + 1,
+                }
+            })
+            .collect()
+    }
+
+    /// Follows the other hosts' deploys until `shutdown`: one pub/sub connection; on every
+    /// (re)subscription, every record is read again, so nothing missed while away is lost.
+    pub async fn watch(&self, shutdown: CancellationToken) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let mut failures = 0u32;
+        while !shutdown.is_cancelled() {
+            let subscribed = tokio::select! {
+                s = cluster.pool().subscribe(cluster::CHANNEL) => s,
+                () = shutdown.cancelled() => return,
+            };
+            let pubsub = match subscribed {
+                Ok(p) => p,
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        tracing::warn!(
+                            "subscribing to deploy notifications failed ({failures}×): {e}"
+                        );
+                    }
+                    let pause = Duration::from_millis(200 * u64::from(failures.min(10)));
+                    tokio::select! {
+                        () = crate::timers::sleep(pause) => continue,
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            failures = 0;
+            self.sync_all(cluster).await;
+            let mut messages = pubsub.into_on_message();
+            loop {
+                let message = tokio::select! {
+                    m = messages.next() => m,
+                    () = shutdown.cancelled() => return,
+                };
+                let Some(message) = message else {
+                    tracing::warn!("the deploy notification connection closed; subscribing again");
+                    break;
+                };
+                let Ok(name) = message.get_payload::<String>() else {
+                    continue;
+                };
+                self.sync(cluster, &name).await;
+            }
+        }
+    }
+
+    async fn sync_all(&self, cluster: &ClusterStore) {
+        match cluster.names().await {
+            Ok(names) => {
+                for name in names {
+                    self.sync(cluster, &name).await;
+                }
+            }
+            Err(e) => tracing::warn!("reading the cluster's deployments failed: {e}"),
+        }
+    }
+
+    async fn sync(&self, cluster: &ClusterStore, name: &str) {
+        let record = match cluster.record(name).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(component = name, "reading a deployment record failed: {e}");
+                return;
+            }
+        };
+        let version = record
+            .current
+            .as_ref()
+            .map_or("deleted".to_string(), |d| d.version.clone());
+        let mut state = self.state.lock().await;
+        let before = state
+            .records
+            .get(name)
+            .and_then(|r| r.current.as_ref())
+            .map(|d| d.version.clone());
+        if before.as_deref() == Some(version.as_str())
+            || (before.is_none() && record.current.is_none() && state.registry.get(name).is_none())
+        {
+            return;
+        }
+        match self.adopt(&mut state, record).await {
+            Ok(()) => tracing::info!(name = %name, %version, "component updated from the cluster"),
+            Err(e) => {
+                tracing::warn!(component = name, %version, "a deploy from another host could not be applied here: {e}")
+            }
+        }
+    }
+
+    /// The settings a redeploy starts from: the current version's, or the manifest's.
+    fn current_spec(&self, state: &State, name: &str) -> DeploySpec {
+        if let Some(d) = state.records.get(name).and_then(|r| r.current.as_ref()) {
+            return d.spec.clone();
+        }
+        match state.app.components.get(name) {
+            Some(c) => spec_of(c),
+            None => DeploySpec::default(),
+        }
+    }
+
+    /// The component's record, starting with the manifest's version when it has none yet
+    /// (so the first deploy over a manifest component can be rolled back).
+    fn record_of(&self, state: &State, name: &str) -> ComponentRecord {
+        if let Some(record) = state.records.get(name) {
+            return record.clone();
+        }
+        let mut record = ComponentRecord {
+            name: name.to_string(),
+            ..Default::default()
+        };
+        if let (Some(spec), Some(loaded)) =
+            (self.base.components.get(name), state.registry.get(name))
+        {
+            record.current = Some(Deployment {
+                version: "manifest".into(),
+                hash: loaded.content_hash.clone(),
+                deployed_at_ms: 0,
+                spec: spec_of(spec),
+                source: Some(spec.source.clone()),
+            });
+        }
+        record
+    }
+
+    fn store_blob(&self, hash: &str, bytes: &[u8]) -> Result<PathBuf, DeployError> {
+        match &self.disk {
+            Some(disk) => disk
+                .put_blob(hash, bytes)
+                .map_err(|e| DeployError::Unavailable(format!("storing the component: {e:#}"))),
+            None => {
+                let dir = std::env::temp_dir().join("llmchat-blobs");
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| DeployError::Unavailable(format!("storing the component: {e}")))?;
+                let path = dir.join(format!("{hash}.wasm"));
+                std::fs::write(&path, bytes)
+                    .map_err(|e| DeployError::Unavailable(format!("storing the component: {e}")))?;
+                Ok(path)
+            }
+        }
+    }
+
+    /// Where a version's bytes are: its own file, the blob store, or (fetched now) Redis.
+    async fn source_of(
+        &self,
+        deployment: &Deployment,
+        bytes: Option<&[u8]>,
+    ) -> Result<PathBuf, DeployError> {
+        if let Some(source) = &deployment.source {
+            return Ok(source.clone());
+        }
+        if let Some(bytes) = bytes {
+            return self.store_blob(&deployment.hash, bytes);
+        }
+        if let Some(disk) = &self.disk {
+            let path = disk.blob_path(&deployment.hash);
+            if path.is_file() {
+                return Ok(path);
+            }
+        }
+        let cluster = self.cluster.as_ref().ok_or_else(|| {
+            DeployError::Unavailable(format!(
+                "the bytes of version {} are gone",
+                deployment.version
+            ))
+        })?;
+        let fetched = cluster
+            .blob(&deployment.hash)
+            .await
+            .map_err(|e| DeployError::Unavailable(format!("fetching the component: {e}")))?
+            .ok_or_else(|| {
+                DeployError::Unavailable(format!("Redis has no bytes for hash {}", deployment.hash))
+            })?;
+        if hex::encode(Sha256::digest(&fetched)) != deployment.hash {
+            return Err(DeployError::Invalid(
+                "the bytes fetched from Redis do not match their hash".into(),
+            ));
+        }
+        self.store_blob(&deployment.hash, &fetched)
+    }
+
+    /// Checks `deployment` as component `name` against the application now and loads it.
+    async fn prepare(
+        &self,
+        state: &State,
+        name: &str,
+        deployment: &Deployment,
+        bytes: Option<&[u8]>,
+    ) -> Result<Prepared, DeployError> {
+        let source = self.source_of(deployment, bytes).await?;
+        let spec = component_from_json(name, &source, deployment.spec.component_fields())
+            .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+        if spec.memory_limit.bytes() > self.pool.max_memory {
+            return Err(DeployError::Invalid(format!(
+                "memory_limit {} is above what this host's pool holds per instance ({} bytes; raise [deploy] max_memory_limit)",
+                spec.memory_limit, self.pool.max_memory
+            )));
+        }
+        let mut app = state.app.clone();
+        app.components.insert(name.to_string(), spec.clone());
+        let (http, queue, schedule) = match &deployment.spec.triggers {
+            Some(triggers) => parse_triggers(name, triggers, &app)?,
+            None => (
+                self.base
+                    .http_triggers
+                    .iter()
+                    .filter(|t| t.component == name)
+                    .cloned()
+                    .collect(),
+                self.base
+                    .queue_triggers
+                    .iter()
+                    .filter(|t| t.component == name)
+                    .cloned()
+                    .collect(),
+                self.base
+                    .schedule_triggers
+                    .iter()
+                    .filter(|t| t.component == name)
+                    .cloned()
+                    .collect(),
+            ),
+        };
+        check_conflicts(&app, name, &http, &queue, &schedule)?;
+        app.http_triggers.retain(|t| t.component != name);
+        app.queue_triggers.retain(|t| t.component != name);
+        app.schedule_triggers.retain(|t| t.component != name);
+        app.http_triggers.extend(http);
+        app.queue_triggers.extend(queue);
+        app.schedule_triggers.extend(schedule);
+        app.check_triggers().map_err(invalid)?;
+        let instances: u32 = app.components.values().map(|c| c.max_instances).sum();
+        if instances > self.pool.instances {
+            return Err(DeployError::Invalid(format!(
+                "the components would need {instances} instance slots; this host's pool has {} (raise [deploy] reserve_instances or lower max_instances)",
+                self.pool.instances
+            )));
+        }
+        for q in app.queue_triggers.iter().filter(|t| t.component == name) {
+            self.targets
+                .queues
+                .backend()
+                .prepare(&q.queue)
+                .await
+                .map_err(|e| {
+                    DeployError::Unavailable(format!("preparing queue `{}`: {e}", q.queue))
+                })?;
+        }
+        let needs = Needs::of(name, &app);
+        let engine = self.engine.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_component(&engine, &spec, needs))
+            .await
+            .map_err(|e| DeployError::Invalid(format!("loading failed: {e}")))?
+            .with_context(|| format!("component `{name}`"))
+            .map_err(invalid)?;
+        let registry = state.registry.with(Arc::new(loaded));
+        Ok(Prepared { app, registry })
+    }
+
+    fn prepare_removal(&self, state: &State, name: &str) -> Result<Prepared, DeployError> {
+        let mut app = state.app.clone();
+        app.components.remove(name);
+        app.http_triggers.retain(|t| t.component != name);
+        app.queue_triggers.retain(|t| t.component != name);
+        app.schedule_triggers.retain(|t| t.component != name);
+        Ok(Prepared {
+            app,
+            registry: state.registry.without(name),
+        })
+    }
+
+    /// Stores the record on disk and in Redis (telling the other hosts). Redis first: if it
+    /// is unreachable the deploy is refused rather than left to this host alone.
+    async fn persist(
+        &self,
+        record: &ComponentRecord,
+        blob: Option<(&str, &[u8])>,
+    ) -> Result<(), DeployError> {
+        if let Some(cluster) = &self.cluster {
+            cluster.publish(record, blob).await.map_err(|e| {
+                DeployError::Unavailable(format!("storing the deployment in Redis: {e}"))
+            })?;
+        }
+        if let Some(disk) = &self.disk {
+            disk.put_record(record)
+                .map_err(|e| DeployError::Unavailable(format!("storing the deployment: {e:#}")))?;
+        }
+        Ok(())
+    }
+
+    /// Swaps the prepared application in: queues, worker, schedules, routes.
+    async fn commit(&self, state: &mut State, prepared: Prepared) {
+        let t = &self.targets;
+        t.queues.set_triggers(&prepared.app.queue_triggers);
+        let applied = t
+            .worker
+            .apply(&prepared.registry)
+            .and_then(|()| {
+                t.schedules.apply(
+                    &prepared.app.schedule_triggers,
+                    &prepared.registry,
+                    &t.scheduler,
+                )
+            })
+            .and_then(|()| {
+                t.routes
+                    .set(&prepared.app.http_triggers, &prepared.registry, &t.metrics)
+            });
+        if let Err(e) = applied {
+            // Everything was checked beforehand; if this still happens, go back whole.
+            tracing::error!(
+                "applying a checked deployment failed: {e:#}; restoring the previous state"
+            );
+            t.queues.set_triggers(&state.app.queue_triggers);
+            let _ = t.worker.apply(&state.registry);
+            let _ = t
+                .schedules
+                .apply(&state.app.schedule_triggers, &state.registry, &t.scheduler);
+            let _ = t
+                .routes
+                .set(&state.app.http_triggers, &state.registry, &t.metrics);
+            return;
+        }
+        state.app = prepared.app;
+        state.registry = prepared.registry;
+    }
+
+    fn report(
+        &self,
+        state: &State,
+        name: &str,
+        deployment: &Deployment,
+        previous: Option<String>,
+        created: bool,
+        started: Instant,
+    ) -> DeployReport {
+        DeployReport {
+            name: name.to_string(),
+            hash: deployment.hash.clone(),
+            version: deployment.version.clone(),
+            deployed_at_ms: deployment.deployed_at_ms,
+            exports: state
+                .registry
+                .get(name)
+                .map(|c| exports_of(c))
+                .unwrap_or_default(),
+            triggers: triggers_json(&state.app, name),
+            previous,
+            created,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+/// A short id for one deployment: its bytes, settings and time.
+fn version_id(hash: &str, spec: &DeploySpec, at_ms: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(hash.as_bytes());
+    h.update(serde_json::to_vec(spec).unwrap_or_default());
+    h.update(at_ms.to_le_bytes());
+    hex::encode(h.finalize())[..12].to_string()
+}
+
+/// A manifest component's settings as a deploy spec (its triggers stay the manifest's).
+fn spec_of(c: &ComponentSpec) -> DeploySpec {
+    DeploySpec {
+        memory_limit: Some(c.memory_limit.to_string()),
+        timeout: Some(HumanDuration(c.timeout).to_string()),
+        max_instances: Some(c.max_instances),
+        kv_namespace: Some(c.kv_namespace.clone()),
+        allowed_outbound_hosts: Some(c.allowed_outbound_hosts.clone()),
+        config: Some(
+            c.config
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        ),
+        triggers: None,
+    }
+}
+
+fn exports_of(c: &LoadedComponent) -> Vec<&'static str> {
+    let mut exports = Vec::new();
+    if c.http.is_some() {
+        exports.push("http");
+    }
+    if c.processor.is_some() {
+        exports.push("processor");
+    }
+    if c.monitor.is_some() {
+        exports.push("monitor");
+    }
+    exports
+}
+
+fn triggers_json(app: &Manifest, name: &str) -> serde_json::Value {
+    let http: Vec<_> = app
+        .http_triggers
+        .iter()
+        .filter(|t| t.component == name)
+        .map(|t| serde_json::json!({ "route": t.route, "methods": t.methods }))
+        .collect();
+    let queue: Vec<_> = app
+        .queue_triggers
+        .iter()
+        .filter(|t| t.component == name)
+        .map(|t| serde_json::json!({ "queue": t.queue, "concurrency": t.concurrency }))
+        .collect();
+    let schedule: Vec<_> = app
+        .schedule_triggers
+        .iter()
+        .filter(|t| t.component == name)
+        .map(|t| serde_json::json!({ "name": t.name, "when": t.when.to_string(), "timeout": HumanDuration(t.timeout).to_string() }))
+        .collect();
+    serde_json::json!({ "http": http, "queue": queue, "schedule": schedule })
+}
+
+type ParsedTriggers = (
+    Vec<HttpTrigger>,
+    Vec<QueueTrigger>,
+    Vec<crate::manifest::ScheduleTrigger>,
+);
+
+/// The triggers of a deploy spec, parsed by the manifest's own types.
+fn parse_triggers(
+    name: &str,
+    spec: &TriggerSpec,
+    app: &Manifest,
+) -> Result<ParsedTriggers, DeployError> {
+    let with_component = |t: &serde_json::Map<String, serde_json::Value>| {
+        let mut t = t.clone();
+        t.insert(
+            "component".into(),
+            serde_json::Value::String(name.to_string()),
+        );
+        serde_json::Value::Object(t)
+    };
+    let http = spec
+        .http
+        .iter()
+        .map(|t| {
+            serde_json::from_value::<HttpTrigger>(with_component(t))
+                .map_err(|e| DeployError::Invalid(format!("http trigger: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let queue = spec
+        .queue
+        .iter()
+        .map(|t| {
+            serde_json::from_value::<QueueTrigger>(with_component(t))
+                .map_err(|e| DeployError::Invalid(format!("queue trigger: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let schedule = spec
+        .schedule
+        .iter()
+        .map(|t| {
+            schedule_from_json(with_component(t), &app.components)
+                .map_err(|e| DeployError::Invalid(format!("schedule trigger: {e:#}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((http, queue, schedule))
+}
+
+/// A trigger another component holds: a route and method, a queue, a schedule name.
+fn check_conflicts(
+    app: &Manifest,
+    name: &str,
+    http: &[HttpTrigger],
+    queue: &[QueueTrigger],
+    schedule: &[crate::manifest::ScheduleTrigger],
+) -> Result<(), DeployError> {
+    let overlap = |a: &[String], b: &[String]| {
+        a.is_empty() || b.is_empty() || a.iter().any(|m| b.contains(m))
+    };
+    for t in http {
+        if let Some(other) = app
+            .http_triggers
+            .iter()
+            .find(|o| o.component != name && o.route == t.route && overlap(&o.methods, &t.methods))
+        {
+            return Err(DeployError::Conflict(format!(
+                "route {:?} belongs to component `{}`",
+                t.route, other.component
+            )));
+        }
+    }
+    for t in queue {
+        if let Some(other) = app
+            .queue_triggers
+            .iter()
+            .find(|o| o.component != name && o.queue == t.queue)
+        {
+            return Err(DeployError::Conflict(format!(
+                "queue `{}` is processed by component `{}`",
+                t.queue, other.component
+            )));
+        }
+    }
+    for t in schedule {
+        if let Some(other) = app
+            .schedule_triggers
+            .iter()
+            .find(|o| o.component != name && o.name == t.name)
+        {
+            return Err(DeployError::Conflict(format!(
+                "schedule `{}` belongs to component `{}`",
+                t.name, other.component
+            )));
+        }
+    }
+    Ok(())
+}
