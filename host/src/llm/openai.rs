@@ -82,10 +82,19 @@ impl OpenAiProvider {
 
     /// Sends the request and returns the response once its status says success.
     async fn send(&self, request: &Request, stream: bool) -> Result<reqwest::Response, LlmError> {
-        let mut builder = self
+        let builder = self
             .client
             .post(&self.url)
             .json(&self.body(request, stream));
+        self.call(builder).await
+    }
+
+    /// Sends with the API key and the timeout; a response whose status is not a success
+    /// becomes the provider's error, quoting its body.
+    async fn call(
+        &self,
+        mut builder: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, LlmError> {
         if let Some(key) = &self.api_key {
             builder = builder.bearer_auth(key);
         }
@@ -253,26 +262,7 @@ impl LlmProvider for OpenAiProvider {
     }
 
     async fn probe(&self) -> Result<(), LlmError> {
-        let mut builder = self.client.get(&self.models_url);
-        if let Some(key) = &self.api_key {
-            builder = builder.bearer_auth(key);
-        }
-        let response = crate::timers::timeout(self.timeout, builder.send())
-            .await
-            .map_err(|_| LlmError::Timeout)?
-            .map_err(transport_error)?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let text = crate::timers::timeout(self.timeout, response.text())
-            .await
-            .map_err(|_| LlmError::Timeout)?
-            .unwrap_or_default();
-        Err(LlmError::Provider {
-            status: status.as_u16(),
-            message: error_message(&text),
-        })
+        self.call(self.client.get(&self.models_url)).await.map(drop)
     }
 
     async fn complete(&self, request: Request) -> Result<Completion, LlmError> {
