@@ -14,11 +14,24 @@ setup:
     command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
     command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
     command -v chromium >/dev/null || command -v chromium-browser >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
+    python3 -c 'import venv, ensurepip' 2>/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv)
+    @command -v node >/dev/null || echo "note: the TypeScript components need Node.js >= 20.19 with npm (https://nodejs.org); Debian's nodejs is too old"
 
-# Build the guest components (wasm32-wasip2).
-build-components:
+# Build the guest components: Rust (wasm32-wasip2), TypeScript (jco) and Python
+# (componentize-py). The JS and Python builds skip components that have not changed.
+build-components: build-rust-components build-js build-python
+
+build-rust-components:
     @rustup target list --installed | grep -qx wasm32-wasip2 || { echo "error: the wasm32-wasip2 target is missing; run \`just setup\`" >&2; exit 1; }
     cd {{components}} && cargo build --locked --release --target wasm32-wasip2
+
+# TypeScript components into components/target/js/ (needs Node.js >= 20.19 and npm).
+build-js:
+    {{components}}/js/build.sh
+
+# Python components into components/target/python/ (needs python3 >= 3.10 with venv).
+build-python:
+    {{components}}/python/build.sh
 
 # Build the host binary (target/release/llmchat) and the components.
 build: build-components

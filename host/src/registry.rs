@@ -133,9 +133,12 @@ impl Needs {
 }
 
 /// Refuses imports the host links but this component is not granted: outbound HTTP without
-/// `allowed_outbound_hosts`, the monitor's `probe` without a schedule, and sockets (the host
-/// grants no network but outbound HTTP). Interfaces the host does not provide at all are
-/// refused by the linker itself, naming them.
+/// `allowed_outbound_hosts`, and the monitor's `probe` without a schedule. Interfaces the
+/// host does not provide at all are refused by the linker itself, naming them.
+///
+/// `wasi:sockets` is linked for every component, because language runtimes (CPython,
+/// StarlingMonkey) import it whatever the program does; the WASI context of every
+/// invocation allows no TCP, UDP or name lookup, so linking it grants nothing.
 fn check_grants(
     engine: &ComponentEngine,
     component: &wasmtime::component::Component,
@@ -144,11 +147,6 @@ fn check_grants(
 ) -> Result<()> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine.wasmtime()) {
-        if name.starts_with("wasi:sockets/") {
-            bail!(
-                "it imports `{name}`, and components are granted no sockets (outbound HTTP only, with `allowed_outbound_hosts`)"
-            );
-        }
         if name.starts_with("wasi:http/outgoing-handler") && spec.allowed_outbound_hosts.is_empty()
         {
             bail!(

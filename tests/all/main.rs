@@ -14,6 +14,7 @@ mod lifecycle;
 mod manifest_errors;
 mod metrics;
 mod openai;
+mod polyglot;
 mod queue_conformance;
 mod queues;
 mod redis_pool;

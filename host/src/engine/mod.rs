@@ -156,7 +156,7 @@ fn engine_config(sizing: PoolSizing) -> Result<Config> {
     let max_memory =
         usize::try_from(sizing.max_memory).context("memory limit does not fit usize")?;
     pool.total_component_instances(instances)
-        .total_core_instances(instances.saturating_mul(8))
+        .total_core_instances(instances.saturating_mul(16))
         .total_memories(instances.saturating_mul(2))
         .total_tables(instances.saturating_mul(4))
         .total_stacks(instances)

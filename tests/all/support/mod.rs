@@ -48,10 +48,10 @@ pub fn route_toml(route: &str, component: &str) -> String {
 pub fn default_manifest() -> String {
     let text = std::fs::read_to_string(repo_root().join("components/llmchat.toml"))
         .expect("reading components/llmchat.toml");
-    let release = repo_root().join("components/target/wasm32-wasip2/release");
+    let target = repo_root().join("components/target");
     text.replace(
-        "source = \"target/wasm32-wasip2/release/",
-        &format!("source = \"{}/", release.display()),
+        "source = \"target/",
+        &format!("source = \"{}/", target.display()),
     )
 }
 
@@ -110,7 +110,9 @@ impl Host {
                 log.push('\n');
             }
         });
-        match rx.recv_timeout(Duration::from_secs(60)) {
+        // Generous: a first start compiles JS and Python components (10-20 s each on 2
+        // cores) before the artifact cache has them. A host that exits says so at once.
+        match rx.recv_timeout(Duration::from_secs(300)) {
             Ok(base) => Ok(Host {
                 child,
                 base,

@@ -8,6 +8,7 @@
 
 mod request;
 mod stream;
+mod usage;
 
 use crate::agents::{self, Agent};
 use crate::bindings::llm;
@@ -137,6 +138,7 @@ fn answer_whole(
 ) -> Result<Response<Body>, ApiError> {
     let completion = llm::complete(llm_request).map_err(ApiError::Llm)?;
     exchange.save(&completion.content)?;
+    usage::record(completion.usage.as_ref());
     let answer = Answer {
         conversation_id: &exchange.conversation_id,
         agent: &exchange.agent,

@@ -92,6 +92,7 @@ impl AnswerEvents {
         if let Err(error) = self.exchange.save(&answer) {
             return self.error(error);
         }
+        super::usage::record(self.completion.usage().as_ref());
         let done = Done {
             conversation_id: &self.exchange.conversation_id,
             usage,
