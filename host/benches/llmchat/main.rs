@@ -17,6 +17,8 @@
 //!   the real binary: RSS, tokio tasks and armed timers at 10k and at 1M, scheduler lag.
 //! - [`deploy`]: (v) deploy → serving: how long after a `PUT /admin/components/{name}` the
 //!   new version answers, on that host and on a second host sharing its Redis.
+//! - [`polyglot`]: (p) the `hello` component in Rust, JS and Python on one host: compile
+//!   and cached load times, per-invocation latency, req/s with `wrk`, and the host's RSS.
 //! - [`process`]: the child processes (killed on drop, even on error) and small probes;
 //!   [`redis_probe`]: what the queue benchmarks read from Redis.
 //! - [`report`]: the table and the targets.
@@ -26,12 +28,14 @@
 //! come from the defaults. `LLMCHAT_BENCH_ONLY=queues` runs the queue benchmarks alone, and
 //! `LLMCHAT_BENCH_ONLY=soak` the soak alone (`LLMCHAT_BENCH_QUICK=1`: 100k invocations;
 //! `LLMCHAT_BENCH_SOAK_BACKEND=redis` puts its kv and queues on a private Redis), and
-//! `LLMCHAT_BENCH_ONLY=deploy` the deploy benchmark alone.
+//! `LLMCHAT_BENCH_ONLY=deploy` the deploy benchmark alone, and `LLMCHAT_BENCH_ONLY=polyglot`
+//! the polyglot benchmark alone.
 
 mod deploy;
 mod invocation;
 mod load;
 mod memory;
+mod polyglot;
 mod process;
 mod queues;
 mod redis_probe;
@@ -91,6 +95,11 @@ fn run() -> Result<()> {
             let results = deploy::measure(&paths)?;
             return write_report(&paths, &report::render_deploy(&results));
         }
+        Ok("polyglot") => {
+            eprintln!("(p) polyglot: hello in Rust, JS and Python on one host");
+            let results = polyglot::measure(&paths, &wrk)?;
+            return write_report(&paths, &report::render_polyglot(&results));
+        }
         _ => {}
     }
 
@@ -142,6 +151,9 @@ fn run() -> Result<()> {
     eprintln!("(v) deploy → serving: one host, and two hosts on one Redis");
     let deploy = deploy::measure(&paths)?;
 
+    eprintln!("(p) polyglot: hello in Rust, JS and Python on one host");
+    let polyglot = polyglot::measure(&paths, &wrk)?;
+
     let table = report::render(&report::Results {
         context: report::Context {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -160,6 +172,7 @@ fn run() -> Result<()> {
         queues,
         soak,
         deploy,
+        polyglot,
     });
     write_report(&paths, &table)
 }

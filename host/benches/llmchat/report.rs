@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::load::Load;
-use crate::{deploy, invocation, median, memory, percentile, queues, soak};
+use crate::{deploy, invocation, median, memory, percentile, polyglot, queues, soak};
 
 /// Targets from issue 2.
 const MAX_INVOCATION_US: f64 = 10.0;
@@ -37,6 +37,12 @@ const MAX_SOAK_DRIFT: u64 = 3;
 const MAX_DEPLOY_LOCAL_P99_MS: f64 = 200.0;
 const MAX_DEPLOY_CLUSTER_P99_MS: f64 = 1000.0;
 
+/// Targets from issue 6: the polyglot components.
+const MAX_JS_INVOCATION_MS: f64 = 0.5;
+const MAX_PY_INVOCATION_MS: f64 = 3.0;
+const MIN_JS_RPS: f64 = 2_000.0;
+const MAX_RESTART_READY_MS: f64 = 2_000.0;
+
 const STALL_NOTE: &str = "2 s without progress";
 
 const NOT_INSTALLED: &str = "not installed (cargo install wasmtime-cli --version 48.0.8 --locked)";
@@ -62,6 +68,7 @@ pub struct Results {
     pub queues: queues::Results,
     pub soak: soak::Results,
     pub deploy: deploy::Results,
+    pub polyglot: polyglot::Results,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -173,6 +180,17 @@ pub fn render(r: &Results) -> String {
     out.push_str(&queue_notes(&r.queues));
     out.push_str(&soak_notes(&r.soak));
     out.push_str(&deploy_notes(&r.deploy));
+    out.push_str(&polyglot_notes(&r.polyglot));
+    out
+}
+
+/// The report of the polyglot benchmark alone (`LLMCHAT_BENCH_ONLY=polyglot`).
+pub fn render_polyglot(p: &polyglot::Results) -> String {
+    let rows = polyglot_rows(p);
+    let mut out = String::from("## Benchmarks (polyglot only)\n\n");
+    out.push_str(&table(&rows));
+    out.push_str(&summary(&rows));
+    out.push_str(&polyglot_notes(p));
     out
 }
 
@@ -332,7 +350,110 @@ fn rows(r: &Results) -> Vec<Row> {
     rows.extend(queue_rows(&r.queues));
     rows.extend(soak_rows(&r.soak));
     rows.extend(deploy_rows(&r.deploy));
+    rows.extend(polyglot_rows(&r.polyglot));
     rows
+}
+
+fn polyglot_rows(p: &polyglot::Results) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for l in &p.languages {
+        let (p50, p99) = (l.p50_ms(), l.p99_ms());
+        let result = format!(
+            "{} sequential keep-alive requests; mean {:.3} ms",
+            thousands(l.latency_ms.len() as f64),
+            l.latency_ms.iter().sum::<f64>() / l.latency_ms.len().max(1) as f64
+        );
+        let name = format!("(p) {} hello: per-invocation latency", l.label);
+        let mut row = match l.label {
+            "JS" => Row::target(
+                &name,
+                result,
+                "median ≤ 0.5 ms",
+                p50 <= MAX_JS_INVOCATION_MS,
+            ),
+            "Python" => Row::target(&name, result, "median ≤ 3 ms", p50 <= MAX_PY_INVOCATION_MS),
+            _ => Row::info(&name, result),
+        }
+        .with_errors(l.errors);
+        row.p50 = format!("{p50:.3} ms");
+        row.p99 = format!("{p99:.3} ms");
+        rows.push(row);
+    }
+    for l in &p.languages {
+        let name = format!("(p) {} hello: wrk, 100 connections", l.label);
+        let row = match l.label {
+            "JS" => Row::target(
+                &name,
+                rps(&l.load),
+                "≥ 2,000 req/s",
+                l.load.req_per_sec() >= MIN_JS_RPS,
+            ),
+            _ => Row::info(&name, rps(&l.load)),
+        };
+        rows.push(row.with_load(&l.load));
+    }
+    for l in &p.languages {
+        rows.push(Row::info(
+            &format!("(p) {} hello: compile (cold cache) / cached load", l.label),
+            format!(
+                "{:.0} ms / {:.0} ms ({:.1} MB component)",
+                l.compile_ms,
+                l.cached_load_ms,
+                l.size as f64 / 1e6
+            ),
+        ));
+    }
+    let cached_start = median(p.cached_start_ms.clone());
+    let worst_start = p.cached_start_ms.iter().copied().fold(0.0, f64::max);
+    rows.extend([
+        Row::info(
+            "(p) cold start → listening, all three compiled",
+            format!("{:.0} ms", p.cold_start_ms),
+        ),
+        Row::target(
+            "(p) restart → listening, all three cached",
+            format!(
+                "{cached_start:.0} ms median of {} restarts; worst {worst_start:.0} ms",
+                p.cached_start_ms.len()
+            ),
+            "< 2 s",
+            !p.cached_start_ms.is_empty() && worst_start < MAX_RESTART_READY_MS,
+        ),
+        Row::info(
+            "(p) RSS, all three loaded (cached), before any request",
+            mb(p.rss_loaded),
+        ),
+        Row::info("(p) RSS after the latency and wrk runs", mb(p.rss_after)),
+    ]);
+    rows
+}
+
+/// How the polyglot figures were measured.
+fn polyglot_notes(p: &polyglot::Results) -> String {
+    let mut out = String::from("\n### Polyglot: method\n\n");
+    let names: Vec<&str> = p.languages.iter().map(|l| l.label).collect();
+    let _ = writeln!(
+        out,
+        "Polyglot rows (p): the `hello` wasi:http component (\"Hello, world!\") in {} \
+         (`hello.wasm`, jco's `js-hello.wasm`, componentize-py's `py-hello.wasm`), served \
+         by one `llmchat up` on `/rust`, `/js` and `/py`, each with a 32 MiB memory limit. \
+         Compile: the host starts on a fresh `--cache-dir`; per component the `elapsed_ms` \
+         of its `component loaded … cached=false` log line, and spawn → `llmchat listening` \
+         for the whole start. Cached load: {} restarts on the same cache, `cached=true` \
+         `elapsed_ms` (median) and spawn → listening (the target holds the worst restart); \
+         the last host serves everything below. Latency: {} warm-up requests per language, \
+         then {} rounds of {} sequential GETs per language on one keep-alive connection \
+         (reqwest, blocking), the languages interleaved round by round; each request's round \
+         trip, client included, so Rust's row is the floor that HTTP and the host add. \
+         req/s: wrk as in (b), the three interleaved round by round. RSS: VmRSS after the \
+         cached start, and after the latency and wrk runs. All traffic on 127.0.0.1.",
+        names.join(", "),
+        polyglot::RESTARTS,
+        polyglot::WARM_UP,
+        polyglot::LATENCY_ROUNDS,
+        polyglot::PER_ROUND,
+    );
+    out
 }
 
 fn deploy_rows(d: &deploy::Results) -> Vec<Row> {
