@@ -64,6 +64,8 @@ enum Command {
     Components(cli::components::ComponentsArgs),
     /// Return a deployed component to its previous version.
     Rollback(cli::components::RollbackArgs),
+    /// Scaffold a component folder (source, build script, test, README) to deploy.
+    New(cli::new::NewArgs),
 }
 
 #[derive(clap::Args)]
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
                     Command::Deploy(args) => cli::components::deploy(args).await,
                     Command::Components(args) => cli::components::components(args).await,
                     Command::Rollback(args) => cli::components::rollback(args).await,
+                    Command::New(args) => cli::new::scaffold(args),
                 }
             });
             rt.shutdown_timeout(RUNTIME_SHUTDOWN);
