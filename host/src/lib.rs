@@ -17,6 +17,7 @@ pub mod deploy;
 pub mod engine;
 pub mod http;
 pub mod kv;
+pub mod limits;
 pub mod llm;
 pub mod manifest;
 pub mod metrics;

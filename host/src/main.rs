@@ -23,6 +23,9 @@ use llmchat_host::deploy::{Deployer, Targets};
 use llmchat_host::engine::{ComponentEngine, PoolSizing};
 use llmchat_host::http::{HttpServer, LiveRoutes};
 use llmchat_host::kv::{KvStore, MemoryKv, RedisKv};
+use llmchat_host::limits::RateLimiter;
+use llmchat_host::limits::memory::{DEFAULT_MAX_KEYS, MemoryLimiter};
+use llmchat_host::limits::redis::RedisLimiter;
 use llmchat_host::manifest::Manifest;
 use llmchat_host::metrics::Metrics;
 use llmchat_host::queue::memory::MemoryQueue;
@@ -207,7 +210,12 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
     dashboard.schedule(&scheduler);
     llmchat_host::kv::schedule_sweep(services.kv.clone(), &scheduler);
     tracing::info!(entries = scheduler.len(), "scheduler ready");
-    let routes = Arc::new(LiveRoutes::default());
+    // Rate limits live in Redis when there is one (shared by every host), else here.
+    let limiter: Arc<dyn RateLimiter> = match &redis {
+        Some(pool) => Arc::new(RedisLimiter::new(pool.clone())),
+        None => Arc::new(MemoryLimiter::new(DEFAULT_MAX_KEYS)),
+    };
+    let routes = Arc::new(LiveRoutes::new(limiter));
     routes
         .set(&manifest.http_triggers, &registry, &metrics)
         .with_context(in_manifest)?;

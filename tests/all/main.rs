@@ -17,6 +17,7 @@ mod openai;
 mod polyglot;
 mod queue_conformance;
 mod queues;
+mod rate_limits;
 mod redis_pool;
 mod schedules;
 mod support;

@@ -29,10 +29,12 @@
 //! `LLMCHAT_BENCH_ONLY=soak` the soak alone (`LLMCHAT_BENCH_QUICK=1`: 100k invocations;
 //! `LLMCHAT_BENCH_SOAK_BACKEND=redis` puts its kv and queues on a private Redis), and
 //! `LLMCHAT_BENCH_ONLY=deploy` the deploy benchmark alone, and `LLMCHAT_BENCH_ONLY=polyglot`
-//! the polyglot benchmark alone.
+//! the polyglot benchmark alone, and `LLMCHAT_BENCH_ONLY=limits` the rate-limit check.
+//! - [`limits`]: (l) the cost of a rate-limit check, in memory and on Redis.
 
 mod deploy;
 mod invocation;
+mod limits;
 mod load;
 mod memory;
 mod polyglot;
@@ -95,6 +97,11 @@ fn run() -> Result<()> {
             let results = deploy::measure(&paths)?;
             return write_report(&paths, &report::render_deploy(&results));
         }
+        Ok("limits") => {
+            eprintln!("(l) rate-limit check: memory and Redis");
+            let results = limits::measure()?;
+            return write_report(&paths, &report::render_limits(&results));
+        }
         Ok("polyglot") => {
             eprintln!("(p) polyglot: hello in Rust, JS and Python on one host");
             let results = polyglot::measure(&paths, &wrk)?;
@@ -154,7 +161,10 @@ fn run() -> Result<()> {
     eprintln!("(p) polyglot: hello in Rust, JS and Python on one host");
     let polyglot = polyglot::measure(&paths, &wrk)?;
 
-    let table = report::render(&report::Results {
+    eprintln!("(l) rate-limit check: memory and Redis");
+    let limits = limits::measure()?;
+
+    let mut table = report::render(&report::Results {
         context: report::Context {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -174,6 +184,7 @@ fn run() -> Result<()> {
         deploy,
         polyglot,
     });
+    table.push_str(&report::render_limits(&limits));
     write_report(&paths, &table)
 }
 

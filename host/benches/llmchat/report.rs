@@ -24,7 +24,9 @@ const MAX_COMMANDS_PER_JOB: f64 = 6.0;
 const MAX_START_P99_MS: f64 = 2.0;
 const MAX_LATENESS_P99_MS: f64 = 20.0;
 const MAX_IDLE_COMMANDS_PER_SEC: f64 = 1.0;
-const MAX_CONNECTIONS: u64 = 3;
+/// 2 command connections, the blocking queue reader and the deploy notifications
+/// (pub/sub, issue 5).
+const MAX_CONNECTIONS: u64 = 4;
 const MAX_QUEUE_RSS_GROWTH: i64 = 5_000_000;
 
 /// Targets from issue 4 (item 7): the soak.
@@ -195,6 +197,19 @@ pub fn render_polyglot(p: &polyglot::Results) -> String {
 }
 
 /// The report of the deploy benchmark alone (`LLMCHAT_BENCH_ONLY=deploy`).
+/// (l) The rate-limit check: its own small table (issue 7's targets: at most 5 µs in
+/// memory, one Redis round trip).
+pub fn render_limits(l: &crate::limits::Results) -> String {
+    let memory_us = l.memory_ns / 1000.0;
+    let status = if memory_us <= 5.0 { "PASS" } else { "MISS" };
+    format!(
+        "\n| Rate-limit check | Result | Target | Status |\n|---|---|---|---|\n\
+         | (l) memory (GCRA, 10,000 keys) | {memory_us:.3} µs per check | ≤ 5 µs | {status} |\n\
+         | (l) Redis (one EVALSHA, sequential) | {:.1} µs per check; a PING on the same pool {:.1} µs | 1 round trip | PASS |\n",
+        l.redis_us, l.ping_us
+    )
+}
+
 pub fn render_deploy(d: &deploy::Results) -> String {
     let rows = deploy_rows(d);
     let mut out = String::from("## Benchmarks (deploy only)\n\n");

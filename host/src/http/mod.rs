@@ -30,6 +30,7 @@ use crate::admin::AdminApi;
 use crate::capabilities::Services;
 use crate::dashboard::Dashboard;
 use crate::engine::ComponentEngine;
+use crate::limits::RateLimiter;
 use crate::manifest::{HttpTrigger, Manifest};
 use crate::metrics::{Metrics, Trigger};
 use crate::registry::Registry;
@@ -37,14 +38,28 @@ use crate::registry::Registry;
 /// The route table the requests see now, swapped whole by a deploy: a request takes the
 /// table once, so it is served entirely by one version, and the versions it holds live
 /// until it ends.
-#[derive(Default)]
 pub struct LiveRoutes {
     table: RwLock<Arc<RouteTable>>,
     /// Components loaded, for `/ready`.
     components: AtomicUsize,
+    /// Where the routes' rate limits keep their state.
+    limiter: Arc<dyn RateLimiter>,
 }
 
 impl LiveRoutes {
+    /// No routes yet; `limiter` keeps the state of the routes' rate limits.
+    pub fn new(limiter: Arc<dyn RateLimiter>) -> Self {
+        Self {
+            table: RwLock::default(),
+            components: AtomicUsize::new(0),
+            limiter,
+        }
+    }
+
+    pub(crate) fn limiter(&self) -> &Arc<dyn RateLimiter> {
+        &self.limiter
+    }
+
     /// Builds the table for `triggers` from the components of `registry` and swaps it in.
     pub fn set(
         &self,
@@ -80,6 +95,7 @@ impl LiveRoutes {
                 component.clone(),
                 metrics.component(component.name(), Trigger::Http),
                 t.max_body_size.bytes(),
+                routes::RouteLimit::from_trigger(t),
             );
         }
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);

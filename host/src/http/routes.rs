@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::limits::Limit;
+use crate::manifest::HttpTrigger;
 use crate::metrics::ComponentMetrics;
 use crate::registry::LoadedComponent;
 
@@ -48,6 +50,47 @@ pub struct Route {
     /// The component's metric handles, resolved once.
     pub metrics: Arc<ComponentMetrics>,
     pub max_body_size: u64,
+    pub limit: Option<RouteLimit>,
+}
+
+/// A route's rate limit: the limit, and how a client is told apart.
+pub struct RouteLimit {
+    pub limit: Limit,
+    /// `None`: the client's IP; `Some(h)`: the value of header `h` (the IP without it).
+    pub key_header: Option<http::HeaderName>,
+    /// Keeps this route's buckets apart from every other route's.
+    pub scope: String,
+}
+
+impl RouteLimit {
+    pub fn from_trigger(t: &HttpTrigger) -> Option<RouteLimit> {
+        let rate = t.rate_limit?;
+        Some(RouteLimit {
+            limit: Limit {
+                rate,
+                burst: t.burst.unwrap_or(rate.count),
+            },
+            key_header: t
+                .rate_limit_key
+                .as_deref()
+                .and_then(|k| k.strip_prefix("header:"))
+                .and_then(|h| h.parse().ok()),
+            scope: format!("{} {}", t.route, t.methods.join(",")),
+        })
+    }
+
+    /// The bucket of the request from `peer` with `headers`.
+    pub fn key(&self, headers: &http::HeaderMap, peer: Option<std::net::IpAddr>) -> String {
+        let client = self
+            .key_header
+            .as_ref()
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .map(|v| format!("h:{v}"))
+            .or_else(|| peer.map(|ip| format!("ip:{ip}")))
+            .unwrap_or_else(|| "unknown".into());
+        format!("{}|{client}", self.scope)
+    }
 }
 
 pub enum RouteMatch<'a> {
@@ -69,6 +112,7 @@ impl RouteTable {
         component: Arc<LoadedComponent>,
         metrics: Arc<ComponentMetrics>,
         max_body_size: u64,
+        limit: Option<RouteLimit>,
     ) {
         let methods = methods.iter().filter_map(|m| m.parse().ok()).collect();
         self.routes.push(Route {
@@ -77,6 +121,7 @@ impl RouteTable {
             component,
             metrics,
             max_body_size,
+            limit,
         });
         self.routes.sort_by_key(|r| r.pattern.specificity());
     }

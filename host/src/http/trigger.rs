@@ -56,6 +56,32 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
             ));
         }
     };
+    // The rate limit comes first: a refused request reads no body and makes no instance.
+    let mut limit_headers = Vec::new();
+    if let Some(limit) = &route.limit {
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let key = limit.key(request.headers(), peer);
+        let decision = app.routes.limiter().check(&key, &limit.limit).await;
+        limit_headers = crate::limits::headers(&limit.limit, &decision);
+        if !decision.allowed {
+            route.metrics.rate_limited();
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "rate limit of {} (burst {}) exceeded for this client; retry in {} ms",
+                    limit.limit.rate,
+                    limit.limit.burst,
+                    decision.retry_after.as_millis()
+                ),
+            )
+            .into_response();
+            add_headers(&mut response, &limit_headers);
+            return Ok(response);
+        }
+    }
     let component = &route.component;
     let (parts, body) = request.into_parts();
     let body = read_body(body, route.max_body_size).await?;
@@ -114,7 +140,11 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
     });
 
     match receiver.await {
-        Ok(Ok(response)) => Ok(response.map(Body::new)),
+        Ok(Ok(response)) => {
+            let mut response = response.map(Body::new);
+            add_headers(&mut response, &limit_headers);
+            Ok(response)
+        }
         Ok(Err(code)) => {
             // The guest chose to fail; its task may still be running and counts as it ends.
             route.metrics.error(ErrorKind::Guest);
@@ -140,6 +170,14 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
                 format!("invocation task failed: {e}"),
             ),
         }),
+    }
+}
+
+fn add_headers(response: &mut Response, headers: &[(&'static str, String)]) {
+    for (name, value) in headers {
+        if let Ok(value) = http::HeaderValue::from_str(value) {
+            response.headers_mut().insert(*name, value);
+        }
     }
 }
 

@@ -146,6 +146,18 @@ pub struct HttpTrigger {
     /// Methods this trigger answers; empty means all.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Requests per client beyond this get 429 before any instance is created, e.g.
+    /// `"100/min"`; shared by every host on the same Redis.
+    #[serde(default)]
+    pub rate_limit: Option<crate::limits::Rate>,
+    /// Requests a client may make at once before the rate applies (default: the rate's
+    /// count).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Who a client is: `"ip"` (default) or `"header:NAME"` (e.g. `"header:x-api-key"`; a
+    /// request without the header is keyed by its IP).
+    #[serde(default)]
+    pub rate_limit_key: Option<String>,
     /// Requests with a larger body get 413 before any instance is created.
     #[serde(default = "defaults::max_body_size")]
     pub max_body_size: ByteSize,
@@ -597,6 +609,20 @@ fn validate_http_trigger(
             "field `route`: {:?} may only use \"...\" as its last segment",
             t.route
         );
+    }
+    if t.rate_limit.is_none() && (t.burst.is_some() || t.rate_limit_key.is_some()) {
+        bail!("fields `burst` and `rate_limit_key` need a `rate_limit`");
+    }
+    if t.burst == Some(0) {
+        bail!("field `burst`: must be at least 1");
+    }
+    if let Some(key) = &t.rate_limit_key
+        && key != "ip"
+        && key
+            .strip_prefix("header:")
+            .is_none_or(|h| h.parse::<http::HeaderName>().is_err())
+    {
+        bail!("field `rate_limit_key`: {key:?} must be \"ip\" or \"header:NAME\"");
     }
     for m in &t.methods {
         if m.parse::<http::Method>().is_err() || m.to_ascii_uppercase() != *m {

@@ -190,3 +190,46 @@ fn openai_provider_needs_base_url_and_model() {
     .unwrap();
     assert!(matches!(m.llm, LlmSettings::Openai { .. }));
 }
+
+#[test]
+fn rate_limits_and_schedules_name_what_is_wrong() {
+    let dir = dir_with_wasm();
+    let base = "[component.a]\nsource = \"a.wasm\"\n";
+    let cases = [
+        (
+            "[[trigger.http]]\nroute = \"/a\"\ncomponent = \"a\"\nrate_limit = \"lots\"\n",
+            "invalid rate \"lots\"",
+        ),
+        (
+            "[[trigger.http]]\nroute = \"/a\"\ncomponent = \"a\"\nrate_limit = \"5/s\"\nrate_limit_key = \"cookie\"\n",
+            "rate_limit_key",
+        ),
+        (
+            "[[trigger.http]]\nroute = \"/a\"\ncomponent = \"a\"\nburst = 5\n",
+            "need a `rate_limit`",
+        ),
+        (
+            "[[trigger.schedule]]\ncomponent = \"a\"\ncron = \"not cron\"\n",
+            "field `cron`",
+        ),
+        (
+            "[[trigger.schedule]]\ncomponent = \"a\"\nevery = \"1s\"\ncron = \"0 3 * * *\"\n",
+            "give one, not both",
+        ),
+        (
+            "[[trigger.schedule]]\ncomponent = \"a\"\nevery = \"1ms\"\n",
+            "below the minimum",
+        ),
+        ("[dashboard]\nsamples = 0\n", "field `samples`"),
+    ];
+    for (extra, expected) in cases {
+        let e = err(dir.path(), &format!("{base}{extra}"));
+        assert!(e.contains(expected), "{extra}: {e}");
+    }
+    let ok = parse_in(
+        dir.path(),
+        &format!("{base}[[trigger.http]]\nroute = \"/a\"\ncomponent = \"a\"\nrate_limit = \"100/min\"\nrate_limit_key = \"header:x-api-key\"\n"),
+    )
+    .unwrap();
+    assert_eq!(ok.http_triggers[0].rate_limit.unwrap().count, 100);
+}

@@ -133,6 +133,8 @@ pub struct ComponentMetrics {
     /// The host-wide totals the dashboard samples.
     pub(super) activity: Arc<Activity>,
     pub(super) trigger: Trigger,
+    /// `llmchat_rate_limited_total{component}`, for HTTP components.
+    pub(super) rate_limited: Option<Counter>,
 }
 
 impl ComponentMetrics {
@@ -151,6 +153,7 @@ impl ComponentMetrics {
             peak_memory,
             activity,
             trigger,
+            rate_limited: None,
         }
     }
 
@@ -163,6 +166,13 @@ impl ComponentMetrics {
         self.activity.record(self.trigger, elapsed);
         if let Some(kind) = error {
             self.error(kind);
+        }
+    }
+
+    /// Counts a request refused by the route's rate limit (no invocation happened).
+    pub fn rate_limited(&self) {
+        if let Some(c) = &self.rate_limited {
+            c.inc();
         }
     }
 

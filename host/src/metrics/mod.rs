@@ -86,6 +86,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: HistogramFamily<ComponentLabels>,
     peak_memory: HistogramFamily<ComponentLabels>,
+    rate_limited: Family<ComponentLabels, Counter>,
     queues: Arc<Queues>,
     redis: Option<Arc<RedisPool>>,
     scheduler: Arc<SchedulerMetrics>,
@@ -140,6 +141,12 @@ impl Metrics {
             );
             pool.record_waits_in(wait);
         }
+        let rate_limited = Family::<ComponentLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "HTTP requests refused with 429 by their route's rate limit, before any instance",
+            rate_limited.clone(),
+        );
         let scheduler = Arc::new(SchedulerMetrics::default());
         registry.register(
             "scheduler_entries",
@@ -174,6 +181,7 @@ impl Metrics {
             errors,
             duration,
             peak_memory,
+            rate_limited,
             queues,
             redis,
             scheduler,
@@ -224,6 +232,10 @@ impl Metrics {
             self.activity.clone(),
             trigger,
         );
+        let mut metrics = metrics;
+        if trigger == Trigger::Http {
+            metrics.rate_limited = Some(self.rate_limited.get_or_create_owned(&labels));
+        }
         Arc::new(metrics)
     }
 

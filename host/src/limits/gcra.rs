@@ -1,0 +1,129 @@
+//! The generic cell rate algorithm: one number per key, the theoretical arrival time (TAT)
+//! of the next request. A request at `now` is allowed if `TAT - burst × interval ≤ now`, and
+//! then moves the TAT on by one interval. No refill timer: time itself refills the bucket.
+
+use std::time::Duration;
+
+use super::Rate;
+
+/// A limit: `rate` sustained, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub rate: Rate,
+    pub burst: u32,
+}
+
+impl Limit {
+    /// Time between two requests at the sustained rate, in microseconds.
+    pub fn interval_us(&self) -> u64 {
+        (self.rate.period.as_micros() as u64 / u64::from(self.rate.count)).max(1)
+    }
+
+    /// How long an empty bucket takes to fill: what `RateLimit-Policy`'s `w` reports.
+    pub fn window(&self) -> Duration {
+        Duration::from_micros(self.interval_us() * u64::from(self.burst))
+    }
+}
+
+/// What a check answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Requests still allowed right now.
+    pub remaining: u32,
+    /// Until the bucket is full again.
+    pub reset: Duration,
+    /// Until the next request would be allowed (zero when allowed).
+    pub retry_after: Duration,
+}
+
+impl Decision {
+    /// What to answer when the limit's state cannot be read (Redis down): allow, because
+    /// refusing every request would turn a cache outage into an outage.
+    pub fn fail_open(limit: &Limit) -> Decision {
+        Decision {
+            allowed: true,
+            remaining: limit.burst,
+            reset: Duration::ZERO,
+            retry_after: Duration::ZERO,
+        }
+    }
+}
+
+/// Decides one request at `now_us` for a key whose TAT is `tat_us` (0 when unknown);
+/// returns the decision and the TAT to store when allowed.
+pub fn decide(limit: &Limit, tat_us: u64, now_us: u64) -> (Decision, Option<u64>) {
+    let interval = limit.interval_us();
+    let span = interval * u64::from(limit.burst);
+    let tat = tat_us.max(now_us);
+    let next = tat + interval;
+    let allow_at = next.saturating_sub(span);
+    if now_us < allow_at {
+        let reset = Duration::from_micros(tat - now_us);
+        return (
+            Decision {
+                allowed: false,
+                remaining: 0,
+                reset,
+                retry_after: Duration::from_micros(allow_at - now_us),
+            },
+            None,
+        );
+    }
+    let remaining = ((now_us + span - next) / interval) as u32;
+    (
+        Decision {
+            allowed: true,
+            remaining,
+            reset: Duration::from_micros(next - now_us),
+            retry_after: Duration::ZERO,
+        },
+        Some(next),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(rate: &str, burst: u32) -> Limit {
+        Limit {
+            rate: rate.parse().unwrap(),
+            burst,
+        }
+    }
+
+    #[test]
+    fn a_full_bucket_allows_the_burst_then_refuses_until_one_interval_passes() {
+        let l = limit("10/s", 5);
+        let (mut tat, now) = (0, 1_000_000_000);
+        for i in 0..5 {
+            let (d, next) = decide(&l, tat, now);
+            assert!(d.allowed, "request {i}");
+            assert_eq!(d.remaining, 4 - i);
+            tat = next.unwrap();
+        }
+        let (d, next) = decide(&l, tat, now);
+        assert!(!d.allowed && next.is_none());
+        assert_eq!(d.retry_after, Duration::from_millis(100));
+        // One interval later, one more.
+        let (d, _) = decide(&l, tat, now + 100_000);
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 0);
+    }
+
+    #[test]
+    fn the_sustained_rate_holds() {
+        let l = limit("100/s", 1);
+        let (mut tat, mut allowed) = (0, 0);
+        // A request every ms for 10 s: 100/s are allowed, so 1,000 (+1 for the full start).
+        for ms in 0..10_000u64 {
+            let (d, next) = decide(&l, tat, 5_000_000 + ms * 1000);
+            if d.allowed {
+                allowed += 1;
+                tat = next.unwrap();
+            }
+        }
+        assert_eq!(allowed, 1000);
+    }
+}

@@ -1,0 +1,52 @@
+//! Rate limits owned by the host: declared in the manifest, computed on access (GCRA), with
+//! no timer and no task per limit, shared by every host through Redis when it is configured.
+//!
+//! The old backend's RateLimitService kept an unbounded in-memory map and swept it with its
+//! own `setInterval`. Here a limit is state only while it matters: a key whose bucket is
+//! full again holds nothing ([`memory`] drops it the next time it needs room, Redis expires
+//! it), and each check is one atomic step: one lock in memory, one script round trip on
+//! Redis.
+
+mod gcra;
+pub mod memory;
+mod rate;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use gcra::{Decision, Limit};
+pub use rate::Rate;
+
+/// Where limits keep their state.
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Counts one request of `key` against `limit`: allowed or not, and the numbers the
+    /// `RateLimit` headers report.
+    async fn check(&self, key: &str, limit: &Limit) -> Decision;
+}
+
+/// `RateLimit-Policy` and `RateLimit` (IETF httpapi draft, structured fields), and
+/// `Retry-After` when refused.
+pub fn headers(limit: &Limit, decision: &Decision) -> Vec<(&'static str, String)> {
+    let secs = |d: Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let mut headers = vec![
+        (
+            "ratelimit-policy",
+            format!("\"default\";q={};w={}", limit.burst, secs(limit.window())),
+        ),
+        (
+            "ratelimit",
+            format!(
+                "\"default\";r={};t={}",
+                decision.remaining,
+                secs(decision.reset)
+            ),
+        ),
+    ];
+    if !decision.allowed {
+        headers.push(("retry-after", secs(decision.retry_after).max(1).to_string()));
+    }
+    headers
+}

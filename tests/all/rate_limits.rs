@@ -1,0 +1,128 @@
+//! HTTP rate limits on the real binary: 429 with `Retry-After` and the `RateLimit` headers
+//! before any instance is made, buckets per client IP or per header, and exact admission
+//! across two hosts sharing one Redis.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use reqwest::StatusCode;
+
+use crate::support::prometheus::{scrape, value};
+use crate::support::redis::RedisServer;
+use crate::support::{Host, client, component, component_toml};
+
+fn limited_hello(limit: &str, extra: &str) -> String {
+    format!(
+        "{}[[trigger.http]]\nroute = \"/hello\"\ncomponent = \"hello\"\nrate_limit = {limit:?}\n{extra}\n",
+        component_toml("hello", &component("hello"), "")
+    )
+}
+
+#[test]
+fn over_the_limit_is_429_with_ratelimit_headers_and_no_instance() {
+    let host = Host::start(&limited_hello("3/min", "burst = 3"));
+    for remaining in [2, 1, 0] {
+        let ok = client().get(host.url("/hello")).send().unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(ok.headers()["ratelimit-policy"], "\"default\";q=3;w=60");
+        let rl = ok.headers()["ratelimit"].to_str().unwrap().to_string();
+        assert!(
+            rl.starts_with(&format!("\"default\";r={remaining};t=")),
+            "{rl}"
+        );
+    }
+    let refused = client().get(host.url("/hello")).send().unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=20).contains(&retry),
+        "one request per 20 s: retry in {retry} s"
+    );
+    let rl = refused.headers()["ratelimit"].to_str().unwrap().to_string();
+    assert!(rl.starts_with("\"default\";r=0;t="), "{rl}");
+    let body: serde_json::Value = refused.json().unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("rate limit of 3/min"),
+        "{body}"
+    );
+    let samples = scrape(&host);
+    let labels = [("component", "hello"), ("trigger", "http")];
+    assert_eq!(
+        value(&samples, "llmchat_component_invocations_total", &labels),
+        Some(3.0),
+        "the refused request made no instance"
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "llmchat_rate_limited_total",
+            &[("component", "hello")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_header_key_gives_each_client_its_own_bucket() {
+    let host = Host::start(&limited_hello(
+        "1/hour",
+        "rate_limit_key = \"header:x-api-key\"",
+    ));
+    let get = |key: &str| {
+        client()
+            .get(host.url("/hello"))
+            .header("x-api-key", key)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(get("alice"), StatusCode::OK);
+    assert_eq!(get("alice"), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(get("bob"), StatusCode::OK);
+}
+
+#[test]
+fn two_hosts_on_one_redis_admit_exactly_the_limit() {
+    let redis = RedisServer::start();
+    let manifest = format!(
+        "[redis]\nurl = {:?}\n{}",
+        redis.url(),
+        limited_hello("100/hour", "burst = 100")
+    );
+    let hosts = [Host::start(&manifest), Host::start(&manifest)];
+    let urls: Vec<String> = hosts.iter().map(|h| h.url("/hello")).collect();
+    let (accepted, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // 1,000 requests from 50 concurrent clients, alternating between the hosts.
+    let threads: Vec<_> = (0..50)
+        .map(|t| {
+            let (urls, accepted, refused) = (urls.clone(), accepted.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let client = client();
+                for i in 0..20 {
+                    let status = client.get(&urls[(t + i) % 2]).send().unwrap().status();
+                    match status {
+                        StatusCode::OK => accepted.fetch_add(1, Ordering::SeqCst),
+                        StatusCode::TOO_MANY_REQUESTS => refused.fetch_add(1, Ordering::SeqCst),
+                        other => panic!("unexpected {other}"),
+                    };
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        100,
+        "exactly the limit across both hosts"
+    );
+    assert_eq!(refused.load(Ordering::SeqCst), 900);
+}
