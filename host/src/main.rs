@@ -24,6 +24,7 @@ use llmchat_host::engine::{ComponentEngine, PoolSizing};
 use llmchat_host::http::{HttpServer, LiveRoutes};
 use llmchat_host::kv::{KvStore, MemoryKv, RedisKv};
 use llmchat_host::limits::RateLimiter;
+use llmchat_host::limits::llm::LlmGate;
 use llmchat_host::limits::memory::{DEFAULT_MAX_KEYS, MemoryLimiter};
 use llmchat_host::limits::redis::RedisLimiter;
 use llmchat_host::manifest::Manifest;
@@ -182,13 +183,20 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         llm: llmchat_host::llm::from_settings(&manifest.llm).with_context(in_manifest)?,
         queues: queues.clone(),
         redis: redis.clone(),
+        llm_gate: Arc::new(LlmGate::new(&manifest.quotas, metrics.llm_tokens())),
     });
+    // Rate limits live in Redis when there is one (shared by every host), else here.
+    let limiter: Arc<dyn RateLimiter> = match &redis {
+        Some(pool) => Arc::new(RedisLimiter::new(pool.clone())),
+        None => Arc::new(MemoryLimiter::new(DEFAULT_MAX_KEYS)),
+    };
     let worker = Arc::new(QueueWorker::new(
         queues.clone(),
         &registry,
         engine.clone(),
         services.clone(),
         metrics.clone(),
+        limiter.clone(),
     )?);
     let claims: Arc<dyn TickClaims> = match &redis {
         Some(pool) => Arc::new(RedisClaims::new(pool.clone())),
@@ -210,11 +218,6 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
     dashboard.schedule(&scheduler);
     llmchat_host::kv::schedule_sweep(services.kv.clone(), &scheduler);
     tracing::info!(entries = scheduler.len(), "scheduler ready");
-    // Rate limits live in Redis when there is one (shared by every host), else here.
-    let limiter: Arc<dyn RateLimiter> = match &redis {
-        Some(pool) => Arc::new(RedisLimiter::new(pool.clone())),
-        None => Arc::new(MemoryLimiter::new(DEFAULT_MAX_KEYS)),
-    };
     let routes = Arc::new(LiveRoutes::new(limiter));
     routes
         .set(&manifest.http_triggers, &registry, &metrics)

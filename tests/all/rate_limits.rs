@@ -126,3 +126,102 @@ fn two_hosts_on_one_redis_admit_exactly_the_limit() {
     );
     assert_eq!(refused.load(Ordering::SeqCst), 900);
 }
+
+#[test]
+fn a_queue_rate_holds_across_two_hosts_within_five_percent() {
+    let redis = RedisServer::start();
+    let manifest = format!(
+        "[redis]\nurl = {:?}\n{}[[trigger.queue]]\nqueue = \"paced\"\ncomponent = \"proc\"\nconcurrency = 5\nrate = \"50/s\"\n",
+        redis.url(),
+        component_toml("proc", &component("fixture-processor"), "")
+    );
+    let hosts = [Host::start(&manifest), Host::start(&manifest)];
+    // 1,000 jobs: more than 10 s of work at 50/s, so the rate is what paces them.
+    let enqueuer = client();
+    for _ in 0..1000 {
+        let r = enqueuer
+            .post(hosts[0].url("/admin/queues/paced/jobs"))
+            .json(&serde_json::json!({"payload": {"action": "ok"}}))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let processed = || -> u64 {
+        let queues: serde_json::Value = client()
+            .get(hosts[1].url("/admin/queues"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        queues["queues"][0]["processed"].as_u64().unwrap()
+    };
+    let (start, before) = (std::time::Instant::now(), processed());
+    let window = std::time::Duration::from_secs(10);
+    while start.elapsed() < window {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (elapsed, after) = (start.elapsed(), processed());
+    let rate = (after - before) as f64 / elapsed.as_secs_f64();
+    eprintln!("queue rate over {elapsed:?}: {rate:.1} jobs/s (target 50/s)");
+    assert!(
+        (47.5..=52.5).contains(&rate),
+        "{rate:.1} jobs/s against 50/s"
+    );
+    assert!(after < 1000, "the jobs were paced, not run at once");
+}
+
+#[test]
+fn llm_calls_over_the_per_component_quota_fail_cleanly_and_tokens_are_counted() {
+    let manifest = crate::support::default_manifest().replace(
+        "[llm]\nprovider = \"echo\"",
+        "[llm]\nprovider = \"echo\"\nword_delay = \"100ms\"",
+    ) + "\n[quotas]\nllm_concurrency_per_component = 1\nllm_wait = \"50ms\"\n";
+    assert!(
+        manifest.contains("word_delay"),
+        "the default manifest has an [llm] table"
+    );
+    let host = Host::start(&manifest);
+    // A streamed answer of 8 words holds chat's one LLM turn for ~800 ms.
+    let url = host.url("/api/chat");
+    let streaming = std::thread::spawn(move || {
+        client()
+            .post(url)
+            .json(&serde_json::json!({"agent": "general", "message": "one two three four five six seven eight", "stream": true}))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    });
+    // While the stream holds the turn, another call waits 50 ms and is refused, naming the
+    // quota. (Until the stream has its turn, the other call may still get through.)
+    let error = crate::support::poll_until(
+        std::time::Duration::from_secs(10),
+        "a chat call refused by the LLM quota",
+        || {
+            let r = client()
+                .post(host.url("/api/chat"))
+                .json(&serde_json::json!({"agent": "general", "message": "me too"}))
+                .send()
+                .unwrap();
+            (!r.status().is_success()).then(|| crate::support::error_of(r))
+        },
+    );
+    assert!(error.contains("llm_concurrency_per_component"), "{error}");
+    let events = streaming.join().unwrap();
+    assert!(events.contains("event: done"), "{events}");
+    // The turn is free again, and both answers' tokens are counted for chat.
+    let ok = client()
+        .post(host.url("/api/chat"))
+        .json(&serde_json::json!({"agent": "general", "message": "now"}))
+        .send()
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let samples = scrape(&host);
+    let tokens_in = value(
+        &samples,
+        "llmchat_llm_tokens_total",
+        &[("component", "chat"), ("direction", "in")],
+    )
+    .unwrap_or(0.0);
+    assert!(tokens_in > 0.0, "prompt tokens counted");
+}

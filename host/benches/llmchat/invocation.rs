@@ -121,6 +121,10 @@ impl Host {
                 llm: Arc::new(EchoProvider::new(None)),
                 queues: Arc::new(Queues::new(Arc::new(MemoryQueue::new()), &[])),
                 redis: None,
+                llm_gate: Arc::new(llmchat_host::limits::llm::LlmGate::new(
+                    &Default::default(),
+                    Default::default(),
+                )),
             }),
         })
     }

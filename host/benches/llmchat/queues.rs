@@ -465,6 +465,10 @@ fn memory_throughput(
             llm: Arc::new(EchoProvider::new(None)),
             queues: queues.clone(),
             redis: None,
+            llm_gate: Arc::new(llmchat_host::limits::llm::LlmGate::new(
+                &Default::default(),
+                Default::default(),
+            )),
         });
         rt.block_on(fill(&queues, per_queue, trivial_payload))?;
         let metrics = Arc::new(llmchat_host::metrics::Metrics::new(queues.clone(), None));
@@ -474,6 +478,7 @@ fn memory_throughput(
             engine.clone(),
             services,
             metrics,
+            Arc::new(llmchat_host::limits::memory::MemoryLimiter::new(1_000)),
         )?);
         let shutdown = CancellationToken::new();
         let mut progress = Progress::new(jobs);

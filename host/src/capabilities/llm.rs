@@ -13,6 +13,8 @@ use crate::llm as provider;
 pub struct HostCompletionStream {
     events: provider::CompletionStream,
     usage: Option<provider::Usage>,
+    /// The call's turn, held until the stream is dropped.
+    _turn: crate::limits::llm::LlmTurn,
 }
 
 /// The one mapping from provider errors to the WIT error.
@@ -57,7 +59,19 @@ fn request_from_wit(r: Request) -> provider::Request {
 
 impl llm::Host for &mut CapabilityCtx {
     async fn complete(&mut self, request: Request) -> wasmtime::Result<Result<Completion, Error>> {
+        let component = self.component.name.clone();
+        let _turn = match self.services.llm_gate.turn(&component).await {
+            Ok(turn) => turn,
+            Err(reason) => return Ok(Err(Error::Unavailable(reason))),
+        };
         let result = self.services.llm.complete(request_from_wit(request)).await;
+        if let Ok(c) = &result
+            && let Some(u) = &c.usage
+        {
+            self.services
+                .llm_gate
+                .record(&component, u.prompt_tokens, u.completion_tokens);
+        }
         Ok(result.map_err(to_wit).map(|c| Completion {
             content: c.content,
             model: c.model,
@@ -70,11 +84,16 @@ impl llm::Host for &mut CapabilityCtx {
         &mut self,
         request: Request,
     ) -> wasmtime::Result<Result<Resource<HostCompletionStream>, Error>> {
+        let turn = match self.services.llm_gate.turn(&self.component.name).await {
+            Ok(turn) => turn,
+            Err(reason) => return Ok(Err(Error::Unavailable(reason))),
+        };
         match self.services.llm.stream(request_from_wit(request)).await {
             Ok(events) => {
                 let stream = self.streams.push(HostCompletionStream {
                     events,
                     usage: None,
+                    _turn: turn,
                 })?;
                 Ok(Ok(stream))
             }
@@ -94,6 +113,11 @@ impl llm::HostCompletionStream for &mut CapabilityCtx {
                 None => Ok(None),
                 Some(Ok(provider::StreamEvent::Delta(text))) => Ok(Some(text)),
                 Some(Ok(provider::StreamEvent::Usage(u))) => {
+                    self.services.llm_gate.record(
+                        &self.component.name,
+                        u.prompt_tokens,
+                        u.completion_tokens,
+                    );
                     stream.usage = Some(u);
                     continue;
                 }

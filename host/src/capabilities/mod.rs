@@ -41,6 +41,8 @@ pub struct Services {
     pub queues: Arc<Queues>,
     /// For the `probe` capability's latency measurement; `None` without Redis.
     pub redis: Option<Arc<RedisPool>>,
+    /// LLM call turns (host-wide and per component) and token counters.
+    pub llm_gate: Arc<crate::limits::llm::LlmGate>,
 }
 
 /// What the capabilities know about the component they serve.

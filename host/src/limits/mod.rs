@@ -8,6 +8,7 @@
 //! Redis.
 
 mod gcra;
+pub mod llm;
 pub mod memory;
 mod rate;
 pub mod redis;

@@ -36,6 +36,7 @@ pub struct Manifest {
     pub schedule_triggers: Vec<ScheduleTrigger>,
     pub dashboard: DashboardSettings,
     pub deploy: DeploySettings,
+    pub quotas: crate::limits::llm::QuotaSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +229,10 @@ pub struct QueueTrigger {
     /// How long a dedup key keeps a second job with the same key out.
     #[serde(default = "defaults::dedup_window")]
     pub dedup_window: HumanDuration,
+    /// Jobs started per period across every host on the same Redis, e.g. `"50/s"`; a job
+    /// over the rate waits in its slot (it is not failed).
+    #[serde(default)]
+    pub rate: Option<crate::limits::Rate>,
 }
 
 mod defaults {
@@ -331,6 +336,8 @@ struct RawManifest {
     dashboard: DashboardSettings,
     #[serde(default)]
     deploy: DeploySettings,
+    #[serde(default)]
+    quotas: crate::limits::llm::QuotaSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -415,6 +422,11 @@ impl Manifest {
         }
         raw.dashboard.validate()?;
         raw.deploy.validate()?;
+        if raw.quotas.llm_concurrency == 0 || raw.quotas.llm_concurrency_per_component == 0 {
+            bail!(
+                "in [quotas]: `llm_concurrency` and `llm_concurrency_per_component` must be greater than zero"
+            );
+        }
         if let Some(url) = &raw.redis.url
             && !(url.starts_with("redis://")
                 || url.starts_with("rediss://")
@@ -448,6 +460,7 @@ impl Manifest {
             schedule_triggers,
             dashboard: raw.dashboard,
             deploy: raw.deploy,
+            quotas: raw.quotas,
         })
     }
 }

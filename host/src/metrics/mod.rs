@@ -87,6 +87,7 @@ pub struct Metrics {
     duration: HistogramFamily<ComponentLabels>,
     peak_memory: HistogramFamily<ComponentLabels>,
     rate_limited: Family<ComponentLabels, Counter>,
+    llm_tokens: Family<crate::limits::llm::TokenLabels, Counter>,
     queues: Arc<Queues>,
     redis: Option<Arc<RedisPool>>,
     scheduler: Arc<SchedulerMetrics>,
@@ -147,6 +148,12 @@ impl Metrics {
             "HTTP requests refused with 429 by their route's rate limit, before any instance",
             rate_limited.clone(),
         );
+        let llm_tokens = Family::<crate::limits::llm::TokenLabels, Counter>::default();
+        registry.register(
+            "llm_tokens",
+            "Tokens of the LLM completions each component asked for, by direction: in (prompt) and out (completion)",
+            llm_tokens.clone(),
+        );
         let scheduler = Arc::new(SchedulerMetrics::default());
         registry.register(
             "scheduler_entries",
@@ -182,12 +189,18 @@ impl Metrics {
             duration,
             peak_memory,
             rate_limited,
+            llm_tokens,
             queues,
             redis,
             scheduler,
             monitors,
             activity: Arc::default(),
         }
+    }
+
+    /// The token counters the LLM gate increments.
+    pub fn llm_tokens(&self) -> Family<crate::limits::llm::TokenLabels, Counter> {
+        self.llm_tokens.clone()
     }
 
     pub fn scheduler(&self) -> &Arc<SchedulerMetrics> {

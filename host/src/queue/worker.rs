@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use super::{Delivery, QueueError, Queues, now_ms};
 use crate::capabilities::{Services, WitJob, WitJobError};
 use crate::engine::{ComponentEngine, InvocationError, with_deadline};
+use crate::limits::{Limit, Rate, RateLimiter};
 use crate::manifest::QueueTrigger;
 use crate::metrics::{ComponentMetrics, ErrorKind, Metrics, Trigger};
 use crate::registry::{LoadedComponent, Registry};
@@ -71,6 +72,8 @@ pub struct QueueWorker {
     engine: Arc<ComponentEngine>,
     services: Arc<Services>,
     metrics: Arc<Metrics>,
+    /// Where the queues' `rate` limits keep their state (Redis: shared by every host).
+    limiter: Arc<dyn RateLimiter>,
     in_flight: Arc<InFlight>,
     slot_freed: Arc<Notify>,
     /// Tells the reader that the runners changed, so it reads the new set of queues.
@@ -86,6 +89,7 @@ impl QueueWorker {
         engine: Arc<ComponentEngine>,
         services: Arc<Services>,
         metrics: Arc<Metrics>,
+        limiter: Arc<dyn RateLimiter>,
     ) -> Result<Self> {
         let worker = Self {
             queues,
@@ -93,6 +97,7 @@ impl QueueWorker {
             engine,
             services,
             metrics,
+            limiter,
             in_flight: Arc::default(),
             slot_freed: Arc::new(Notify::new()),
             reconfigured: Notify::new(),
@@ -286,6 +291,7 @@ impl QueueWorker {
             self.queues.clone(),
         );
         let (in_flight, slot_freed) = (self.in_flight.clone(), self.slot_freed.clone());
+        let limiter = self.limiter.clone();
         // Take the slot now, so the reader's next look at free slots is exact. A batch may
         // bring more jobs than free slots (Redis applies COUNT per stream); the extra ones
         // wait for a slot in their task, still heartbeated as in flight.
@@ -295,6 +301,9 @@ impl QueueWorker {
                 Some(permit) => Some(permit),
                 None => runner.slots.clone().acquire_owned().await.ok(),
             };
+            if let Some(rate) = runner.trigger.rate {
+                wait_for_rate(limiter.as_ref(), &runner.trigger.queue, rate).await;
+            }
             let started = Instant::now();
             let outcome = run_attempt(&runner, &engine, &services, &delivery).await;
             in_flight
@@ -416,6 +425,26 @@ fn min_visibility(runners: &Runners) -> Duration {
         .map(|r| r.trigger.visibility.0)
         .min()
         .unwrap_or(Duration::from_secs(60))
+}
+
+/// Waits until the queue's rate admits one more job start, as BullMQ's limiter does: the job
+/// waits in its slot (heartbeated as in flight), it is not failed. One check per try; the
+/// wait is the limiter's own `retry_after`, so nothing polls faster than the rate.
+async fn wait_for_rate(limiter: &dyn RateLimiter, queue: &str, rate: Rate) {
+    // A tenth of the rate as burst: room for the timer's and Redis's jitter, so the
+    // sustained rate is the configured one (a burst of 1 loses every late start).
+    let limit = Limit {
+        rate,
+        burst: (rate.count / 10).max(1),
+    };
+    let key = format!("queue:{queue}");
+    loop {
+        let decision = limiter.check(&key, &limit).await;
+        if decision.allowed {
+            return;
+        }
+        crate::timers::sleep(decision.retry_after.max(Duration::from_millis(1))).await;
+    }
 }
 
 async fn interrupt(backend: &dyn super::QueueBackend) {

@@ -1,0 +1,163 @@
+//! The host's LLM quotas: how many LLM calls run at once, host-wide and per component, with
+//! a bounded wait; and the tokens each component used, in /metrics.
+//!
+//! A call over the limit waits at most `[quotas] llm_wait` for a turn, then fails with the
+//! WIT `unavailable` error naming the limit, which a component turns into a clear answer.
+//! A streamed completion holds its turn until the stream is dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::manifest::HumanDuration;
+
+/// `[quotas]` in the manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSettings {
+    /// LLM calls at once, host-wide.
+    #[serde(default = "default_concurrency")]
+    pub llm_concurrency: u32,
+    /// LLM calls at once, per component.
+    #[serde(default = "default_per_component")]
+    pub llm_concurrency_per_component: u32,
+    /// How long a call waits for a turn before failing `unavailable`.
+    #[serde(default = "default_wait")]
+    pub llm_wait: HumanDuration,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        Self {
+            llm_concurrency: default_concurrency(),
+            llm_concurrency_per_component: default_per_component(),
+            llm_wait: default_wait(),
+        }
+    }
+}
+
+fn default_concurrency() -> u32 {
+    64
+}
+
+fn default_per_component() -> u32 {
+    16
+}
+
+fn default_wait() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub component: String,
+    /// `in` (prompt) or `out` (completion).
+    pub direction: &'static str,
+}
+
+/// The turns of LLM calls, and the token counters.
+pub struct LlmGate {
+    host: Arc<Semaphore>,
+    host_limit: u32,
+    per_component: u32,
+    components: Mutex<HashMap<String, Arc<Semaphore>>>,
+    wait: Duration,
+    tokens: Family<TokenLabels, Counter>,
+}
+
+/// A turn: held while the call (or its stream) lasts.
+pub struct LlmTurn {
+    _host: OwnedSemaphorePermit,
+    _component: OwnedSemaphorePermit,
+}
+
+impl LlmGate {
+    pub fn new(settings: &QuotaSettings, tokens: Family<TokenLabels, Counter>) -> Self {
+        Self {
+            host: Arc::new(Semaphore::new(settings.llm_concurrency as usize)),
+            host_limit: settings.llm_concurrency,
+            per_component: settings.llm_concurrency_per_component,
+            components: Mutex::default(),
+            wait: settings.llm_wait.0,
+            tokens,
+        }
+    }
+
+    /// Waits (at most `llm_wait`) for a turn of `component`; the error names the limit.
+    pub async fn turn(&self, component: &str) -> Result<LlmTurn, String> {
+        let mine = {
+            let mut components = self.components.lock().unwrap_or_else(|p| p.into_inner());
+            components
+                .entry(component.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_component as usize)))
+                .clone()
+        };
+        let wait = self.wait;
+        let component_turn = crate::timers::timeout(wait, mine.acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                format!(
+                    "component `{component}` has {} LLM calls running, its limit ([quotas] llm_concurrency_per_component); waited {wait:?}",
+                    self.per_component
+                )
+            })?;
+        let host_turn = crate::timers::timeout(wait, self.host.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                format!(
+                    "the host has {} LLM calls running, its limit ([quotas] llm_concurrency); waited {wait:?}",
+                    self.host_limit
+                )
+            })?;
+        Ok(LlmTurn {
+            _host: host_turn,
+            _component: component_turn,
+        })
+    }
+
+    /// Counts a completion's tokens for `component`.
+    pub fn record(&self, component: &str, prompt_tokens: u32, completion_tokens: u32) {
+        for (direction, n) in [("in", prompt_tokens), ("out", completion_tokens)] {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    component: component.to_string(),
+                    direction,
+                })
+                .inc_by(u64::from(n));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn turns_are_bounded_per_component_and_host_wide_and_waiting_ends() {
+        let settings = QuotaSettings {
+            llm_concurrency: 3,
+            llm_concurrency_per_component: 2,
+            llm_wait: HumanDuration(Duration::from_millis(20)),
+        };
+        let gate = LlmGate::new(&settings, Family::default());
+        let a1 = gate.turn("a").await.unwrap();
+        let _a2 = gate.turn("a").await.unwrap();
+        let e = gate.turn("a").await.err().unwrap();
+        assert!(e.contains("llm_concurrency_per_component"), "{e}");
+        let _b1 = gate.turn("b").await.unwrap();
+        let e = gate.turn("b").await.err().unwrap();
+        assert!(e.contains("[quotas] llm_concurrency)"), "{e}");
+        drop(a1);
+        assert!(gate.turn("b").await.is_ok());
+    }
+}
