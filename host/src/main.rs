@@ -178,18 +178,23 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
     let (kv, queue_backend, redis) = storage(&manifest).await.with_context(in_manifest)?;
     let queues = Arc::new(Queues::new(queue_backend, &manifest.queue_triggers));
     let metrics = Arc::new(Metrics::new(queues.clone(), redis.clone()));
-    let services = Arc::new(Services {
-        kv,
-        llm: llmchat_host::llm::from_settings(&manifest.llm).with_context(in_manifest)?,
-        queues: queues.clone(),
-        redis: redis.clone(),
-        llm_gate: Arc::new(LlmGate::new(&manifest.quotas, metrics.llm_tokens())),
-    });
     // Rate limits live in Redis when there is one (shared by every host), else here.
     let limiter: Arc<dyn RateLimiter> = match &redis {
         Some(pool) => Arc::new(RedisLimiter::new(pool.clone())),
         None => Arc::new(MemoryLimiter::new(DEFAULT_MAX_KEYS)),
     };
+    let services = Arc::new(Services {
+        kv,
+        llm: llmchat_host::llm::from_settings(&manifest.llm).with_context(in_manifest)?,
+        queues: queues.clone(),
+        redis: redis.clone(),
+        llm_gate: Arc::new(LlmGate::new(
+            &manifest.quotas,
+            metrics.llm_tokens(),
+            metrics.llm_agent_tokens(),
+            limiter.clone(),
+        )),
+    });
     let worker = Arc::new(QueueWorker::new(
         queues.clone(),
         &registry,

@@ -225,3 +225,47 @@ fn llm_calls_over_the_per_component_quota_fail_cleanly_and_tokens_are_counted() 
     .unwrap_or(0.0);
     assert!(tokens_in > 0.0, "prompt tokens counted");
 }
+
+#[test]
+fn an_agents_token_budget_is_refused_with_429_then_restored() {
+    let manifest = crate::support::default_manifest() + "\n[quotas]\nagent_tokens = [\"40/s\"]\n";
+    let host = Host::start(&manifest);
+    let chat = |agent: &str| {
+        client()
+            .post(host.url("/api/chat"))
+            .json(&serde_json::json!({
+                "agent": agent,
+                "message": "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty twenty-one twenty-two twenty-three twenty-four twenty-five"
+            }))
+            .send()
+            .unwrap()
+    };
+    // The first answer spends more than the 40-token budget holds.
+    assert_eq!(chat("general").status(), StatusCode::OK);
+    let refused = chat("general");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let error = crate::support::error_of(refused);
+    assert!(
+        error.contains("agent `general` used its token budget of 40/s"),
+        "{error}"
+    );
+    // Another agent has its own budget.
+    assert_eq!(chat("coder").status(), StatusCode::OK);
+    // The budget refills with time: general is answered again.
+    crate::support::poll_until(
+        std::time::Duration::from_secs(10),
+        "general's budget to refill",
+        || (chat("general").status() == StatusCode::OK).then_some(()),
+    );
+    let samples = scrape(&host);
+    let spent = value(
+        &samples,
+        "llmchat_llm_agent_tokens_total",
+        &[("agent", "general"), ("direction", "out")],
+    )
+    .unwrap_or(0.0);
+    assert!(
+        spent >= 50.0,
+        "general's completion tokens are counted: {spent}"
+    );
+}

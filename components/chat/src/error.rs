@@ -49,6 +49,8 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Config { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Llm(llm::Error::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            // The agent's token budget ([quotas] agent_tokens) is used up for now.
+            Self::Llm(llm::Error::QuotaExceeded(_)) => StatusCode::TOO_MANY_REQUESTS,
             Self::Llm(_) => StatusCode::BAD_GATEWAY,
             Self::Kv(kv::Error::QuotaExceeded(_)) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Kv(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,6 +89,7 @@ impl ApiError {
                 format!("component config `{key}` is invalid: {reason}")
             }
             Self::Llm(llm::Error::Timeout) => "llm provider timed out".to_owned(),
+            Self::Llm(llm::Error::QuotaExceeded(reason)) => format!("llm quota exceeded: {reason}"),
             Self::Llm(error) => format!("llm provider failed: {}", llm_reason(error)),
             Self::Kv(kv::Error::QuotaExceeded(reason)) => {
                 format!("conversation store full: {reason}")
@@ -154,6 +157,7 @@ fn llm_reason(error: &llm::Error) -> String {
         }
         llm::Error::Unavailable(reason) => format!("unavailable: {reason}"),
         llm::Error::Timeout => "timed out".to_owned(),
+        llm::Error::QuotaExceeded(reason) => format!("quota exceeded: {reason}"),
     }
 }
 

@@ -24,6 +24,8 @@ pub fn llm(error: llm::Error) -> JobError {
         )),
         llm::Error::Unavailable(reason) => JobError::Retry(format!("llm unavailable: {reason}")),
         llm::Error::Timeout => JobError::Retry("llm provider timed out".to_owned()),
+        // A budget refills with time: a later attempt may fit.
+        llm::Error::QuotaExceeded(reason) => JobError::Retry(format!("llm quota: {reason}")),
     }
 }
 

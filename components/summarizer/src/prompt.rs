@@ -29,6 +29,7 @@ pub fn request(prompt: &str, messages: &[Message]) -> llm::Request {
         ],
         max_tokens: None,
         temperature: None,
+        agent: None,
     }
 }
 

@@ -124,6 +124,8 @@ impl Host {
                 llm_gate: Arc::new(llmchat_host::limits::llm::LlmGate::new(
                     &Default::default(),
                     Default::default(),
+                    Default::default(),
+                    Arc::new(llmchat_host::limits::memory::MemoryLimiter::new(1_000)),
                 )),
             }),
         })

@@ -468,6 +468,8 @@ fn memory_throughput(
             llm_gate: Arc::new(llmchat_host::limits::llm::LlmGate::new(
                 &Default::default(),
                 Default::default(),
+                Default::default(),
+                Arc::new(llmchat_host::limits::memory::MemoryLimiter::new(1_000)),
             )),
         });
         rt.block_on(fill(&queues, per_queue, trivial_payload))?;

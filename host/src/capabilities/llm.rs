@@ -15,6 +15,8 @@ pub struct HostCompletionStream {
     usage: Option<provider::Usage>,
     /// The call's turn, held until the stream is dropped.
     _turn: crate::limits::llm::LlmTurn,
+    /// Whose budget the stream's tokens count against.
+    agent: Option<String>,
 }
 
 /// The one mapping from provider errors to the WIT error.
@@ -60,6 +62,12 @@ fn request_from_wit(r: Request) -> provider::Request {
 impl llm::Host for &mut CapabilityCtx {
     async fn complete(&mut self, request: Request) -> wasmtime::Result<Result<Completion, Error>> {
         let component = self.component.name.clone();
+        let agent = request.agent.clone();
+        if let Some(agent) = &agent
+            && let Err(reason) = self.services.llm_gate.check_budget(agent).await
+        {
+            return Ok(Err(Error::QuotaExceeded(reason)));
+        }
         let _turn = match self.services.llm_gate.turn(&component).await {
             Ok(turn) => turn,
             Err(reason) => return Ok(Err(Error::Unavailable(reason))),
@@ -68,9 +76,12 @@ impl llm::Host for &mut CapabilityCtx {
         if let Ok(c) = &result
             && let Some(u) = &c.usage
         {
-            self.services
-                .llm_gate
-                .record(&component, u.prompt_tokens, u.completion_tokens);
+            let gate = &self.services.llm_gate;
+            gate.record(&component, u.prompt_tokens, u.completion_tokens);
+            if let Some(agent) = &agent {
+                gate.spend(agent, u.prompt_tokens, u.completion_tokens)
+                    .await;
+            }
         }
         Ok(result.map_err(to_wit).map(|c| Completion {
             content: c.content,
@@ -84,6 +95,12 @@ impl llm::Host for &mut CapabilityCtx {
         &mut self,
         request: Request,
     ) -> wasmtime::Result<Result<Resource<HostCompletionStream>, Error>> {
+        let agent = request.agent.clone();
+        if let Some(agent) = &agent
+            && let Err(reason) = self.services.llm_gate.check_budget(agent).await
+        {
+            return Ok(Err(Error::QuotaExceeded(reason)));
+        }
         let turn = match self.services.llm_gate.turn(&self.component.name).await {
             Ok(turn) => turn,
             Err(reason) => return Ok(Err(Error::Unavailable(reason))),
@@ -94,6 +111,7 @@ impl llm::Host for &mut CapabilityCtx {
                     events,
                     usage: None,
                     _turn: turn,
+                    agent,
                 })?;
                 Ok(Ok(stream))
             }
@@ -113,11 +131,12 @@ impl llm::HostCompletionStream for &mut CapabilityCtx {
                 None => Ok(None),
                 Some(Ok(provider::StreamEvent::Delta(text))) => Ok(Some(text)),
                 Some(Ok(provider::StreamEvent::Usage(u))) => {
-                    self.services.llm_gate.record(
-                        &self.component.name,
-                        u.prompt_tokens,
-                        u.completion_tokens,
-                    );
+                    let gate = &self.services.llm_gate;
+                    gate.record(&self.component.name, u.prompt_tokens, u.completion_tokens);
+                    if let Some(agent) = &stream.agent {
+                        gate.spend(agent, u.prompt_tokens, u.completion_tokens)
+                            .await;
+                    }
                     stream.usage = Some(u);
                     continue;
                 }

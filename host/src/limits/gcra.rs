@@ -82,6 +82,36 @@ pub fn decide(limit: &Limit, tat_us: u64, now_us: u64) -> (Decision, Option<u64>
     )
 }
 
+/// Whether a budget of `limit` (tokens per period, `burst` of them at once) has a token
+/// left at `now_us`, without spending any: the check before a call whose cost is known only
+/// after it.
+pub fn peek(limit: &Limit, tat_us: u64, now_us: u64) -> Decision {
+    let interval = limit.interval_us();
+    let span = interval * u64::from(limit.burst);
+    let tat = tat_us.max(now_us);
+    let allow_at = (tat + interval).saturating_sub(span);
+    if now_us < allow_at {
+        return Decision {
+            allowed: false,
+            remaining: 0,
+            reset: Duration::from_micros(tat - now_us),
+            retry_after: Duration::from_micros(allow_at - now_us),
+        };
+    }
+    Decision {
+        allowed: true,
+        remaining: ((now_us + span - tat) / interval) as u32,
+        reset: Duration::from_micros(tat - now_us),
+        retry_after: Duration::ZERO,
+    }
+}
+
+/// The TAT after spending `cost` tokens at `now_us`; a budget may go into debt (the call
+/// already happened), which later calls then wait out.
+pub fn spend(limit: &Limit, tat_us: u64, now_us: u64, cost: u64) -> u64 {
+    tat_us.max(now_us) + limit.interval_us().saturating_mul(cost)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +140,19 @@ mod tests {
         let (d, _) = decide(&l, tat, now + 100_000);
         assert!(d.allowed);
         assert_eq!(d.remaining, 0);
+    }
+
+    #[test]
+    fn a_budget_allows_calls_until_spent_then_refills_with_time() {
+        let l = limit("100/s", 100);
+        let now = 1_000_000_000;
+        assert!(peek(&l, 0, now).allowed);
+        // One call of 150 tokens: 50 in debt.
+        let tat = spend(&l, 0, now, 150);
+        let d = peek(&l, tat, now);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after, Duration::from_millis(510));
+        assert!(peek(&l, tat, now + 510_000).allowed);
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub struct QuotaSettings {
     /// How long a call waits for a turn before failing `unavailable`.
     #[serde(default = "default_wait")]
     pub llm_wait: HumanDuration,
+    /// Token budgets of each agent (the `agent` of an llm request), e.g.
+    /// `["10000/min", "200000/day"]`; over one, calls fail `quota-exceeded` until it refills.
+    #[serde(default)]
+    pub agent_tokens: Vec<super::Rate>,
 }
 
 impl Default for QuotaSettings {
@@ -38,8 +42,18 @@ impl Default for QuotaSettings {
             llm_concurrency: default_concurrency(),
             llm_concurrency_per_component: default_per_component(),
             llm_wait: default_wait(),
+            agent_tokens: Vec::new(),
         }
     }
+}
+
+/// Distinct agents with their own token series; beyond it, they count as `other`.
+const MAX_AGENT_SERIES: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AgentTokenLabels {
+    pub agent: String,
+    pub direction: &'static str,
 }
 
 fn default_concurrency() -> u32 {
@@ -69,6 +83,10 @@ pub struct LlmGate {
     components: Mutex<HashMap<String, Arc<Semaphore>>>,
     wait: Duration,
     tokens: Family<TokenLabels, Counter>,
+    agent_tokens: Family<AgentTokenLabels, Counter>,
+    agents_seen: Mutex<std::collections::HashSet<String>>,
+    budgets: Vec<super::Limit>,
+    limiter: Arc<dyn super::RateLimiter>,
 }
 
 /// A turn: held while the call (or its stream) lasts.
@@ -78,8 +96,24 @@ pub struct LlmTurn {
 }
 
 impl LlmGate {
-    pub fn new(settings: &QuotaSettings, tokens: Family<TokenLabels, Counter>) -> Self {
+    pub fn new(
+        settings: &QuotaSettings,
+        tokens: Family<TokenLabels, Counter>,
+        agent_tokens: Family<AgentTokenLabels, Counter>,
+        limiter: Arc<dyn super::RateLimiter>,
+    ) -> Self {
         Self {
+            agent_tokens,
+            agents_seen: Mutex::default(),
+            budgets: settings
+                .agent_tokens
+                .iter()
+                .map(|&rate| super::Limit {
+                    rate,
+                    burst: rate.count,
+                })
+                .collect(),
+            limiter,
             host: Arc::new(Semaphore::new(settings.llm_concurrency as usize)),
             host_limit: settings.llm_concurrency,
             per_component: settings.llm_concurrency_per_component,
@@ -125,6 +159,49 @@ impl LlmGate {
         })
     }
 
+    /// Whether `agent` has tokens left in every budget; the error says which budget is used
+    /// up and when it has room again.
+    pub async fn check_budget(&self, agent: &str) -> Result<(), String> {
+        for limit in &self.budgets {
+            let decision = self.limiter.peek(&budget_key(agent, limit), limit).await;
+            if !decision.allowed {
+                return Err(format!(
+                    "agent `{agent}` used its token budget of {}; it has room again in {} s",
+                    limit.rate,
+                    decision.retry_after.as_secs() + 1
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a completion's tokens for `agent`: its budgets and its metrics.
+    pub async fn spend(&self, agent: &str, prompt_tokens: u32, completion_tokens: u32) {
+        let total = u64::from(prompt_tokens) + u64::from(completion_tokens);
+        for limit in &self.budgets {
+            self.limiter
+                .spend(&budget_key(agent, limit), limit, total)
+                .await;
+        }
+        let label = {
+            let mut seen = self.agents_seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.contains(agent) || seen.len() < MAX_AGENT_SERIES {
+                seen.insert(agent.to_string());
+                agent.to_string()
+            } else {
+                "other".to_string()
+            }
+        };
+        for (direction, n) in [("in", prompt_tokens), ("out", completion_tokens)] {
+            self.agent_tokens
+                .get_or_create(&AgentTokenLabels {
+                    agent: label.clone(),
+                    direction,
+                })
+                .inc_by(u64::from(n));
+        }
+    }
+
     /// Counts a completion's tokens for `component`.
     pub fn record(&self, component: &str, prompt_tokens: u32, completion_tokens: u32) {
         for (direction, n) in [("in", prompt_tokens), ("out", completion_tokens)] {
@@ -138,6 +215,10 @@ impl LlmGate {
     }
 }
 
+fn budget_key(agent: &str, limit: &super::Limit) -> String {
+    format!("budget:{agent}:{}", limit.rate)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,8 +229,14 @@ mod tests {
             llm_concurrency: 3,
             llm_concurrency_per_component: 2,
             llm_wait: HumanDuration(Duration::from_millis(20)),
+            agent_tokens: Vec::new(),
         };
-        let gate = LlmGate::new(&settings, Family::default());
+        let gate = LlmGate::new(
+            &settings,
+            Family::default(),
+            Family::default(),
+            Arc::new(crate::limits::memory::MemoryLimiter::new(100)),
+        );
         let a1 = gate.turn("a").await.unwrap();
         let _a2 = gate.turn("a").await.unwrap();
         let e = gate.turn("a").await.err().unwrap();

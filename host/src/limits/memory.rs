@@ -83,6 +83,22 @@ impl RateLimiter for MemoryLimiter {
     async fn check(&self, key: &str, limit: &Limit) -> Decision {
         self.check_at(key, limit, now_us())
     }
+
+    async fn peek(&self, key: &str, limit: &Limit) -> Decision {
+        let tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
+        super::gcra::peek(limit, tats.get(key).copied().unwrap_or(0), now_us())
+    }
+
+    async fn spend(&self, key: &str, limit: &Limit, cost: u64) {
+        let now = now_us();
+        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
+        let tat = tats.get(key).copied().unwrap_or(0);
+        let next = super::gcra::spend(limit, tat, now, cost);
+        if !tats.contains_key(key) && tats.len() >= self.max_keys {
+            make_room(&mut tats, self.max_keys, now);
+        }
+        tats.insert(key.to_string(), next);
+    }
 }
 
 #[cfg(test)]

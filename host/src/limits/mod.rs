@@ -26,6 +26,10 @@ pub trait RateLimiter: Send + Sync {
     /// Counts one request of `key` against `limit`: allowed or not, and the numbers the
     /// `RateLimit` headers report.
     async fn check(&self, key: &str, limit: &Limit) -> Decision;
+    /// Whether `key`'s budget (`limit` in tokens) has a token left, spending nothing.
+    async fn peek(&self, key: &str, limit: &Limit) -> Decision;
+    /// Spends `cost` tokens of `key`'s budget.
+    async fn spend(&self, key: &str, limit: &Limit, cost: u64);
 }
 
 /// `RateLimit-Policy` and `RateLimit` (IETF httpapi draft, structured fields), and

@@ -88,6 +88,7 @@ pub struct Metrics {
     peak_memory: HistogramFamily<ComponentLabels>,
     rate_limited: Family<ComponentLabels, Counter>,
     llm_tokens: Family<crate::limits::llm::TokenLabels, Counter>,
+    llm_agent_tokens: Family<crate::limits::llm::AgentTokenLabels, Counter>,
     queues: Arc<Queues>,
     redis: Option<Arc<RedisPool>>,
     scheduler: Arc<SchedulerMetrics>,
@@ -154,6 +155,12 @@ impl Metrics {
             "Tokens of the LLM completions each component asked for, by direction: in (prompt) and out (completion)",
             llm_tokens.clone(),
         );
+        let llm_agent_tokens = Family::<crate::limits::llm::AgentTokenLabels, Counter>::default();
+        registry.register(
+            "llm_agent_tokens",
+            "Tokens of the LLM completions made for each agent (the `agent` of the llm request; at most 256 agents, the rest as `other`), by direction",
+            llm_agent_tokens.clone(),
+        );
         let scheduler = Arc::new(SchedulerMetrics::default());
         registry.register(
             "scheduler_entries",
@@ -190,6 +197,7 @@ impl Metrics {
             peak_memory,
             rate_limited,
             llm_tokens,
+            llm_agent_tokens,
             queues,
             redis,
             scheduler,
@@ -201,6 +209,10 @@ impl Metrics {
     /// The token counters the LLM gate increments.
     pub fn llm_tokens(&self) -> Family<crate::limits::llm::TokenLabels, Counter> {
         self.llm_tokens.clone()
+    }
+
+    pub fn llm_agent_tokens(&self) -> Family<crate::limits::llm::AgentTokenLabels, Counter> {
+        self.llm_agent_tokens.clone()
     }
 
     pub fn scheduler(&self) -> &Arc<SchedulerMetrics> {

@@ -102,6 +102,8 @@ fn llm_request(agent: &Agent, history: &[StoredMessage], message: &str) -> llm::
             .collect(),
         max_tokens: None,
         temperature: None,
+        // The agent's tokens count against its budget ([quotas] agent_tokens).
+        agent: Some(agent.id.clone()),
     }
 }
 
