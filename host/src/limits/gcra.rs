@@ -50,71 +50,67 @@ impl Decision {
     }
 }
 
-/// Decides one request at `now_us` for a key whose TAT is `tat_us` (0 when unknown);
-/// returns the decision and the TAT to store when allowed.
-pub fn decide(limit: &Limit, tat_us: u64, now_us: u64) -> (Decision, Option<u64>) {
-    let interval = limit.interval_us();
-    let span = interval * u64::from(limit.burst);
-    let tat = tat_us.max(now_us);
-    let next = tat + interval;
-    let allow_at = next.saturating_sub(span);
-    if now_us < allow_at {
-        let reset = Duration::from_micros(tat - now_us);
-        return (
-            Decision {
-                allowed: false,
-                remaining: 0,
-                reset,
-                retry_after: Duration::from_micros(allow_at - now_us),
-            },
-            None,
-        );
-    }
-    let remaining = ((now_us + span - next) / interval) as u32;
-    (
-        Decision {
-            allowed: true,
-            remaining,
-            reset: Duration::from_micros(next - now_us),
-            retry_after: Duration::ZERO,
-        },
-        Some(next),
-    )
-}
-
-/// Whether a budget of `limit` (tokens per period, `burst` of them at once) has a token
-/// left at `now_us`, without spending any: the check before a call whose cost is known only
-/// after it.
-pub fn peek(limit: &Limit, tat_us: u64, now_us: u64) -> Decision {
+/// The one GCRA step every operation is made of: at `now_us`, for a key whose TAT is
+/// `tat_us` (0 when unknown), the key is allowed if it has at least one token left; then,
+/// if allowed (or `force`d: a cost already incurred), `cost` tokens are spent. Returns the
+/// decision (remaining counted after the spend) and the TAT to store, if it changed.
+pub fn apply(
+    limit: &Limit,
+    tat_us: u64,
+    now_us: u64,
+    cost: u64,
+    force: bool,
+) -> (Decision, Option<u64>) {
     let interval = limit.interval_us();
     let span = interval * u64::from(limit.burst);
     let tat = tat_us.max(now_us);
     let allow_at = (tat + interval).saturating_sub(span);
-    if now_us < allow_at {
-        return Decision {
-            allowed: false,
+    let allowed = now_us >= allow_at;
+    let retry_after = Duration::from_micros(allow_at.saturating_sub(now_us));
+    if !allowed && !force {
+        let decision = Decision {
+            allowed,
             remaining: 0,
             reset: Duration::from_micros(tat - now_us),
-            retry_after: Duration::from_micros(allow_at - now_us),
+            retry_after,
         };
+        return (decision, None);
     }
-    Decision {
-        allowed: true,
-        remaining: ((now_us + span - tat) / interval) as u32,
-        reset: Duration::from_micros(tat - now_us),
-        retry_after: Duration::ZERO,
-    }
-}
-
-/// The TAT after spending `cost` tokens at `now_us`; a budget may go into debt (the call
-/// already happened), which later calls then wait out.
-pub fn spend(limit: &Limit, tat_us: u64, now_us: u64, cost: u64) -> u64 {
-    tat_us.max(now_us) + limit.interval_us().saturating_mul(cost)
+    let next = tat + interval.saturating_mul(cost);
+    let decision = Decision {
+        allowed,
+        remaining: ((now_us + span).saturating_sub(next) / interval) as u32,
+        reset: Duration::from_micros(next - now_us),
+        retry_after,
+    };
+    (decision, (cost > 0).then_some(next))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The three operations the limiters make of `apply`.
+
+    /// Decides one request (cost 1): the decision and the TAT to store when allowed.
+    fn decide(limit: &Limit, tat_us: u64, now_us: u64) -> (Decision, Option<u64>) {
+        apply(limit, tat_us, now_us, 1, false)
+    }
+
+    /// Whether a budget of `limit` (tokens per period, `burst` of them at once) has a token
+    /// left at `now_us`, without spending any: the check before a call whose cost is known only
+    /// after it.
+    fn peek(limit: &Limit, tat_us: u64, now_us: u64) -> Decision {
+        apply(limit, tat_us, now_us, 0, false).0
+    }
+
+    /// The TAT after spending `cost` tokens at `now_us`; a budget may go into debt (the call
+    /// already happened), which later calls then wait out.
+    fn spend(limit: &Limit, tat_us: u64, now_us: u64, cost: u64) -> u64 {
+        apply(limit, tat_us, now_us, cost, true)
+            .1
+            .unwrap_or(tat_us.max(now_us))
+    }
 
     fn limit(rate: &str, burst: u32) -> Limit {
         Limit {

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use super::RateLimiter;
-use super::gcra::{Decision, Limit, decide};
+use super::gcra::{Decision, Limit, apply};
 
 /// Keys held when the manifest does not say.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -39,11 +39,17 @@ impl MemoryLimiter {
         self.len() == 0
     }
 
-    /// The decision for `key` at `now_us` (exposed for tests and the benchmark).
+    /// The decision for one request of `key` at `now_us` (exposed for tests and the
+    /// benchmark).
     pub fn check_at(&self, key: &str, limit: &Limit, now_us: u64) -> Decision {
+        self.apply_at(key, limit, now_us, 1, false)
+    }
+
+    /// One [`apply`] on `key`'s TAT, storing the new one.
+    fn apply_at(&self, key: &str, limit: &Limit, now_us: u64, cost: u64, force: bool) -> Decision {
         let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
         let tat = tats.get(key).copied().unwrap_or(0);
-        let (decision, next) = decide(limit, tat, now_us);
+        let (decision, next) = apply(limit, tat, now_us, cost, force);
         if let Some(next) = next {
             if let Some(slot) = tats.get_mut(key) {
                 *slot = next;
@@ -85,19 +91,11 @@ impl RateLimiter for MemoryLimiter {
     }
 
     async fn peek(&self, key: &str, limit: &Limit) -> Decision {
-        let tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        super::gcra::peek(limit, tats.get(key).copied().unwrap_or(0), now_us())
+        self.apply_at(key, limit, now_us(), 0, false)
     }
 
     async fn spend(&self, key: &str, limit: &Limit, cost: u64) {
-        let now = now_us();
-        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        let tat = tats.get(key).copied().unwrap_or(0);
-        let next = super::gcra::spend(limit, tat, now, cost);
-        if !tats.contains_key(key) && tats.len() >= self.max_keys {
-            make_room(&mut tats, self.max_keys, now);
-        }
-        tats.insert(key.to_string(), next);
+        self.apply_at(key, limit, now_us(), cost, true);
     }
 }
 

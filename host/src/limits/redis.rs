@@ -12,55 +12,30 @@ use super::RateLimiter;
 use super::gcra::{Decision, Limit};
 use crate::redis::RedisPool;
 
+/// [`super::gcra::apply`] in Lua: allowed if a token is left; then, if allowed or forced,
+/// `cost` tokens are spent. Check = cost 1; peek = cost 0; spend = forced cost.
 static GCRA: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: the limit's key; ARGV: interval_us, burst
+-- KEYS: the limit's key; ARGV: interval_us, burst, cost, force (1/0)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local span = interval * tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local next = tat + interval
-local allow_at = next - span
-if now < allow_at then
-  return {0, 0, tat - now, allow_at - now}
-end
-redis.call('SET', KEYS[1], string.format('%d', next), 'PX', math.ceil((next - now) / 1000) + 1)
-return {1, math.floor((now + span - next) / interval), next - now, 0}
-",
-    )
-});
-
-static PEEK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: the budget's key; ARGV: interval_us, burst
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local span = interval * tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local allow_at = tat + interval - span
-if now < allow_at then return {0, 0, tat - now, allow_at - now} end
-return {1, math.floor((now + span - tat) / interval), tat - now, 0}
-",
-    )
-});
-
-static SPEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
--- KEYS: the budget's key; ARGV: interval_us, cost
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local next = tat + tonumber(ARGV[1]) * tonumber(ARGV[2])
-redis.call('SET', KEYS[1], string.format('%d', next), 'PX', math.ceil((next - now) / 1000) + 1)
-return 1
+local allowed = now >= allow_at
+local retry = 0
+if not allowed then retry = allow_at - now end
+if not allowed and ARGV[4] ~= '1' then return {0, 0, tat - now, retry} end
+local next = tat + interval * cost
+if cost > 0 then
+  redis.call('SET', KEYS[1], string.format('%d', next), 'PX', math.ceil((next - now) / 1000) + 1)
+end
+local remaining = math.floor(math.max(now + span - next, 0) / interval)
+return {allowed and 1 or 0, remaining, next - now, retry}
 ",
     )
 });
@@ -76,18 +51,19 @@ impl RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// Runs `script` on `key` with (interval, burst) and reads a decision.
-    async fn decide(&self, script: &'static Script, key: &str, limit: &Limit) -> Decision {
+    /// One GCRA step on `key` in one round trip (see [`GCRA`]).
+    async fn apply(&self, key: &str, limit: &Limit, cost: u64, force: bool) -> Decision {
         // The whole key is the hash tag: one key per check, one slot.
         let key = format!("llmchat:rl:{{{key}}}");
         let (interval, burst) = (limit.interval_us(), limit.burst);
         let reply: Result<(i64, i64, i64, i64), _> = self
             .pool
             .run(|mut c| async move {
-                script
-                    .key(key)
+                GCRA.key(key)
                     .arg(interval)
                     .arg(burst)
+                    .arg(cost)
+                    .arg(u8::from(force))
                     .invoke_async(&mut c)
                     .await
             })
@@ -100,7 +76,7 @@ impl RedisLimiter {
                 retry_after: Duration::from_micros(u64::try_from(retry).unwrap_or(0)),
             },
             Err(e) => {
-                tracing::warn!("rate limit check failed, allowing the request: {e}");
+                tracing::warn!("rate limit state unreachable, allowing the call: {e}");
                 Decision::fail_open(limit)
             }
         }
@@ -110,29 +86,14 @@ impl RedisLimiter {
 #[async_trait]
 impl RateLimiter for RedisLimiter {
     async fn check(&self, key: &str, limit: &Limit) -> Decision {
-        self.decide(&GCRA, key, limit).await
+        self.apply(key, limit, 1, false).await
     }
 
     async fn peek(&self, key: &str, limit: &Limit) -> Decision {
-        self.decide(&PEEK, key, limit).await
+        self.apply(key, limit, 0, false).await
     }
 
     async fn spend(&self, key: &str, limit: &Limit, cost: u64) {
-        let key = format!("llmchat:rl:{{{key}}}");
-        let interval = limit.interval_us();
-        let result: Result<i64, _> = self
-            .pool
-            .run(|mut c| async move {
-                SPEND
-                    .key(key)
-                    .arg(interval)
-                    .arg(cost)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::warn!("recording spent tokens failed: {e}");
-        }
+        self.apply(key, limit, cost, true).await;
     }
 }
