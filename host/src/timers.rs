@@ -41,23 +41,27 @@ impl Drop for Armed {
     }
 }
 
-/// A tokio timer future, counted while it exists.
-pub struct Counted<F> {
-    inner: Pin<Box<F>>,
-    _armed: Armed,
+pin_project_lite::pin_project! {
+    /// A tokio timer future, counted while it exists. The future stays inline (no box):
+    /// every invocation's deadline is one of these.
+    pub struct Counted<F> {
+        #[pin]
+        inner: F,
+        armed: Armed,
+    }
 }
 
 impl<F: Future> Future for Counted<F> {
     type Output = F::Output;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
     }
 }
 
 fn counted<F: Future>(inner: F) -> Counted<F> {
     Counted {
-        inner: Box::pin(inner),
-        _armed: Armed::new(),
+        inner,
+        armed: Armed::new(),
     }
 }
 
