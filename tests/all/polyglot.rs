@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Host, client, component, component_toml, error_of, poll_until, repo_root, route_toml,
+    Host, client, component, component_toml, error_of, get_json, poll_until, repo_root, route_toml,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -117,12 +117,7 @@ fn enqueue(host: &Host, queue: &str, payload: Value) -> String {
 }
 
 fn dead(host: &Host, queue: &str) -> Vec<Value> {
-    client()
-        .get(host.url(&format!("/admin/queues/{queue}/dead")))
-        .send()
-        .unwrap()
-        .json::<Value>()
-        .unwrap()["jobs"]
+    get_json(&host.url(&format!("/admin/queues/{queue}/dead")))["jobs"]
         .as_array()
         .unwrap()
         .clone()
@@ -179,12 +174,7 @@ fn js_throws_and_python_raises_become_job_errors_retried_then_dead_lettered() {
         .expect("failed job dead");
     assert_eq!(py_failed_row["attempt"], 1, "{py_dead:?}");
     // The good jobs were processed.
-    let queues: Value = client()
-        .get(host.url("/admin/queues"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let queues: Value = get_json(&host.url("/admin/queues"));
     for q in queues["queues"].as_array().unwrap() {
         assert_eq!(q["processed"], 1, "{q}");
     }
@@ -202,12 +192,7 @@ fn the_default_apps_typescript_and_python_components_work() {
     let host =
         Host::start(&manifest.replace(every_minute, "component = \"usage\"\nevery = \"100ms\""));
     // TypeScript HTTP handler: prompt templates from its config, run with SSE streaming.
-    let prompts: Value = client()
-        .get(host.url("/api/prompts"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let prompts: Value = get_json(&host.url("/api/prompts"));
     let names: Vec<&str> = prompts["prompts"]
         .as_array()
         .unwrap()
@@ -251,12 +236,7 @@ fn the_default_apps_typescript_and_python_components_work() {
         json!({"conversation_id": "c1", "text": "buy spam now"}),
     );
     poll_until(WAIT, "the moderation job to be processed", || {
-        let queues: Value = client()
-            .get(host.url("/admin/queues"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let queues: Value = get_json(&host.url("/admin/queues"));
         queues["queues"]
             .as_array()
             .unwrap()

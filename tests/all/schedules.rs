@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::support::prometheus::{Sample, scrape, sum, value};
 use crate::support::redis::RedisServer;
-use crate::support::{Host, client, component, component_toml, poll_until, route_toml};
+use crate::support::{Host, client, component, component_toml, get_json, poll_until, route_toml};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -124,12 +124,7 @@ fn a_monitor_that_bombs_or_spins_fails_only_its_own_tick() {
         &[("monitor", "bomb")],
     );
     assert!(alerts >= 2.0, "a failed tick raises an alert: {alerts}");
-    let history: Value = client()
-        .get(host.url("/dashboard/history"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let history: Value = get_json(&host.url("/dashboard/history"));
     let messages: Vec<&str> = history["alerts"]
         .as_array()
         .unwrap()
@@ -327,14 +322,7 @@ fn the_dashboard_history_stays_bounded() {
         route_toml("/hello", "hello"),
     );
     let host = Host::start(&manifest);
-    let history = |h: &Host| -> Value {
-        client()
-            .get(h.url("/dashboard/history"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    };
+    let history = |h: &Host| -> Value { get_json(&h.url("/dashboard/history")) };
     let first = poll_until(WAIT, "a full history", || {
         let h = history(&host);
         (h["samples"].as_array().unwrap().len() == 20).then_some(h)

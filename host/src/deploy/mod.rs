@@ -213,8 +213,9 @@ impl Deployer {
         Ok(records)
     }
 
-    /// Makes `record` the state of its component here (a restore, or news from the cluster).
-    async fn adopt(&self, state: &mut State, record: ComponentRecord) -> Result<(), DeployError> {
+    /// Makes `record` the state of its component here (a restore, or news from the cluster);
+    /// `true` when the component changed, `false` when it already was that way.
+    async fn adopt(&self, state: &mut State, record: ComponentRecord) -> Result<bool, DeployError> {
         let name = record.name.clone();
         let local = state
             .records
@@ -223,14 +224,14 @@ impl Deployer {
             .map(|d| d.version.clone());
         let remote = record.current.as_ref().map(|d| d.version.clone());
         if local.is_some() && local == remote {
-            return Ok(());
+            return Ok(false);
         }
         let prepared = match &record.current {
             Some(deployment) => self.prepare(state, &name, deployment, None).await?,
-            None if state.registry.get(&name).is_some() => self.prepare_removal(state, &name)?,
+            None if state.registry.get(&name).is_some() => self.prepare_removal(state, &name),
             None => {
                 state.records.insert(name, record);
-                return Ok(());
+                return Ok(false);
             }
         };
         if let Some(disk) = &self.disk
@@ -240,7 +241,7 @@ impl Deployer {
         }
         self.commit(state, prepared).await;
         state.records.insert(name, record);
-        Ok(())
+        Ok(true)
     }
 
     /// Deploys `bytes` as component `name` with `request`'s settings.
@@ -316,7 +317,7 @@ impl Deployer {
                 "no component named {name:?}"
             )));
         }
-        let prepared = self.prepare_removal(&state, name)?;
+        let prepared = self.prepare_removal(&state, name);
         let mut record = self.record_of(&state, name);
         if let Some(current) = record.current.take() {
             record.history.push(current);
@@ -348,13 +349,13 @@ impl Deployer {
         };
         let prepared = self.prepare(&state, name, &previous, None).await?;
         let from = record.current.as_ref().map(|d| d.version.clone());
-        let created = state.registry.get(name).is_none();
         record.current = Some(previous.clone());
         self.persist(&record, None).await?;
         self.commit(&mut state, prepared).await;
         state.records.insert(name.to_string(), record);
         tracing::info!(name = %name, version = %previous.version, "component rolled back");
-        Ok(self.report(&state, name, &previous, from, created, started))
+        // The component exists (checked above): a rollback never creates one.
+        Ok(self.report(&state, name, &previous, from, false, started))
     }
 
     /// Every component, by name.
@@ -459,18 +460,11 @@ impl Deployer {
             .as_ref()
             .map_or("deleted".to_string(), |d| d.version.clone());
         let mut state = self.state.lock().await;
-        let before = state
-            .records
-            .get(name)
-            .and_then(|r| r.current.as_ref())
-            .map(|d| d.version.clone());
-        if before.as_deref() == Some(version.as_str())
-            || (before.is_none() && record.current.is_none() && state.registry.get(name).is_none())
-        {
-            return;
-        }
         match self.adopt(&mut state, record).await {
-            Ok(()) => tracing::info!(name = %name, %version, "component updated from the cluster"),
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(name = %name, %version, "component updated from the cluster")
+            }
             Err(e) => {
                 tracing::warn!(component = name, %version, "a deploy from another host could not be applied here: {e}")
             }
@@ -646,16 +640,16 @@ impl Deployer {
         Ok(Prepared { app, registry })
     }
 
-    fn prepare_removal(&self, state: &State, name: &str) -> Result<Prepared, DeployError> {
+    fn prepare_removal(&self, state: &State, name: &str) -> Prepared {
         let mut app = state.app.clone();
         app.components.remove(name);
         app.http_triggers.retain(|t| t.component != name);
         app.queue_triggers.retain(|t| t.component != name);
         app.schedule_triggers.retain(|t| t.component != name);
-        Ok(Prepared {
+        Prepared {
             app,
             registry: state.registry.without(name),
-        })
+        }
     }
 
     /// Stores the record on disk and in Redis (telling the other hosts). Redis first: if it

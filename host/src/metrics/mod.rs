@@ -241,7 +241,7 @@ impl Metrics {
         let labels = ComponentLabels {
             component: component.to_string(),
         };
-        let metrics = ComponentMetrics::new(
+        let mut metrics = ComponentMetrics::new(
             self.invocations.get_or_create_owned(&InvocationLabels {
                 component: component.to_string(),
                 trigger,
@@ -257,7 +257,7 @@ impl Metrics {
             self.activity.clone(),
             trigger,
         );
-        let mut metrics = metrics;
+        // Only HTTP routes have rate limits.
         if trigger == Trigger::Http {
             metrics.rate_limited = Some(self.rate_limited.get_or_create_owned(&labels));
         }

@@ -233,6 +233,16 @@ pub fn client() -> reqwest::blocking::Client {
         .expect("building the test HTTP client")
 }
 
+/// The JSON body of `GET url`.
+pub fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .unwrap_or_else(|e| panic!("GET {url}: the body is not JSON: {e}"))
+}
+
 /// Retries `check` until it returns `Some`, or panics after `timeout`.
 pub fn poll_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
