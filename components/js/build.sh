@@ -26,6 +26,7 @@ components=(
   "js-counter      fixtures/counter/main.ts     http-handler"
   "js-memory-bomb  fixtures/memory-bomb/main.ts http-handler"
   "js-loop         fixtures/loop/main.ts        http-handler"
+  "js-host-flood   fixtures/host-flood/main.ts  http-handler"
   "js-fail         fixtures/fail/main.ts        queue-processor"
 )
 
