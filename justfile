@@ -8,21 +8,48 @@ components := "components"
 default:
     @just --list
 
-# Install what building, testing and benchmarking need (idempotent).
-setup:
+# Install what building, testing and benchmarking need: the wasm32-wasip2 target, and
+# redis-server, chromium, python3-venv and wrk through apt-get. Each is checked first, so on
+# a machine that has them all this costs a fraction of a second and changes nothing.
+deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
     rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-    command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
-    command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk)
-    command -v chromium >/dev/null || command -v chromium-browser >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
-    python3 -c 'import venv, ensurepip' 2>/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv)
-    @command -v node >/dev/null || echo "note: the TypeScript components need Node.js >= 20.19 with npm (https://nodejs.org); Debian's nodejs is too old"
+    missing=()
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    [[ -n ${LLMCHAT_CHROMIUM:-} ]] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
+    # Once the Python components' venv exists, its interpreter is what they build with.
+    [[ -x {{components}}/python/.venv/bin/python ]] || python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
+    command -v wrk >/dev/null || missing+=(wrk)
+    if (( ${#missing[@]} )); then
+        sudo=()
+        if (( EUID != 0 )); then
+            if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+                sudo=(sudo -n)
+            else
+                echo "error: missing ${missing[*]}, and installing them needs root: run \`sudo apt-get install --no-install-recommends ${missing[*]}\`, then this again" >&2
+                exit 1
+            fi
+        fi
+        if ! command -v apt-get >/dev/null; then
+            echo "error: missing ${missing[*]}, and there is no apt-get here: install them with your package manager" >&2
+            exit 1
+        fi
+        echo "deps: installing ${missing[*]}"
+        "${sudo[@]}" apt-get update -qq
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+    command -v node >/dev/null || echo "note: the TypeScript components need Node.js >= 20.19 with npm (https://nodejs.org); Debian's nodejs is too old"
+
+# The old name of `deps`.
+alias setup := deps
 
 # Build the guest components: Rust (wasm32-wasip2), TypeScript (jco) and Python
 # (componentize-py). The JS and Python builds skip components that have not changed.
-build-components: build-rust-components build-js build-python
+build-components: deps build-rust-components build-js build-python
 
 build-rust-components:
-    @rustup target list --installed | grep -qx wasm32-wasip2 || { echo "error: the wasm32-wasip2 target is missing; run \`just setup\`" >&2; exit 1; }
+    @rustup target list --installed | grep -qx wasm32-wasip2 || { echo "error: the wasm32-wasip2 target is missing; run \`just deps\`" >&2; exit 1; }
     cd {{components}} && cargo build --locked --release --target wasm32-wasip2
 
 # TypeScript components into components/target/js/ (needs Node.js >= 20.19 and npm).
@@ -38,21 +65,21 @@ build: build-components
     cargo build --locked --release --bin llmchat
 
 # Serve the default manifest on http://127.0.0.1:3001 (embedded kv, echo llm).
-run *ARGS: build
+run *ARGS: deps build
     ./target/release/llmchat up -f components/llmchat.toml {{ARGS}}
 
 # Run unit and end-to-end tests (host, and the guest components' unit tests natively).
-test: build-components
+test: deps build-components
     cargo test --locked --release --workspace
     cd {{components}} && cargo test --locked --lib -p chat -p summarizer -p cleanup -p conversation-store -p fixture-processor -p health -p fixture-monitor --target "$(rustc -vV | sed -n 's/^host: //p')"
 
 # Run the tests whose name contains NAME.
-test-one NAME: build-components
+test-one NAME: deps build-components
     cargo test --locked --release --workspace -- {{NAME}}
 
 # Benchmarks: per-invocation cost, HTTP load vs wasmtime serve, RSS, queues vs BullMQ (~4 min).
 # Prints a markdown table and writes it to target/bench-report.md.
-bench: build
+bench: deps build
     env -u RUST_BACKTRACE cargo bench --locked -p llmchat-host --bench llmchat
 
 # Formatting and clippy for both workspaces.

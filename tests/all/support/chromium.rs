@@ -32,7 +32,7 @@ pub fn binary() -> PathBuf {
     panic!(
         "this browser test needs Chromium and found none (looked for $LLMCHAT_CHROMIUM, then \
          `chromium` and `chromium-browser` on PATH); install it with \
-         `apt-get install --no-install-recommends chromium` (.ci/run does), or point \
+         `just deps` (or `apt-get install --no-install-recommends chromium`), or point \
          LLMCHAT_CHROMIUM at a Chromium or Chrome binary"
     );
 }

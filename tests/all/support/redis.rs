@@ -41,7 +41,7 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}); install it with `apt-get install redis-server` (or `just setup`)")
+                panic!("cannot start redis-server ({e}); install it with `just deps` (or `apt-get install redis-server`)")
             });
         self.child = Some(child);
         poll_until(
