@@ -7,6 +7,7 @@
 mod admin;
 mod chat_api;
 mod components_guard;
+mod connections;
 mod dashboard;
 mod deploy;
 mod fixtures;

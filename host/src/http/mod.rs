@@ -3,21 +3,21 @@
 //! `[[trigger.http]]`, served by axum/hyper, with a graceful, bounded shutdown.
 //!
 //! [`HttpServer`] owns every task it starts: connections are drained on shutdown, and
-//! invocations still running after the grace period are cut.
+//! connections and invocations still running after the grace period are cut. Its accept
+//! loop ([`connections`]) caps connections and times out slow heads and idle keep-alives.
 
+mod connections;
 mod error;
 mod probes;
 mod routes;
 mod trigger;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use axum::Router;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -127,6 +127,7 @@ pub struct HttpServer {
     admin: AdminApi,
     probes: Arc<probes::Probes>,
     shutdown_grace: Duration,
+    connections: Arc<connections::Connections>,
 }
 
 impl HttpServer {
@@ -148,6 +149,15 @@ impl HttpServer {
             instance_wait: manifest.http.instance_wait.0,
             tasks: TaskTracker::new(),
         });
+        let limits = connections::Limits {
+            header_read_timeout: manifest.http.header_read_timeout.0,
+            idle_timeout: manifest.http.idle_timeout.0,
+            max_connections: connections::clamp_to_fd_limit(manifest.http.max_connections),
+        };
+        let connections = Arc::new(connections::Connections::new(
+            limits,
+            metrics.connections().clone(),
+        ));
         let probes = Arc::new(probes::Probes {
             redis: metrics.redis().cloned(),
             metrics,
@@ -159,6 +169,7 @@ impl HttpServer {
             admin,
             probes,
             shutdown_grace: manifest.http.shutdown_grace.0,
+            connections,
         })
     }
 
@@ -173,18 +184,10 @@ impl HttpServer {
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting, lets in-flight requests
-    /// and invocations finish within the grace period, and returns.
+    /// and invocations finish within the grace period, cuts what is left, and returns.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let graceful = shutdown.clone();
-        // The peer address is what the admin API's loopback rule checks.
-        let service = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, service)
-            .with_graceful_shutdown(async move { graceful.cancelled().await });
+        let cut = CancellationToken::new();
+        let connections = self.connections.clone();
         let grace = self.shutdown_grace;
         let deadline = async {
             shutdown.cancelled().await;
@@ -192,17 +195,24 @@ impl HttpServer {
         };
         let tasks = self.state.tasks.clone();
         let drain = async {
-            let result = server.await;
+            connections
+                .accept(listener, self.router(), &shutdown, &cut)
+                .await;
+            connections.closed().await;
             tasks.close();
             tasks.wait().await;
-            result
         };
         tokio::select! {
-            result = drain => result.context("serving HTTP")?,
-            () = deadline => tracing::warn!(
-                running = self.state.tasks.len(),
-                "shutdown grace of {grace:?} expired; cutting open connections and invocations"
-            ),
+            () = drain => {}
+            () = deadline => {
+                tracing::warn!(
+                    connections = connections.open(),
+                    running = tasks.len(),
+                    "shutdown grace of {grace:?} expired; cutting open connections and invocations"
+                );
+                cut.cancel();
+                connections.closed().await;
+            }
         }
         Ok(())
     }

@@ -48,6 +48,17 @@ pub struct HttpSettings {
     /// How long in-flight requests may run after SIGTERM before they are cut.
     #[serde(default = "defaults::shutdown_grace")]
     pub shutdown_grace: HumanDuration,
+    /// How long a client may take to send a whole request head, from the connection's
+    /// accept (or the first byte of a later request) on; then the connection is closed.
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// How long a keep-alive connection may sit between requests, with nothing sent.
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Connections open at once; more are refused (a 503 and closed) until one ends. Clamped
+    /// to what the process's open-file limit allows.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: u32,
 }
 
 impl Default for HttpSettings {
@@ -55,7 +66,28 @@ impl Default for HttpSettings {
         Self {
             instance_wait: defaults::instance_wait(),
             shutdown_grace: defaults::shutdown_grace(),
+            header_read_timeout: defaults::header_read_timeout(),
+            idle_timeout: defaults::idle_timeout(),
+            max_connections: defaults::max_connections(),
         }
+    }
+}
+
+impl HttpSettings {
+    fn validate(&self) -> Result<()> {
+        if self.header_read_timeout.0.is_zero() {
+            bail!("in [http]: field `header_read_timeout`: must be greater than zero");
+        }
+        if self.idle_timeout.0.is_zero() {
+            bail!("in [http]: field `idle_timeout`: must be greater than zero");
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            bail!(
+                "in [http]: field `max_connections`: {} is outside 1..={MAX_CONNECTIONS}",
+                self.max_connections
+            );
+        }
+        Ok(())
     }
 }
 
@@ -245,6 +277,15 @@ mod defaults {
     pub fn shutdown_grace() -> HumanDuration {
         HumanDuration(Duration::from_secs(10))
     }
+    pub fn header_read_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    pub fn idle_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn max_connections() -> u32 {
+        10_000
+    }
     pub fn llm_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(60))
     }
@@ -376,6 +417,8 @@ const MAX_MEMORY_LIMIT: ByteSize = ByteSize(4 << 30);
 /// Smallest memory cap that can hold a Rust guest's stack and data segment.
 const MIN_MEMORY_LIMIT: ByteSize = ByteSize(1 << 20);
 const MAX_INSTANCES: u32 = 10_000;
+/// Beyond a million connections the open-file limit, not this setting, is the bound.
+const MAX_CONNECTIONS: u32 = 1_000_000;
 
 impl Manifest {
     /// Reads and validates the manifest at `path`.
@@ -420,6 +463,7 @@ impl Manifest {
             let label = format!("in [[trigger.schedule]] #{} ({:?})", i + 1, t.label());
             schedule_triggers.push(t.validate(&components, &mut schedules).context(label)?);
         }
+        raw.http.validate()?;
         raw.dashboard.validate()?;
         raw.deploy.validate()?;
         if raw.quotas.llm_concurrency == 0 || raw.quotas.llm_concurrency_per_component == 0 {

@@ -179,6 +179,44 @@ fn redis_settings_are_checked() {
 }
 
 #[test]
+fn connection_limits_have_defaults_and_name_bad_values() {
+    let dir = dir_with_wasm();
+    let m = parse_in(dir.path(), "").unwrap();
+    assert_eq!(m.http.header_read_timeout.0, Duration::from_secs(10));
+    assert_eq!(m.http.idle_timeout.0, Duration::from_secs(60));
+    assert_eq!(m.http.max_connections, 10_000);
+    let m = parse_in(
+        dir.path(),
+        "[http]\nheader_read_timeout = \"2s\"\nidle_timeout = \"500ms\"\nmax_connections = 64\n",
+    )
+    .unwrap();
+    assert_eq!(m.http.header_read_timeout.0, Duration::from_secs(2));
+    assert_eq!(m.http.idle_timeout.0, Duration::from_millis(500));
+    assert_eq!(m.http.max_connections, 64);
+    let cases = [
+        (
+            "header_read_timeout = \"0s\"",
+            "field `header_read_timeout`",
+        ),
+        ("header_read_timeout = \"soon\"", "soon"),
+        ("idle_timeout = 30", "needs a unit"),
+        ("idle_timeout = \"0ms\"", "field `idle_timeout`"),
+        (
+            "max_connections = 0",
+            "field `max_connections`: 0 is outside",
+        ),
+        ("max_conns = 5", "unknown field `max_conns`"),
+    ];
+    for (line, expected) in cases {
+        let e = err(dir.path(), &format!("[http]\n{line}\n"));
+        assert!(
+            e.contains(expected) && e.contains("llmchat.toml"),
+            "{line}: {e}"
+        );
+    }
+}
+
+#[test]
 fn openai_provider_needs_base_url_and_model() {
     let dir = dir_with_wasm();
     let e = err(dir.path(), "[llm]\nprovider = \"openai\"\nmodel = \"m\"\n");

@@ -13,10 +13,12 @@
 //!
 //! Also here: the scheduler's entries and lag ([`SchedulerMetrics`], recorded by the
 //! scheduler), monitors' samples and alerts and schedules' tick outcomes ([`Monitors`]), and
-//! the host-wide [`Activity`] the dashboard samples.
+//! the host-wide [`Activity`] the dashboard samples, and the HTTP server's connections
+//! ([`ConnectionMetrics`]: open, and refused or cut by a limit of `[http]`).
 
 mod activity;
 mod component;
+mod connections;
 pub mod monitor;
 pub mod quantiles;
 mod sampled;
@@ -32,6 +34,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 pub use activity::{Activity, ActivitySnapshot};
 pub use component::{ComponentMetrics, ErrorKind, Trigger};
+pub use connections::{ConnectionLimit, ConnectionMetrics, OpenConnection};
 pub use monitor::{Monitors, Severity, TickOutcome};
 pub(crate) use sampled::resident_memory;
 
@@ -94,6 +97,7 @@ pub struct Metrics {
     scheduler: Arc<SchedulerMetrics>,
     monitors: Arc<Monitors>,
     activity: Arc<Activity>,
+    connections: ConnectionMetrics,
 }
 
 impl Metrics {
@@ -189,6 +193,19 @@ impl Metrics {
             "Alerts raised by monitors (and by the host when a monitor's tick fails), by severity",
             monitors.alerts.clone(),
         );
+        let open = prometheus_client::metrics::gauge::Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP connections open now (capped by [http] max_connections)",
+            open.clone(),
+        );
+        let refused = Family::<connections::LimitLabels, Counter>::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections refused or cut by a limit of [http], by limit: max_connections (refused at accept), header_read_timeout (a request head too slow), idle_timeout (a keep-alive connection idle too long)",
+            refused.clone(),
+        );
+        let connections = ConnectionMetrics::new(open, &refused);
         Self {
             registry,
             invocations,
@@ -203,7 +220,14 @@ impl Metrics {
             scheduler,
             monitors,
             activity: Arc::default(),
+            connections,
         }
+    }
+
+    /// The HTTP server's connection gauge and counters; every limit's series exists (at 0)
+    /// from start-up.
+    pub fn connections(&self) -> &ConnectionMetrics {
+        &self.connections
     }
 
     /// The token counters the LLM gate increments.
