@@ -11,6 +11,7 @@ mod connections;
 mod dashboard;
 mod deploy;
 mod fixtures;
+mod host_memory;
 mod lifecycle;
 mod manifest_errors;
 mod metrics;
