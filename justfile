@@ -60,9 +60,11 @@ build-js:
 build-python:
     {{components}}/python/build.sh
 
-# Build the host binary (target/release/llmchat) and the components.
+# Build the host binary (target/release/llmchat) and the components, and compile the default
+# manifest's components into the artifact cache, so that `just run` starts at once.
 build: build-components
     cargo build --locked --release --bin llmchat
+    ./target/release/llmchat compile -f components/llmchat.toml
 
 # Serve the default manifest on http://127.0.0.1:3001 (embedded kv, echo llm).
 run *ARGS: deps build

@@ -2,7 +2,8 @@
 //!
 //! `llmchat up` loads the manifest, builds every host service once (engine, components,
 //! kv, llm, metrics, HTTP server), serves until SIGTERM or SIGINT, then drains and exits 0.
-//! The other commands ([`cli`]) talk to a running host through its admin API.
+//! The other commands ([`cli`]) talk to a running host through its admin API, except
+//! `compile`, which the server also runs as its compiler child.
 
 mod cli;
 
@@ -20,14 +21,14 @@ use llmchat_host::admin::{AdminApi, AdminAuth};
 use llmchat_host::capabilities::Services;
 use llmchat_host::dashboard::Dashboard;
 use llmchat_host::deploy::{Deployer, Targets};
-use llmchat_host::engine::{ComponentEngine, PoolSizing};
+use llmchat_host::engine::{CompilerOptions, ComponentEngine, PoolSizing};
 use llmchat_host::http::{HttpServer, LiveRoutes};
 use llmchat_host::kv::{KvStore, MemoryKv, RedisKv};
 use llmchat_host::limits::RateLimiter;
 use llmchat_host::limits::llm::LlmGate;
 use llmchat_host::limits::memory::{DEFAULT_MAX_KEYS, MemoryLimiter};
 use llmchat_host::limits::redis::RedisLimiter;
-use llmchat_host::manifest::Manifest;
+use llmchat_host::manifest::{ByteSize, HumanDuration, Manifest};
 use llmchat_host::metrics::Metrics;
 use llmchat_host::queue::memory::MemoryQueue;
 use llmchat_host::queue::redis::RedisQueue;
@@ -70,6 +71,8 @@ enum Command {
     Rollback(cli::components::RollbackArgs),
     /// Scaffold a component folder (source, build script, test, README) to deploy.
     New(cli::new::NewArgs),
+    /// Compile a manifest's components into the artifact cache, so that `up` starts at once.
+    Compile(cli::compile::CompileArgs),
 }
 
 #[derive(clap::Args)]
@@ -90,6 +93,12 @@ struct UpArgs {
     /// Compile every component at start-up instead of using the artifact cache.
     #[arg(long)]
     no_cache: bool,
+    /// Kill a compiler child (one per component to compile) that runs longer than this.
+    #[arg(long, env = "LLMCHAT_COMPILE_TIMEOUT", default_value = "10m")]
+    compile_timeout: HumanDuration,
+    /// Cap on a compiler child's memory (its `RLIMIT_DATA`), e.g. `2GiB` [default: none].
+    #[arg(long, env = "LLMCHAT_COMPILE_MEMORY_LIMIT")]
+    compile_memory_limit: Option<ByteSize>,
 }
 
 fn main() -> ExitCode {
@@ -102,6 +111,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // The compiler needs no runtime, and must not start threads before its memory limit.
+    let command = match cli.command {
+        Command::Compile(args) => return cli::compile::run(args),
+        command => command,
+    };
     // The engine (and its epoch ticker) must outlive the runtime: a guest still running when
     // the runtime shuts down only gives its worker back at its next epoch tick.
     let engine_keepalive = OnceLock::new();
@@ -111,7 +125,7 @@ fn main() -> ExitCode {
         .context("starting the tokio runtime")
         .and_then(|rt| {
             let result = rt.block_on(async {
-                match cli.command {
+                match command {
                     Command::Up(args) => up(args, &engine_keepalive).await,
                     Command::Enqueue(args) => cli::queues::enqueue(args).await,
                     Command::Queues(args) => cli::queues::queues(args).await,
@@ -120,6 +134,7 @@ fn main() -> ExitCode {
                     Command::Components(args) => cli::components::components(args).await,
                     Command::Rollback(args) => cli::components::rollback(args).await,
                     Command::New(args) => cli::new::scaffold(args),
+                    Command::Compile(_) => unreachable!("`compile` returned before the runtime"),
                 }
             });
             rt.shutdown_timeout(RUNTIME_SHUTDOWN);
@@ -166,14 +181,20 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
     } else {
         args.cache_dir.or_else(ComponentEngine::default_cache_dir)
     };
+    let mut compiler = CompilerOptions::this_program()?;
+    compiler.timeout = args.compile_timeout.0;
+    compiler.memory_limit = args.compile_memory_limit.map(ByteSize::bytes);
     let engine = Arc::new(ComponentEngine::new(
         PoolSizing::from_manifest(&manifest),
         cache_dir,
+        compiler,
     )?);
     let _ = engine_keepalive.set(engine.clone());
     let in_manifest = || format!("in manifest `{}`", manifest.path.display());
-    let registry = Registry::load(&engine, &manifest).with_context(in_manifest)?;
-    // Compiling leaves tens of MB of freed scratch in the allocator's per-thread heaps.
+    let registry = Registry::load(&engine, &manifest)
+        .await
+        .with_context(in_manifest)?;
+    // Reading and mapping leaves freed buffers in the allocator's per-thread heaps.
     llmchat_host::engine::return_freed_memory();
     let (kv, queue_backend, redis) = storage(&manifest).await.with_context(in_manifest)?;
     let queues = Arc::new(Queues::new(queue_backend, &manifest.queue_triggers));

@@ -62,12 +62,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads every component; the first that fails stops start-up with an error naming it.
-    pub fn load(engine: &ComponentEngine, manifest: &Manifest) -> Result<Registry> {
+    /// Loads every component, one after the other (a compile may take a few hundred MB in
+    /// its child); the first that fails stops start-up with an error naming it.
+    pub async fn load(engine: &ComponentEngine, manifest: &Manifest) -> Result<Registry> {
         let mut components = BTreeMap::new();
         for (name, spec) in &manifest.components {
             let needs = Needs::of(name, manifest);
-            let loaded = load_component(engine, spec, needs).with_context(|| {
+            let loaded = load_component(engine, spec, needs).await.with_context(|| {
                 format!(
                     "loading component `{name}` from `{}`",
                     spec.source.display()
@@ -162,16 +163,16 @@ fn check_grants(
     Ok(())
 }
 
-/// Compiles (or maps from the artifact cache) the component of `spec`, checks its imports
-/// against what it is granted and its exports against what its triggers need, and resolves
-/// its imports once.
-pub fn load_component(
+/// Maps the component of `spec` from the artifact cache (a compiler child fills it first
+/// when needed), checks its imports against what it is granted and its exports against what
+/// its triggers need, and resolves its imports once.
+pub async fn load_component(
     engine: &ComponentEngine,
     spec: &ComponentSpec,
     needs: Needs,
 ) -> Result<LoadedComponent> {
     let started = std::time::Instant::now();
-    let compiled = engine.load(&spec.source)?;
+    let compiled = engine.load(&spec.name, &spec.source).await?;
     let pre = engine.instantiate_pre(&compiled.component)?;
     let http = match ProxyPre::new(pre.clone()) {
         Ok(p) => Some(p),

@@ -6,6 +6,7 @@
 
 mod admin;
 mod chat_api;
+mod compile;
 mod components_guard;
 mod connections;
 mod dashboard;

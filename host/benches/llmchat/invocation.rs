@@ -24,7 +24,9 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use llmchat_host::capabilities::{CapabilityCtx, ComponentIdentity, Services};
-use llmchat_host::engine::{ComponentEngine, InvocationState, OutboundPolicy, PoolSizing};
+use llmchat_host::engine::{
+    CompilerOptions, ComponentEngine, InvocationState, OutboundPolicy, PoolSizing,
+};
 use llmchat_host::kv::MemoryKv;
 use llmchat_host::llm::EchoProvider;
 use llmchat_host::manifest::Manifest;
@@ -110,7 +112,11 @@ struct Host {
 impl Host {
     fn new(sizing: PoolSizing) -> Result<Self> {
         Ok(Self {
-            engine: ComponentEngine::new(sizing, None)?,
+            engine: ComponentEngine::new(
+                sizing,
+                None,
+                CompilerOptions::with_program(env!("CARGO_BIN_EXE_llmchat")),
+            )?,
             identity: Arc::new(ComponentIdentity {
                 name: "bench".to_string(),
                 kv_namespace: "bench".to_string(),
@@ -133,9 +139,12 @@ impl Host {
 
     fn pre(&self, file: &Path) -> Result<wasmtime::component::InstancePre<InvocationState>> {
         let bytes = std::fs::read(file).with_context(|| format!("reading `{}`", file.display()))?;
-        let compiled = self
-            .engine
-            .compile(&bytes)
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a runtime for the compiler child")?;
+        let compiled = rt
+            .block_on(self.engine.compile("bench", &bytes))
             .with_context(|| format!("compiling `{}`", file.display()))?;
         self.engine.instantiate_pre(&compiled.component)
     }

@@ -40,7 +40,7 @@ use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use llmchat_host::capabilities::Services;
-use llmchat_host::engine::{ComponentEngine, PoolSizing};
+use llmchat_host::engine::{CompilerOptions, ComponentEngine, PoolSizing};
 use llmchat_host::kv::MemoryKv;
 use llmchat_host::llm::EchoProvider;
 use llmchat_host::manifest::Manifest;
@@ -439,13 +439,14 @@ fn memory_throughput(
     let engine = Arc::new(ComponentEngine::new(
         PoolSizing::from_manifest(&manifest),
         Some(cache.to_path_buf()),
+        CompilerOptions::with_program(env!("CARGO_BIN_EXE_llmchat")),
     )?);
-    let registry = Registry::load(&engine, &manifest)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    let registry = rt.block_on(Registry::load(&engine, &manifest))?;
     let mut rounds = Vec::new();
     let (mut errors, mut stalled) = (0, 0);
     let mut until_stall = Vec::new();

@@ -23,6 +23,7 @@ impl From<DeployError> for ApiError {
             DeployError::Conflict(_) | DeployError::NoPrevious(_) => StatusCode::CONFLICT,
             DeployError::NotFound(_) => StatusCode::NOT_FOUND,
             DeployError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            DeployError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut api = ApiError::new(status, e.to_string());
         if status == StatusCode::SERVICE_UNAVAILABLE {

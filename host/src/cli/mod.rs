@@ -1,12 +1,14 @@
 //! The commands besides `up`: those that talk to a running host through its admin API
 //! (`enqueue`, `queues` and `dead` in [`queues`]; `deploy`, `components` and `rollback` in
-//! [`components`]; all over one [`client::AdminClient`]), and `new` ([`new`]), which
-//! scaffolds a component folder from the templates embedded in the binary.
+//! [`components`]; all over one [`client::AdminClient`]), `new` ([`new`]), which
+//! scaffolds a component folder from the templates embedded in the binary, and `compile`
+//! ([`compile`]), which compiles components into the artifact cache outside the server.
 //!
 //! Exit codes: 0 on success, 2 for input refused before any request ([`UsageError`], as
 //! clap does for bad arguments), 1 for everything else (host unreachable, an HTTP error).
 
 mod client;
+pub mod compile;
 pub mod components;
 pub mod new;
 pub mod queues;

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use spec::{DeploySpec, TriggerSpec};
 pub use store::{ComponentRecord, Deployment, DiskStore, default_state_dir};
 
-use crate::engine::{ComponentEngine, PoolSizing};
+use crate::engine::{CompileError, ComponentEngine, PoolSizing};
 use crate::http::LiveRoutes;
 use crate::manifest::{
     ComponentSpec, HttpTrigger, HumanDuration, Manifest, QueueTrigger, component_from_json,
@@ -57,10 +57,30 @@ pub enum DeployError {
     NoPrevious(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The host failed, not the request: the compiler child crashed, ran out of memory or
+    /// time.
+    #[error("{0}")]
+    Internal(String),
 }
 
 fn invalid(e: anyhow::Error) -> DeployError {
     DeployError::Invalid(format!("{e:#}"))
+}
+
+/// A load that failed: the component's fault (400) unless the compiler child failed (500);
+/// a compile error is put on one line, as the child's stderr may span several.
+fn load_failure(e: anyhow::Error) -> DeployError {
+    let one_line = || {
+        format!("{e:#}")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    match e.downcast_ref::<CompileError>() {
+        Some(CompileError::Compiler(_)) => DeployError::Internal(one_line()),
+        Some(CompileError::Invalid(_)) => DeployError::Invalid(one_line()),
+        None => invalid(e),
+    }
 }
 
 /// What the host's parts that a deploy changes.
@@ -265,21 +285,12 @@ impl Deployer {
                 bytes.len()
             )));
         }
-        // Compiling first proves it is a component at all, and fills the artifact cache.
-        let engine = self.engine.clone();
-        let (bytes, compiled) = tokio::task::spawn_blocking(move || {
-            let compiled = engine.compile(&bytes).map(|_| ());
-            (bytes, compiled)
-        })
-        .await
-        .map_err(|e| DeployError::Invalid(format!("compiling failed: {e}")))?;
-        compiled.map_err(|e| {
-            let reason = format!("{e:#}")
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            DeployError::Invalid(format!("not a valid WebAssembly component: {reason}"))
-        })?;
+        // Compiling first (in a child process) proves it is a component at all, and fills
+        // the artifact cache.
+        self.engine
+            .compile(name, &bytes)
+            .await
+            .map_err(load_failure)?;
         let hash = hex::encode(Sha256::digest(&bytes));
 
         let mut state = self.state.lock().await;
@@ -630,12 +641,10 @@ impl Deployer {
                 })?;
         }
         let needs = Needs::of(name, &app);
-        let engine = self.engine.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_component(&engine, &spec, needs))
+        let loaded = load_component(&self.engine, &spec, needs)
             .await
-            .map_err(|e| DeployError::Invalid(format!("loading failed: {e}")))?
             .with_context(|| format!("component `{name}`"))
-            .map_err(invalid)?;
+            .map_err(load_failure)?;
         let registry = state.registry.with(Arc::new(loaded));
         Ok(Prepared { app, registry })
     }

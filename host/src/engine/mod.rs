@@ -8,6 +8,7 @@
 //! instance outlives its invocation.
 
 mod cache;
+pub mod compiler;
 mod heap;
 mod limits;
 mod state;
@@ -23,6 +24,7 @@ use wasmtime::{
 };
 
 pub use cache::Compiled;
+pub use compiler::{CompileError, CompilerOptions};
 pub use heap::return_freed_memory;
 pub use limits::{InstanceLimiter, MemoryLimitExceeded};
 pub use state::{InvocationState, OutboundPolicy};
@@ -76,17 +78,25 @@ const TABLES_PER_COMPONENT: u32 = 16;
 const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
 const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 
-/// The process-wide engine, linker and artifact cache.
+/// The process-wide engine, linker and artifact cache, and the compiler children that
+/// fill the cache (this process never compiles: see [`compiler`]).
 pub struct ComponentEngine {
     engine: wasmtime::Engine,
     linker: Linker<InvocationState>,
     cache: cache::ArtifactCache,
+    compiler: compiler::ChildCompiler,
     _ticker: ticker::EpochTicker,
 }
 
 impl ComponentEngine {
-    /// Builds the engine. `cache_dir` of `None` disables the artifact cache.
-    pub fn new(sizing: PoolSizing, cache_dir: Option<PathBuf>) -> Result<Self> {
+    /// Builds the engine. `cache_dir` of `None` disables the artifact cache (compiler
+    /// children then write into a private temporary folder); `compiler` says which binary
+    /// compiles, and its bounds.
+    pub fn new(
+        sizing: PoolSizing,
+        cache_dir: Option<PathBuf>,
+        compiler: CompilerOptions,
+    ) -> Result<Self> {
         let engine = wasmtime::Engine::new(&engine_config(sizing)?)
             .map_err(anyhow::Error::from)
             .context("creating the wasmtime engine")?;
@@ -101,6 +111,7 @@ impl ComponentEngine {
             engine,
             linker,
             cache,
+            compiler: compiler::ChildCompiler::new(compiler, sizing),
             _ticker: ticker,
         })
     }
@@ -114,16 +125,35 @@ impl ComponentEngine {
         cache::ArtifactCache::default_dir()
     }
 
-    /// Reads and compiles (or maps from the cache) the component at `path`.
-    pub fn load(&self, path: &Path) -> Result<Compiled> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading `{}`", path.display()))?;
-        self.compile(&bytes)
-            .with_context(|| format!("`{}` is not a valid WebAssembly component", path.display()))
+    /// Maps component `name` at `path` from the artifact cache, compiling it in a child
+    /// process first when the cache does not hold it. A [`CompileError`] is in the chain
+    /// when compiling failed.
+    pub async fn load(&self, name: &str, path: &Path) -> Result<Compiled> {
+        let bytes = tokio::fs::read(path)
+            .await
+            .with_context(|| format!("reading `{}`", path.display()))?;
+        self.cache
+            .load(
+                &self.engine,
+                &self.compiler,
+                name,
+                &bytes,
+                compiler::Input::File(path),
+            )
+            .await
     }
 
-    /// Compiles (or maps from the cache) a component from its bytes.
-    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled> {
-        self.cache.load(&self.engine, bytes)
+    /// Like [`ComponentEngine::load`], for bytes held in memory (a deploy's upload).
+    pub async fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled> {
+        self.cache
+            .load(
+                &self.engine,
+                &self.compiler,
+                name,
+                bytes,
+                compiler::Input::Bytes(bytes),
+            )
+            .await
     }
 
     /// Resolves the component's imports against what the host grants, once per component.
