@@ -27,3 +27,8 @@ pub mod registry;
 pub mod schedule;
 pub mod scheduler;
 pub mod timers;
+
+/// Every host allocation goes through the budget accounting, so that what the host holds
+/// for a component counts against the component's `memory_limit` (see [`engine::budget`]).
+#[global_allocator]
+static ALLOCATOR: engine::budget::HostAllocator = engine::budget::HostAllocator;

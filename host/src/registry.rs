@@ -44,9 +44,11 @@ impl LoadedComponent {
         engine: &ComponentEngine,
         services: &Arc<Services>,
     ) -> Store<InvocationState> {
-        let caps = CapabilityCtx::new(self.identity.clone(), services.clone());
+        let max_resources = self.spec.max_resources as usize;
+        let caps = CapabilityCtx::new(self.identity.clone(), services.clone(), max_resources);
         engine.new_store(InvocationState::new(
             self.memory_cap,
+            max_resources,
             self.outbound.clone(),
             &self.environment,
             caps,

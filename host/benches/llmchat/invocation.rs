@@ -150,9 +150,10 @@ impl Host {
     }
 
     fn new_store(&self) -> Store<InvocationState> {
-        let caps = CapabilityCtx::new(self.identity.clone(), self.services.clone());
+        let caps = CapabilityCtx::new(self.identity.clone(), self.services.clone(), 10_000);
         self.engine.new_store(InvocationState::new(
             MEMORY_CAP,
+            10_000,
             OutboundPolicy::default(),
             &[],
             caps,

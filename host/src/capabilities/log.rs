@@ -5,9 +5,23 @@ use super::bindings::llmchat::runtime::log::{self, Level};
 
 /// Longest message kept; the rest is cut so one guest cannot flood the log.
 const MAX_MESSAGE: usize = 4096;
+/// Lines one invocation may log; later ones are dropped (after one line saying so), so a
+/// guest in a logging loop costs the host neither memory nor a flooded log.
+pub(super) const MAX_LINES: u32 = 1000;
 
 impl log::Host for &mut CapabilityCtx {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.log_lines = self.log_lines.saturating_add(1);
+        if self.log_lines > MAX_LINES {
+            if self.log_lines == MAX_LINES + 1 {
+                tracing::warn!(
+                    target: "guest",
+                    component = self.component.name.as_str(),
+                    "this invocation logged {MAX_LINES} lines; its further lines are dropped"
+                );
+            }
+            return Ok(());
+        }
         let mut message = message;
         if message.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;

@@ -59,14 +59,24 @@ pub struct CapabilityCtx {
     services: Arc<Services>,
     /// Open llm streams; separate from the WASI table so capabilities own their resources.
     streams: ResourceTable,
+    /// Log lines this invocation has written, against [`log::MAX_LINES`].
+    log_lines: u32,
 }
 
 impl CapabilityCtx {
-    pub fn new(component: Arc<ComponentIdentity>, services: Arc<Services>) -> Self {
+    /// `max_resources` caps the handles of the capabilities' own table, as the WASI table's.
+    pub fn new(
+        component: Arc<ComponentIdentity>,
+        services: Arc<Services>,
+        max_resources: usize,
+    ) -> Self {
+        let mut streams = ResourceTable::new();
+        streams.set_max_capacity(max_resources);
         Self {
             component,
             services,
-            streams: ResourceTable::new(),
+            streams,
+            log_lines: 0,
         }
     }
 }

@@ -69,6 +69,10 @@ pub struct DeployArgs {
     /// How many instances may run at once [default: the current version's].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_instances: Option<u32>,
+    /// How many resource handles one instance may hold at once [default: the current
+    /// version's, or 10000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    pub max_resources: Option<u32>,
     /// The kv namespace the component reads and writes [default: its name].
     #[arg(long, value_name = "NS", value_parser = parse_name)]
     pub kv_namespace: Option<String>,
@@ -173,6 +177,8 @@ struct Spec {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_instances: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    max_resources: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     kv_namespace: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     allowed_outbound_hosts: Vec<String>,
@@ -258,6 +264,7 @@ fn build_spec(args: &DeployArgs) -> Result<Spec, UsageError> {
         memory_limit: args.memory.map(|m| m.to_string()),
         timeout: args.timeout.map(|d| d.to_string()),
         max_instances: args.max_instances,
+        max_resources: args.max_resources,
         kv_namespace: args.kv_namespace.clone(),
         allowed_outbound_hosts: args.allow_outbound.clone(),
         config,

@@ -133,6 +133,7 @@ pub struct ComponentInfo {
     pub memory_limit: String,
     pub timeout: String,
     pub max_instances: u32,
+    pub max_resources: u32,
     pub invocations: u64,
     pub versions: usize,
 }
@@ -391,6 +392,7 @@ impl Deployer {
                     memory_limit: c.spec.memory_limit.to_string(),
                     timeout: HumanDuration(c.spec.timeout).to_string(),
                     max_instances: c.spec.max_instances,
+                    max_resources: c.spec.max_resources,
                     invocations: self.targets.metrics.invocations_of(name),
                     versions: record.map_or(0, |r| r.history.len()) + 1,
                 }
@@ -759,6 +761,7 @@ fn spec_of(c: &ComponentSpec) -> DeploySpec {
         memory_limit: Some(c.memory_limit.to_string()),
         timeout: Some(HumanDuration(c.timeout).to_string()),
         max_instances: Some(c.max_instances),
+        max_resources: Some(c.max_resources),
         kv_namespace: Some(c.kv_namespace.clone()),
         allowed_outbound_hosts: Some(c.allowed_outbound_hosts.clone()),
         config: Some(

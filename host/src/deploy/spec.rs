@@ -19,6 +19,8 @@ pub struct DeploySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_resources: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_outbound_hosts: Option<Vec<String>>,
@@ -49,6 +51,7 @@ impl DeploySpec {
             memory_limit: newer.memory_limit.clone().or(self.memory_limit.clone()),
             timeout: newer.timeout.clone().or(self.timeout.clone()),
             max_instances: newer.max_instances.or(self.max_instances),
+            max_resources: newer.max_resources.or(self.max_resources),
             kv_namespace: newer.kv_namespace.clone().or(self.kv_namespace.clone()),
             allowed_outbound_hosts: newer
                 .allowed_outbound_hosts
@@ -111,6 +114,11 @@ impl DeploySpec {
                 "max_instances" => {
                     spec.max_instances = Some(value.parse().map_err(|_| {
                         format!("query parameter `max_instances`: {value:?} is not a whole number")
+                    })?)
+                }
+                "max_resources" => {
+                    spec.max_resources = Some(value.parse().map_err(|_| {
+                        format!("query parameter `max_resources`: {value:?} is not a whole number")
                     })?)
                 }
                 "kv_namespace" => spec.kv_namespace = Some(value),

@@ -1,13 +1,56 @@
-//! Giving the compiler's scratch memory back to the operating system.
+//! Giving freed heap memory back to the operating system.
 //!
-//! Cranelift compiles on several threads; glibc keeps what they freed in per-thread heaps,
-//! so a host that has just compiled its components idles at ~46 MB instead of ~16 MB.
-//! One `malloc_trim` after loading returns it (measured: 48 MB → 33 MB idle).
+//! glibc keeps what threads freed in their arenas. Two things leave a lot there: cranelift's
+//! compile scratch (a host that has just compiled its components idles at ~46 MB instead of
+//! ~16 MB; one `malloc_trim` after loading gives it back), and an invocation that made the
+//! host hold many megabytes before it was stopped. [`after_invocation`] trims after the
+//! latter, at most every [`TRIM_INTERVAL`], so a stopped attack leaves the process where it
+//! was instead of at its high-water mark.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Host-side bytes above which an invocation's end asks for a trim.
+const TRIM_AFTER_HOST_BYTES: usize = 4 << 20;
+/// Trims are not free (they walk every arena), so they are spaced out.
+const TRIM_INTERVAL: Duration = Duration::from_millis(200);
+
+static PENDING: AtomicBool = AtomicBool::new(false);
+static LAST_TRIM: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Returns freed heap pages to the OS; a no-op where the allocator is not glibc's.
 pub fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     trim();
+}
+
+/// Called as each invocation's budget ends with the most bytes the host held for it: asks
+/// for a trim after a big one, and carries out a pending trim once the interval has passed,
+/// so the last of a burst of big invocations is trimmed by the next invocation of any kind.
+pub fn after_invocation(host_peak: usize) {
+    if host_peak >= TRIM_AFTER_HOST_BYTES {
+        PENDING.store(true, Ordering::Relaxed);
+    }
+    if !PENDING.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut last = LAST_TRIM.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_some_and(|t| t.elapsed() < TRIM_INTERVAL) {
+        return;
+    }
+    PENDING.store(false, Ordering::Relaxed);
+    *last = Some(Instant::now());
+    drop(last);
+    return_freed_memory();
+}
+
+/// Carries out a trim asked for by [`after_invocation`] that no later invocation performed.
+pub fn trim_if_pending() {
+    if PENDING.swap(false, Ordering::Relaxed) {
+        *LAST_TRIM.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        return_freed_memory();
+    }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -1,20 +1,28 @@
-//! The per-instance resource limiter: one byte budget for all memories and tables together.
+//! The per-instance resource limiter: one byte budget for all memories, tables and what the
+//! host holds for the instance.
 //!
 //! wasmtime's `StoreLimits` caps each memory separately, so a component with two memories
-//! could use twice its cap. This limiter sums every memory and table of the instance, and
-//! traps with [`MemoryLimitExceeded`] the moment the sum would pass the cap, so the failure
-//! is named exactly instead of surfacing as a guest `unreachable`.
+//! could use twice its cap. This limiter sums every memory and table of the instance, adds
+//! the host-side bytes its [`Budget`] counts, and traps with [`MemoryLimitExceeded`] the
+//! moment the sum would pass the cap, so the failure is named exactly instead of surfacing
+//! as a guest `unreachable`.
 
 use wasmtime::ResourceLimiter;
+
+use super::budget::Budget;
 
 /// Bytes a table element costs against the budget (a funcref or externref pointer).
 const TABLE_ELEMENT_BYTES: usize = 8;
 
 /// The error an invocation fails with when its instance outgrows the cap.
 #[derive(Debug, thiserror::Error)]
-#[error("memory limit exceeded: the instance asked for {requested} bytes, its cap is {cap} bytes")]
+#[error(
+    "memory limit exceeded: the instance needed {requested} bytes ({host} of them held by the host for it), its cap is {cap} bytes"
+)]
 pub struct MemoryLimitExceeded {
     pub requested: usize,
+    /// The part held by the host: resources, fields, bodies, streams, buffers.
+    pub host: usize,
     pub cap: usize,
 }
 
@@ -24,20 +32,44 @@ pub struct InstanceLimiter {
     cap: usize,
     used: usize,
     peak: usize,
+    /// The host side of the budget; `None` only when every budget slot is taken, and then
+    /// linear memory is still capped.
+    budget: Option<Budget>,
 }
 
 impl InstanceLimiter {
     pub fn new(cap: usize) -> Self {
+        let budget = Budget::new(cap);
+        if budget.is_none() {
+            tracing::warn!("no memory budget slot is free; host-side bytes of this invocation are not counted");
+        }
         Self {
             cap,
             used: 0,
             peak: 0,
+            budget,
         }
     }
 
-    /// The largest footprint the instance reached, in bytes (memories plus tables).
+    pub fn budget(&self) -> Option<&Budget> {
+        self.budget.as_ref()
+    }
+
+    /// The largest footprint the instance reached, in bytes: memories, tables and host side.
     pub fn peak_bytes(&self) -> usize {
-        self.peak
+        self.budget
+            .as_ref()
+            .map_or(self.peak, |b| b.total_peak().max(self.peak))
+    }
+
+    /// The largest number of bytes the host held for the instance at once.
+    pub fn peak_host_bytes(&self) -> usize {
+        self.budget.as_ref().map_or(0, Budget::host_peak)
+    }
+
+    /// Fails once the host side has pushed the instance past its cap.
+    pub fn check(&self) -> Result<(), MemoryLimitExceeded> {
+        self.budget.as_ref().map_or(Ok(()), Budget::check)
     }
 
     fn grow(&mut self, current: usize, desired: usize) -> wasmtime::Result<bool> {
@@ -45,8 +77,12 @@ impl InstanceLimiter {
         if next > self.cap {
             return Err(wasmtime::Error::new(MemoryLimitExceeded {
                 requested: next,
+                host: 0,
                 cap: self.cap,
             }));
+        }
+        if let Some(budget) = &self.budget {
+            budget.set_linear(next).map_err(wasmtime::Error::new)?;
         }
         self.used = next;
         self.peak = self.peak.max(next);

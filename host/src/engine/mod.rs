@@ -7,6 +7,7 @@
 //! [`limits::InstanceLimiter`] and a deadline, and dropped when the invocation ends: no
 //! instance outlives its invocation.
 
+pub mod budget;
 mod cache;
 pub mod compiler;
 mod heap;
@@ -20,12 +21,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
-    Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+    CallHook, Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    UpdateDeadline,
 };
 
 pub use cache::Compiled;
 pub use compiler::{CompileError, CompilerOptions};
-pub use heap::return_freed_memory;
+pub use heap::{return_freed_memory, trim_if_pending};
 pub use limits::{InstanceLimiter, MemoryLimitExceeded};
 pub use state::{InvocationState, OutboundPolicy};
 
@@ -77,6 +79,16 @@ const TABLES_PER_COMPONENT: u32 = 16;
 /// resident in every slot a memory bomb had filled (1 MiB is too small: 15k vs 23k req/s).
 const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
 const TABLE_KEEP_RESIDENT: usize = 1 << 20;
+
+/// Slots that stay warm (keeping what [`MEMORY_KEEP_RESIDENT`] and the module's memory image
+/// left mapped) while unused. Below this count wasmtime takes a never-used slot rather than
+/// reuse a warm one of another module, so with its default of 100 a host serving a few
+/// modules in turn ends up with 100 slots of 2–4 MB resident each (a JS or Python slot keeps
+/// ~2 MB of its image's pages mapped besides the dirty ones). Above it the least recently
+/// used warm slot is taken over, so the resident slots are at most this many plus the
+/// instances running at once. 16 keeps every module of the default app on its own slots;
+/// the pool splits it across its shards (one per core).
+const MAX_UNUSED_WARM_SLOTS: u32 = 16;
 
 /// The process-wide engine, linker and artifact cache, and the compiler children that
 /// fill the cache (this process never compiles: see [`compiler`]).
@@ -166,11 +178,27 @@ impl ComponentEngine {
 
     /// A fresh store for one invocation: limited by `state`'s limiter and preempted every
     /// epoch tick so that one busy guest cannot starve the others on the same worker.
+    ///
+    /// Host-side bytes past the cap are caught on the way back into wasm from every host
+    /// call (the call hook), and at every epoch tick for a guest that stays in wasm.
     pub fn new_store(&self, state: InvocationState) -> Store<InvocationState> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s.limiter_mut());
+        store.call_hook(|store, hook| match hook {
+            CallHook::ReturningFromHost | CallHook::CallingWasm => store
+                .data()
+                .limiter()
+                .check()
+                .map_err(wasmtime::Error::new),
+            CallHook::CallingHost | CallHook::ReturningFromWasm => Ok(()),
+        });
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|_| {
+        store.epoch_deadline_callback(|store| {
+            store
+                .data()
+                .limiter()
+                .check()
+                .map_err(wasmtime::Error::new)?;
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(tokio::task::yield_now()),
@@ -196,6 +224,7 @@ fn engine_config(sizing: PoolSizing) -> Result<Config> {
         .max_memory_size(max_memory)
         .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
         .table_keep_resident(TABLE_KEEP_RESIDENT)
+        .max_unused_warm_slots(MAX_UNUSED_WARM_SLOTS)
         .pagemap_scan(Enabled::Auto);
     let mut config = Config::new();
     config
@@ -210,6 +239,11 @@ fn engine_config(sizing: PoolSizing) -> Result<Config> {
 pub enum InvocationError {
     #[error("{0}")]
     MemoryLimit(MemoryLimitExceeded),
+    /// The instance filled its resource table (`max_resources` handles at once).
+    #[error(
+        "resource limit exceeded: the instance holds its maximum of {0} resources (`max_resources`)"
+    )]
+    ResourceLimit(usize),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("trapped: {0}")]
@@ -219,13 +253,24 @@ pub enum InvocationError {
 }
 
 impl InvocationError {
-    /// Classifies an error returned by instantiation or a guest call.
-    pub fn from_wasmtime(err: wasmtime::Error) -> Self {
+    /// Classifies an error returned by instantiation or a guest call. `max_resources` is the
+    /// store's resource cap, to name in the error when the table was full.
+    pub fn from_wasmtime(err: wasmtime::Error, max_resources: usize) -> Self {
         if let Some(e) = err.downcast_ref::<MemoryLimitExceeded>() {
             return InvocationError::MemoryLimit(MemoryLimitExceeded {
                 requested: e.requested,
+                host: e.host,
                 cap: e.cap,
             });
+        }
+        let table_full = err.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<wasmtime::component::ResourceTableError>(),
+                Some(wasmtime::component::ResourceTableError::Full)
+            )
+        }) || format!("{err:#}").contains("resource table has no free keys");
+        if table_full {
+            return InvocationError::ResourceLimit(max_resources);
         }
         if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
             return InvocationError::Trap(trap.to_string());
@@ -236,7 +281,7 @@ impl InvocationError {
     /// A short label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            InvocationError::MemoryLimit(_) => "memory",
+            InvocationError::MemoryLimit(_) | InvocationError::ResourceLimit(_) => "memory",
             InvocationError::Timeout(_) => "timeout",
             InvocationError::Trap(_) => "trap",
             InvocationError::Failed(_) => "error",
@@ -244,15 +289,37 @@ impl InvocationError {
     }
 }
 
-/// Runs one invocation under its wall-clock limit. Dropping the future on timeout drops the
-/// instance with it, which frees its pool slot.
+/// What [`with_deadline`] needs of the invocation's store, taken before the call borrows it.
+#[derive(Debug, Clone, Copy)]
+pub struct InvocationLimits {
+    pub timeout: Duration,
+    /// Charged with every host allocation made while the invocation is polled.
+    pub budget: Option<budget::BudgetHandle>,
+    pub max_resources: usize,
+}
+
+impl InvocationLimits {
+    pub fn of(store: &Store<InvocationState>, timeout: Duration) -> Self {
+        let state = store.data();
+        Self {
+            timeout,
+            budget: state.limiter().budget().map(budget::Budget::handle),
+            max_resources: state.max_resources(),
+        }
+    }
+}
+
+/// Runs one invocation under its wall-clock limit, charging what the host allocates while it
+/// runs to its memory budget. Dropping the future on timeout drops the instance with it,
+/// which frees its pool slot.
 pub async fn with_deadline<T>(
-    timeout: Duration,
+    limits: InvocationLimits,
     invocation: impl Future<Output = wasmtime::Result<T>>,
 ) -> Result<T, InvocationError> {
-    match crate::timers::timeout(timeout, invocation).await {
+    let charged = budget::Charged::new(limits.budget, invocation);
+    match crate::timers::timeout(limits.timeout, charged).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(InvocationError::from_wasmtime(e)),
-        Err(_) => Err(InvocationError::Timeout(timeout)),
+        Ok(Err(e)) => Err(InvocationError::from_wasmtime(e, limits.max_resources)),
+        Err(_) => Err(InvocationError::Timeout(limits.timeout)),
     }
 }

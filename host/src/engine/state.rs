@@ -13,11 +13,17 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
+use super::budget::{Budget, BudgetHandle};
 use super::limits::InstanceLimiter;
 use crate::capabilities::CapabilityCtx;
 
 /// How much guest stdout/stderr is kept for the log; the rest is dropped.
 const GUEST_OUTPUT_CAPACITY: usize = 4096;
+
+/// What one outgoing HTTP request in flight is charged, beyond what the allocator sees while
+/// the guest runs: its connection task's buffers (hyper reads up to ~400 KB ahead) live in
+/// another task, so they are reserved up front and given back when the connection ends.
+const OUTBOUND_CONNECTION_COST: usize = 512 << 10;
 
 /// The data of one invocation's store.
 pub struct InvocationState {
@@ -25,7 +31,7 @@ pub struct InvocationState {
     http: WasiHttpCtx,
     table: ResourceTable,
     limiter: InstanceLimiter,
-    outbound: OutboundPolicy,
+    outbound: OutboundHooks,
     output: MemoryOutputPipe,
     pub caps: CapabilityCtx,
 }
@@ -33,8 +39,11 @@ pub struct InvocationState {
 impl InvocationState {
     /// `environment` is what the manifest grants (usually nothing); no other ambient
     /// authority exists: no preopened files, no arguments, no sockets.
+    /// `max_resources` caps the handles the instance may hold at once (each costs the host a
+    /// table entry and whatever the resource owns).
     pub fn new(
         memory_cap: usize,
+        max_resources: usize,
         outbound: OutboundPolicy,
         environment: &[(String, String)],
         caps: CapabilityCtx,
@@ -48,23 +57,52 @@ impl InvocationState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(max_resources);
+        let limiter = InstanceLimiter::new(memory_cap);
+        let outbound = OutboundHooks {
+            policy: outbound,
+            budget: limiter.budget().map(Budget::handle),
+        };
         Self {
             wasi,
             http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            limiter: InstanceLimiter::new(memory_cap),
+            table,
+            limiter,
             outbound,
             output,
             caps,
         }
     }
 
+    pub fn limiter(&self) -> &InstanceLimiter {
+        &self.limiter
+    }
+
+    pub fn max_resources(&self) -> usize {
+        self.table.max_capacity()
+    }
+
     pub fn limiter_mut(&mut self) -> &mut InstanceLimiter {
         &mut self.limiter
     }
 
+    /// The invocation's peak footprint: linear memories, tables and host-side bytes.
     pub fn peak_memory(&self) -> usize {
         self.limiter.peak_bytes()
+    }
+
+    /// The peak of the host-side part alone.
+    pub fn peak_host_memory(&self) -> usize {
+        self.limiter.peak_host_bytes()
+    }
+
+    /// Both peaks, for the metrics.
+    pub fn peak(&self) -> crate::metrics::PeakMemory {
+        crate::metrics::PeakMemory {
+            total: self.peak_memory(),
+            host: self.peak_host_memory(),
+        }
     }
 
     /// What the guest wrote to stdout and stderr (at most a few KiB), lossily decoded.
@@ -124,21 +162,42 @@ type SendResult = wasmtime_wasi_http::Result<(
     Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
 )>;
 
-impl WasiHttpHooks for OutboundPolicy {
+/// One invocation's outgoing-HTTP hooks: the component's policy, and its budget, which each
+/// connection in flight is charged to.
+struct OutboundHooks {
+    policy: OutboundPolicy,
+    budget: Option<BudgetHandle>,
+}
+
+impl WasiHttpHooks for OutboundHooks {
     fn send_request(
         &mut self,
         request: http::Request<HyperOutgoingBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        if !self.allows(request.uri()) {
+        if !self.policy.allows(request.uri()) {
             tracing::warn!(uri = %request.uri(), "outgoing request denied: origin not in allowed_outbound_hosts");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let reservation = match self.budget.map(|b| b.reserve(OUTBOUND_CONNECTION_COST)) {
+            Some(Err(e)) => {
+                let message = format!("{e} (each outgoing request in flight holds {OUTBOUND_CONNECTION_COST} bytes)");
+                return Box::new(async move {
+                    Err(wasmtime_wasi_http::Error::InternalError(Some(message)))
+                });
+            }
+            Some(Ok(r)) => Some(r),
+            None => None,
+        };
         let _ = fut;
         Box::new(async move {
             use http_body_util::BodyExt;
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let io = async move {
+                let _reservation = reservation;
+                io.await
+            };
             Ok((
                 res.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,

@@ -21,7 +21,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use super::AppState;
 use super::error::ApiError;
 use super::routes::RouteMatch;
-use crate::engine::{InvocationError, with_deadline};
+use crate::engine::{InvocationError, InvocationLimits, with_deadline};
 use crate::metrics::{ComponentMetrics, ErrorKind};
 use crate::registry::LoadedComponent;
 
@@ -126,8 +126,8 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
     let task = app.tasks.spawn(async move {
         let _permit = permit;
         let started = Instant::now();
-        let timeout = task_component.spec.timeout;
-        let result = with_deadline(timeout, async {
+        let limits = InvocationLimits::of(&store, task_component.spec.timeout);
+        let result = with_deadline(limits, async {
             let instance = proxy.instantiate_async(&mut store).await?;
             instance
                 .wasi_http_incoming_handler()
@@ -269,18 +269,16 @@ fn report(
     started: Instant,
 ) {
     let elapsed = started.elapsed();
-    let peak_memory = state.peak_memory();
-    metrics.invocation(
-        elapsed,
-        peak_memory,
-        result.as_ref().err().map(ErrorKind::from),
-    );
+    let peak = state.peak();
+    let (peak_memory, peak_host_memory) = (peak.total, peak.host);
+    metrics.invocation(elapsed, peak, result.as_ref().err().map(ErrorKind::from));
     let elapsed_us = elapsed.as_micros() as u64;
     match result {
         Ok(()) => tracing::debug!(
             component = component.name(),
             elapsed_us,
             peak_memory,
+            peak_host_memory,
             "invocation done"
         ),
         Err(e) => {
@@ -290,6 +288,7 @@ fn report(
                 kind = e.kind(),
                 elapsed_us,
                 peak_memory,
+                peak_host_memory,
                 guest_output = %output,
                 "invocation failed: {e}"
             );

@@ -157,6 +157,9 @@ pub struct ComponentSpec {
     pub timeout: Duration,
     /// How many instances of this component may run at once.
     pub max_instances: u32,
+    /// Resource handles one instance may hold at once; each costs the host a table entry
+    /// and what the resource owns, which also counts against `memory_limit`.
+    pub max_resources: u32,
     /// Hosts the component may reach with outgoing `wasi:http` requests, as `scheme://host:port`.
     pub allowed_outbound_hosts: Vec<String>,
     /// Environment variables the component sees; none unless granted here.
@@ -310,6 +313,9 @@ mod defaults {
     pub fn max_instances() -> u32 {
         32
     }
+    pub fn max_resources() -> u32 {
+        10_000
+    }
     pub fn max_body_size() -> ByteSize {
         ByteSize::mib(1)
     }
@@ -391,6 +397,8 @@ struct RawComponent {
     timeout: HumanDuration,
     #[serde(default = "defaults::max_instances")]
     max_instances: u32,
+    #[serde(default = "defaults::max_resources")]
+    max_resources: u32,
     #[serde(default)]
     allowed_outbound_hosts: Vec<String>,
     #[serde(default)]
@@ -417,6 +425,8 @@ const MAX_MEMORY_LIMIT: ByteSize = ByteSize(4 << 30);
 /// Smallest memory cap that can hold a Rust guest's stack and data segment.
 const MIN_MEMORY_LIMIT: ByteSize = ByteSize(1 << 20);
 const MAX_INSTANCES: u32 = 10_000;
+/// wasmtime's own default table cap; past it a handle bomb only costs the host more.
+const MAX_RESOURCES: u32 = 1_000_000;
 /// Beyond a million connections the open-file limit, not this setting, is the bound.
 const MAX_CONNECTIONS: u32 = 1_000_000;
 
@@ -604,6 +614,12 @@ fn validate_component(name: &str, c: RawComponent, base: &Path) -> Result<Compon
     if c.timeout.0.is_zero() {
         bail!("field `timeout`: must be greater than zero");
     }
+    if c.max_resources < 16 || c.max_resources > MAX_RESOURCES {
+        bail!(
+            "field `max_resources`: {} is outside 16..={MAX_RESOURCES}",
+            c.max_resources
+        );
+    }
     if c.max_instances == 0 || c.max_instances > MAX_INSTANCES {
         bail!(
             "field `max_instances`: {} is outside 1..={MAX_INSTANCES}",
@@ -640,6 +656,7 @@ fn validate_component(name: &str, c: RawComponent, base: &Path) -> Result<Compon
         memory_limit: c.memory_limit,
         timeout: c.timeout.0,
         max_instances: c.max_instances,
+        max_resources: c.max_resources,
         allowed_outbound_hosts: c.allowed_outbound_hosts,
         environment: c.environment,
         kv_namespace,

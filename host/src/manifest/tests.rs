@@ -126,6 +126,24 @@ fn limits_are_range_checked() {
 }
 
 #[test]
+fn max_resources_defaults_to_ten_thousand_and_is_range_checked() {
+    let dir = dir_with_wasm();
+    let m = parse_in(dir.path(), "[component.c]\nsource = \"a.wasm\"\n").unwrap();
+    assert_eq!(m.components["c"].max_resources, 10_000);
+    let m = parse_in(
+        dir.path(),
+        "[component.c]\nsource = \"a.wasm\"\nmax_resources = 500\n",
+    )
+    .unwrap();
+    assert_eq!(m.components["c"].max_resources, 500);
+    let e = err(
+        dir.path(),
+        "[component.c]\nsource = \"a.wasm\"\nmax_resources = 2000000\n",
+    );
+    assert!(e.contains("max_resources") && e.contains("2000000"), "{e}");
+}
+
+#[test]
 fn queue_triggers_parse_with_defaults_and_are_checked() {
     let dir = dir_with_wasm();
     let base = "[component.p]\nsource = \"a.wasm\"\n";

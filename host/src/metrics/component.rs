@@ -24,6 +24,15 @@ pub(super) fn peak_memory_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(65536.0, 2.0, 17)
 }
 
+/// The most memory one invocation held, in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeakMemory {
+    /// Linear memories and tables plus the host side: what `memory_limit` caps.
+    pub total: usize,
+    /// The part the host held for the invocation.
+    pub host: usize,
+}
+
 /// What started an invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Trigger {
@@ -86,7 +95,7 @@ impl ErrorKind {
 impl From<&InvocationError> for ErrorKind {
     fn from(e: &InvocationError) -> Self {
         match e {
-            InvocationError::MemoryLimit(_) => ErrorKind::Memory,
+            InvocationError::MemoryLimit(_) | InvocationError::ResourceLimit(_) => ErrorKind::Memory,
             InvocationError::Timeout(_) => ErrorKind::Timeout,
             InvocationError::Trap(_) | InvocationError::Failed(_) => ErrorKind::Trap,
         }
@@ -130,6 +139,7 @@ pub struct ComponentMetrics {
     pub(super) errors: [Counter; 4],
     pub(super) duration: Histogram,
     pub(super) peak_memory: Histogram,
+    pub(super) peak_host_memory: Histogram,
     /// The host-wide totals the dashboard samples.
     pub(super) activity: Arc<Activity>,
     pub(super) trigger: Trigger,
@@ -151,18 +161,20 @@ impl ComponentMetrics {
             errors: ErrorKind::ALL.map(error),
             duration,
             peak_memory,
+            peak_host_memory: Histogram::new(peak_memory_buckets()),
             activity,
             trigger,
             rate_limited: None,
         }
     }
 
-    /// Records one finished invocation: how long it ran, the most memory its instance held,
-    /// and how it failed, if it did.
-    pub fn invocation(&self, elapsed: Duration, peak_memory: usize, error: Option<ErrorKind>) {
+    /// Records one finished invocation: how long it ran, the most memory it held, and how it
+    /// failed, if it did.
+    pub fn invocation(&self, elapsed: Duration, peak: PeakMemory, error: Option<ErrorKind>) {
         self.invocations.inc();
         self.duration.observe(elapsed.as_secs_f64());
-        self.peak_memory.observe(peak_memory as f64);
+        self.peak_memory.observe(peak.total as f64);
+        self.peak_host_memory.observe(peak.host as f64);
         self.activity.record(self.trigger, elapsed);
         if let Some(kind) = error {
             self.error(kind);

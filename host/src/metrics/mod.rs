@@ -33,7 +33,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 pub use activity::{Activity, ActivitySnapshot};
-pub use component::{ComponentMetrics, ErrorKind, Trigger};
+pub use component::{ComponentMetrics, ErrorKind, PeakMemory, Trigger};
 pub use connections::{ConnectionLimit, ConnectionMetrics, OpenConnection};
 pub use monitor::{Monitors, Severity, TickOutcome};
 pub(crate) use sampled::resident_memory;
@@ -89,6 +89,7 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: HistogramFamily<ComponentLabels>,
     peak_memory: HistogramFamily<ComponentLabels>,
+    peak_host_memory: HistogramFamily<ComponentLabels>,
     rate_limited: Family<ComponentLabels, Counter>,
     llm_tokens: Family<crate::limits::llm::TokenLabels, Counter>,
     llm_agent_tokens: Family<crate::limits::llm::AgentTokenLabels, Counter>,
@@ -133,9 +134,17 @@ impl Metrics {
             Family::new_with_constructor(|| Histogram::new(component::peak_memory_buckets()));
         registry.register_with_unit(
             "component_peak_memory",
-            "The most linear memory and table space one invocation's instance held",
+            "The most memory one invocation held: its linear memories and tables plus what the host held for it (the part its memory_limit caps)",
             Unit::Bytes,
             peak_memory.clone(),
+        );
+        let peak_host_memory: HistogramFamily<ComponentLabels> =
+            Family::new_with_constructor(|| Histogram::new(component::peak_memory_buckets()));
+        registry.register_with_unit(
+            "component_peak_host_memory",
+            "The most memory the host held on behalf of one invocation (resources, fields, bodies, streams, buffers); included in component_peak_memory",
+            Unit::Bytes,
+            peak_host_memory.clone(),
         );
         if let Some(pool) = &redis {
             let wait = Histogram::new(REDIS_WAIT_BUCKETS);
@@ -212,6 +221,7 @@ impl Metrics {
             errors,
             duration,
             peak_memory,
+            peak_host_memory,
             rate_limited,
             llm_tokens,
             llm_agent_tokens,
@@ -281,6 +291,7 @@ impl Metrics {
             self.activity.clone(),
             trigger,
         );
+        metrics.peak_host_memory = self.peak_host_memory.get_or_create_owned(&labels);
         // Only HTTP routes have rate limits.
         if trigger == Trigger::Http {
             metrics.rate_limited = Some(self.rate_limited.get_or_create_owned(&labels));
@@ -347,10 +358,20 @@ mod tests {
     async fn recorded_invocations_show_in_both_formats() {
         let metrics = metrics();
         let hello = metrics.component("hello", Trigger::Http);
-        hello.invocation(std::time::Duration::from_millis(3), 1 << 20, None);
+        hello.invocation(
+            std::time::Duration::from_millis(3),
+            PeakMemory {
+                total: 1 << 20,
+                host: 4096,
+            },
+            None,
+        );
         hello.invocation(
             std::time::Duration::from_millis(1),
-            16 << 20,
+            PeakMemory {
+                total: 16 << 20,
+                host: 0,
+            },
             Some(ErrorKind::Memory),
         );
         let text = metrics.scrape(Format::Prometheus).await.unwrap();

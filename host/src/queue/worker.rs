@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Delivery, QueueError, Queues, now_ms};
 use crate::capabilities::{Services, WitJob, WitJobError};
-use crate::engine::{ComponentEngine, InvocationError, with_deadline};
+use crate::engine::{ComponentEngine, InvocationError, InvocationLimits, with_deadline};
 use crate::limits::{Limit, Rate, RateLimiter};
 use crate::manifest::QueueTrigger;
 use crate::metrics::{ComponentMetrics, ErrorKind, Metrics, Trigger};
@@ -485,7 +485,8 @@ async fn run_attempt(
         attempt: delivery.job.attempt,
         max_attempts: delivery.job.max_attempts,
     };
-    let result = with_deadline(runner.trigger.timeout.0, pre.process(&mut store, &job)).await;
+    let limits = InvocationLimits::of(&store, runner.trigger.timeout.0);
+    let result = with_deadline(limits, pre.process(&mut store, &job)).await;
     let error = match &result {
         Ok(Ok(_)) => None,
         Ok(Err(_)) => Some(ErrorKind::Guest),
@@ -493,7 +494,7 @@ async fn run_attempt(
     };
     runner
         .metrics
-        .invocation(started.elapsed(), store.data().peak_memory(), error);
+        .invocation(started.elapsed(), store.data().peak(), error);
     match result {
         Ok(Ok(output)) => Outcome::Done(output),
         Ok(Err(WitJobError::Retry(m))) => Outcome::Retryable(m),

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 pub use claim::{Claim, LocalClaims, RedisClaims, TickClaims};
 
 use crate::capabilities::{Services, WitTick};
-use crate::engine::{ComponentEngine, with_deadline};
+use crate::engine::{ComponentEngine, InvocationLimits, with_deadline};
 use crate::manifest::ScheduleTrigger;
 use crate::metrics::{
     ComponentMetrics, ErrorKind, Metrics, Monitors, Severity, TickOutcome, Trigger,
@@ -265,7 +265,8 @@ async fn run(schedule: Arc<Schedule>, shared: Arc<Shared>, tick_ms: u64, skipped
             scheduled_at_ms: tick_ms,
             skipped,
         };
-        let result = with_deadline(schedule.trigger.timeout, pre.run(&mut store, &tick)).await;
+        let limits = InvocationLimits::of(&store, schedule.trigger.timeout);
+        let result = with_deadline(limits, pre.run(&mut store, &tick)).await;
         let error = match &result {
             Ok(Ok(_)) => None,
             Ok(Err(_)) => Some(ErrorKind::Guest),
@@ -273,7 +274,7 @@ async fn run(schedule: Arc<Schedule>, shared: Arc<Shared>, tick_ms: u64, skipped
         };
         schedule
             .metrics
-            .invocation(started.elapsed(), store.data().peak_memory(), error);
+            .invocation(started.elapsed(), store.data().peak(), error);
         let monitor = component.name();
         match result {
             Ok(Ok(report)) => {
