@@ -118,7 +118,8 @@ pub fn measure(targets: &[Target], settings: &WrkSettings) -> Result<Vec<Load>> 
     Ok(loads)
 }
 
-fn wrk(url: &str, duration: Duration) -> Result<WrkRun> {
+/// One `wrk -t1 -c100 --latency` run of `duration` against `url`.
+pub fn wrk(url: &str, duration: Duration) -> Result<WrkRun> {
     let output = Command::new("wrk")
         .args(["-t1", &format!("-c{CONNECTIONS}")])
         .arg(format!("-d{}s", duration.as_secs()))

@@ -31,8 +31,13 @@
 //! `LLMCHAT_BENCH_ONLY=deploy` the deploy benchmark alone, and `LLMCHAT_BENCH_ONLY=polyglot`
 //! the polyglot benchmark alone, and `LLMCHAT_BENCH_ONLY=limits` the rate-limit check.
 //! - [`limits`]: (l) the cost of a rate-limit check, in memory and on Redis.
+//! - [`footprint`]: (m) the memory targets of issue 11: idle RSS after a first start and
+//!   after a deploy, RSS under `wrk` load on the TypeScript and Python handlers and after it,
+//!   and peak RSS under the `fields-bomb` attack, beside `wasmtime serve`'s
+//!   (`LLMCHAT_BENCH_ONLY=memory` runs it alone).
 
 mod deploy;
+mod footprint;
 mod invocation;
 mod limits;
 mod load;
@@ -102,6 +107,11 @@ fn run() -> Result<()> {
             let results = limits::measure()?;
             return write_report(&paths, &report::render_limits(&results));
         }
+        Ok("memory") => {
+            eprintln!("(m) memory targets: idle, deploy, load, attackers");
+            let results = footprint::measure(&paths, &default_manifest(&paths)?)?;
+            return write_report(&paths, &report::render_footprint(&results));
+        }
         Ok("polyglot") => {
             eprintln!("(p) polyglot: hello in Rust, JS and Python on one host");
             let results = polyglot::measure(&paths, &wrk)?;
@@ -164,6 +174,9 @@ fn run() -> Result<()> {
     eprintln!("(l) rate-limit check: memory and Redis");
     let limits = limits::measure()?;
 
+    eprintln!("(m) memory targets: idle, deploy, load, attackers");
+    let footprint = footprint::measure(&paths, &manifest)?;
+
     let mut table = report::render(&report::Results {
         context: report::Context {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -183,6 +196,7 @@ fn run() -> Result<()> {
         soak,
         deploy,
         polyglot,
+        footprint,
     });
     table.push_str(&report::render_limits(&limits));
     write_report(&paths, &table)
@@ -283,7 +297,14 @@ fn default_manifest(paths: &Paths) -> Result<String> {
             file.display()
         );
     }
-    Ok(text.replace(relative, &format!("source = \"{}/", paths.wasm.display())))
+    // Every source is under `components/target/` (Rust, and `js/`, `python/` beside it).
+    Ok(text.replace(
+        "source = \"target/",
+        &format!(
+            "source = \"{}/target/",
+            paths.repo.join("components").display()
+        ),
+    ))
 }
 
 /// The median of `values` (the mean of the middle two for an even count); 0 when empty.

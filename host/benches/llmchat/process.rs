@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 /// How long a server may take to start (it compiles its components when the cache is cold).
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// How much of a child's stderr is kept for error messages; start-up is what matters.
 const LOG_KEEP: usize = 64 << 10;
 
@@ -209,28 +209,35 @@ impl Llmchat {
 
 /// A running `wasmtime serve -Scli` on a free port.
 pub struct WasmtimeServe {
-    _process: ChildGuard,
+    process: ChildGuard,
     base: String,
 }
 
 impl WasmtimeServe {
     /// Serves `wasm`, with `-O OPTIMIZE` when given, and waits until it accepts connections.
     pub fn start(wasmtime: &Path, wasm: &Path, optimize: Option<&str>) -> Result<Self> {
+        let args = optimize.map_or(Vec::new(), |flags| vec!["-O", flags]);
+        Self::start_with(wasmtime, wasm, &args, "/")
+    }
+
+    /// Serves `wasm` with `args` before it, and waits until `GET probe` answers 2xx.
+    pub fn start_with(wasmtime: &Path, wasm: &Path, args: &[&str], probe: &str) -> Result<Self> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let mut command = Command::new(wasmtime);
         command.args(["serve", "-Scli", "--addr", &addr.to_string()]);
-        if let Some(flags) = optimize {
-            command.args(["-O", flags]);
-        }
-        command.arg(wasm);
+        command.args(args).arg(wasm);
         let mut process = ChildGuard::spawn("wasmtime serve", command)?;
         process.wait_for_tcp(addr)?;
         let serve = Self {
-            _process: process,
+            process,
             base: format!("http://{addr}"),
         };
-        expect_ok(&serve.url("/"))?;
+        expect_ok(&serve.url(probe))?;
         Ok(serve)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
     }
 
     pub fn url(&self, path: &str) -> String {

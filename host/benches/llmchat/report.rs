@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::load::Load;
-use crate::{deploy, invocation, median, memory, percentile, polyglot, queues, soak};
+use crate::{deploy, footprint, invocation, median, memory, percentile, polyglot, queues, soak};
 
 /// Targets from issue 2.
 const MAX_INVOCATION_US: f64 = 10.0;
@@ -45,6 +45,11 @@ const MAX_PY_INVOCATION_MS: f64 = 3.0;
 const MIN_JS_RPS: f64 = 2_000.0;
 const MAX_RESTART_READY_MS: f64 = 2_000.0;
 
+/// Targets from issue 11: memory bounded by construction.
+const MAX_FOOTPRINT_IDLE_RSS: u64 = 40_000_000;
+const MAX_LOADED_RSS: u64 = 120_000_000;
+const MAX_AFTER_LOAD_GROWTH: i64 = 10_000_000;
+
 const STALL_NOTE: &str = "2 s without progress";
 
 const NOT_INSTALLED: &str = "not installed (cargo install wasmtime-cli --version 48.0.8 --locked)";
@@ -71,6 +76,7 @@ pub struct Results {
     pub soak: soak::Results,
     pub deploy: deploy::Results,
     pub polyglot: polyglot::Results,
+    pub footprint: footprint::Results,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -183,6 +189,17 @@ pub fn render(r: &Results) -> String {
     out.push_str(&soak_notes(&r.soak));
     out.push_str(&deploy_notes(&r.deploy));
     out.push_str(&polyglot_notes(&r.polyglot));
+    out.push_str(&footprint_notes(&r.footprint));
+    out
+}
+
+/// The report of the memory targets alone (`LLMCHAT_BENCH_ONLY=memory`).
+pub fn render_footprint(f: &footprint::Results) -> String {
+    let rows = footprint_rows(f);
+    let mut out = String::from("## Benchmarks (memory targets only)\n\n");
+    out.push_str(&table(&rows));
+    out.push_str(&summary(&rows));
+    out.push_str(&footprint_notes(f));
     out
 }
 
@@ -366,7 +383,183 @@ fn rows(r: &Results) -> Vec<Row> {
     rows.extend(soak_rows(&r.soak));
     rows.extend(deploy_rows(&r.deploy));
     rows.extend(polyglot_rows(&r.polyglot));
+    rows.extend(footprint_rows(&r.footprint));
     rows
+}
+
+fn footprint_rows(f: &footprint::Results) -> Vec<Row> {
+    let mut rows = vec![
+        Row::target(
+            "(m) RSS idle, default manifest, first start on an empty cache, nothing served",
+            f.first_start_unserved.describe(),
+            "≤ 40 MB",
+            f.first_start_unserved.total <= MAX_FOOTPRINT_IDLE_RSS,
+        ),
+        Row::target(
+            "(m) the same host after one request per route and the schedules' first run",
+            f.first_start.describe(),
+            "≤ 40 MB",
+            f.first_start.total <= MAX_FOOTPRINT_IDLE_RSS,
+        ),
+        Row::target(
+            "(m) RSS idle after deploying a TypeScript component into it",
+            format!(
+                "{} (js-hello, {:.1} MB, served once)",
+                f.after_deploy.describe(),
+                f.js_size as f64 / 1e6
+            ),
+            "≤ 40 MB",
+            f.after_deploy.total <= MAX_FOOTPRINT_IDLE_RSS,
+        ),
+    ];
+    for l in &f.loads {
+        let mut row = Row::target(
+            &format!(
+                "(m) {}, wrk -c100 {} s: peak RSS",
+                l.label,
+                footprint::LOAD_SECS
+            ),
+            format!(
+                "{}; {} req/s (idle {})",
+                mb(l.peak.total),
+                thousands(l.run.req_per_sec),
+                mb(l.idle.total)
+            ),
+            "≤ 120 MB",
+            l.peak.total <= MAX_LOADED_RSS,
+        )
+        .with_errors(l.run.non_2xx + l.run.socket_errors);
+        row.p50 = ms(l.run.p50);
+        row.p99 = ms(l.run.p99);
+        rows.push(row);
+        let growth = l.after.total as i64 - l.idle.total as i64;
+        rows.push(Row::target(
+            &format!(
+                "(m) {}: RSS {} s after the load",
+                l.label,
+                footprint::SETTLE.as_secs()
+            ),
+            format!(
+                "{} ({:+.1} MB over idle)",
+                mb(l.after.total),
+                growth as f64 / 1e6
+            ),
+            "≤ idle + 10 MB",
+            growth <= MAX_AFTER_LOAD_GROWTH,
+        ));
+    }
+    let attack_row = |name: String, a: &footprint::Attack, peer: bool| {
+        let rounds: Vec<String> = a
+            .peaks
+            .iter()
+            .map(|&p| format!("{:.0}", p as f64 / 1e6))
+            .collect();
+        let mut result = format!(
+            "{} (median of {}; rounds {} MB)",
+            mb(a.median()),
+            a.peaks.len(),
+            rounds.join(" / ")
+        );
+        if !peer {
+            return Row::info(&name, result).with_errors(a.unexpected);
+        }
+        if a.capped > 0 {
+            let _ = write!(
+                result,
+                "; killed at the {} GB cap in {} of {} rounds",
+                footprint::PEER_CAP >> 30,
+                a.capped,
+                a.peaks.len()
+            );
+        }
+        if a.unexpected > 0 {
+            // Not the peer's errors: requests still running when the watch ended it.
+            let _ = write!(
+                result,
+                "; {} requests unanswered when stopped after {} s",
+                a.unexpected,
+                footprint::PEER_WATCH.as_secs()
+            );
+        }
+        Row::info(&name, result)
+    };
+    let n = footprint::ATTACKERS;
+    rows.push(attack_row(
+        format!("(m) fields-bomb, {n} concurrent requests: peak RSS, llmchat"),
+        &f.swarm,
+        false,
+    ));
+    rows.push(attack_row(
+        "(m) fields-bomb, one request: peak RSS, llmchat".to_string(),
+        &f.single,
+        false,
+    ));
+    match (&f.serve_swarm, &f.serve_single) {
+        (Some(swarm), Some(single)) => {
+            rows.push(attack_row(
+                format!("(m) fields-bomb, {n} concurrent requests: peak RSS, wasmtime serve"),
+                swarm,
+                true,
+            ));
+            rows.push(attack_row(
+                "(m) fields-bomb, one request: peak RSS, wasmtime serve".to_string(),
+                single,
+                true,
+            ));
+        }
+        _ => rows.push(Row::skipped(
+            "(m) fields-bomb: peak RSS, wasmtime serve",
+            NOT_INSTALLED,
+            "",
+        )),
+    }
+    rows
+}
+
+/// How the memory targets were measured, with the RSS breakdowns.
+fn footprint_notes(f: &footprint::Results) -> String {
+    let mut out = String::from("\n### Memory targets: method\n\n");
+    let _ = writeln!(
+        out,
+        "Memory rows (m), issue 11. RSS is VmRSS, idle after one request to each HTTP route \
+         and {settle} s without traffic, past a minute boundary (the app's schedules have run \
+         once). First start: the default manifest on a fresh \
+         `--cache-dir` (every component compiled by a child process): {settle} s after it \
+         listens, nothing served yet, {unserved}; then after one request per route, {first}; then \
+         `PUT /admin/components/js-hello` into that host (compiled by a child, served once), \
+         idle {deploy}. Load: a fresh host per handler on the warm cache, the default manifest \
+         plus the polyglot `py-hello` fixture on `/py-hello` with `max_instances = {py}` \
+         (the default app has no Python HTTP handler: `usage` is a monitor); `wrk -t1 -c100 -d{secs}s --latency`, RSS sampled \
+         every {every} ms, the peak and its parts below, then RSS {settle} s after wrk ended. \
+         fields-bomb: `memory_limit = \"32MiB\"`, `timeout = \"2s\"`, `max_instances = {n}`; \
+         {n} concurrent GETs (or one), each on its own connection; a fresh server per round, \
+         its VmHWM once every request ended. `wasmtime serve -Scli {flags}` serves the same \
+         file: its flags cap linear memory and time, and nothing caps what the host holds for \
+         the guest; it is killed above {cap} GB (RSS sampled every 5 ms), or {watch} s after \
+         the requests were sent.",
+        settle = footprint::SETTLE.as_secs(),
+        first = f.first_start.describe(),
+        unserved = f.first_start_unserved.describe(),
+        deploy = f.after_deploy.describe(),
+        secs = footprint::LOAD_SECS,
+        every = footprint::SAMPLE_EVERY.as_millis(),
+        n = footprint::ATTACKERS,
+        flags = f.serve_flags,
+        cap = footprint::PEER_CAP >> 30,
+        watch = footprint::PEER_WATCH.as_secs(),
+        py = footprint::PY_INSTANCES,
+    );
+    for l in &f.loads {
+        let _ = writeln!(
+            out,
+            "\n- {}: idle {}; peak {}; after {}.",
+            l.label,
+            l.idle.describe(),
+            l.peak.describe(),
+            l.after.describe()
+        );
+    }
+    out
 }
 
 fn polyglot_rows(p: &polyglot::Results) -> Vec<Row> {
