@@ -109,10 +109,10 @@ impl Dashboard {
         );
     }
 
-    /// Takes one sample now; also gives back heap a big invocation left, if no later
-    /// invocation did (the sample is the host's one periodic duty that always runs).
+    /// Takes one sample now; also gives freed heap back to the OS (the sample is the host's
+    /// one periodic duty that always runs, every 10 s by default).
     pub async fn sample(&self) {
-        crate::engine::trim_if_pending();
+        crate::engine::trim_periodically();
         let needed = self.lock_sampler().queue_read_needed(&self.metrics);
         let queues = if needed {
             Some(sample::read_queue_totals(&self.metrics).await)

@@ -45,12 +45,13 @@ pub fn after_invocation(host_peak: usize) {
     return_freed_memory();
 }
 
-/// Carries out a trim asked for by [`after_invocation`] that no later invocation performed.
-pub fn trim_if_pending() {
-    if PENDING.swap(false, Ordering::Relaxed) {
-        *LAST_TRIM.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        return_freed_memory();
-    }
+/// The periodic trim (at each dashboard sample): returns what a burst of requests left in the
+/// worker threads' heaps (connection buffers, bodies) once the burst is over, and carries
+/// out a trim [`after_invocation`] asked for that no later invocation performed.
+pub fn trim_periodically() {
+    PENDING.store(false, Ordering::Relaxed);
+    *LAST_TRIM.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    return_freed_memory();
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

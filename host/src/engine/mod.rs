@@ -27,7 +27,7 @@ use wasmtime::{
 
 pub use cache::Compiled;
 pub use compiler::{CompileError, CompilerOptions};
-pub use heap::{return_freed_memory, trim_if_pending};
+pub use heap::{return_freed_memory, trim_periodically};
 pub use limits::{InstanceLimiter, MemoryLimitExceeded};
 pub use state::{InvocationState, OutboundPolicy};
 

@@ -41,21 +41,46 @@ fn usage(request: &Request, answer: &str) -> Usage {
 
 /// Splits text into pieces that concatenate back to it exactly: each word with the
 /// whitespace that follows it.
-pub fn words(text: &str) -> Vec<String> {
-    let mut pieces = Vec::new();
-    let mut current = String::new();
-    let mut in_word = false;
-    for c in text.chars() {
-        if !c.is_whitespace() && !in_word && !current.trim().is_empty() {
-            pieces.push(std::mem::take(&mut current));
+#[cfg(test)]
+fn words(text: &str) -> Vec<String> {
+    Pieces {
+        text: text.to_string(),
+        at: 0,
+    }
+    .collect()
+}
+
+/// The pieces of [`words`], cut one at a time as a stream is read: the stream holds its text
+/// once, not a string per word (a 2 MB prompt of one-letter words would otherwise become
+/// ~56 MB of host memory in one call, before the invocation's budget could stop it).
+struct Pieces {
+    text: String,
+    at: usize,
+}
+
+impl Iterator for Pieces {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        let rest = &self.text[self.at..];
+        if rest.is_empty() {
+            return None;
         }
-        in_word = !c.is_whitespace();
-        current.push(c);
+        let mut end = rest.len();
+        let (mut seen_word, mut after_word) = (false, false);
+        for (i, c) in rest.char_indices() {
+            if c.is_whitespace() {
+                after_word |= seen_word;
+            } else if after_word {
+                end = i;
+                break;
+            } else {
+                seen_word = true;
+            }
+        }
+        self.at += end;
+        Some(rest[..end].to_string())
     }
-    if !current.is_empty() {
-        pieces.push(current);
-    }
-    pieces
 }
 
 #[async_trait]
@@ -85,9 +110,11 @@ impl LlmProvider for EchoProvider {
         let content = answer(&request);
         let usage = usage(&request, &content);
         let delay = self.word_delay;
-        let events = words(&content)
-            .into_iter()
-            .map(StreamEvent::Delta)
+        let events = Pieces {
+            text: content,
+            at: 0,
+        }
+        .map(StreamEvent::Delta)
             .chain(std::iter::once(StreamEvent::Usage(usage)));
         let stream = futures::stream::iter(events).then(move |event| async move {
             if let (Some(d), StreamEvent::Delta(_)) = (delay, &event) {
