@@ -189,10 +189,7 @@ fn kv_reads_kept_by_the_guest_are_stopped_by_the_memory_limit() {
 /// `hello` (it did for seconds when a stream was 56 MB of words cut in one host call).
 #[test]
 fn llm_stream_flood_is_bounded_and_runs_into_its_timeout() {
-    run(
-        Attack::new("fixture-llm-stream-flood", "", Expect::Timeout)
-            .sanity("words=10&streams=3"),
-    );
+    run(Attack::new("fixture-llm-stream-flood", "", Expect::Timeout).sanity("words=10&streams=3"));
 }
 
 #[test]

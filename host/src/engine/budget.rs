@@ -193,9 +193,7 @@ impl Drop for Budget {
     fn drop(&mut self) {
         super::heap::after_invocation(self.host_peak());
         let next = (self.generation.wrapping_add(1) & GEN_MASK) as u64;
-        self.slot()
-            .host
-            .store(next << GEN_SHIFT, Ordering::Release);
+        self.slot().host.store(next << GEN_SHIFT, Ordering::Release);
         FREE.lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(self.slot);
@@ -223,7 +221,10 @@ impl BudgetHandle {
         let s = &TABLE[slot];
         let word = s.host.load(Ordering::Relaxed);
         if (word >> GEN_SHIFT) as u32 != generation {
-            return Ok(Reservation { tag: self.tag, bytes: 0 });
+            return Ok(Reservation {
+                tag: self.tag,
+                bytes: 0,
+            });
         }
         let host = ((word & BYTES_MASK) as usize).saturating_add(bytes);
         let total = host.saturating_add(s.linear.load(Ordering::Relaxed));

@@ -41,7 +41,9 @@ impl InstanceLimiter {
     pub fn new(cap: usize) -> Self {
         let budget = Budget::new(cap);
         if budget.is_none() {
-            tracing::warn!("no memory budget slot is free; host-side bytes of this invocation are not counted");
+            tracing::warn!(
+                "no memory budget slot is free; host-side bytes of this invocation are not counted"
+            );
         }
         Self {
             cap,

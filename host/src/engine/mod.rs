@@ -185,11 +185,9 @@ impl ComponentEngine {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s.limiter_mut());
         store.call_hook(|store, hook| match hook {
-            CallHook::ReturningFromHost | CallHook::CallingWasm => store
-                .data()
-                .limiter()
-                .check()
-                .map_err(wasmtime::Error::new),
+            CallHook::ReturningFromHost | CallHook::CallingWasm => {
+                store.data().limiter().check().map_err(wasmtime::Error::new)
+            }
             CallHook::CallingHost | CallHook::ReturningFromWasm => Ok(()),
         });
         store.set_epoch_deadline(1);

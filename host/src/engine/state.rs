@@ -182,7 +182,9 @@ impl WasiHttpHooks for OutboundHooks {
         }
         let reservation = match self.budget.map(|b| b.reserve(OUTBOUND_CONNECTION_COST)) {
             Some(Err(e)) => {
-                let message = format!("{e} (each outgoing request in flight holds {OUTBOUND_CONNECTION_COST} bytes)");
+                let message = format!(
+                    "{e} (each outgoing request in flight holds {OUTBOUND_CONNECTION_COST} bytes)"
+                );
                 return Box::new(async move {
                     Err(wasmtime_wasi_http::Error::InternalError(Some(message)))
                 });

@@ -115,7 +115,7 @@ impl LlmProvider for EchoProvider {
             at: 0,
         }
         .map(StreamEvent::Delta)
-            .chain(std::iter::once(StreamEvent::Usage(usage)));
+        .chain(std::iter::once(StreamEvent::Usage(usage)));
         let stream = futures::stream::iter(events).then(move |event| async move {
             if let (Some(d), StreamEvent::Delta(_)) = (delay, &event) {
                 crate::timers::sleep(d).await;

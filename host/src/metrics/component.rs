@@ -95,7 +95,9 @@ impl ErrorKind {
 impl From<&InvocationError> for ErrorKind {
     fn from(e: &InvocationError) -> Self {
         match e {
-            InvocationError::MemoryLimit(_) | InvocationError::ResourceLimit(_) => ErrorKind::Memory,
+            InvocationError::MemoryLimit(_) | InvocationError::ResourceLimit(_) => {
+                ErrorKind::Memory
+            }
             InvocationError::Timeout(_) => ErrorKind::Timeout,
             InvocationError::Trap(_) | InvocationError::Failed(_) => ErrorKind::Trap,
         }
