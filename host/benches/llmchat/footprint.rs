@@ -21,7 +21,7 @@
 //! 127.0.0.1.
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -198,19 +198,8 @@ pub struct Results {
 }
 
 pub fn measure(paths: &Paths, default_manifest: &str) -> Result<Results> {
-    let file = |rel: &str| -> Result<PathBuf> {
-        let file = paths.repo.join("components").join(rel);
-        if !file.is_file() {
-            bail!(
-                "component `{}` is missing; run `just build` (or components/js/build.sh and \
-                 components/python/build.sh) first",
-                file.display()
-            );
-        }
-        Ok(file)
-    };
-    let js_hello = file(JS_HELLO)?;
-    let py_hello = file(PY_HELLO)?;
+    let js_hello = crate::polyglot::built_component(paths, JS_HELLO)?;
+    let py_hello = crate::polyglot::built_component(paths, PY_HELLO)?;
     let bomb = paths.wasm.join(FIELDS_BOMB);
     if !bomb.is_file() {
         bail!(

@@ -76,15 +76,7 @@ impl Language {
 pub fn measure(paths: &Paths, wrk: &WrkSettings) -> Result<Results> {
     let mut sources = Vec::new();
     for (_, name, rel) in LANGUAGES {
-        let file = paths.repo.join("components").join(rel);
-        if !file.is_file() {
-            bail!(
-                "component `{}` is missing; run `just build` (or components/js/build.sh and \
-                 components/python/build.sh) first",
-                file.display()
-            );
-        }
-        sources.push((name, file));
+        sources.push((name, built_component(paths, rel)?));
     }
     let manifest = manifest(&sources);
     let work = tempfile::tempdir().context("creating a temp folder")?;
@@ -205,6 +197,19 @@ pub fn measure(paths: &Paths, wrk: &WrkSettings) -> Result<Results> {
 }
 
 /// The manifest: one component per language, routed on `/{name}`.
+/// `components/{rel}`, a component built by `just build` (JS and Python included).
+pub fn built_component(paths: &Paths, rel: &str) -> Result<PathBuf> {
+    let file = paths.repo.join("components").join(rel);
+    if !file.is_file() {
+        bail!(
+            "component `{}` is missing; run `just build` (or components/js/build.sh and \
+             components/python/build.sh) first",
+            file.display()
+        );
+    }
+    Ok(file)
+}
+
 fn manifest(sources: &[(&str, PathBuf)]) -> String {
     let mut out = String::new();
     for (name, file) in sources {

@@ -120,10 +120,6 @@ impl Budget {
         &TABLE[self.slot as usize]
     }
 
-    pub fn cap(&self) -> usize {
-        self.cap
-    }
-
     /// Bytes the host holds for the invocation now.
     pub fn host_bytes(&self) -> usize {
         (self.slot().host.load(Ordering::Relaxed) & BYTES_MASK) as usize

@@ -266,7 +266,7 @@ impl InvocationError {
                 cause.downcast_ref::<wasmtime::component::ResourceTableError>(),
                 Some(wasmtime::component::ResourceTableError::Full)
             )
-        }) || format!("{err:#}").contains("resource table has no free keys");
+        });
         if table_full {
             return InvocationError::ResourceLimit(max_resources);
         }
