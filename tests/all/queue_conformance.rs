@@ -140,7 +140,7 @@ conformance! {
         // Interrupt until the receiver returns: the first call may come before it waits.
         while !receiver.is_finished() {
             q.backend().interrupt_receive().await.unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            llmchat_host::timers::sleep(Duration::from_millis(20)).await;
         }
         let (got, waited) = receiver.await.unwrap();
         assert!(got.is_empty());
@@ -221,14 +221,14 @@ conformance! {
         let visibility = Duration::from_millis(200);
         let first = q.receive_one_after_enqueue().await;
         assert_eq!(q.backend().reclaim_stalled("jobs", visibility, 100).await.unwrap(), 0, "not stalled yet");
-        tokio::time::sleep(visibility + Duration::from_millis(50)).await;
+        llmchat_host::timers::sleep(visibility + Duration::from_millis(50)).await;
         assert_eq!(q.backend().reclaim_stalled("jobs", visibility, 100).await.unwrap(), 1);
         let second = q.receive_one().await;
         assert_eq!((second.job.id.as_str(), second.job.attempt), (first.job.id.as_str(), 2));
         // The first holder can no longer finish it.
         q.backend().bury(&first, "late").await.unwrap();
         assert!(q.backend().dead_letters("jobs", 10).await.unwrap().is_empty());
-        tokio::time::sleep(visibility + Duration::from_millis(50)).await;
+        llmchat_host::timers::sleep(visibility + Duration::from_millis(50)).await;
         assert_eq!(q.backend().reclaim_stalled("jobs", visibility, 100).await.unwrap(), 1);
         let dead = q.backend().dead_letters("jobs", 10).await.unwrap();
         assert_eq!(dead.len(), 1, "out of attempts: dead-lettered");
@@ -239,7 +239,7 @@ conformance! {
         let visibility = Duration::from_millis(200);
         let d = q.receive_one_after_enqueue().await;
         for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            llmchat_host::timers::sleep(Duration::from_millis(100)).await;
             q.backend().heartbeat(std::slice::from_ref(&d)).await.unwrap();
         }
         assert_eq!(q.backend().reclaim_stalled("jobs", visibility, 100).await.unwrap(), 0);

@@ -30,7 +30,7 @@ async fn in_flight_commands_never_exceed_the_cap_and_waiting_ends_in_unavailable
             let pool = pool.clone();
             tokio::spawn(async move {
                 pool.run(|mut c| async move {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    llmchat_host::timers::sleep(Duration::from_millis(100)).await;
                     redis::cmd("PING").query_async::<String>(&mut c).await
                 })
                 .await
@@ -42,7 +42,7 @@ async fn in_flight_commands_never_exceed_the_cap_and_waiting_ends_in_unavailable
         let stats = pool.stats();
         assert!(stats.in_flight <= stats.max_in_flight, "{stats:?}");
         peak = peak.max(stats.in_flight);
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        llmchat_host::timers::sleep(Duration::from_millis(5)).await;
     }
     let mut ok = 0;
     for call in calls {

@@ -499,7 +499,7 @@ fn memory_throughput(
                     c.retried += stats.retried;
                 }
                 match progress.step(c.processed + c.failed) {
-                    Step::Running => tokio::time::sleep(POLL).await,
+                    Step::Running => llmchat_host::timers::sleep(POLL).await,
                     Step::Done => return anyhow::Ok((c, true)),
                     Step::Stalled => return anyhow::Ok((c, false)),
                 }

@@ -1053,7 +1053,7 @@ async fn enqueue_paced(base: String, rate: f64, stop: CancellationToken) -> Resu
             tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep_until(at) => {}
+                () = llmchat_host::timers::sleep_until(at) => {}
             }
             let url = &urls[i as usize % urls.len()];
             let mut request = client

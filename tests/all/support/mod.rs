@@ -276,6 +276,6 @@ where
             return v;
         }
         assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        llmchat_host::timers::sleep(Duration::from_millis(20)).await;
     }
 }
