@@ -102,6 +102,7 @@ struct UpArgs {
 }
 
 fn main() -> ExitCode {
+    llmchat_host::engine::pin_allocator_thresholds();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -152,6 +153,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Unmaps the code of idle components every second (see `engine::release_idle_code`).
+fn schedule_code_release(scheduler: &Scheduler) {
+    let every = llmchat_host::engine::CODE_RELEASE_EVERY;
+    scheduler.add(
+        "code release",
+        tokio::time::Instant::now() + every,
+        Box::new(move |due| {
+            Box::pin(async move {
+                let released = llmchat_host::engine::release_idle_code();
+                if released > 0 {
+                    tracing::debug!(released, "unmapped the code of idle components");
+                }
+                Some((due + every).max(tokio::time::Instant::now()))
+            })
+        }),
+    );
 }
 
 /// Serves until SIGTERM/SIGINT, then reports the tasks left once every service is dropped
@@ -242,6 +261,7 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         .apply(&manifest.schedule_triggers, &registry, &scheduler.handle())
         .with_context(in_manifest)?;
     dashboard.schedule(&scheduler);
+    schedule_code_release(&scheduler);
     llmchat_host::kv::schedule_sweep(services.kv.clone(), &scheduler);
     tracing::info!(entries = scheduler.len(), "scheduler ready");
     let routes = Arc::new(LiveRoutes::new(limiter));

@@ -11,7 +11,7 @@ use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::capabilities::{CapabilityCtx, ComponentIdentity, MonitorPre, ProcessorPre, Services};
-use crate::engine::{ComponentEngine, InvocationState, OutboundPolicy};
+use crate::engine::{CodeImage, ComponentEngine, InvocationState, OutboundPolicy};
 use crate::manifest::{ComponentSpec, Manifest};
 
 /// One component, ready to instantiate.
@@ -28,6 +28,8 @@ pub struct LoadedComponent {
     /// One permit per instance that may run at once.
     pub slots: Arc<Semaphore>,
     identity: Arc<ComponentIdentity>,
+    /// Its compiled code, unmapped while the component is idle.
+    code: Arc<CodeImage>,
     outbound: OutboundPolicy,
     environment: Vec<(String, String)>,
     memory_cap: usize,
@@ -44,6 +46,7 @@ impl LoadedComponent {
         engine: &ComponentEngine,
         services: &Arc<Services>,
     ) -> Store<InvocationState> {
+        self.code.touch();
         let max_resources = self.spec.max_resources as usize;
         let caps = CapabilityCtx::new(self.identity.clone(), services.clone(), max_resources);
         engine.new_store(InvocationState::new(
@@ -212,6 +215,7 @@ pub async fn load_component(
         "component loaded"
     );
     Ok(LoadedComponent {
+        code: CodeImage::register(&compiled.component),
         content_hash: compiled.content_hash,
         http,
         processor,

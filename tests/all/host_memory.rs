@@ -56,10 +56,9 @@ enum Expect {
     /// timeout ends it; counted as `kind="timeout"`.
     Timeout,
     /// A `200` head (the guest sent it first), then the invocation fails with `kind`
-    /// ("memory" or "timeout") while the client reads nothing; the body ends there. The
-    /// client reads only the head until every failure is counted. (Whether the cut shows
-    /// in the chunked framing is printed, not asserted: wasmtime-wasi-http 48 ends a body
-    /// the guest never finished as if it were complete.)
+    /// ("memory" or "timeout") while the client reads nothing; the body ends there, without
+    /// the chunked terminator, so the client can tell it was cut. The client reads only the
+    /// head until every failure is counted.
     HeadThenCut(&'static str),
     /// The host refuses a call past the cap with an error the guest sees, and the guest
     /// answers `500` with that error, which names `memory limit exceeded` (the invocation
@@ -498,9 +497,17 @@ fn check_outcome(expect: Expect, outcome: &Outcome) -> Result<(), String> {
             }
             Ok(())
         }
-        (Expect::HeadThenCut(_), Outcome::Streamed { status, .. }) => {
+        (
+            Expect::HeadThenCut(_),
+            Outcome::Streamed {
+                status, complete, ..
+            },
+        ) => {
             if *status != 200 {
                 return Err(format!("head status {status}, want 200"));
+            }
+            if *complete {
+                return Err("the body ended with the chunked terminator, as if complete".into());
             }
             Ok(())
         }

@@ -13,6 +13,7 @@ mod dashboard;
 mod deploy;
 mod fixtures;
 mod host_memory;
+mod idle_code;
 mod lifecycle;
 mod manifest_errors;
 mod metrics;

@@ -12,6 +12,7 @@ mod cache;
 pub mod compiler;
 mod heap;
 mod limits;
+mod resident;
 mod state;
 mod ticker;
 
@@ -27,8 +28,9 @@ use wasmtime::{
 
 pub use cache::Compiled;
 pub use compiler::{CompileError, CompilerOptions};
-pub use heap::{return_freed_memory, trim_periodically};
+pub use heap::{pin_allocator_thresholds, return_freed_memory, trim_periodically};
 pub use limits::{InstanceLimiter, MemoryLimitExceeded};
+pub use resident::{CodeImage, RELEASE_EVERY as CODE_RELEASE_EVERY, release_idle as release_idle_code};
 pub use state::{InvocationState, OutboundPolicy};
 
 use crate::manifest::Manifest;

@@ -7,6 +7,7 @@
 //! loop ([`connections`]) caps connections and times out slow heads and idle keep-alives.
 
 mod connections;
+mod cut;
 mod error;
 mod probes;
 mod routes;

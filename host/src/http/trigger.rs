@@ -19,6 +19,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use super::AppState;
+use super::cut::{CutAware, FailedFlag};
 use super::error::ApiError;
 use super::routes::RouteMatch;
 use crate::engine::{InvocationError, InvocationLimits, with_deadline};
@@ -123,6 +124,8 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
 
     let task_component = component.clone();
     let metrics = route.metrics.clone();
+    let failed = FailedFlag::default();
+    let task_failed = failed.clone();
     let task = app.tasks.spawn(async move {
         let _permit = permit;
         let started = Instant::now();
@@ -136,12 +139,17 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
         })
         .await;
         report(&task_component, &metrics, store.data(), &result, started);
+        if result.is_err() {
+            // Before the store drops, which ends a body the guest did not finish.
+            task_failed.set();
+        }
+        drop(store);
         result
     });
 
     match receiver.await {
         Ok(Ok(response)) => {
-            let mut response = response.map(Body::new);
+            let mut response = response.map(|body| Body::new(CutAware::new(body, failed)));
             add_headers(&mut response, &limit_headers);
             Ok(response)
         }
