@@ -1137,3 +1137,120 @@ fn two_hundred_redeploys_under_load_fail_nothing() {
         "{row}"
     );
 }
+
+#[test]
+fn a_deploy_route_on_a_host_path_is_refused_naming_it() {
+    let host = Host::start(&manifest());
+    let hello = wasm("hello");
+    json_with(
+        put(&host, "hello2", &hello, &[("route", "/hello2")]),
+        StatusCode::CREATED,
+        "deploy hello2",
+    );
+    let before = snapshot(&host);
+    for route in [
+        "/admin",
+        "/admin/...",
+        "/admin/components/web",
+        "/metrics",
+        "/metrics/...",
+        "/health",
+        "/ready",
+        "/dashboard",
+        "/dashboard/history",
+    ] {
+        // A new component, and a redeploy of a deployed one; each with a free route too,
+        // which must not be served either.
+        for name in ["web", "hello2"] {
+            let response = put(&host, name, &hello, &[("route", "/web"), ("route", route)]);
+            let what = format!("{name} at {route}");
+            let error = refused(
+                response,
+                StatusCode::BAD_REQUEST,
+                &format!("route {route:?}"),
+                &what,
+            );
+            assert!(
+                error.contains("reserved for the host's own endpoint"),
+                "{what}: {error}"
+            );
+            assert_not_found(&host, "/web");
+            assert_serves(&host, "/hello2", HELLO);
+            assert_eq!(snapshot(&host), before, "after {what}");
+        }
+    }
+    let spec = json!({ "triggers": { "http": [{ "route": "/metrics", "methods": ["GET"] }] } });
+    refused(
+        put_multipart(&host, "web", &hello, &spec),
+        StatusCode::BAD_REQUEST,
+        "route \"/metrics\"",
+        "a multipart spec with /metrics",
+    );
+    assert_eq!(
+        snapshot(&host),
+        before,
+        "after a multipart spec with /metrics"
+    );
+
+    // The host's own endpoints still answer as before.
+    let (status, metrics) = get(&host, "/metrics");
+    assert_eq!(status, StatusCode::OK);
+    assert!(metrics.contains("llmchat_"), "{metrics}");
+    assert_eq!(get(&host, "/health").0, StatusCode::OK);
+    let admin = client()
+        .get(host.url("/admin/web"))
+        .send()
+        .expect("GET /admin/web");
+    assert_eq!(admin.status(), StatusCode::NOT_FOUND);
+    assert!(error_of(admin).starts_with("no admin route"));
+}
+
+#[test]
+fn a_deploy_that_cannot_be_applied_is_refused_and_stored_nowhere() {
+    let redis = RedisServer::start();
+    let state = tempfile::tempdir().expect("state dir");
+    let state_dir = state.path().to_str().expect("a UTF-8 path");
+    let a = Host::start_with_env(&redis_manifest(&redis), &[("LLMCHAT_STATE_DIR", state_dir)]);
+    let monitor = wasm("fixture-monitor");
+    let first = json_with(
+        put(&a, "mon", &monitor, &[("every", "1h")]),
+        StatusCode::CREATED,
+        "deploy mon hourly",
+    );
+    let record = state.path().join("components").join("mon.json");
+    let stored = std::fs::read(&record).expect("mon's record on disk");
+    let before = snapshot(&a);
+
+    // February 31 never comes: only applying the schedule finds that out.
+    let never = [("cron", "0 0 31 2 *")];
+    for name in ["mon", "mon2"] {
+        let response = put(&a, name, &monitor, &never);
+        let error = refused(
+            response,
+            StatusCode::BAD_REQUEST,
+            "never ticks",
+            &format!("{name} on a cron that never ticks"),
+        );
+        assert!(error.contains("0 0 31 2 *"), "{error}");
+        assert_eq!(snapshot(&a), before, "after {name}");
+    }
+    assert_eq!(
+        std::fs::read(&record).expect("mon's record on disk"),
+        stored,
+        "the record on disk is unchanged"
+    );
+    assert!(
+        !state.path().join("components").join("mon2.json").exists(),
+        "no record for mon2"
+    );
+
+    // Nothing reached Redis: a host that starts now adopts the first version only.
+    let b = Host::start(&redis_manifest(&redis));
+    assert_eq!(names(&b), ["hello", "mon"]);
+    let row = listed(&b, "mon").unwrap();
+    assert_eq!(row["version"], first["version"]);
+    assert_eq!(
+        row["triggers"]["schedule"][0]["when"], "every 3600s",
+        "{row}"
+    );
+}

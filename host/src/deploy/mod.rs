@@ -31,8 +31,8 @@ pub use store::{ComponentRecord, Deployment, DiskStore, default_state_dir};
 use crate::engine::{CompileError, ComponentEngine, PoolSizing};
 use crate::http::LiveRoutes;
 use crate::manifest::{
-    ComponentSpec, HttpTrigger, HumanDuration, Manifest, QueueTrigger, component_from_json,
-    is_simple_name, schedule_from_json,
+    ComponentSpec, HttpTrigger, HumanDuration, Manifest, QueueTrigger, check_name,
+    component_from_json, schedule_from_json,
 };
 use crate::metrics::Metrics;
 use crate::queue::worker::QueueWorker;
@@ -255,12 +255,12 @@ impl Deployer {
                 return Ok(false);
             }
         };
+        self.swap(state, prepared)?;
         if let Some(disk) = &self.disk
             && let Err(e) = disk.put_record(&record)
         {
             tracing::warn!(component = %name, "storing the deployment record on disk failed: {e:#}");
         }
-        self.commit(state, prepared).await;
         state.records.insert(name, record);
         Ok(true)
     }
@@ -273,11 +273,7 @@ impl Deployer {
         request: DeploySpec,
     ) -> Result<DeployReport, DeployError> {
         let started = Instant::now();
-        if !is_simple_name(name) {
-            return Err(DeployError::Invalid(format!(
-                "component name {name:?} must be 1 to 64 of a-z, 0-9, '-' and '_'"
-            )));
-        }
+        check_name(name).map_err(|e| DeployError::Invalid(format!("component name {e}")))?;
         request.check().map_err(DeployError::Invalid)?;
         let max = self.base.deploy.max_component_size;
         if bytes.len() as u64 > max.bytes() {
@@ -313,9 +309,8 @@ impl Deployer {
         let mut record = self.record_of(&state, name);
         let previous = record.current.as_ref().map(|d| d.version.clone());
         record.push(deployment.clone());
-        self.persist(&record, Some((&hash, &bytes))).await?;
-        self.commit(&mut state, prepared).await;
-        state.records.insert(name.to_string(), record);
+        self.commit(&mut state, prepared, record, Some((&hash, &bytes)))
+            .await?;
         let report = self.report(&state, name, &deployment, previous, created, started);
         tracing::info!(name = %name, version = %deployment.version, hash = %&hash[..12], elapsed_ms = report.elapsed_ms, "component deployed");
         Ok(report)
@@ -337,9 +332,7 @@ impl Deployer {
                 record.history.remove(0);
             }
         }
-        self.persist(&record, None).await?;
-        self.commit(&mut state, prepared).await;
-        state.records.insert(name.to_string(), record);
+        self.commit(&mut state, prepared, record, None).await?;
         tracing::info!(name = %name, "component deleted");
         Ok(())
     }
@@ -362,9 +355,7 @@ impl Deployer {
         let prepared = self.prepare(&state, name, &previous, None).await?;
         let from = record.current.as_ref().map(|d| d.version.clone());
         record.current = Some(previous.clone());
-        self.persist(&record, None).await?;
-        self.commit(&mut state, prepared).await;
-        state.records.insert(name.to_string(), record);
+        self.commit(&mut state, prepared, record, None).await?;
         tracing::info!(name = %name, version = %previous.version, "component rolled back");
         // The component exists (checked above): a rollback never creates one.
         Ok(self.report(&state, name, &previous, from, false, started))
@@ -682,41 +673,61 @@ impl Deployer {
         Ok(())
     }
 
-    /// Swaps the prepared application in: queues, worker, schedules, routes.
-    async fn commit(&self, state: &mut State, prepared: Prepared) {
+    /// Swaps `prepared` in, then stores `record` (telling the other hosts). A change this host
+    /// cannot apply is never stored, so no other host adopts it; if storing fails, the
+    /// previous application comes back. Either way the error is answered and nothing is left
+    /// changed.
+    async fn commit(
+        &self,
+        state: &mut State,
+        prepared: Prepared,
+        record: ComponentRecord,
+        blob: Option<(&str, &[u8])>,
+    ) -> Result<(), DeployError> {
+        let previous = self.swap(state, prepared)?;
+        if let Err(e) = self.persist(&record, blob).await {
+            if let Err(back) = self.swap(state, previous) {
+                tracing::error!(component = %record.name, "restoring the application after a failed store failed: {back}");
+            }
+            return Err(e);
+        }
+        state.records.insert(record.name.clone(), record);
+        Ok(())
+    }
+
+    /// Swaps the prepared application in (queues, worker, schedules, routes) and returns the
+    /// one it replaced. If a part refuses it, every part goes back to `state`'s application
+    /// and the refusal is returned.
+    fn swap(&self, state: &mut State, prepared: Prepared) -> Result<Prepared, DeployError> {
+        if let Err(e) = self.apply(&prepared) {
+            let current = Prepared {
+                app: state.app.clone(),
+                registry: state.registry.clone(),
+            };
+            if let Err(back) = self.apply(&current) {
+                tracing::error!(
+                    "restoring the application after a refused change failed: {back:#}"
+                );
+            }
+            return Err(DeployError::Invalid(format!("{e:#}")));
+        }
+        Ok(Prepared {
+            app: std::mem::replace(&mut state.app, prepared.app),
+            registry: std::mem::replace(&mut state.registry, prepared.registry),
+        })
+    }
+
+    fn apply(&self, prepared: &Prepared) -> anyhow::Result<()> {
         let t = &self.targets;
         t.queues.set_triggers(&prepared.app.queue_triggers);
-        let applied = t
-            .worker
-            .apply(&prepared.registry)
-            .and_then(|()| {
-                t.schedules.apply(
-                    &prepared.app.schedule_triggers,
-                    &prepared.registry,
-                    &t.scheduler,
-                )
-            })
-            .and_then(|()| {
-                t.routes
-                    .set(&prepared.app.http_triggers, &prepared.registry, &t.metrics)
-            });
-        if let Err(e) = applied {
-            // Everything was checked beforehand; if this still happens, go back whole.
-            tracing::error!(
-                "applying a checked deployment failed: {e:#}; restoring the previous state"
-            );
-            t.queues.set_triggers(&state.app.queue_triggers);
-            let _ = t.worker.apply(&state.registry);
-            let _ = t
-                .schedules
-                .apply(&state.app.schedule_triggers, &state.registry, &t.scheduler);
-            let _ = t
-                .routes
-                .set(&state.app.http_triggers, &state.registry, &t.metrics);
-            return;
-        }
-        state.app = prepared.app;
-        state.registry = prepared.registry;
+        t.worker.apply(&prepared.registry)?;
+        t.schedules.apply(
+            &prepared.app.schedule_triggers,
+            &prepared.registry,
+            &t.scheduler,
+        )?;
+        t.routes
+            .set(&prepared.app.http_triggers, &prepared.registry, &t.metrics)
     }
 
     fn report(

@@ -6,6 +6,7 @@
 //! "mostly works" is how limits silently go missing in production.
 
 mod deploy;
+mod rules;
 mod schedule;
 mod units;
 
@@ -17,6 +18,10 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 pub use deploy::DeploySettings;
+pub use rules::{
+    PROBE_PATHS, check_method, check_name, check_outbound_host, check_route, host_path,
+    is_simple_name,
+};
 pub use schedule::{DashboardSettings, ScheduleTrigger, When};
 pub use units::{ByteSize, HumanDuration};
 
@@ -577,23 +582,10 @@ pub fn schedule_from_json(
     raw.validate(components, &mut HashSet::new())
 }
 
-/// Names that end up in kv namespaces and Redis keys: a-z, 0-9, '-' and '_'.
-pub fn is_simple_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
 fn validate_component(name: &str, c: RawComponent, base: &Path) -> Result<ComponentSpec> {
-    if !is_simple_name(name) {
-        bail!("component name {name:?} must be 1 to 64 of a-z, 0-9, '-' and '_'");
-    }
+    check_name(name).map_err(|e| anyhow::anyhow!("component name {e}"))?;
     let kv_namespace = c.kv_namespace.unwrap_or_else(|| name.to_string());
-    if !is_simple_name(&kv_namespace) {
-        bail!("field `kv_namespace`: {kv_namespace:?} must be 1 to 64 of a-z, 0-9, '-' and '_'");
-    }
+    check_name(&kv_namespace).map_err(|e| anyhow::anyhow!("field `kv_namespace`: {e}"))?;
     let source = if c.source.is_absolute() {
         c.source
     } else {
@@ -627,15 +619,8 @@ fn validate_component(name: &str, c: RawComponent, base: &Path) -> Result<Compon
         );
     }
     for host in &c.allowed_outbound_hosts {
-        let ok = host
-            .parse::<http::Uri>()
-            .ok()
-            .is_some_and(|u| u.scheme().is_some() && u.host().is_some());
-        if !ok {
-            bail!(
-                "field `allowed_outbound_hosts`: {host:?} is not of the form \"http://host:port\""
-            );
-        }
+        check_outbound_host(host)
+            .map_err(|e| anyhow::anyhow!("field `allowed_outbound_hosts`: {e}"))?;
     }
     let config = c
         .config
@@ -675,13 +660,12 @@ fn validate_http_trigger(
             t.component
         );
     }
-    if !t.route.starts_with('/') {
-        bail!("field `route`: {:?} must start with '/'", t.route);
-    }
-    if t.route.contains("...") && !(t.route == "/..." || t.route.ends_with("/...")) {
+    check_route(&t.route).map_err(|e| anyhow::anyhow!("field `route`: {e}"))?;
+    if let Some(path) = host_path(&t.route) {
         bail!(
-            "field `route`: {:?} may only use \"...\" as its last segment",
-            t.route
+            "route {:?} of component `{}` is reserved for the host's own endpoint {path}",
+            t.route,
+            t.component
         );
     }
     if t.rate_limit.is_none() && (t.burst.is_some() || t.rate_limit_key.is_some()) {
@@ -699,9 +683,7 @@ fn validate_http_trigger(
         bail!("field `rate_limit_key`: {key:?} must be \"ip\" or \"header:NAME\"");
     }
     for m in &t.methods {
-        if m.parse::<http::Method>().is_err() || m.to_ascii_uppercase() != *m {
-            bail!("field `methods`: {m:?} is not an upper-case HTTP method");
-        }
+        check_method(m).map_err(|e| anyhow::anyhow!("field `methods`: {e}"))?;
     }
     let methods = if t.methods.is_empty() {
         vec!["*".to_string()]
@@ -724,12 +706,7 @@ fn validate_queue_trigger(
     components: &BTreeMap<String, ComponentSpec>,
     seen: &mut HashSet<String>,
 ) -> Result<()> {
-    if !is_simple_name(&t.queue) {
-        bail!(
-            "field `queue`: {:?} must be 1 to 64 of a-z, 0-9, '-' and '_'",
-            t.queue
-        );
-    }
+    check_name(&t.queue).map_err(|e| anyhow::anyhow!("field `queue`: {e}"))?;
     if !seen.insert(t.queue.clone()) {
         bail!(
             "field `queue`: {:?} has two triggers; one component processes a queue",

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{ComponentSpec, HumanDuration, is_simple_name};
+use super::{ComponentSpec, HumanDuration, check_name};
 
 /// Shortest `every`: the scheduler's lag is well under a millisecond, but a period below
 /// this would mostly measure instantiation.
@@ -98,9 +98,7 @@ impl RawScheduleTrigger {
             );
         }
         let name = self.name.unwrap_or_else(|| self.component.clone());
-        if !is_simple_name(&name) {
-            bail!("field `name`: {name:?} must be 1 to 64 of a-z, 0-9, '-' and '_'");
-        }
+        check_name(&name).map_err(|e| anyhow::anyhow!("field `name`: {e}"))?;
         if !seen.insert(name.clone()) {
             bail!("field `name`: two schedules are named {name:?}; give one a `name` of its own");
         }
@@ -199,6 +197,13 @@ mod tests {
         assert_eq!(when.next_after(0), Some(30_000));
         assert_eq!(when.next_after(29_999), Some(30_000));
         assert_eq!(when.next_after(30_000), Some(60_000));
+    }
+
+    #[test]
+    fn a_cron_of_a_day_that_never_comes_never_ticks() {
+        let cron = croner::Cron::from_str("0 0 31 2 *").unwrap();
+        let when = When::Cron(Box::new(cron), "0 0 31 2 *".into());
+        assert_eq!(when.next_after(1_795_694_400_000), None);
     }
 
     #[test]

@@ -111,6 +111,38 @@ fn routes_are_checked() {
 }
 
 #[test]
+fn routes_on_the_hosts_own_paths_are_refused_naming_them() {
+    let dir = dir_with_wasm();
+    let base = "[component.c]\nsource = \"a.wasm\"\n";
+    for (route, path) in [
+        ("/admin", "/admin"),
+        ("/admin/...", "/admin"),
+        ("/admin/queues", "/admin"),
+        ("/metrics", "/metrics"),
+        ("/health", "/health"),
+        ("/ready", "/ready"),
+        ("/dashboard/...", "/dashboard"),
+    ] {
+        let e = err(
+            dir.path(),
+            &format!("{base}[[trigger.http]]\nroute = \"{route}\"\ncomponent = \"c\"\n"),
+        );
+        let want = format!(
+            "route {route:?} of component `c` is reserved for the host's own endpoint {path}"
+        );
+        assert!(e.contains(&want), "{route}: {e}");
+    }
+    let catch_all = format!("{base}[[trigger.http]]\nroute = \"/...\"\ncomponent = \"c\"\n");
+    assert_eq!(
+        parse_in(dir.path(), &catch_all)
+            .unwrap()
+            .http_triggers
+            .len(),
+        1
+    );
+}
+
+#[test]
 fn limits_are_range_checked() {
     let dir = dir_with_wasm();
     let e = err(
