@@ -14,6 +14,7 @@ mod deploy;
 mod fixtures;
 mod host_memory;
 mod idle_code;
+mod kv_conformance;
 mod lifecycle;
 mod manifest_errors;
 mod metrics;

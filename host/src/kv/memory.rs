@@ -99,6 +99,13 @@ fn full_key(namespace: &str, key: &str) -> String {
     format!("{namespace}:{key}")
 }
 
+/// The integer `value` spells in the form an increment writes (`-12`, `0`, `7`), as Redis's
+/// `INCRBY` requires: `+5`, `007`, `-0` or ` 5` are not integers to either backend.
+fn canonical_integer(value: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(value).ok()?;
+    text.parse::<i64>().ok().filter(|n| n.to_string() == text)
+}
+
 #[async_trait]
 impl KvStore for MemoryKv {
     fn sweep_expired(&self) -> Option<usize> {
@@ -148,7 +155,8 @@ impl KvStore for MemoryKv {
             k,
             Entry {
                 value,
-                expires_at: ttl.map(|t| now + t),
+                // A TTL past what `Instant` can hold: the key outlives the store.
+                expires_at: ttl.and_then(|t| now.checked_add(t)),
             },
         );
         Ok(())
@@ -176,8 +184,7 @@ impl KvStore for MemoryKv {
         let mut inner = self.lock();
         let (current, expires_at) = match inner.live(&k, now) {
             Some(e) => {
-                let text = std::str::from_utf8(&e.value).ok();
-                let n = text.and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| {
+                let n = canonical_integer(&e.value).ok_or_else(|| {
                     KvError::Invalid(format!("the value of `{key}` is not a decimal integer"))
                 })?;
                 (n, e.expires_at)

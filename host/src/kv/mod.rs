@@ -1,5 +1,6 @@
 //! Key/value storage behind one trait, [`KvStore`], so that the embedded backend and Redis
-//! (added with the queue work) are interchangeable and pass the same tests.
+//! (added with the queue work) are interchangeable: both pass one conformance suite,
+//! `tests/all/kv_conformance.rs`.
 //!
 //! Keys are namespaced by the host: the component's name is part of every call, so two
 //! components can never read each other's data.
@@ -33,6 +34,8 @@ pub const MAX_KEY_LEN: usize = 1024;
 #[async_trait]
 pub trait KvStore: Send + Sync {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, KvError>;
+    /// Stores `value`, replacing the key's value and TTL. A `ttl` longer than the backend can
+    /// represent keeps the key for as long as the store lives.
     async fn set(
         &self,
         namespace: &str,
@@ -42,7 +45,9 @@ pub trait KvStore: Send + Sync {
     ) -> Result<(), KvError>;
     async fn delete(&self, namespace: &str, key: &str) -> Result<bool, KvError>;
     async fn exists(&self, namespace: &str, key: &str) -> Result<bool, KvError>;
-    /// Adds `delta` to the decimal integer under `key` (0 when absent), atomically.
+    /// Adds `delta` to the decimal integer under `key` (0 when absent), atomically, keeping
+    /// the key's TTL. The value must read as an increment writes it (`-12`, `0`, `7`; not
+    /// `+5`, `007` or `-0`), which is what Redis's `INCRBY` accepts.
     async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, KvError>;
     /// Removes expired keys now and returns how many; `None` when the backend expires keys
     /// itself (Redis), so that the scheduler adds no sweep for it.

@@ -20,6 +20,11 @@ impl RedisKv {
     }
 }
 
+/// The longest expiry sent to Redis, in milliseconds: it refuses a `PX` whose deadline
+/// overflows its `i64` millisecond clock. A longer TTL (a guest may ask for `u64::MAX` ms) is
+/// cut to this, about 146 million years, as the embedded store keeps such a key for good.
+const MAX_TTL_MS: u64 = i64::MAX as u64 / 2;
+
 fn redis_key(namespace: &str, key: &str) -> String {
     format!("llmchat:kv:{{{namespace}}}:{key}")
 }
@@ -60,7 +65,8 @@ impl KvStore for RedisKv {
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(&k).arg(value);
                 if let Some(ttl) = ttl {
-                    cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+                    let ms = ttl.as_millis().clamp(1, u128::from(MAX_TTL_MS));
+                    cmd.arg("PX").arg(ms as u64);
                 }
                 cmd.query_async::<()>(&mut c).await
             })
