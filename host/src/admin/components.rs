@@ -9,7 +9,7 @@ use axum::extract::{FromRequest, Multipart, Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{Request, StatusCode, header};
 
-use crate::deploy::{DeployError, DeploySpec, Deployer};
+use crate::deploy::{DeployError, DeploySpec, Deployer, parse_query};
 use crate::http::{ApiError, read_body};
 
 /// Room for the multipart framing and the spec beyond the component's own bytes.
@@ -52,7 +52,7 @@ pub async fn deploy(
         let request = Request::from_parts(parts, Body::from(body));
         from_multipart(request).await?
     } else {
-        let spec = DeploySpec::from_query(parts.uri.query().unwrap_or(""))
+        let spec = parse_query(parts.uri.query().unwrap_or(""))
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
         (read_body(body, limit).await?.to_vec(), spec)
     };

@@ -2,19 +2,25 @@
 //! running host, listing them, and going back to a component's previous version.
 //!
 //! `deploy` checks what it can before any request (the name, the file, the units, the
-//! routes, a `--config` pair, `--every` against `--cron`) so that a typo exits 2; the host
-//! checks everything again, and refuses a deploy that it cannot serve without changing what runs.
+//! routes, a `--config` pair, `--every` against `--cron`) so that a typo exits 2; it sends the
+//! host's own [`DeploySpec`] and checks by the host's own rules, so it refuses nothing the
+//! host would take. The host checks everything again, and refuses a deploy that it cannot
+//! serve without changing what runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
-use llmchat_host::manifest::{ByteSize, HumanDuration};
+use llmchat_host::manifest::{
+    ByteSize, ComponentConfig, ConfigValue, DeploySpec, HttpTriggerConfig, HumanDuration,
+    MAX_CONCURRENCY, MAX_INSTANCES, MAX_RESOURCES, MIN_RESOURCES, QueueTriggerConfig,
+    ScheduleTriggerConfig, TriggerConfigs, check_method, check_name, check_outbound_host,
+    check_route, host_path, parse_cron,
+};
 
 use super::client::AdminClient;
 use super::{HostArg, UsageError, table};
@@ -48,14 +54,14 @@ pub struct DeployArgs {
         long,
         value_name = "N",
         requires = "queues",
-        value_parser = clap::value_parser!(u32).range(1..=10_000)
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONCURRENCY))
     )]
     pub concurrency: Option<u32>,
     /// Run the component at every multiple of this period, e.g. 30s.
     #[arg(long, value_name = "DURATION", group = "schedule", value_parser = |s: &str| s.parse::<HumanDuration>())]
     pub every: Option<HumanDuration>,
     /// Run the component at every match of this cron expression (UTC), e.g. "0 3 * * *".
-    #[arg(long, value_name = "EXPR", group = "schedule", value_parser = parse_cron)]
+    #[arg(long, value_name = "EXPR", group = "schedule", value_parser = parse_cron_flag)]
     pub cron: Option<String>,
     /// Wall-clock limit of one scheduled run [default: the host's].
     #[arg(long, value_name = "DURATION", requires = "schedule", value_parser = |s: &str| s.parse::<HumanDuration>())]
@@ -67,11 +73,11 @@ pub struct DeployArgs {
     #[arg(long, value_name = "DURATION", value_parser = |s: &str| s.parse::<HumanDuration>())]
     pub timeout: Option<HumanDuration>,
     /// How many instances may run at once [default: the current version's].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_INSTANCES)))]
     pub max_instances: Option<u32>,
     /// How many resource handles one instance may hold at once [default: the current
     /// version's, or 10000].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(i64::from(MIN_RESOURCES)..=i64::from(MAX_RESOURCES)))]
     pub max_resources: Option<u32>,
     /// The kv namespace the component reads and writes [default: its name].
     #[arg(long, value_name = "NS", value_parser = parse_name)]
@@ -101,28 +107,18 @@ pub struct RollbackArgs {
     pub host: HostArg,
 }
 
-/// Component, queue and kv namespace names: 1 to 64 of a-z, 0-9, '-' and '_'. Checked here
-/// so that they go into a URL path as they are.
+/// Component, queue and kv namespace names, by the host's rule; checked here so that they go
+/// into a URL path as they are.
 fn parse_name(name: &str) -> Result<String, String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(name.to_string())
-    } else {
-        Err(format!("{name:?} must be 1 to 64 of a-z, 0-9, '-' and '_'"))
-    }
+    check_name(name).map(|()| name.to_string())
 }
 
+/// A route by the host's rules: well formed, and not on one of the host's own paths.
 fn parse_route(route: &str) -> Result<String, String> {
-    if !route.starts_with('/') {
-        return Err(format!("{route:?} must start with '/'"));
-    }
-    if route.contains("...") && !(route == "/..." || route.ends_with("/...")) {
+    check_route(route)?;
+    if let Some(path) = host_path(route) {
         return Err(format!(
-            "{route:?} may only use \"...\" as its last segment"
+            "{route:?} is reserved for the host's own endpoint {path}"
         ));
     }
     Ok(route.to_string())
@@ -131,28 +127,16 @@ fn parse_route(route: &str) -> Result<String, String> {
 /// An HTTP method, upper-cased: `get` is taken for `GET`.
 fn parse_method(method: &str) -> Result<String, String> {
     let upper = method.trim().to_ascii_uppercase();
-    if upper.is_empty() || upper.parse::<http::Method>().is_err() {
-        return Err(format!("{method:?} is not an HTTP method"));
-    }
+    check_method(&upper).map_err(|_| format!("{method:?} is not an HTTP method"))?;
     Ok(upper)
 }
 
-fn parse_cron(expr: &str) -> Result<String, String> {
-    croner::Cron::from_str(expr)
-        .map(|_| expr.to_string())
-        .map_err(|e| format!("{expr:?} is not a cron expression: {e}"))
+fn parse_cron_flag(expr: &str) -> Result<String, String> {
+    parse_cron(expr).map(|_| expr.to_string())
 }
 
 fn parse_outbound(url: &str) -> Result<String, String> {
-    let ok = url
-        .parse::<http::Uri>()
-        .ok()
-        .is_some_and(|u| u.scheme().is_some() && u.host().is_some());
-    if ok {
-        Ok(url.to_string())
-    } else {
-        Err(format!("{url:?} is not of the form \"http://host:port\""))
-    }
+    check_outbound_host(url).map(|()| url.to_string())
 }
 
 /// `KEY=VALUE`, split at the first `=`; the value may be empty, the key may not.
@@ -167,65 +151,16 @@ fn parse_config(pair: &str) -> Result<(String, String), String> {
 }
 
 /// The `spec` part of a deploy: only what the flags give, so that the rest keeps the current
-/// version's values on the host.
-#[derive(Debug, Serialize, Default)]
-struct Spec {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    memory_limit: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeout: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_instances: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_resources: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    kv_namespace: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    allowed_outbound_hosts: Vec<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    config: BTreeMap<String, String>,
-    /// Present only when a trigger flag is given: it then replaces every trigger of the
-    /// component; absent, the component keeps its triggers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    triggers: Option<Triggers>,
-}
-
-#[derive(Debug, Serialize)]
-struct Triggers {
-    http: Vec<HttpSpec>,
-    queue: Vec<QueueSpec>,
-    schedule: Vec<ScheduleSpec>,
-}
-
-#[derive(Debug, Serialize)]
-struct HttpSpec {
-    route: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    methods: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct QueueSpec {
-    queue: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    concurrency: Option<u32>,
-}
-
-#[derive(Debug, Serialize)]
-struct ScheduleSpec {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    every: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cron: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    timeout: Option<String>,
-}
-
-/// The spec JSON of `args`; a `--config` key given twice is refused.
-fn build_spec(args: &DeployArgs) -> Result<Spec, UsageError> {
+/// version's values on the host. A trigger flag sends the whole trigger set, which then
+/// replaces every trigger of the component; without one, the component keeps its triggers.
+/// A `--config` key given twice is refused.
+fn build_spec(args: &DeployArgs) -> Result<DeploySpec, UsageError> {
     let mut config = BTreeMap::new();
     for (key, value) in &args.config {
-        if config.insert(key.clone(), value.clone()).is_some() {
+        if config
+            .insert(key.clone(), ConfigValue(value.clone()))
+            .is_some()
+        {
             return Err(UsageError(format!("--config {key} is given twice")));
         }
     }
@@ -233,41 +168,46 @@ fn build_spec(args: &DeployArgs) -> Result<Spec, UsageError> {
         || !args.queues.is_empty()
         || args.every.is_some()
         || args.cron.is_some();
-    let triggers = has_triggers.then(|| Triggers {
+    let triggers = has_triggers.then(|| TriggerConfigs {
         http: args
             .routes
             .iter()
-            .map(|route| HttpSpec {
-                route: route.clone(),
+            .map(|route| HttpTriggerConfig {
                 methods: args.methods.clone(),
+                ..HttpTriggerConfig::route(route)
             })
             .collect(),
         queue: args
             .queues
             .iter()
-            .map(|queue| QueueSpec {
-                queue: queue.clone(),
+            .map(|queue| QueueTriggerConfig {
                 concurrency: args.concurrency,
+                ..QueueTriggerConfig::queue(queue)
             })
             .collect(),
         schedule: if args.every.is_some() || args.cron.is_some() {
-            vec![ScheduleSpec {
-                every: args.every.map(|d| d.to_string()),
+            vec![ScheduleTriggerConfig {
+                every: args.every,
                 cron: args.cron.clone(),
-                timeout: args.schedule_timeout.map(|d| d.to_string()),
+                timeout: args.schedule_timeout,
+                ..Default::default()
             }]
         } else {
             Vec::new()
         },
     });
-    Ok(Spec {
-        memory_limit: args.memory.map(|m| m.to_string()),
-        timeout: args.timeout.map(|d| d.to_string()),
-        max_instances: args.max_instances,
-        max_resources: args.max_resources,
-        kv_namespace: args.kv_namespace.clone(),
-        allowed_outbound_hosts: args.allow_outbound.clone(),
-        config,
+    Ok(DeploySpec {
+        component: ComponentConfig {
+            memory_limit: args.memory,
+            timeout: args.timeout,
+            max_instances: args.max_instances,
+            max_resources: args.max_resources,
+            kv_namespace: args.kv_namespace.clone(),
+            allowed_outbound_hosts: (!args.allow_outbound.is_empty())
+                .then(|| args.allow_outbound.clone()),
+            config: (!config.is_empty()).then_some(config),
+            ..Default::default()
+        },
         triggers,
     })
 }
@@ -669,6 +609,27 @@ mod tests {
             build_spec(&twice).unwrap_err().0,
             "--config k is given twice"
         );
+    }
+
+    #[test]
+    fn routes_on_the_hosts_own_paths_are_refused_before_any_request() {
+        for route in [
+            "/admin",
+            "/admin/...",
+            "/metrics",
+            "/health",
+            "/ready",
+            "/dashboard",
+        ] {
+            let error = parse(&["--route", route]).err().map(|e| e.to_string());
+            assert!(
+                error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("reserved for the host's own endpoint")),
+                "{route}: {error:?}"
+            );
+        }
+        assert!(parse(&["--route", "/..."]).is_ok());
     }
 
     #[test]

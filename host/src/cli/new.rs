@@ -104,18 +104,9 @@ impl Kind {
     }
 }
 
-/// Component names: 1 to 64 of a-z, 0-9, '-' and '_' (what `llmchat deploy` accepts).
+/// Component names, by the host's rule: what `llmchat deploy` accepts.
 fn parse_name(name: &str) -> Result<String, String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(name.to_string())
-    } else {
-        Err(format!("{name:?} must be 1 to 64 of a-z, 0-9, '-' and '_'"))
-    }
+    llmchat_host::manifest::check_name(name).map(|()| name.to_string())
 }
 
 /// One file of a scaffold: its path inside the folder, its text, and whether it is a script.

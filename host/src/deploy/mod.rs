@@ -25,14 +25,15 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-pub use spec::{DeploySpec, TriggerSpec};
+pub use crate::manifest::DeploySpec;
+pub use spec::parse_query;
 pub use store::{ComponentRecord, Deployment, DiskStore, default_state_dir};
 
 use crate::engine::{CompileError, ComponentEngine, PoolSizing};
 use crate::http::LiveRoutes;
 use crate::manifest::{
-    ComponentSpec, HttpTrigger, HumanDuration, Manifest, QueueTrigger, check_name,
-    component_from_json, schedule_from_json,
+    ComponentConfig, ComponentSpec, HttpTrigger, HumanDuration, Manifest, QueueTrigger,
+    ScheduleTrigger, check_name,
 };
 use crate::metrics::Metrics;
 use crate::queue::worker::QueueWorker;
@@ -274,7 +275,6 @@ impl Deployer {
     ) -> Result<DeployReport, DeployError> {
         let started = Instant::now();
         check_name(name).map_err(|e| DeployError::Invalid(format!("component name {e}")))?;
-        request.check().map_err(DeployError::Invalid)?;
         let max = self.base.deploy.max_component_size;
         if bytes.len() as u64 > max.bytes() {
             return Err(DeployError::TooLarge(format!(
@@ -575,8 +575,12 @@ impl Deployer {
         bytes: Option<&[u8]>,
     ) -> Result<Prepared, DeployError> {
         let source = self.source_of(deployment, bytes).await?;
-        let spec = component_from_json(name, &source, deployment.spec.component_fields())
-            .map_err(|e| DeployError::Invalid(format!("{e:#}")))?;
+        let spec = deployment
+            .spec
+            .component
+            .clone()
+            .validate_deployed(name, source)
+            .map_err(invalid)?;
         if spec.memory_limit.bytes() > self.pool.max_memory {
             return Err(DeployError::Invalid(format!(
                 "memory_limit {} is above what this host's pool holds per instance ({} bytes; raise [deploy] max_memory_limit)",
@@ -586,7 +590,13 @@ impl Deployer {
         let mut app = state.app.clone();
         app.components.insert(name.to_string(), spec.clone());
         let (http, queue, schedule) = match &deployment.spec.triggers {
-            Some(triggers) => parse_triggers(name, triggers, &app)?,
+            Some(triggers) => {
+                let t = triggers
+                    .clone()
+                    .validate_deployed(name, &app.components)
+                    .map_err(invalid)?;
+                (t.http, t.queue, t.schedule)
+            }
             None => (
                 self.base
                     .http_triggers
@@ -769,18 +779,7 @@ fn version_id(hash: &str, spec: &DeploySpec, at_ms: u64) -> String {
 /// A manifest component's settings as a deploy spec (its triggers stay the manifest's).
 fn spec_of(c: &ComponentSpec) -> DeploySpec {
     DeploySpec {
-        memory_limit: Some(c.memory_limit.to_string()),
-        timeout: Some(HumanDuration(c.timeout).to_string()),
-        max_instances: Some(c.max_instances),
-        max_resources: Some(c.max_resources),
-        kv_namespace: Some(c.kv_namespace.clone()),
-        allowed_outbound_hosts: Some(c.allowed_outbound_hosts.clone()),
-        config: Some(
-            c.config
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect(),
-        ),
+        component: ComponentConfig::of(c),
         triggers: None,
     }
 }
@@ -821,60 +820,13 @@ fn triggers_json(app: &Manifest, name: &str) -> serde_json::Value {
     serde_json::json!({ "http": http, "queue": queue, "schedule": schedule })
 }
 
-type ParsedTriggers = (
-    Vec<HttpTrigger>,
-    Vec<QueueTrigger>,
-    Vec<crate::manifest::ScheduleTrigger>,
-);
-
-/// The triggers of a deploy spec, parsed by the manifest's own types.
-fn parse_triggers(
-    name: &str,
-    spec: &TriggerSpec,
-    app: &Manifest,
-) -> Result<ParsedTriggers, DeployError> {
-    let with_component = |t: &serde_json::Map<String, serde_json::Value>| {
-        let mut t = t.clone();
-        t.insert(
-            "component".into(),
-            serde_json::Value::String(name.to_string()),
-        );
-        serde_json::Value::Object(t)
-    };
-    let http = spec
-        .http
-        .iter()
-        .map(|t| {
-            serde_json::from_value::<HttpTrigger>(with_component(t))
-                .map_err(|e| DeployError::Invalid(format!("http trigger: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let queue = spec
-        .queue
-        .iter()
-        .map(|t| {
-            serde_json::from_value::<QueueTrigger>(with_component(t))
-                .map_err(|e| DeployError::Invalid(format!("queue trigger: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let schedule = spec
-        .schedule
-        .iter()
-        .map(|t| {
-            schedule_from_json(with_component(t), &app.components)
-                .map_err(|e| DeployError::Invalid(format!("schedule trigger: {e:#}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((http, queue, schedule))
-}
-
 /// A trigger another component holds: a route and method, a queue, a schedule name.
 fn check_conflicts(
     app: &Manifest,
     name: &str,
     http: &[HttpTrigger],
     queue: &[QueueTrigger],
-    schedule: &[crate::manifest::ScheduleTrigger],
+    schedule: &[ScheduleTrigger],
 ) -> Result<(), DeployError> {
     let overlap = |a: &[String], b: &[String]| {
         a.is_empty() || b.is_empty() || a.iter().any(|m| b.contains(m))

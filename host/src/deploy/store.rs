@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::spec::DeploySpec;
+use super::DeploySpec;
 
 /// Versions kept per component for rollback, besides the current one.
 pub const HISTORY: usize = 5;

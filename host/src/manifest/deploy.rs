@@ -1,9 +1,36 @@
-//! `[deploy]`: the room a running host keeps for components deployed into it.
+//! `[deploy]`: the room a running host keeps for components deployed into it; and
+//! [`DeploySpec`], what a deploy asks for.
 
 use anyhow::{Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::ByteSize;
+use super::{ByteSize, ComponentConfig, MAX_MEMORY_LIMIT, MIN_MEMORY_LIMIT, TriggerConfigs};
+
+/// What a deploy asks for: the `[component.NAME]` fields (without `source`: a deploy sends
+/// the bytes) and, optionally, the component's triggers, each a manifest trigger table
+/// without `component`. The body of a deploy's `spec` part, what its query parameters say,
+/// what `llmchat deploy` sends, and what a deployment record keeps (then with every limit
+/// filled in).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySpec {
+    #[serde(flatten)]
+    pub component: ComponentConfig,
+    /// `None`: keep the component's current triggers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<TriggerConfigs>,
+}
+
+impl DeploySpec {
+    /// `self` with every field `newer` sets replaced: a redeploy keeps what it does not
+    /// mention.
+    pub fn merged_with(&self, newer: &DeploySpec) -> DeploySpec {
+        DeploySpec {
+            component: self.component.merged_with(&newer.component),
+            triggers: newer.triggers.clone().or_else(|| self.triggers.clone()),
+        }
+    }
+}
 
 /// The pool is sized at start-up; components deployed later must fit in what is reserved
 /// here, on top of what the manifest's components take.
@@ -54,16 +81,69 @@ impl DeploySettings {
                 self.reserve_instances
             );
         }
-        if self.max_memory_limit > super::MAX_MEMORY_LIMIT
-            || self.max_memory_limit < super::MIN_MEMORY_LIMIT
-        {
+        if self.max_memory_limit > MAX_MEMORY_LIMIT || self.max_memory_limit < MIN_MEMORY_LIMIT {
             bail!(
                 "in [deploy]: field `max_memory_limit`: {} is outside {}..={}",
                 self.max_memory_limit,
-                super::MIN_MEMORY_LIMIT,
-                super::MAX_MEMORY_LIMIT
+                MIN_MEMORY_LIMIT,
+                MAX_MEMORY_LIMIT
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_is_the_component_fields_and_triggers_and_nothing_else() {
+        let spec: DeploySpec = serde_json::from_value(serde_json::json!({
+            "memory_limit": "32MiB",
+            "environment": { "A": "1" },
+            "triggers": { "http": [{ "route": "/x" }] }
+        }))
+        .unwrap();
+        assert_eq!(spec.component.memory_limit, Some(ByteSize::mib(32)));
+        assert_eq!(spec.triggers.as_ref().unwrap().http[0].route, "/x");
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap(),
+            serde_json::json!({
+                "memory_limit": "32MiB",
+                "environment": { "A": "1" },
+                "triggers": { "http": [{ "route": "/x" }], "queue": [], "schedule": [] }
+            })
+        );
+        for (typo, field) in [
+            (serde_json::json!({ "memroy": "1MiB" }), "memroy"),
+            (serde_json::json!({ "triggers": { "htp": [] } }), "htp"),
+            (
+                serde_json::json!({ "triggers": { "http": [{ "route": "/x", "rout": "/y" }] } }),
+                "rout",
+            ),
+        ] {
+            let e = serde_json::from_value::<DeploySpec>(typo).unwrap_err();
+            assert!(
+                e.to_string().contains(&format!("unknown field `{field}`")),
+                "{e}"
+            );
+        }
+        let e = serde_json::from_value::<DeploySpec>(serde_json::json!({ "timeout": "soon" }))
+            .unwrap_err();
+        assert!(e.to_string().contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn a_redeploy_keeps_what_it_does_not_mention() {
+        let v1 = DeploySpec {
+            component: ComponentConfig {
+                memory_limit: Some(ByteSize::mib(64)),
+                ..Default::default()
+            },
+            triggers: Some(TriggerConfigs::default()),
+        };
+        let v2 = v1.merged_with(&DeploySpec::default());
+        assert_eq!(v2, v1);
     }
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use super::triggers::component_of;
 use super::{ComponentSpec, HumanDuration, check_name};
 
 /// Shortest `every`: the scheduler's lag is well under a millisecond, but a period below
@@ -62,42 +63,51 @@ impl fmt::Display for When {
     }
 }
 
-/// `[[trigger.schedule]]` as written.
-#[derive(Debug, Deserialize)]
+/// One `[[trigger.schedule]]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawScheduleTrigger {
-    #[serde(default)]
-    name: Option<String>,
-    component: String,
-    #[serde(default)]
-    every: Option<HumanDuration>,
-    #[serde(default)]
-    cron: Option<String>,
-    #[serde(default = "default_timeout")]
-    timeout: HumanDuration,
+pub struct ScheduleTriggerConfig {
+    /// Default: the component's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
 }
 
-fn default_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A cron expression: 5 fields, or 6 with seconds first.
+pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
+    croner::Cron::from_str(text).map_err(|e| format!("{text:?} is not a cron expression: {e}"))
 }
 
-impl RawScheduleTrigger {
+impl ScheduleTriggerConfig {
     pub(super) fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.component)
+        self.name
+            .as_deref()
+            .or(self.component.as_deref())
+            .unwrap_or_default()
     }
 
+    /// The schedule checked against `components` and the schedule names `seen` so far;
+    /// `deployed` is the component of a deploy's triggers (see [`component_of`]).
     pub(super) fn validate(
         self,
+        deployed: Option<&str>,
         components: &std::collections::BTreeMap<String, ComponentSpec>,
         seen: &mut std::collections::HashSet<String>,
     ) -> Result<ScheduleTrigger> {
-        if !components.contains_key(&self.component) {
-            bail!(
-                "field `component`: no component named {:?} is declared",
-                self.component
-            );
+        let component = component_of(self.component, deployed)?;
+        if !components.contains_key(&component) {
+            bail!("field `component`: no component named {component:?} is declared");
         }
-        let name = self.name.unwrap_or_else(|| self.component.clone());
+        let name = self.name.unwrap_or_else(|| component.clone());
         check_name(&name).map_err(|e| anyhow::anyhow!("field `name`: {e}"))?;
         if !seen.insert(name.clone()) {
             bail!("field `name`: two schedules are named {name:?}; give one a `name` of its own");
@@ -119,20 +129,19 @@ impl RawScheduleTrigger {
                 When::Every(every.0)
             }
             (None, Some(text)) => {
-                let cron = croner::Cron::from_str(&text).map_err(|e| {
-                    anyhow::anyhow!("field `cron`: {text:?} is not a cron expression: {e}")
-                })?;
+                let cron = parse_cron(&text).map_err(|e| anyhow::anyhow!("field `cron`: {e}"))?;
                 When::Cron(Box::new(cron), text)
             }
         };
-        if self.timeout.0.is_zero() {
+        let timeout = self.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
+        if timeout.is_zero() {
             bail!("field `timeout`: must be greater than zero");
         }
         Ok(ScheduleTrigger {
             name,
-            component: self.component,
+            component,
             when,
-            timeout: self.timeout.0,
+            timeout,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! Manifest parsing and validation: every bad value names its table and field.
 use super::*;
+use std::time::Duration;
 
 fn parse_in(dir: &Path, text: &str) -> Result<Manifest> {
     Manifest::parse(text, &dir.join("llmchat.toml"))

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 /// A size in bytes, written with a binary or decimal unit: `64MiB`, `512KiB`, `1GB`, `4096`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,6 +71,13 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// Written as the manifest writes it, e.g. `"64MiB"`, so a deploy's record reads back the same.
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// A duration written with a unit: `250ms`, `30s`, `5m`, `1h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
@@ -118,6 +125,13 @@ impl<'de> Deserialize<'de> for HumanDuration {
         deserialize_from_str_or_int(d, "a duration such as \"30s\"", |_| {
             Err("a duration needs a unit, e.g. \"30s\" or \"250ms\"".to_string())
         })
+    }
+}
+
+/// Written as the manifest writes it, e.g. `"30s"`.
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -210,6 +224,14 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown unit")
         );
+    }
+
+    #[test]
+    fn sizes_and_durations_serialize_as_they_are_written() {
+        let size: ByteSize = serde_json::from_str("\"65536KiB\"").unwrap();
+        assert_eq!(serde_json::to_string(&size).unwrap(), "\"64MiB\"");
+        let duration: HumanDuration = serde_json::from_str("\"1500ms\"").unwrap();
+        assert_eq!(serde_json::to_string(&duration).unwrap(), "\"1500ms\"");
     }
 
     #[test]
