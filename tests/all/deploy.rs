@@ -1254,3 +1254,41 @@ fn a_deploy_that_cannot_be_applied_is_refused_and_stored_nowhere() {
         "{row}"
     );
 }
+
+#[test]
+fn a_spec_is_read_as_a_component_table_without_a_source() {
+    let host = Host::start(&manifest());
+    let hello = wasm("hello");
+    let before = snapshot(&host);
+    let spec = json!({ "source": "/etc/hostname", "triggers": { "http": [{ "route": "/web" }] } });
+    refused(
+        put_multipart(&host, "web", &hello, &spec),
+        StatusCode::BAD_REQUEST,
+        "field `source`",
+        "a spec that names a file",
+    );
+    let spec = json!({ "triggers": { "http": [{ "route": "/web", "component": "hello" }] } });
+    refused(
+        put_multipart(&host, "web", &hello, &spec),
+        StatusCode::BAD_REQUEST,
+        "field `component`",
+        "a trigger for another component",
+    );
+    assert_not_found(&host, "/web");
+    assert_eq!(snapshot(&host), before);
+
+    // The other `[component.NAME]` fields are taken as the manifest takes them.
+    let spec = json!({
+        "memory_limit": 33554432,
+        "environment": { "GREETING": "hi" },
+        "config": { "n": 5 },
+        "triggers": { "http": [{ "route": "/web", "component": "web", "max_body_size": "4KiB" }] }
+    });
+    json_with(
+        put_multipart(&host, "web", &hello, &spec),
+        StatusCode::CREATED,
+        "a spec with the manifest's units",
+    );
+    assert_serves(&host, "/web", HELLO);
+    assert_eq!(listed(&host, "web").unwrap()["memory_limit"], "32MiB");
+}

@@ -1,14 +1,15 @@
-//! Deploying components into a running host: validate, store, swap atomically, and reach
+//! Deploying components into a running host: validate, swap atomically, store, and reach
 //! every host on the same Redis.
 //!
-//! A deploy is checked completely before anything changes: the bytes are a component that
-//! compiles, exports what its triggers need, imports only what the host provides and the
-//! component is granted, fits the pool, and its triggers clash with no other component's.
-//! Then it is stored (disk, and Redis when configured) and swapped in: the queues, the
-//! worker's runners, the schedules and the route table are replaced whole, so new
+//! A deploy is checked completely before anything changes, by the manifest's own types and
+//! rules ([`DeploySpec`]): the bytes are a component that compiles, exports what its triggers
+//! need, imports only what the host provides and the component is granted, fits the pool,
+//! and its triggers are valid and clash with no other component's. Then it is swapped in: the
+//! queues, the worker's runners, the schedules and the route table are replaced whole, so new
 //! invocations use the new version while in-flight ones finish on the old one (they hold
-//! it). One change at a time per host; other hosts hear of it by pub/sub ([`cluster`]) and
-//! fetch the bytes by content hash.
+//! it). Only a change this host applied is stored (disk, and Redis when configured); if
+//! storing fails, the previous version is swapped back. One change at a time per host; other
+//! hosts hear of it by pub/sub ([`cluster`]) and fetch the bytes by content hash.
 
 mod cluster;
 mod spec;
