@@ -11,6 +11,7 @@ pub mod budget;
 mod cache;
 pub mod compiler;
 mod heap;
+mod lane;
 mod limits;
 mod resident;
 mod state;
@@ -30,7 +31,9 @@ pub use cache::Compiled;
 pub use compiler::{CompileError, CompilerOptions};
 pub use heap::{pin_allocator_thresholds, return_freed_memory, trim_periodically};
 pub use limits::{InstanceLimiter, MemoryLimitExceeded};
-pub use resident::{CodeImage, RELEASE_EVERY as CODE_RELEASE_EVERY, release_idle as release_idle_code};
+pub use resident::{
+    CodeImage, RELEASE_EVERY as CODE_RELEASE_EVERY, release_idle as release_idle_code,
+};
 pub use state::{InvocationState, OutboundPolicy};
 
 use crate::manifest::Manifest;
@@ -310,13 +313,14 @@ impl InvocationLimits {
 }
 
 /// Runs one invocation under its wall-clock limit, charging what the host allocates while it
-/// runs to its memory budget. Dropping the future on timeout drops the instance with it,
+/// runs to its memory budget, and in the long lane once it has computed for a while. Dropping the future on timeout drops the instance with it,
 /// which frees its pool slot.
 pub async fn with_deadline<T>(
     limits: InvocationLimits,
     invocation: impl Future<Output = wasmtime::Result<T>>,
 ) -> Result<T, InvocationError> {
-    let charged = budget::Charged::new(limits.budget, invocation);
+    // Charged inside: the lane's own allocations are not the guest's.
+    let charged = lane::InLane::new(budget::Charged::new(limits.budget, invocation));
     match crate::timers::timeout(limits.timeout, charged).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(InvocationError::from_wasmtime(e, limits.max_resources)),
