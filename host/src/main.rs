@@ -26,7 +26,7 @@ use llmchat_host::http::{HttpServer, LiveRoutes};
 use llmchat_host::kv::{KvStore, MemoryKv, RedisKv};
 use llmchat_host::limits::RateLimiter;
 use llmchat_host::limits::llm::LlmGate;
-use llmchat_host::limits::memory::{DEFAULT_MAX_KEYS, MemoryLimiter};
+use llmchat_host::limits::local::{DEFAULT_MAX_KEYS, LocalRateLimiter};
 use llmchat_host::limits::redis::RedisLimiter;
 use llmchat_host::manifest::{ByteSize, HumanDuration, Manifest};
 use llmchat_host::metrics::Metrics;
@@ -221,7 +221,7 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
     // Rate limits live in Redis when there is one (shared by every host), else here.
     let limiter: Arc<dyn RateLimiter> = match &redis {
         Some(pool) => Arc::new(RedisLimiter::new(pool.clone())),
-        None => Arc::new(MemoryLimiter::new(DEFAULT_MAX_KEYS)),
+        None => Arc::new(LocalRateLimiter::new(DEFAULT_MAX_KEYS)),
     };
     let services = Arc::new(Services {
         kv,

@@ -131,7 +131,7 @@ impl Host {
                     &Default::default(),
                     Default::default(),
                     Default::default(),
-                    Arc::new(llmchat_host::limits::memory::MemoryLimiter::new(1_000)),
+                    Arc::new(llmchat_host::limits::local::LocalRateLimiter::new(1_000)),
                 )),
             }),
         })

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use llmchat_host::limits::memory::MemoryLimiter;
+use llmchat_host::limits::local::LocalRateLimiter;
 use llmchat_host::limits::redis::RedisLimiter;
 use llmchat_host::limits::{Limit, RateLimiter};
 use llmchat_host::manifest::RedisSettings;
@@ -28,7 +28,7 @@ pub fn measure() -> Result<Results> {
         rate: "100/min".parse().map_err(anyhow::Error::msg)?,
         burst: 100,
     };
-    let memory = MemoryLimiter::new(100_000);
+    let memory = LocalRateLimiter::new(100_000);
     let keys: Vec<String> = (0..10_000)
         .map(|i| format!("route|ip:10.0.{}.{}", i / 256, i % 256))
         .collect();

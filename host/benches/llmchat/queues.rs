@@ -470,7 +470,7 @@ fn memory_throughput(
                 &Default::default(),
                 Default::default(),
                 Default::default(),
-                Arc::new(llmchat_host::limits::memory::MemoryLimiter::new(1_000)),
+                Arc::new(llmchat_host::limits::local::LocalRateLimiter::new(1_000)),
             )),
         });
         rt.block_on(fill(&queues, per_queue, trivial_payload))?;
@@ -481,7 +481,7 @@ fn memory_throughput(
             engine.clone(),
             services,
             metrics,
-            Arc::new(llmchat_host::limits::memory::MemoryLimiter::new(1_000)),
+            Arc::new(llmchat_host::limits::local::LocalRateLimiter::new(1_000)),
         )?);
         let shutdown = CancellationToken::new();
         let mut progress = Progress::new(jobs);

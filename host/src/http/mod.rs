@@ -1,5 +1,5 @@
 //! The HTTP front door: the admin API under `/admin/` (see [`crate::admin`]) and the host's
-//! `/metrics`, `/health`, `/ready` and `/dashboard` ([`probes`]), then the component routes of
+//! `/metrics`, `/health`, `/ready` and `/dashboard` ([`observability`]), then the component routes of
 //! `[[trigger.http]]`, served by axum/hyper, with a graceful, bounded shutdown.
 //!
 //! [`HttpServer`] owns every task it starts: connections are drained on shutdown, and
@@ -9,7 +9,7 @@
 mod connections;
 mod cut;
 mod error;
-mod probes;
+mod observability;
 mod routes;
 mod trigger;
 
@@ -70,7 +70,7 @@ impl LiveRoutes {
     ) -> Result<()> {
         let mut routes = RouteTable::default();
         for t in triggers {
-            if probes::PATHS.contains(&t.route.as_str()) {
+            if observability::PATHS.contains(&t.route.as_str()) {
                 bail!(
                     "route {:?} of component `{}` is reserved for the host's own endpoint",
                     t.route,
@@ -126,7 +126,7 @@ pub struct AppState {
 pub struct HttpServer {
     state: Arc<AppState>,
     admin: AdminApi,
-    probes: Arc<probes::Probes>,
+    observability: Arc<observability::ObservabilityState>,
     shutdown_grace: Duration,
     connections: Arc<connections::Connections>,
 }
@@ -159,7 +159,7 @@ impl HttpServer {
             limits,
             metrics.connections().clone(),
         ));
-        let probes = Arc::new(probes::Probes {
+        let observability = Arc::new(observability::ObservabilityState {
             redis: metrics.redis().cloned(),
             metrics,
             dashboard,
@@ -168,18 +168,18 @@ impl HttpServer {
         Ok(Self {
             state,
             admin,
-            probes,
+            observability,
             shutdown_grace: manifest.http.shutdown_grace.0,
             connections,
         })
     }
 
     /// `/admin` and everything under it belong to the admin API, and `/metrics`, `/health`
-    /// and `/ready` to the probes, so no component route can shadow them or see their
+    /// and `/ready` to the host's observability endpoints, so no component route can shadow them or see their
     /// requests; every other path goes to the component routes.
     fn router(&self) -> Router {
         crate::admin::router(self.admin.clone())
-            .merge(probes::router(self.probes.clone()))
+            .merge(observability::router(self.observability.clone()))
             .fallback(trigger::dispatch)
             .with_state(self.state.clone())
     }

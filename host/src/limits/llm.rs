@@ -235,7 +235,7 @@ mod tests {
             &settings,
             Family::default(),
             Family::default(),
-            Arc::new(crate::limits::memory::MemoryLimiter::new(100)),
+            Arc::new(crate::limits::local::LocalRateLimiter::new(100)),
         );
         let a1 = gate.turn("a").await.unwrap();
         let _a2 = gate.turn("a").await.unwrap();

@@ -1,15 +1,14 @@
 //! Rate limits owned by the host: declared in the manifest, computed on access (GCRA), with
 //! no timer and no task per limit, shared by every host through Redis when it is configured.
 //!
-//! The old backend's RateLimitService kept an unbounded in-memory map and swept it with its
-//! own `setInterval`. Here a limit is state only while it matters: a key whose bucket is
-//! full again holds nothing ([`memory`] drops it the next time it needs room, Redis expires
-//! it), and each check is one atomic step: one lock in memory, one script round trip on
-//! Redis.
+//! A limit is state only while it matters: a key whose bucket is full again holds nothing
+//! ([`local`] drops it the next time it needs room, Redis expires it), and each check is one
+//! atomic step: one lock in this process ([`local::LocalRateLimiter`]), one script round
+//! trip on Redis ([`redis::RedisLimiter`]).
 
 mod gcra;
 pub mod llm;
-pub mod memory;
+pub mod local;
 mod rate;
 pub mod redis;
 

@@ -24,7 +24,7 @@ pub use component::{
 };
 pub use deploy::{DeploySettings, DeploySpec};
 pub use rules::{
-    PROBE_PATHS, check_method, check_name, check_outbound_host, check_route, host_path,
+    OBSERVABILITY_PATHS, check_method, check_name, check_outbound_host, check_route, host_path,
     is_simple_name,
 };
 pub use schedule::{DashboardSettings, ScheduleTrigger, ScheduleTriggerConfig, When, parse_cron};

@@ -8,9 +8,9 @@
 /// The path the admin API owns, with everything under it.
 const ADMIN: &str = "/admin";
 
-/// The host's own endpoints (`/metrics`, the probes and the dashboard), matched before any
-/// component route.
-pub const PROBE_PATHS: [&str; 5] = [
+/// The host's own observability endpoints (`/metrics`, `/health`, `/ready` and the
+/// dashboard), matched before any component route.
+pub const OBSERVABILITY_PATHS: [&str; 5] = [
     "/metrics",
     "/health",
     "/ready",
@@ -52,7 +52,7 @@ pub fn check_route(route: &str) -> Result<(), String> {
 }
 
 /// The host's own path that `route` would take, if any: `/admin` for it and anything under
-/// it, or one of [`PROBE_PATHS`], exactly or as a prefix route (`/metrics/...`). Such a route
+/// it, or one of [`OBSERVABILITY_PATHS`], exactly or as a prefix route (`/metrics/...`). Such a route
 /// could never be served whole, so it is refused rather than shadowed. The catch-all `/...`
 /// is fine: the host's paths are matched first and it serves every other one.
 pub fn host_path(route: &str) -> Option<&'static str> {
@@ -60,7 +60,7 @@ pub fn host_path(route: &str) -> Option<&'static str> {
     if path == ADMIN || path.strip_prefix(ADMIN).is_some_and(|r| r.starts_with('/')) {
         return Some(ADMIN);
     }
-    PROBE_PATHS.into_iter().find(|p| *p == path)
+    OBSERVABILITY_PATHS.into_iter().find(|p| *p == path)
 }
 
 /// An HTTP method as the manifest writes it: upper-case, e.g. `GET`.

@@ -1,4 +1,5 @@
-//! Limits kept in this process: a map of key → TAT with a fixed number of keys.
+//! Rate limits kept in this process, for a host without Redis: a map of key → TAT (GCRA's
+//! theoretical arrival time) with a fixed number of keys.
 //!
 //! A key whose TAT is in the past is a full bucket, the same as no key at all, so dropping
 //! it loses nothing: when the map is full, the expired keys go first. If even that frees
@@ -18,12 +19,12 @@ use super::gcra::{Decision, Limit, apply};
 /// Keys held when the manifest does not say.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
-pub struct MemoryLimiter {
+pub struct LocalRateLimiter {
     tats: Mutex<HashMap<String, u64>>,
     max_keys: usize,
 }
 
-impl MemoryLimiter {
+impl LocalRateLimiter {
     pub fn new(max_keys: usize) -> Self {
         Self {
             tats: Mutex::new(HashMap::with_capacity(max_keys.min(1024))),
@@ -85,7 +86,7 @@ fn now_us() -> u64 {
 }
 
 #[async_trait]
-impl RateLimiter for MemoryLimiter {
+impl RateLimiter for LocalRateLimiter {
     async fn check(&self, key: &str, limit: &Limit) -> Decision {
         self.check_at(key, limit, now_us())
     }
@@ -105,7 +106,7 @@ mod tests {
 
     #[test]
     fn a_million_distinct_keys_never_hold_more_than_the_cap() {
-        let limiter = MemoryLimiter::new(10_000);
+        let limiter = LocalRateLimiter::new(10_000);
         let limit = Limit {
             rate: "1/hour".parse().unwrap(),
             burst: 1,
@@ -122,7 +123,7 @@ mod tests {
 
     #[test]
     fn expired_keys_make_room_first() {
-        let limiter = MemoryLimiter::new(10);
+        let limiter = LocalRateLimiter::new(10);
         let limit = Limit {
             rate: "1/s".parse().unwrap(),
             burst: 1,

@@ -1,10 +1,12 @@
 //! The host's own observability endpoints: `GET /metrics` (Prometheus), `/health`
-//! (liveness), `/ready` (readiness), and `/dashboard` with its `/dashboard/history` JSON. They are matched before the component routes, so
-//! no manifest route, not even `/...`, can shadow them.
+//! (liveness), `/ready` (readiness), and `/dashboard` with its `/dashboard/history` JSON.
+//! They are matched before the component routes, so no manifest route, not even `/...`, can
+//! shadow them.
 //!
 //! None of them is behind the admin token: `/metrics` is meant for a Prometheus scraper on
-//! a private network, which is how Prometheus endpoints are deployed, and the probes are for
-//! an orchestrator. They reveal counts and component and queue names, never payloads.
+//! a private network, which is how Prometheus endpoints are deployed, and `/health` and
+//! `/ready` are an orchestrator's liveness and readiness probes. They reveal counts and
+//! component and queue names, never payloads.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +37,7 @@ pub const PATHS: [&str; 5] = [
 const READY_PING_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What the endpoints read.
-pub struct Probes {
+pub struct ObservabilityState {
     pub metrics: Arc<Metrics>,
     pub dashboard: Arc<Dashboard>,
     /// The Redis pool, when Redis is configured.
@@ -45,7 +47,7 @@ pub struct Probes {
 }
 
 /// `GET` (and `HEAD`) for [`PATHS`]; another method gets a JSON 405.
-pub fn router<S>(probes: Arc<Probes>) -> Router<S>
+pub fn router<S>(state: Arc<ObservabilityState>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -56,13 +58,13 @@ where
         .route("/dashboard", get(dashboard_page))
         .route("/dashboard/history", get(dashboard_history))
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(probes)
+        .with_state(state)
 }
 
-async fn metrics(State(probes): State<Arc<Probes>>, headers: HeaderMap) -> Response {
+async fn metrics(State(state): State<Arc<ObservabilityState>>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::from_accept(accept);
-    match probes.metrics.scrape(format).await {
+    match state.metrics.scrape(format).await {
         Ok(body) => (
             [(
                 header::CONTENT_TYPE,
@@ -95,13 +97,13 @@ async fn dashboard_page() -> Response {
         .into_response()
 }
 
-async fn dashboard_history(State(probes): State<Arc<Probes>>) -> Response {
+async fn dashboard_history(State(state): State<Arc<ObservabilityState>>) -> Response {
     (
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        probes.dashboard.history_json(),
+        state.dashboard.history_json(),
     )
         .into_response()
 }
@@ -113,8 +115,8 @@ async fn health() -> Json<serde_json::Value> {
 
 /// Readiness: every component is loaded (always true once the host serves) and Redis, when
 /// configured, answers a PING within [`READY_PING_TIMEOUT`].
-async fn ready(State(probes): State<Arc<Probes>>) -> Response {
-    let redis = match &probes.redis {
+async fn ready(State(state): State<Arc<ObservabilityState>>) -> Response {
+    let redis = match &state.redis {
         None => Ok("not configured"),
         Some(pool) => match crate::timers::timeout(READY_PING_TIMEOUT, pool.ping()).await {
             Ok(Ok(())) => Ok("ok"),
@@ -127,7 +129,7 @@ async fn ready(State(probes): State<Arc<Probes>>) -> Response {
     match redis {
         Ok(redis) => Json(json!({
             "status": "ready",
-            "components": probes.routes.components(),
+            "components": state.routes.components(),
             "redis": redis,
         }))
         .into_response(),
