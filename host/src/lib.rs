@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod queue;
 pub mod redis;
 pub mod registry;
+pub mod runtime;
 pub mod schedule;
 pub mod scheduler;
 pub mod timers;

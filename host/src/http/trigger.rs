@@ -7,7 +7,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -22,9 +21,10 @@ use super::AppState;
 use super::cut::{CutAware, FailedFlag};
 use super::error::ApiError;
 use super::routes::RouteMatch;
-use crate::engine::{InvocationError, InvocationLimits, with_deadline};
-use crate::metrics::{ComponentMetrics, ErrorKind};
+use crate::engine::InvocationError;
+use crate::metrics::ErrorKind;
 use crate::registry::LoadedComponent;
+use crate::runtime::invoke;
 
 /// Serves any request that is not one of the host's own endpoints.
 pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request<Body>) -> Response {
@@ -126,25 +126,24 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
     let metrics = route.metrics.clone();
     let failed = FailedFlag::default();
     let task_failed = failed.clone();
+    let timeout = component.spec.timeout;
     let task = app.tasks.spawn(async move {
         let _permit = permit;
-        let started = Instant::now();
-        let limits = InvocationLimits::of(&store, task_component.spec.timeout);
-        let result = with_deadline(limits, async {
-            let instance = proxy.instantiate_async(&mut store).await?;
-            instance
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, outparam)
-                .await
+        let invoked = invoke(&task_component, store, timeout, &metrics, |store| {
+            Box::pin(async move {
+                let instance = proxy.instantiate_async(&mut *store).await?;
+                instance
+                    .wasi_http_incoming_handler()
+                    .call_handle(store, incoming, outparam)
+                    .await
+            })
         })
         .await;
-        report(&task_component, &metrics, store.data(), &result, started);
-        if result.is_err() {
+        if invoked.result.is_err() {
             // Before the store drops, which ends a body the guest did not finish.
             task_failed.set();
         }
-        drop(store);
-        result
+        invoked.result
     });
 
     match receiver.await {
@@ -265,41 +264,4 @@ fn failure(component: &LoadedComponent, e: &InvocationError) -> ApiError {
         status,
         format!("component `{}` failed: {e}", component.name()),
     )
-}
-
-/// Records the end of an invocation in the metrics and the log; a failure is logged with
-/// what the guest wrote to stderr.
-fn report(
-    component: &LoadedComponent,
-    metrics: &ComponentMetrics,
-    state: &crate::engine::InvocationState,
-    result: &Result<(), InvocationError>,
-    started: Instant,
-) {
-    let elapsed = started.elapsed();
-    let peak = state.peak();
-    let (peak_memory, peak_host_memory) = (peak.total, peak.host);
-    metrics.invocation(elapsed, peak, result.as_ref().err().map(ErrorKind::from));
-    let elapsed_us = elapsed.as_micros() as u64;
-    match result {
-        Ok(()) => tracing::debug!(
-            component = component.name(),
-            elapsed_us,
-            peak_memory,
-            peak_host_memory,
-            "invocation done"
-        ),
-        Err(e) => {
-            let output = state.guest_output();
-            tracing::warn!(
-                component = component.name(),
-                kind = e.kind(),
-                elapsed_us,
-                peak_memory,
-                peak_host_memory,
-                guest_output = %output,
-                "invocation failed: {e}"
-            );
-        }
-    }
 }

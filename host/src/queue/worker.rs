@@ -22,11 +22,12 @@ use tokio_util::task::TaskTracker;
 
 use super::{Delivery, QueueError, Queues, now_ms};
 use crate::capabilities::{Services, WitJob, WitJobError};
-use crate::engine::{ComponentEngine, InvocationError, InvocationLimits, with_deadline};
+use crate::engine::{ComponentEngine, InvocationError};
 use crate::limits::{Limit, Rate, RateLimiter};
 use crate::manifest::QueueTrigger;
-use crate::metrics::{ComponentMetrics, ErrorKind, Metrics, Trigger};
+use crate::metrics::{ComponentMetrics, Metrics, Trigger};
 use crate::registry::{LoadedComponent, Registry};
+use crate::runtime::invoke;
 use crate::scheduler::{Scheduler, instant_of_wall_ms as instant_of};
 
 /// Finished jobs waiting for their batched acknowledgement.
@@ -476,8 +477,7 @@ async fn run_attempt(
             component.name()
         ));
     };
-    let started = Instant::now();
-    let mut store = component.new_store(engine, services);
+    let store = component.new_store(engine, services);
     let job = WitJob {
         id: delivery.job.id.clone(),
         queue: delivery.job.queue.clone(),
@@ -485,34 +485,21 @@ async fn run_attempt(
         attempt: delivery.job.attempt,
         max_attempts: delivery.job.max_attempts,
     };
-    let limits = InvocationLimits::of(&store, runner.trigger.timeout.0);
-    let result = with_deadline(limits, pre.process(&mut store, &job)).await;
-    let error = match &result {
-        Ok(Ok(_)) => None,
-        Ok(Err(_)) => Some(ErrorKind::Guest),
-        Err(e) => Some(ErrorKind::from(e)),
-    };
-    runner
-        .metrics
-        .invocation(started.elapsed(), store.data().peak(), error);
-    match result {
-        Ok(Ok(output)) => Outcome::Done(output),
-        Ok(Err(WitJobError::Retry(m))) => Outcome::Retryable(m),
-        Ok(Err(WitJobError::Fail(m))) => Outcome::Permanent(m),
+    let timeout = runner.trigger.timeout.0;
+    let invoked = invoke(component, store, timeout, &runner.metrics, |store| {
+        Box::pin(async move { pre.process(store, &job).await })
+    })
+    .await;
+    match &invoked.result {
+        Ok(Ok(output)) => Outcome::Done(output.clone()),
+        Ok(Err(WitJobError::Retry(m))) => Outcome::Retryable(m.clone()),
+        Ok(Err(WitJobError::Fail(m))) => Outcome::Permanent(m.clone()),
         Err(e) => {
-            let output = store.data().guest_output();
-            let detail = if output.is_empty() {
-                String::new()
-            } else {
-                format!(" (guest output: {output})")
-            };
-            let kind = e.kind();
             let message = match e {
                 InvocationError::Timeout(_) => format!("component `{}` {e}", component.name()),
                 _ => format!("component `{}` failed: {e}", component.name()),
             };
-            tracing::debug!(kind, "{message}{detail}");
-            Outcome::Retryable(format!("{message}{detail}"))
+            Outcome::Retryable(invoked.with_guest_output(&message))
         }
     }
 }

@@ -13,7 +13,7 @@ mod claim;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio_util::task::TaskTracker;
@@ -21,13 +21,12 @@ use tokio_util::task::TaskTracker;
 pub use claim::{Claim, LocalClaims, RedisClaims, TickClaims};
 
 use crate::capabilities::{Services, WitTick};
-use crate::engine::{ComponentEngine, InvocationLimits, with_deadline};
+use crate::engine::ComponentEngine;
 use crate::manifest::ScheduleTrigger;
-use crate::metrics::{
-    ComponentMetrics, ErrorKind, Metrics, Monitors, Severity, TickOutcome, Trigger,
-};
+use crate::metrics::{ComponentMetrics, Metrics, Monitors, Severity, TickOutcome, Trigger};
 use crate::queue::now_ms;
 use crate::registry::{LoadedComponent, Registry};
+use crate::runtime::invoke;
 use crate::scheduler::{EntryWaker, SchedulerHandle, instant_of_wall_ms as instant_of};
 
 /// How long past its timeout a run's claim is held: a host that dies mid-run blocks the
@@ -258,23 +257,19 @@ fn skip(schedule: &Schedule, shared: &Shared, why: &str) {
 async fn run(schedule: Arc<Schedule>, shared: Arc<Shared>, tick_ms: u64, skipped: u32) {
     let (name, component) = (&schedule.trigger.name, &schedule.component);
     if let Some(pre) = &component.monitor {
-        let started = Instant::now();
-        let mut store = component.new_store(&shared.engine, &shared.services);
+        let store = component.new_store(&shared.engine, &shared.services);
         let tick = WitTick {
             schedule: name.clone(),
             scheduled_at_ms: tick_ms,
             skipped,
         };
-        let limits = InvocationLimits::of(&store, schedule.trigger.timeout);
-        let result = with_deadline(limits, pre.run(&mut store, &tick)).await;
-        let error = match &result {
-            Ok(Ok(_)) => None,
-            Ok(Err(_)) => Some(ErrorKind::Guest),
-            Err(e) => Some(ErrorKind::from(e)),
-        };
-        schedule
-            .metrics
-            .invocation(started.elapsed(), store.data().peak(), error);
+        let timeout = schedule.trigger.timeout;
+        let pre = pre.clone();
+        let invoked = invoke(component, store, timeout, &schedule.metrics, |store| {
+            Box::pin(async move { pre.run(store, &tick).await })
+        })
+        .await;
+        let result = invoked.result;
         let monitor = component.name();
         match result {
             Ok(Ok(report)) => {

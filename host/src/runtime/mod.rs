@@ -1,0 +1,5 @@
+//! Running components: one invocation path shared by every trigger.
+
+mod invoke;
+
+pub use invoke::{GuestAnswer, GuestCall, Invoked, invoke};
