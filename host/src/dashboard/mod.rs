@@ -1,10 +1,9 @@
 //! The live dashboard: a bounded history of the key series, sampled by the scheduler,
 //! served as JSON at `/dashboard/history` and drawn by the static page at `/dashboard`.
 //!
-//! The old backend kept its monitoring history in an unbounded array (about 150 MB of a
-//! 255 MB process). Here the history is a ring of `[dashboard] samples` entries allocated
-//! once (360 × 10 s = one hour by default); older samples are overwritten. Long-term
-//! history is Prometheus's job, through `/metrics`.
+//! The history is a ring of `[dashboard] samples` entries allocated once (360 × 10 s = one
+//! hour by default), so it never grows; older samples are overwritten. Long-term history is
+//! Prometheus's job, through `/metrics`.
 
 mod sample;
 

@@ -1,6 +1,6 @@
 //! The embedded kv backend: a bounded in-process map with TTL expiry.
 //!
-//! Bounded on purpose (the old backend's caches grew without limit): it holds at most
+//! Bounded, so that no component can make it grow without limit: it holds at most
 //! `max_keys` keys and `max_bytes` of keys plus values. Expired keys are removed when read,
 //! when the store is full, and by the scheduler's periodic sweep ([`KvStore::sweep_expired`])
 //! so that keys nobody reads again do not hold memory until the store fills. It is not

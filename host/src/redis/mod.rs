@@ -1,8 +1,7 @@
 //! The one place that talks to Redis: a few multiplexed connections for commands, one
 //! dedicated connection for blocking reads, and a hard cap on commands in flight.
 //!
-//! The old backend starved a pool of 20 connections (282 waiters, `active 32 > total 20`).
-//! Here every command takes a permit from a semaphore of `max_in_flight`, waits at most
+//! Every command takes a permit from a semaphore of `max_in_flight`, waits at most
 //! `acquire_timeout` for one, and otherwise fails with a clear [`RedisError::Unavailable`]
 //! (HTTP 503 upstream). Connections reconnect with backoff on their own; while Redis is gone
 //! commands fail fast and nothing crashes. [`PoolStats`] reads can never show more in use

@@ -1,14 +1,13 @@
 //! The single owner of time: everything periodic in the host is an entry here, and one
 //! task runs them all.
 //!
-//! The old backend ran 50+ `setInterval`s; here the queue worker's delayed-job promotion,
-//! stalled-job reclaim and heartbeats, the kv expiry sweep, the dashboard's sampling and
-//! every `[[trigger.schedule]]` are entries of one [`Scheduler`]: a priority queue of due
-//! times and ONE task that sleeps until the earliest (one armed timer, whatever the number
-//! of entries). When an entry is due its work starts as a future polled by that same task
-//! (work is I/O: a Redis round trip, a spawn), so a slow Redis call never delays another
-//! entry, and an entry is never started again while its previous run is still going. The
-//! work returns when it is next due. Anything that learns of earlier work (a delayed job
+//! The queue worker's delayed-job promotion, stalled-job reclaim and heartbeats, the kv
+//! expiry sweep, the dashboard's sampling and every `[[trigger.schedule]]` are entries of
+//! one [`Scheduler`]: a priority queue of due times and ONE task that sleeps until the
+//! earliest (one armed timer, whatever the number of entries). When an entry is due its
+//! work starts as a future polled by that same task (work is I/O: a Redis round trip, a
+//! spawn), so a slow Redis call never delays another entry, and an entry is never started
+//! again while its previous run is still going. The work returns when it is next due. Anything that learns of earlier work (a delayed job
 //! enqueued here) pulls its entry forward through an [`EntryWaker`].
 //!
 //! The lag (how late an entry started after its due time) is recorded for
