@@ -4,8 +4,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use llmchat_host::manifest::HumanDuration;
-use llmchat_host::queue::Backoff;
+use llmchat_host::manifest::{Backoff, HumanDuration};
 
 use super::client::AdminClient;
 use super::{HostArg, UsageError, table};

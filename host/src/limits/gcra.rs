@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::Rate;
+use crate::manifest::Rate;
 
 /// A limit: `rate` sustained, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

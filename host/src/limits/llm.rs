@@ -12,40 +12,9 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::manifest::HumanDuration;
-
-/// `[quotas]` in the manifest.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuotaSettings {
-    /// LLM calls at once, host-wide.
-    #[serde(default = "default_concurrency")]
-    pub llm_concurrency: u32,
-    /// LLM calls at once, per component.
-    #[serde(default = "default_per_component")]
-    pub llm_concurrency_per_component: u32,
-    /// How long a call waits for a turn before failing `unavailable`.
-    #[serde(default = "default_wait")]
-    pub llm_wait: HumanDuration,
-    /// Token budgets of each agent (the `agent` of an llm request), e.g.
-    /// `["10000/min", "200000/day"]`; over one, calls fail `quota-exceeded` until it refills.
-    #[serde(default)]
-    pub agent_tokens: Vec<super::Rate>,
-}
-
-impl Default for QuotaSettings {
-    fn default() -> Self {
-        Self {
-            llm_concurrency: default_concurrency(),
-            llm_concurrency_per_component: default_per_component(),
-            llm_wait: default_wait(),
-            agent_tokens: Vec::new(),
-        }
-    }
-}
+use crate::manifest::QuotaSettings;
 
 /// Distinct agents with their own token series; beyond it, they count as `other`.
 const MAX_AGENT_SERIES: usize = 256;
@@ -54,18 +23,6 @@ const MAX_AGENT_SERIES: usize = 256;
 pub struct AgentTokenLabels {
     pub agent: String,
     pub direction: &'static str,
-}
-
-fn default_concurrency() -> u32 {
-    64
-}
-
-fn default_per_component() -> u32 {
-    16
-}
-
-fn default_wait() -> HumanDuration {
-    HumanDuration(Duration::from_secs(2))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -222,6 +179,7 @@ fn budget_key(agent: &str, limit: &super::Limit) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::HumanDuration;
 
     #[tokio::test]
     async fn turns_are_bounded_per_component_and_host_wide_and_waiting_ends() {

@@ -9,7 +9,6 @@
 mod gcra;
 pub mod llm;
 pub mod local;
-mod rate;
 pub mod redis;
 
 use std::time::Duration;
@@ -17,7 +16,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use gcra::{Decision, Limit};
-pub use rate::Rate;
 
 /// Where limits keep their state.
 #[async_trait]

@@ -5,8 +5,11 @@
 //! at no component are all errors that name the file and the field, because a manifest that
 //! "mostly works" is how limits silently go missing in production.
 
+mod backoff;
 mod component;
 mod deploy;
+mod quotas;
+mod rate;
 mod rules;
 mod schedule;
 mod triggers;
@@ -18,11 +21,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+pub use backoff::Backoff;
 pub use component::{
     ComponentConfig, ComponentSpec, ConfigValue, MAX_INSTANCES, MAX_MEMORY_LIMIT, MAX_RESOURCES,
     MIN_MEMORY_LIMIT, MIN_RESOURCES,
 };
 pub use deploy::{DeploySettings, DeploySpec};
+pub use quotas::QuotaSettings;
+pub use rate::Rate;
 pub use rules::{
     OBSERVABILITY_PATHS, check_method, check_name, check_outbound_host, check_route, host_path,
     is_simple_name,
@@ -50,7 +56,7 @@ pub struct Manifest {
     pub schedule_triggers: Vec<ScheduleTrigger>,
     pub dashboard: DashboardSettings,
     pub deploy: DeploySettings,
-    pub quotas: crate::limits::llm::QuotaSettings,
+    pub quotas: QuotaSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,7 +272,7 @@ struct RawManifest {
     #[serde(default)]
     deploy: DeploySettings,
     #[serde(default)]
-    quotas: crate::limits::llm::QuotaSettings,
+    quotas: QuotaSettings,
 }
 
 impl Manifest {

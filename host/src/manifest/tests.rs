@@ -191,7 +191,7 @@ fn queue_triggers_parse_with_defaults_and_are_checked() {
     assert_eq!((t.concurrency, t.max_attempts), (5, 3));
     assert_eq!(
         t.backoff,
-        crate::queue::Backoff::Fixed(Duration::from_secs(2))
+        crate::manifest::Backoff::Fixed(Duration::from_secs(2))
     );
     for (extra, want) in [
         ("backoff = \"linear:1s\"", "backoff"),

@@ -12,11 +12,9 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::schedule::ScheduleTriggerConfig;
 use super::{
-    ByteSize, ComponentSpec, HumanDuration, ScheduleTrigger, check_method, check_name, check_route,
-    host_path,
+    Backoff, ByteSize, ComponentSpec, HumanDuration, Rate, ScheduleTrigger, check_method,
+    check_name, check_route, host_path,
 };
-use crate::limits::Rate;
-use crate::queue::Backoff;
 
 /// Most jobs of one queue a host processes at once.
 pub const MAX_CONCURRENCY: u32 = 10_000;
@@ -123,6 +121,10 @@ pub struct HttpTriggerConfig {
 
 /// One HTTP route of a component, checked.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::manual_non_exhaustive,
+    reason = "`#[non_exhaustive]` would not stop the rest of the crate from making one unchecked"
+)]
 pub struct HttpTrigger {
     /// `/exact/path`, or `/prefix/...` for the prefix and everything below it.
     pub route: String,
@@ -140,6 +142,9 @@ pub struct HttpTrigger {
     pub rate_limit_key: Option<String>,
     /// Requests with a larger body get 413 before any instance is created.
     pub max_body_size: ByteSize,
+    /// Private, so that only [`HttpTriggerConfig::validate`] makes one: every route the
+    /// host serves has passed [`HttpTrigger::check`], so none is on a host path.
+    _checked: (),
 }
 
 impl HttpTriggerConfig {
@@ -167,6 +172,7 @@ impl HttpTriggerConfig {
             burst: self.burst,
             rate_limit_key: self.rate_limit_key,
             max_body_size: self.max_body_size.unwrap_or(ByteSize::mib(1)),
+            _checked: (),
         };
         trigger.check(components, seen)?;
         Ok(trigger)

@@ -7,7 +7,6 @@
 //! and checks every job against them before a backend sees it. [`worker::QueueWorker`] runs
 //! the jobs.
 
-mod backoff;
 pub mod memory;
 pub mod redis;
 pub mod worker;
@@ -19,9 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-pub use backoff::Backoff;
-
-use crate::manifest::QueueTrigger;
+use crate::manifest::{Backoff, QueueTrigger};
 use crate::scheduler::EntryWaker;
 
 /// Why a queue operation failed; mapped to the WIT `queue.error` in one place.

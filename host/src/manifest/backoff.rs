@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::manifest::HumanDuration;
+use super::HumanDuration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backoff {
