@@ -25,9 +25,9 @@ pub mod queue;
 pub mod redis;
 pub mod registry;
 pub mod runtime;
-pub mod schedule;
 pub mod scheduler;
 pub mod timers;
+pub mod triggers;
 
 /// Every host allocation goes through the budget accounting, so that what the host holds
 /// for a component counts against the component's `memory_limit` (see [`engine::budget`]).

@@ -21,7 +21,7 @@ use llmchat_host::admin::{AdminApi, AdminAuth};
 use llmchat_host::capabilities::Services;
 use llmchat_host::dashboard::Dashboard;
 use llmchat_host::deploy::{Deployer, Targets};
-use llmchat_host::engine::{CompilerOptions, ComponentEngine, PoolSizing};
+use llmchat_host::engine::{CompilerOptions, PoolSizing};
 use llmchat_host::http::{HttpServer, LiveRoutes};
 use llmchat_host::kv::{KvStore, MemoryKv, RedisKv};
 use llmchat_host::limits::RateLimiter;
@@ -36,6 +36,7 @@ use llmchat_host::queue::worker::QueueWorker;
 use llmchat_host::queue::{QueueBackend, Queues};
 use llmchat_host::redis::RedisPool;
 use llmchat_host::registry::Registry;
+use llmchat_host::runtime::ComponentEngine;
 use llmchat_host::schedule::{LocalClaims, RedisClaims, Schedules, TickClaims};
 use llmchat_host::scheduler::Scheduler;
 
@@ -198,7 +199,8 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
     let cache_dir = if args.no_cache {
         None
     } else {
-        args.cache_dir.or_else(ComponentEngine::default_cache_dir)
+        args.cache_dir
+            .or_else(llmchat_host::engine::default_cache_dir)
     };
     let mut compiler = CompilerOptions::this_program()?;
     compiler.timeout = args.compile_timeout.0;
@@ -207,6 +209,7 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         PoolSizing::from_manifest(&manifest),
         cache_dir,
         compiler,
+        llmchat_host::runtime::link,
     )?);
     let _ = engine_keepalive.set(engine.clone());
     let in_manifest = || format!("in manifest `{}`", manifest.path.display());

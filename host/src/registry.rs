@@ -11,8 +11,9 @@ use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::capabilities::{CapabilityCtx, ComponentIdentity, MonitorPre, ProcessorPre, Services};
-use crate::engine::{CodeImage, ComponentEngine, InvocationState, OutboundPolicy};
+use crate::engine::CodeImage;
 use crate::manifest::{ComponentSpec, Manifest};
+use crate::runtime::{ComponentEngine, InvocationState, OutboundPolicy};
 
 /// One component, ready to instantiate.
 pub struct LoadedComponent {
@@ -22,9 +23,9 @@ pub struct LoadedComponent {
     /// Present when the component exports `wasi:http/incoming-handler`.
     pub http: Option<ProxyPre<InvocationState>>,
     /// Present when the component exports `llmchat:runtime/processor`.
-    pub processor: Option<ProcessorPre>,
+    pub processor: Option<ProcessorPre<InvocationState>>,
     /// Present when the component exports `llmchat:runtime/monitoring`.
-    pub monitor: Option<MonitorPre>,
+    pub monitor: Option<MonitorPre<InvocationState>>,
     /// One permit per instance that may run at once.
     pub slots: Arc<Semaphore>,
     identity: Arc<ComponentIdentity>,

@@ -1,4 +1,5 @@
-//! The host's only door to tokio's timers, so that they can be counted.
+//! The host's only door to tokio's timers, so that they can be counted, and its one wall
+//! clock, [`now_ms`].
 //!
 //! Invariant 2 of the design says the number of host tasks and timers does not grow with
 //! queues × concurrency × monitors. Tokio does not report armed timers, so every timer the
@@ -19,11 +20,19 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
 static ARMED: AtomicUsize = AtomicUsize::new(0);
+
+/// Milliseconds since the Unix epoch: the wall clock, for times that are stored, shown or
+/// compared across hosts (job due times, schedule ticks, deploys, alerts). 0 before 1970.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Timers armed by the host now.
 pub fn armed() -> usize {

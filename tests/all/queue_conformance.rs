@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use llmchat_host::manifest::{QueueTrigger, RedisSettings};
 use llmchat_host::queue::memory::MemoryQueue;
 use llmchat_host::queue::redis::RedisQueue;
-use llmchat_host::queue::{
-    Delivery, EnqueueRequest, Enqueued, QueueBackend, QueueError, Queues, now_ms,
-};
+use llmchat_host::queue::{Delivery, EnqueueRequest, Enqueued, QueueBackend, QueueError, Queues};
 use llmchat_host::redis::RedisPool;
+use llmchat_host::timers::now_ms;
 
 use crate::support::redis::RedisServer;
 

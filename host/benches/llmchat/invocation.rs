@@ -24,14 +24,13 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use llmchat_host::capabilities::{CapabilityCtx, ComponentIdentity, Services};
-use llmchat_host::engine::{
-    CompilerOptions, ComponentEngine, InvocationState, OutboundPolicy, PoolSizing,
-};
+use llmchat_host::engine::{CompilerOptions, PoolSizing};
 use llmchat_host::kv::MemoryKv;
 use llmchat_host::llm::EchoProvider;
 use llmchat_host::manifest::Manifest;
 use llmchat_host::queue::Queues;
 use llmchat_host::queue::memory::MemoryQueue;
+use llmchat_host::runtime::{ComponentEngine, InvocationState, OutboundPolicy};
 
 use crate::{median, micros};
 
@@ -116,6 +115,7 @@ impl Host {
                 sizing,
                 None,
                 CompilerOptions::with_program(env!("CARGO_BIN_EXE_llmchat")),
+                llmchat_host::runtime::link,
             )?,
             identity: Arc::new(ComponentIdentity {
                 name: "bench".to_string(),

@@ -40,7 +40,7 @@ use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use llmchat_host::capabilities::Services;
-use llmchat_host::engine::{CompilerOptions, ComponentEngine, PoolSizing};
+use llmchat_host::engine::{CompilerOptions, PoolSizing};
 use llmchat_host::kv::MemoryKv;
 use llmchat_host::llm::EchoProvider;
 use llmchat_host::manifest::Manifest;
@@ -50,6 +50,7 @@ use llmchat_host::queue::worker::QueueWorker;
 use llmchat_host::queue::{EnqueueRequest, Queues};
 use llmchat_host::redis::RedisPool;
 use llmchat_host::registry::Registry;
+use llmchat_host::runtime::ComponentEngine;
 
 use crate::process::{Llmchat, RedisServer, pause};
 use crate::redis_probe::{Counters, KeyspaceEvents, Monitor, Probe, Seen};
@@ -440,6 +441,7 @@ fn memory_throughput(
         PoolSizing::from_manifest(&manifest),
         Some(cache.to_path_buf()),
         CompilerOptions::with_program(env!("CARGO_BIN_EXE_llmchat")),
+        llmchat_host::runtime::link,
     )?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -8,18 +8,25 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use super::bindings::exports::llmchat::runtime::{monitoring, processor};
-use crate::engine::InvocationState;
 
 /// A component's `llmchat:runtime/processor` export, ready to instantiate.
-#[derive(Clone)]
-pub struct ProcessorPre {
-    pre: InstancePre<InvocationState>,
+pub struct ProcessorPre<T: 'static> {
+    pre: InstancePre<T>,
     indices: Arc<processor::GuestIndices>,
 }
 
-impl ProcessorPre {
+impl<T: 'static> Clone for ProcessorPre<T> {
+    fn clone(&self) -> Self {
+        Self {
+            pre: self.pre.clone(),
+            indices: self.indices.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static> ProcessorPre<T> {
     /// Fails when the component does not export `processor`.
-    pub fn new(pre: InstancePre<InvocationState>) -> wasmtime::Result<Self> {
+    pub fn new(pre: InstancePre<T>) -> wasmtime::Result<Self> {
         let indices = Arc::new(processor::GuestIndices::new(&pre)?);
         Ok(Self { pre, indices })
     }
@@ -27,7 +34,7 @@ impl ProcessorPre {
     /// Instantiates the component in `store` and processes one job.
     pub async fn process(
         &self,
-        store: &mut Store<InvocationState>,
+        store: &mut Store<T>,
         job: &processor::Job,
     ) -> wasmtime::Result<Result<String, processor::JobError>> {
         let instance = self.pre.instantiate_async(&mut *store).await?;
@@ -37,15 +44,23 @@ impl ProcessorPre {
 }
 
 /// A component's `llmchat:runtime/monitoring` export, ready to instantiate.
-#[derive(Clone)]
-pub struct MonitorPre {
-    pre: InstancePre<InvocationState>,
+pub struct MonitorPre<T: 'static> {
+    pre: InstancePre<T>,
     indices: Arc<monitoring::GuestIndices>,
 }
 
-impl MonitorPre {
+impl<T: 'static> Clone for MonitorPre<T> {
+    fn clone(&self) -> Self {
+        Self {
+            pre: self.pre.clone(),
+            indices: self.indices.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static> MonitorPre<T> {
     /// Fails when the component does not export `monitoring`.
-    pub fn new(pre: InstancePre<InvocationState>) -> wasmtime::Result<Self> {
+    pub fn new(pre: InstancePre<T>) -> wasmtime::Result<Self> {
         let indices = Arc::new(monitoring::GuestIndices::new(&pre)?);
         Ok(Self { pre, indices })
     }
@@ -53,7 +68,7 @@ impl MonitorPre {
     /// Instantiates the component in `store` and runs one tick.
     pub async fn run(
         &self,
-        store: &mut Store<InvocationState>,
+        store: &mut Store<T>,
         tick: &monitoring::Tick,
     ) -> wasmtime::Result<Result<monitoring::Report, String>> {
         let instance = self.pre.instantiate_async(&mut *store).await?;

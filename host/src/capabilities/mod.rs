@@ -1,5 +1,6 @@
 //! The host side of the llmchat WIT imports (`kv`, `llm`, `log`, `config`, `queue`,
-//! `probe`) and the exports the host calls ([`exports`]).
+//! `probe`) and the exports the host calls ([`exports`]), generic over the store's data:
+//! a store only has to hold a [`CapabilityCtx`].
 //!
 //! [`Services`] holds the shared backends, built once in `main`. Each invocation gets a
 //! [`CapabilityCtx`] that binds those services to one component (its name is the kv
@@ -20,7 +21,6 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 
-use crate::engine::InvocationState;
 use crate::kv::KvStore;
 use crate::llm::LlmProvider;
 use crate::queue::Queues;
@@ -87,14 +87,13 @@ impl HasData for Capabilities {
     type Data<'a> = &'a mut CapabilityCtx;
 }
 
-/// Adds WASI (with an empty context), `wasi:http` and the llmchat interfaces to `linker`.
-pub fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_async(linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+/// Adds the llmchat interfaces to `linker`; `caps` finds the capability state in a store's
+/// data, whatever else that data holds.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    caps: fn(&mut T) -> &mut CapabilityCtx,
+) -> wasmtime::Result<()> {
     use bindings::llmchat::runtime::{config, kv, llm, log, probe, queue};
-    fn caps(s: &mut InvocationState) -> &mut CapabilityCtx {
-        &mut s.caps
-    }
     kv::add_to_linker::<_, Capabilities>(linker, caps)?;
     llm::add_to_linker::<_, Capabilities>(linker, caps)?;
     log::add_to_linker::<_, Capabilities>(linker, caps)?;

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use llmchat_host::engine::compiler::{EXIT_INVALID_COMPONENT, precompile_manifest, run_child};
-use llmchat_host::engine::{CompileError, ComponentEngine, PoolSizing};
+use llmchat_host::engine::{CompileError, PoolSizing};
 use llmchat_host::manifest::{ByteSize, Manifest};
 
 use super::UsageError;
@@ -69,7 +69,7 @@ pub fn run(args: CompileArgs) -> ExitCode {
 fn compile(args: CompileArgs) -> Result<()> {
     let cache_dir = args
         .cache_dir
-        .or_else(ComponentEngine::default_cache_dir)
+        .or_else(llmchat_host::engine::default_cache_dir)
         .ok_or_else(|| {
             UsageError("no cache folder: pass --cache-dir or set LLMCHAT_CACHE_DIR".into())
         })?;

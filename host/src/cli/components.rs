@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use serde::Deserialize;
@@ -21,6 +20,7 @@ use llmchat_host::manifest::{
     ScheduleTriggerConfig, TriggerConfigs, check_method, check_name, check_outbound_host,
     check_route, host_path, parse_cron,
 };
+use llmchat_host::timers::now_ms;
 
 use super::client::AdminClient;
 use super::{HostArg, UsageError, table};
@@ -451,13 +451,6 @@ fn ago(now_ms: u64, then_ms: u64) -> String {
         3600..86_400 => format!("{}h ago", secs / 3600),
         _ => format!("{}d ago", secs / 86_400),
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 pub async fn rollback(args: RollbackArgs) -> Result<()> {

@@ -143,12 +143,6 @@ impl Dashboard {
         };
         serde_json::to_string(&json).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
-
-    /// Samples held and slots allocated, for tests of the bound.
-    pub fn history_size(&self) -> (usize, usize) {
-        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        (history.len(), history.allocated())
-    }
 }
 
 #[cfg(test)]

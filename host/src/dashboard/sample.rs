@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::metrics::quantiles::Snapshot;
 use crate::metrics::{ActivitySnapshot, Metrics, Trigger};
-use crate::queue::now_ms;
+use crate::timers::now_ms;
 
 /// The longest queue counts are reused while this host sees no queue activity: other hosts'
 /// changes show within this.

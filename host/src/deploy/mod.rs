@@ -30,18 +30,20 @@ pub use crate::manifest::DeploySpec;
 pub use spec::parse_query;
 pub use store::{ComponentRecord, Deployment, DiskStore, default_state_dir};
 
-use crate::engine::{CompileError, ComponentEngine, PoolSizing};
+use crate::engine::{CompileError, PoolSizing};
+use crate::runtime::ComponentEngine;
 use crate::http::LiveRoutes;
 use crate::manifest::{
     ComponentConfig, ComponentSpec, HttpTrigger, HumanDuration, Manifest, QueueTrigger,
     ScheduleTrigger, check_name,
 };
 use crate::metrics::Metrics;
+use crate::queue::Queues;
 use crate::queue::worker::QueueWorker;
-use crate::queue::{Queues, now_ms};
 use crate::registry::{LoadedComponent, Needs, Registry, load_component};
 use crate::schedule::Schedules;
 use crate::scheduler::SchedulerHandle;
+use crate::timers::now_ms;
 use cluster::ClusterStore;
 
 /// Why a deploy, delete or rollback was refused; nothing changed in every case.

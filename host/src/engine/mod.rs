@@ -2,10 +2,11 @@
 //!
 //! [`ComponentEngine`] is built once in `main`: an async engine with the pooling allocator
 //! sized from the manifest, epoch interruption driven by one [`ticker::EpochTicker`], the
-//! compiled-artifact cache, and the linker holding every import the host grants. Each
-//! invocation gets a fresh [`Store`] from [`ComponentEngine::new_store`], capped by an
-//! [`limits::InstanceLimiter`] and a deadline, and dropped when the invocation ends: no
-//! instance outlives its invocation.
+//! compiled-artifact cache, and the linker holding every import the host grants (what is
+//! linked is up to the caller: see `crate::runtime`). Each invocation gets a fresh [`Store`]
+//! from [`ComponentEngine::new_store`], capped by an [`InstanceLimiter`] and a deadline, and
+//! dropped when the invocation ends: no instance outlives its invocation. The engine knows
+//! its store's data only through [`Limited`].
 
 pub mod budget;
 mod cache;
@@ -14,7 +15,6 @@ mod heap;
 mod lane;
 mod limits;
 mod resident;
-mod state;
 mod ticker;
 
 use std::path::{Path, PathBuf};
@@ -34,7 +34,6 @@ pub use limits::{InstanceLimiter, MemoryLimitExceeded};
 pub use resident::{
     CodeImage, RELEASE_EVERY as CODE_RELEASE_EVERY, release_idle as release_idle_code,
 };
-pub use state::{InvocationState, OutboundPolicy};
 
 use crate::manifest::Manifest;
 
@@ -95,30 +94,45 @@ const TABLE_KEEP_RESIDENT: usize = 1 << 20;
 /// the pool splits it across its shards (one per core).
 const MAX_UNUSED_WARM_SLOTS: u32 = 16;
 
+/// What the engine needs of a store's data: the limiter that caps its memory.
+pub trait Limited: Send + 'static {
+    fn limiter(&self) -> &InstanceLimiter;
+    fn limiter_mut(&mut self) -> &mut InstanceLimiter;
+    /// The store's cap on resource handles, named in the error when its table is full.
+    fn max_resources(&self) -> usize;
+}
+
+/// The default artifact cache folder.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    cache::ArtifactCache::default_dir()
+}
+
 /// The process-wide engine, linker and artifact cache, and the compiler children that
-/// fill the cache (this process never compiles: see [`compiler`]).
-pub struct ComponentEngine {
+/// fill the cache (this process never compiles: see [`compiler`]). `T` is the data of
+/// every store.
+pub struct ComponentEngine<T: 'static> {
     engine: wasmtime::Engine,
-    linker: Linker<InvocationState>,
+    linker: Linker<T>,
     cache: cache::ArtifactCache,
     compiler: compiler::ChildCompiler,
     _ticker: ticker::EpochTicker,
 }
 
-impl ComponentEngine {
-    /// Builds the engine. `cache_dir` of `None` disables the artifact cache (compiler
-    /// children then write into a private temporary folder); `compiler` says which binary
-    /// compiles, and its bounds.
+impl<T: Limited> ComponentEngine<T> {
+    /// Builds the engine; `link` adds every import the host grants to its linker.
+    /// `cache_dir` of `None` disables the artifact cache (compiler children then write into
+    /// a private temporary folder); `compiler` says which binary compiles, and its bounds.
     pub fn new(
         sizing: PoolSizing,
         cache_dir: Option<PathBuf>,
         compiler: CompilerOptions,
+        link: impl FnOnce(&mut Linker<T>) -> wasmtime::Result<()>,
     ) -> Result<Self> {
         let engine = wasmtime::Engine::new(&engine_config(sizing)?)
             .map_err(anyhow::Error::from)
             .context("creating the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
-        crate::capabilities::add_to_linker(&mut linker)
+        link(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking host capabilities")?;
         let cache = cache::ArtifactCache::new(&engine, cache_dir)?;
@@ -135,11 +149,6 @@ impl ComponentEngine {
 
     pub fn wasmtime(&self) -> &wasmtime::Engine {
         &self.engine
-    }
-
-    /// The default artifact cache folder.
-    pub fn default_cache_dir() -> Option<PathBuf> {
-        cache::ArtifactCache::default_dir()
     }
 
     /// Maps component `name` at `path` from the artifact cache, compiling it in a child
@@ -174,7 +183,7 @@ impl ComponentEngine {
     }
 
     /// Resolves the component's imports against what the host grants, once per component.
-    pub fn instantiate_pre(&self, component: &Component) -> Result<InstancePre<InvocationState>> {
+    pub fn instantiate_pre(&self, component: &Component) -> Result<InstancePre<T>> {
         self.linker
             .instantiate_pre(component)
             .map_err(anyhow::Error::from)
@@ -186,7 +195,7 @@ impl ComponentEngine {
     ///
     /// Host-side bytes past the cap are caught on the way back into wasm from every host
     /// call (the call hook), and at every epoch tick for a guest that stays in wasm.
-    pub fn new_store(&self, state: InvocationState) -> Store<InvocationState> {
+    pub fn new_store(&self, state: T) -> Store<T> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s.limiter_mut());
         store.call_hook(|store, hook| match hook {
@@ -302,7 +311,7 @@ pub struct InvocationLimits {
 }
 
 impl InvocationLimits {
-    pub fn of(store: &Store<InvocationState>, timeout: Duration) -> Self {
+    pub fn of<T: Limited>(store: &Store<T>, timeout: Duration) -> Self {
         let state = store.data();
         Self {
             timeout,

@@ -42,7 +42,7 @@ impl CodeImage {
     pub fn register(component: &Component) -> Arc<CodeImage> {
         let image = Arc::new(CodeImage {
             component: component.clone(),
-            last_used_ms: AtomicU64::new(now_ms()),
+            last_used_ms: AtomicU64::new(uptime_ms()),
             mapped: AtomicBool::new(true),
         });
         let mut images = IMAGES.lock().unwrap_or_else(|p| p.into_inner());
@@ -53,15 +53,15 @@ impl CodeImage {
 
     /// Records that an instance is about to run this code.
     pub fn touch(&self) {
-        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_used_ms.store(uptime_ms(), Ordering::Relaxed);
         if !self.mapped.load(Ordering::Relaxed) {
             self.mapped.store(true, Ordering::Relaxed);
         }
     }
 
     /// Drops the image's mapped pages if it is idle and has no private page; true if it did.
-    fn release_if_idle(&self, now_ms: u64) -> bool {
-        let idle = now_ms.saturating_sub(self.last_used_ms.load(Ordering::Relaxed));
+    fn release_if_idle(&self, uptime_ms: u64) -> bool {
+        let idle = uptime_ms.saturating_sub(self.last_used_ms.load(Ordering::Relaxed));
         if idle < IDLE_AFTER.as_millis() as u64 || !self.mapped.swap(false, Ordering::Relaxed) {
             return false;
         }
@@ -107,12 +107,13 @@ pub fn release_idle() -> usize {
         images.retain(|i| i.strong_count() > 0);
         images.iter().filter_map(Weak::upgrade).collect()
     };
-    let now = now_ms();
+    let now = uptime_ms();
     images.iter().filter(|i| i.release_if_idle(now)).count()
 }
 
-/// Milliseconds since the first call in this process.
-fn now_ms() -> u64 {
+/// Milliseconds since the first call in this process: a monotonic clock for idle times,
+/// unlike the wall clock of [`crate::timers::now_ms`].
+fn uptime_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }

@@ -30,7 +30,7 @@ pub(crate) use trigger::read_body;
 use crate::admin::AdminApi;
 use crate::capabilities::Services;
 use crate::dashboard::Dashboard;
-use crate::engine::ComponentEngine;
+use crate::runtime::ComponentEngine;
 use crate::limits::RateLimiter;
 use crate::manifest::{HttpTrigger, Manifest};
 use crate::metrics::{Metrics, Trigger};
@@ -62,6 +62,10 @@ impl LiveRoutes {
     }
 
     /// Builds the table for `triggers` from the components of `registry` and swaps it in.
+    ///
+    /// No trigger is on one of the host's own paths: an [`HttpTrigger`] is only made by the
+    /// manifest's checks (for the manifest and for a deploy alike), which refuse those, and
+    /// the host's endpoints serve exactly [`crate::manifest::OBSERVABILITY_PATHS`].
     pub fn set(
         &self,
         triggers: &[HttpTrigger],
@@ -70,13 +74,6 @@ impl LiveRoutes {
     ) -> Result<()> {
         let mut routes = RouteTable::default();
         for t in triggers {
-            if observability::PATHS.contains(&t.route.as_str()) {
-                bail!(
-                    "route {:?} of component `{}` is reserved for the host's own endpoint",
-                    t.route,
-                    t.component
-                );
-            }
             let component = registry.get(&t.component).with_context(|| {
                 format!(
                     "route {:?} names unknown component `{}`",

@@ -15,7 +15,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use serde_json::json;
 
@@ -23,15 +23,6 @@ use super::ApiError;
 use crate::dashboard::{self, Dashboard};
 use crate::metrics::{Format, Metrics};
 use crate::redis::RedisPool;
-
-/// The paths [`router`] owns.
-pub const PATHS: [&str; 5] = [
-    "/metrics",
-    "/health",
-    "/ready",
-    "/dashboard",
-    "/dashboard/history",
-];
 
 /// How long `/ready` waits for Redis to answer a PING.
 const READY_PING_TIMEOUT: Duration = Duration::from_millis(500);
@@ -46,17 +37,28 @@ pub struct ObservabilityState {
     pub routes: Arc<super::LiveRoutes>,
 }
 
-/// `GET` (and `HEAD`) for [`PATHS`]; another method gets a JSON 405.
+/// Each endpoint's path and handler. The paths are [`crate::manifest::OBSERVABILITY_PATHS`],
+/// which the manifest refuses as component routes (a test holds the two lists equal).
+fn endpoints() -> [(&'static str, MethodRouter<Arc<ObservabilityState>>); 5] {
+    [
+        ("/metrics", get(metrics)),
+        ("/health", get(health)),
+        ("/ready", get(ready)),
+        ("/dashboard", get(dashboard_page)),
+        ("/dashboard/history", get(dashboard_history)),
+    ]
+}
+
+/// `GET` (and `HEAD`) for each of the [`endpoints`]; another method gets a JSON 405.
 pub fn router<S>(state: Arc<ObservabilityState>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/dashboard", get(dashboard_page))
-        .route("/dashboard/history", get(dashboard_history))
+    endpoints()
+        .into_iter()
+        .fold(Router::new(), |router, (path, handler)| {
+            router.route(path, handler)
+        })
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
@@ -148,4 +150,16 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     );
     e.allow = Some("GET, HEAD".into());
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::OBSERVABILITY_PATHS;
+
+    #[test]
+    fn the_endpoints_are_exactly_the_paths_the_manifest_refuses_as_routes() {
+        let served = endpoints().map(|(path, _)| path);
+        assert_eq!(served, OBSERVABILITY_PATHS);
+    }
 }

@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 
 use crate::capabilities::{WitReport, WitSeverity};
-use crate::queue::now_ms;
+use crate::timers::now_ms;
 
 pub const MAX_SAMPLES_PER_REPORT: usize = 200;
 pub const MAX_ALERTS_PER_REPORT: usize = 20;

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{
-    DeadJob, Delivery, Enqueued, Job, NewJob, QueueBackend, QueueError, QueueStats, now_ms,
-};
+use super::{DeadJob, Delivery, Enqueued, Job, NewJob, QueueBackend, QueueError, QueueStats};
+use crate::timers::now_ms;
 
 /// Dead letters kept per queue; beyond it the oldest are dropped with a warning.
 const MAX_DEAD: usize = 10_000;

@@ -9,17 +9,17 @@
 
 pub mod memory;
 pub mod redis;
-pub mod worker;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::manifest::{Backoff, QueueTrigger};
 use crate::scheduler::EntryWaker;
+use crate::timers::now_ms;
 
 /// Why a queue operation failed; mapped to the WIT `queue.error` in one place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,13 +172,6 @@ pub trait QueueBackend: Send + Sync {
 
     /// Deletes a queue's dead letters; returns how many.
     async fn purge_dead(&self, queue: &str) -> Result<usize, QueueError>;
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A new random job id: 128 bits, hex.

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
-use crate::engine::{InvocationError, InvocationLimits, InvocationState, with_deadline};
+use super::InvocationState;
+use crate::engine::{InvocationError, InvocationLimits, with_deadline};
 use crate::metrics::{ComponentMetrics, ErrorKind};
 use crate::registry::LoadedComponent;
 

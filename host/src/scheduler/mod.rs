@@ -274,7 +274,7 @@ fn take_added(
 /// The tokio instant of a wall-clock time in ms since the Unix epoch (now, if it is past):
 /// due times shared between hosts are wall-clock, the scheduler's are monotonic.
 pub fn instant_of_wall_ms(ms: u64) -> Instant {
-    let wait = ms.saturating_sub(crate::queue::now_ms());
+    let wait = ms.saturating_sub(crate::timers::now_ms());
     Instant::now() + std::time::Duration::from_millis(wait)
 }
 

@@ -22,10 +22,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Script;
 
-use super::{
-    DeadJob, Delivery, Enqueued, Job, NewJob, QueueBackend, QueueError, QueueStats, now_ms,
-};
+use super::{DeadJob, Delivery, Enqueued, Job, NewJob, QueueBackend, QueueError, QueueStats};
 use crate::redis::{BLOCK_TIME, RedisError, RedisPool};
+use crate::timers::now_ms;
 
 mod entries;
 mod scripts;

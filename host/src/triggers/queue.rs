@@ -20,15 +20,17 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Delivery, QueueError, Queues, now_ms};
 use crate::capabilities::{Services, WitJob, WitJobError};
-use crate::engine::{ComponentEngine, InvocationError};
+use crate::engine::InvocationError;
+use crate::runtime::ComponentEngine;
 use crate::limits::{Limit, RateLimiter};
 use crate::manifest::{QueueTrigger, Rate};
 use crate::metrics::{ComponentMetrics, Metrics, Trigger};
+use crate::queue::{Delivery, QueueBackend, QueueError, Queues};
 use crate::registry::{LoadedComponent, Registry};
 use crate::runtime::invoke;
 use crate::scheduler::{Scheduler, instant_of_wall_ms as instant_of};
+use crate::timers::now_ms;
 
 /// Finished jobs waiting for their batched acknowledgement.
 const ACK_BUFFER: usize = 4096;
@@ -448,7 +450,7 @@ async fn wait_for_rate(limiter: &dyn RateLimiter, queue: &str, rate: Rate) {
     }
 }
 
-async fn interrupt(backend: &dyn super::QueueBackend) {
+async fn interrupt(backend: &dyn QueueBackend) {
     if let Err(e) = backend.interrupt_receive().await {
         tracing::debug!("interrupting the queue read failed: {e}");
     }

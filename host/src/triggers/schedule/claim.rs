@@ -118,7 +118,7 @@ impl TickClaims for RedisClaims {
         lease: Duration,
         keep: Duration,
     ) -> Result<Claim, RedisError> {
-        let now = crate::queue::now_ms();
+        let now = crate::timers::now_ms();
         let (key, host) = (key(schedule), self.host.clone());
         let won: i64 = self
             .pool

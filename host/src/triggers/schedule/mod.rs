@@ -21,13 +21,13 @@ use tokio_util::task::TaskTracker;
 pub use claim::{Claim, LocalClaims, RedisClaims, TickClaims};
 
 use crate::capabilities::{Services, WitTick};
-use crate::engine::ComponentEngine;
+use crate::runtime::ComponentEngine;
 use crate::manifest::ScheduleTrigger;
 use crate::metrics::{ComponentMetrics, Metrics, Monitors, Severity, TickOutcome, Trigger};
-use crate::queue::now_ms;
 use crate::registry::{LoadedComponent, Registry};
 use crate::runtime::invoke;
 use crate::scheduler::{EntryWaker, SchedulerHandle, instant_of_wall_ms as instant_of};
+use crate::timers::now_ms;
 
 /// How long past its timeout a run's claim is held: a host that dies mid-run blocks the
 /// schedule for at most its timeout plus this.

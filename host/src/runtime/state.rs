@@ -13,9 +13,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::budget::{Budget, BudgetHandle};
-use super::limits::InstanceLimiter;
 use crate::capabilities::CapabilityCtx;
+use crate::engine::budget::{Budget, BudgetHandle};
+use crate::engine::{InstanceLimiter, Limited};
 
 /// How much guest stdout/stderr is kept for the log; the rest is dropped.
 const GUEST_OUTPUT_CAPACITY: usize = 4096;
@@ -75,18 +75,6 @@ impl InvocationState {
         }
     }
 
-    pub fn limiter(&self) -> &InstanceLimiter {
-        &self.limiter
-    }
-
-    pub fn max_resources(&self) -> usize {
-        self.table.max_capacity()
-    }
-
-    pub fn limiter_mut(&mut self) -> &mut InstanceLimiter {
-        &mut self.limiter
-    }
-
     /// The invocation's peak footprint: linear memories, tables and host-side bytes.
     pub fn peak_memory(&self) -> usize {
         self.limiter.peak_bytes()
@@ -110,6 +98,20 @@ impl InvocationState {
         String::from_utf8_lossy(&self.output.contents())
             .trim_end()
             .to_string()
+    }
+}
+
+impl Limited for InvocationState {
+    fn limiter(&self) -> &InstanceLimiter {
+        &self.limiter
+    }
+
+    fn limiter_mut(&mut self) -> &mut InstanceLimiter {
+        &mut self.limiter
+    }
+
+    fn max_resources(&self) -> usize {
+        self.table.max_capacity()
     }
 }
 
