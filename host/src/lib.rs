@@ -15,6 +15,8 @@ pub mod capabilities;
 pub mod dashboard;
 pub mod deploy;
 pub mod engine;
+#[cfg(test)]
+mod floors;
 pub mod http;
 pub mod kv;
 pub mod limits;
