@@ -32,13 +32,13 @@ use llmchat_host::manifest::{ByteSize, HumanDuration, Manifest};
 use llmchat_host::metrics::Metrics;
 use llmchat_host::queue::memory::MemoryQueue;
 use llmchat_host::queue::redis::RedisQueue;
-use llmchat_host::queue::worker::QueueWorker;
 use llmchat_host::queue::{QueueBackend, Queues};
 use llmchat_host::redis::RedisPool;
 use llmchat_host::registry::Registry;
 use llmchat_host::runtime::ComponentEngine;
-use llmchat_host::schedule::{LocalClaims, RedisClaims, Schedules, TickClaims};
 use llmchat_host::scheduler::Scheduler;
+use llmchat_host::triggers::queue::QueueWorker;
+use llmchat_host::triggers::schedule::{LocalClaims, RedisClaims, Schedules, TickClaims};
 
 /// How long the runtime may take to cancel what is left after the grace period.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);

@@ -46,11 +46,11 @@ use llmchat_host::llm::EchoProvider;
 use llmchat_host::manifest::Manifest;
 use llmchat_host::queue::memory::MemoryQueue;
 use llmchat_host::queue::redis::RedisQueue;
-use llmchat_host::queue::worker::QueueWorker;
 use llmchat_host::queue::{EnqueueRequest, Queues};
 use llmchat_host::redis::RedisPool;
 use llmchat_host::registry::Registry;
 use llmchat_host::runtime::ComponentEngine;
+use llmchat_host::triggers::queue::QueueWorker;
 
 use crate::process::{Llmchat, RedisServer, pause};
 use crate::redis_probe::{Counters, KeyspaceEvents, Monitor, Probe, Seen};

@@ -39,11 +39,11 @@ use crate::manifest::{
 };
 use crate::metrics::Metrics;
 use crate::queue::Queues;
-use crate::queue::worker::QueueWorker;
 use crate::registry::{LoadedComponent, Needs, Registry, load_component};
-use crate::schedule::Schedules;
 use crate::scheduler::SchedulerHandle;
 use crate::timers::now_ms;
+use crate::triggers::queue::QueueWorker;
+use crate::triggers::schedule::Schedules;
 use cluster::ClusterStore;
 
 /// Why a deploy, delete or rollback was refused; nothing changed in every case.

@@ -4,8 +4,8 @@
 //! [`QueueBackend`] is the seam: [`memory::MemoryQueue`] (embedded, bounded, not durable)
 //! and [`redis::RedisQueue`] (Streams + consumer groups, production) pass one conformance
 //! suite. [`Queues`] is the front the rest of the host uses: it knows the manifest's queues
-//! and checks every job against them before a backend sees it. [`worker::QueueWorker`] runs
-//! the jobs.
+//! and checks every job against them before a backend sees it. The queue trigger
+//! (`triggers::queue`) runs the jobs.
 
 pub mod memory;
 pub mod redis;
