@@ -47,8 +47,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     // which the admin API and deploys need for `ApiError`, `read_body` and the routes.
     ("admin", "http"),
     ("deploy", "http"),
-    // `invoke` takes a `LoadedComponent`.
-    ("runtime", "registry"),
 ];
 
 mod tests {

@@ -47,10 +47,10 @@ pin_project_lite::pin_project! {
 impl<F> InLane<F> {
     /// `inner` in the process's one lane.
     pub fn new(inner: F) -> Self {
-        Self::in_lane(inner, LANE.clone())
+        Self::with_lane(inner, LANE.clone())
     }
 
-    fn in_lane(inner: F, lane: Arc<Semaphore>) -> Self {
+    fn with_lane(inner: F, lane: Arc<Semaphore>) -> Self {
         Self {
             inner,
             lane,
@@ -110,7 +110,7 @@ mod tests {
     async fn a_short_invocation_never_waits_for_a_turn() {
         let lane = Arc::new(Semaphore::new(1));
         let _all_taken = lane.clone().try_acquire_owned().unwrap();
-        let short = InLane::in_lane(
+        let short = InLane::with_lane(
             Busy {
                 each: Duration::from_millis(1),
                 polls: 3,
@@ -125,7 +125,7 @@ mod tests {
     #[tokio::test]
     async fn a_long_invocation_polls_only_with_a_turn_and_gives_it_back() {
         let lane = Arc::new(Semaphore::new(1));
-        let mut long = Box::pin(InLane::in_lane(
+        let mut long = Box::pin(InLane::with_lane(
             Busy {
                 each: LONG_AFTER,
                 polls: 3,

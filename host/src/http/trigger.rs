@@ -129,7 +129,7 @@ async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response,
     let timeout = component.spec.timeout;
     let task = app.tasks.spawn(async move {
         let _permit = permit;
-        let invoked = invoke(&task_component, store, timeout, &metrics, |store| {
+        let invoked = invoke(task_component.name(), store, timeout, &metrics, |store| {
             Box::pin(async move {
                 let instance = proxy.instantiate_async(&mut *store).await?;
                 instance

@@ -15,7 +15,6 @@ use wasmtime::Store;
 use super::InvocationState;
 use crate::engine::{InvocationError, InvocationLimits, with_deadline};
 use crate::metrics::{ComponentMetrics, ErrorKind};
-use crate::registry::LoadedComponent;
 
 /// The guest call of one invocation: given the store, the future of the export's result.
 pub type GuestCall<'s, R> = Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 's>>;
@@ -61,10 +60,10 @@ impl<T, E> GuestAnswer for Result<T, E> {
     }
 }
 
-/// Runs `call` on `store` (made by [`LoadedComponent::new_store`]) under `timeout`, then
-/// records the invocation in `metrics` and the log.
+/// Runs `call` on `store` (made by `registry::LoadedComponent::new_store`) under `timeout`,
+/// then records the invocation of component `name` in `metrics` and the log.
 pub async fn invoke<R: GuestAnswer>(
-    component: &LoadedComponent,
+    name: &str,
     mut store: Store<InvocationState>,
     timeout: Duration,
     metrics: &ComponentMetrics,
@@ -73,14 +72,14 @@ pub async fn invoke<R: GuestAnswer>(
     let started = Instant::now();
     let limits = InvocationLimits::of(&store, timeout);
     let result = with_deadline(limits, call(&mut store)).await;
-    report(component, metrics, store.data(), &result, started.elapsed());
+    report(name, metrics, store.data(), &result, started.elapsed());
     Invoked { result, store }
 }
 
 /// Records the end of an invocation in the metrics and the log; a failure is logged with
 /// what the guest wrote to stderr.
 fn report<R: GuestAnswer>(
-    component: &LoadedComponent,
+    name: &str,
     metrics: &ComponentMetrics,
     state: &InvocationState,
     result: &Result<R, InvocationError>,
@@ -96,14 +95,14 @@ fn report<R: GuestAnswer>(
     let elapsed_us = elapsed.as_micros() as u64;
     match result {
         Ok(_) => tracing::debug!(
-            component = component.name(),
+            component = name,
             elapsed_us,
             peak_memory = peak.total,
             peak_host_memory = peak.host,
             "invocation done"
         ),
         Err(e) => tracing::warn!(
-            component = component.name(),
+            component = name,
             kind = e.kind(),
             elapsed_us,
             peak_memory = peak.total,

@@ -22,12 +22,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::capabilities::{Services, WitJob, WitJobError};
 use crate::engine::InvocationError;
-use crate::runtime::ComponentEngine;
 use crate::limits::{Limit, RateLimiter};
 use crate::manifest::{QueueTrigger, Rate};
 use crate::metrics::{ComponentMetrics, Metrics, Trigger};
 use crate::queue::{Delivery, QueueBackend, QueueError, Queues};
 use crate::registry::{LoadedComponent, Registry};
+use crate::runtime::ComponentEngine;
 use crate::runtime::invoke;
 use crate::scheduler::{Scheduler, instant_of_wall_ms as instant_of};
 use crate::timers::now_ms;
@@ -488,7 +488,7 @@ async fn run_attempt(
         max_attempts: delivery.job.max_attempts,
     };
     let timeout = runner.trigger.timeout.0;
-    let invoked = invoke(component, store, timeout, &runner.metrics, |store| {
+    let invoked = invoke(component.name(), store, timeout, &runner.metrics, |store| {
         Box::pin(async move { pre.process(store, &job).await })
     })
     .await;

@@ -21,10 +21,10 @@ use tokio_util::task::TaskTracker;
 pub use claim::{Claim, LocalClaims, RedisClaims, TickClaims};
 
 use crate::capabilities::{Services, WitTick};
-use crate::runtime::ComponentEngine;
 use crate::manifest::ScheduleTrigger;
 use crate::metrics::{ComponentMetrics, Metrics, Monitors, Severity, TickOutcome, Trigger};
 use crate::registry::{LoadedComponent, Registry};
+use crate::runtime::ComponentEngine;
 use crate::runtime::invoke;
 use crate::scheduler::{EntryWaker, SchedulerHandle, instant_of_wall_ms as instant_of};
 use crate::timers::now_ms;
@@ -265,9 +265,13 @@ async fn run(schedule: Arc<Schedule>, shared: Arc<Shared>, tick_ms: u64, skipped
         };
         let timeout = schedule.trigger.timeout;
         let pre = pre.clone();
-        let invoked = invoke(component, store, timeout, &schedule.metrics, |store| {
-            Box::pin(async move { pre.run(store, &tick).await })
-        })
+        let invoked = invoke(
+            component.name(),
+            store,
+            timeout,
+            &schedule.metrics,
+            |store| Box::pin(async move { pre.run(store, &tick).await }),
+        )
         .await;
         let result = invoked.result;
         let monitor = component.name();
