@@ -31,7 +31,6 @@ pub use spec::parse_query;
 pub use store::{ComponentRecord, Deployment, DiskStore, default_state_dir};
 
 use crate::engine::{CompileError, PoolSizing};
-use crate::runtime::ComponentEngine;
 use crate::http::LiveRoutes;
 use crate::manifest::{
     ComponentConfig, ComponentSpec, HttpTrigger, HumanDuration, Manifest, QueueTrigger,
@@ -40,6 +39,7 @@ use crate::manifest::{
 use crate::metrics::Metrics;
 use crate::queue::Queues;
 use crate::registry::{LoadedComponent, Needs, Registry, load_component};
+use crate::runtime::ComponentEngine;
 use crate::scheduler::SchedulerHandle;
 use crate::timers::now_ms;
 use crate::triggers::queue::QueueWorker;
