@@ -35,14 +35,6 @@ const FLOORS: &[&[&str]] = &[
 
 /// Imports that still run up or sideways, as `(from, to)`: each is a known cycle to undo.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
-    // `metrics` reads live values from queues, Redis and the scheduler, and names their
-    // types; they should push them in instead.
-    ("metrics", "capabilities"),
-    ("metrics", "engine"),
-    ("metrics", "limits"),
-    ("metrics", "queue"),
-    ("metrics", "redis"),
-    ("metrics", "scheduler"),
     // The HTTP trigger (routes, `LiveRoutes`, the handler) is part of the server module,
     // which the admin API and deploys need for `ApiError`, `read_body` and the routes.
     ("admin", "http"),

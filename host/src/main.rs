@@ -29,7 +29,7 @@ use llmchat_host::limits::llm::LlmGate;
 use llmchat_host::limits::local::{DEFAULT_MAX_KEYS, LocalRateLimiter};
 use llmchat_host::limits::redis::RedisLimiter;
 use llmchat_host::manifest::{ByteSize, HumanDuration, Manifest};
-use llmchat_host::metrics::Metrics;
+use llmchat_host::metrics::{Metrics, PoolSource};
 use llmchat_host::queue::memory::MemoryQueue;
 use llmchat_host::queue::redis::RedisQueue;
 use llmchat_host::queue::{QueueBackend, Queues};
@@ -220,7 +220,8 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
     llmchat_host::engine::return_freed_memory();
     let (kv, queue_backend, redis) = storage(&manifest).await.with_context(in_manifest)?;
     let queues = Arc::new(Queues::new(queue_backend, &manifest.queue_triggers));
-    let metrics = Arc::new(Metrics::new(queues.clone(), redis.clone()));
+    let pool = redis.clone().map(|pool| pool as Arc<dyn PoolSource>);
+    let metrics = Arc::new(Metrics::new(queues.clone(), pool));
     // Rate limits live in Redis when there is one (shared by every host), else here.
     let limiter: Arc<dyn RateLimiter> = match &redis {
         Some(pool) => Arc::new(RedisLimiter::new(pool.clone())),
@@ -256,7 +257,12 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         metrics.clone(),
         claims,
     ));
-    let dashboard = Arc::new(Dashboard::new(&manifest.dashboard, metrics.clone()));
+    let dashboard = Arc::new(Dashboard::new(
+        &manifest.dashboard,
+        metrics.clone(),
+        queues.clone(),
+        redis.clone(),
+    ));
     // The one owner of time: every periodic duty of every module is an entry here.
     let scheduler = Scheduler::new(metrics.scheduler().clone());
     worker.schedule_maintenance(&scheduler);
@@ -278,6 +284,7 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         scheduler: scheduler.handle(),
         routes: routes.clone(),
         metrics: metrics.clone(),
+        redis: redis.clone(),
     };
     let state_dir = args
         .state_dir

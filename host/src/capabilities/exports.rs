@@ -8,6 +8,7 @@ use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
 use super::bindings::exports::llmchat::runtime::{monitoring, processor};
+use crate::metrics::{MonitorAlert, MonitorReport, MonitorSample, Severity};
 
 /// A component's `llmchat:runtime/processor` export, ready to instantiate.
 pub struct ProcessorPre<T: 'static> {
@@ -74,5 +75,40 @@ impl<T: Send + 'static> MonitorPre<T> {
         let instance = self.pre.instantiate_async(&mut *store).await?;
         let guest = self.indices.load(&mut *store, &instance)?;
         guest.call_run(store, tick).await
+    }
+}
+
+/// A monitor's report as metrics publishes it.
+impl From<&monitoring::Report> for MonitorReport {
+    fn from(report: &monitoring::Report) -> Self {
+        MonitorReport {
+            samples: report
+                .samples
+                .iter()
+                .map(|s| MonitorSample {
+                    name: s.name.clone(),
+                    labels: s.labels.clone(),
+                    value: s.value,
+                })
+                .collect(),
+            alerts: report
+                .alerts
+                .iter()
+                .map(|a| MonitorAlert {
+                    severity: a.severity.into(),
+                    message: a.message.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<monitoring::Severity> for Severity {
+    fn from(s: monitoring::Severity) -> Self {
+        match s {
+            monitoring::Severity::Info => Severity::Info,
+            monitoring::Severity::Warning => Severity::Warning,
+            monitoring::Severity::Critical => Severity::Critical,
+        }
     }
 }

@@ -19,6 +19,8 @@ pub use sample::Sample;
 use crate::manifest::DashboardSettings;
 use crate::metrics::Metrics;
 use crate::metrics::monitor::RecentAlert;
+use crate::queue::Queues;
+use crate::redis::RedisPool;
 use crate::scheduler::Scheduler;
 use sample::Sampler;
 
@@ -70,6 +72,9 @@ pub struct Dashboard {
     sampler: Mutex<Sampler>,
     interval: Duration,
     metrics: Arc<Metrics>,
+    queues: Arc<Queues>,
+    /// `None` without Redis.
+    redis: Option<Arc<RedisPool>>,
 }
 
 /// `GET /dashboard/history`.
@@ -82,12 +87,20 @@ struct HistoryJson<'a> {
 }
 
 impl Dashboard {
-    pub fn new(settings: &DashboardSettings, metrics: Arc<Metrics>) -> Self {
+    /// Samples the host's totals in `metrics`, the counts of `queues` and the `redis` pool.
+    pub fn new(
+        settings: &DashboardSettings,
+        metrics: Arc<Metrics>,
+        queues: Arc<Queues>,
+        redis: Option<Arc<RedisPool>>,
+    ) -> Self {
         Self {
             history: Mutex::new(Ring::new(settings.samples)),
             sampler: Mutex::new(Sampler::new(&metrics)),
             interval: settings.sample_every.0,
             metrics,
+            queues,
+            redis,
         }
     }
 
@@ -112,13 +125,15 @@ impl Dashboard {
     /// one periodic duty that always runs, every 10 s by default).
     pub async fn sample(&self) {
         crate::engine::trim_periodically();
-        let needed = self.lock_sampler().queue_read_needed(&self.metrics);
+        let needed = self.lock_sampler().queue_read_needed(&self.queues);
         let queues = if needed {
-            Some(sample::read_queue_totals(&self.metrics).await)
+            Some(sample::read_queue_totals(&self.queues).await)
         } else {
             None
         };
-        let sample = self.lock_sampler().take(&self.metrics, queues);
+        let sample = self
+            .lock_sampler()
+            .take(&self.metrics, self.redis.as_deref(), queues);
         self.history
             .lock()
             .unwrap_or_else(|p| p.into_inner())

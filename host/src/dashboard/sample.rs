@@ -9,6 +9,8 @@ use tokio::time::Instant;
 
 use crate::metrics::quantiles::Snapshot;
 use crate::metrics::{ActivitySnapshot, Metrics, Trigger};
+use crate::queue::Queues;
+use crate::redis::RedisPool;
 use crate::timers::now_ms;
 
 /// The longest queue counts are reused while this host sees no queue activity: other hosts'
@@ -96,10 +98,10 @@ impl Sampler {
 
     /// Whether the queue counts must be read again: this host saw queue activity since the
     /// last read, or the last read is too old. An idle host asks Redis once a minute.
-    pub(super) fn queue_read_needed(&self, metrics: &Metrics) -> bool {
+    pub(super) fn queue_read_needed(&self, queues: &Queues) -> bool {
         self.queues_read_at
             .is_none_or(|at| at.elapsed() >= QUEUE_COUNTS_MAX_AGE)
-            || metrics.queues().activity() != self.queues_activity
+            || queues.activity() != self.queues_activity
             || self.queues.is_none()
     }
 
@@ -107,6 +109,7 @@ impl Sampler {
     pub(super) fn take(
         &mut self,
         metrics: &Metrics,
+        redis: Option<&RedisPool>,
         queues: Option<(Option<QueueTotals>, u64)>,
     ) -> Sample {
         let now = Instant::now();
@@ -140,7 +143,7 @@ impl Sampler {
             memory: Memory {
                 rss_bytes: crate::metrics::resident_memory(),
             },
-            redis: metrics.redis().map(|pool| {
+            redis: redis.map(|pool| {
                 let stats = pool.stats();
                 RedisSample {
                     connections: stats.connections,
@@ -162,8 +165,7 @@ impl Sampler {
 
 /// The totals over every queue, read from the backend now, with the host's queue activity
 /// at the time of reading; `None` totals when a queue's backend did not answer.
-pub(super) async fn read_queue_totals(metrics: &Metrics) -> (Option<QueueTotals>, u64) {
-    let queues = metrics.queues();
+pub(super) async fn read_queue_totals(queues: &Queues) -> (Option<QueueTotals>, u64) {
     let activity = queues.activity();
     let names = queues.names();
     let backend = queues.backend();

@@ -38,6 +38,7 @@ use crate::manifest::{
 };
 use crate::metrics::Metrics;
 use crate::queue::Queues;
+use crate::redis::RedisPool;
 use crate::registry::{LoadedComponent, Needs, Registry, load_component};
 use crate::runtime::ComponentEngine;
 use crate::scheduler::SchedulerHandle;
@@ -95,6 +96,8 @@ pub struct Targets {
     pub scheduler: SchedulerHandle,
     pub routes: Arc<LiveRoutes>,
     pub metrics: Arc<Metrics>,
+    /// Where deployments are shared with the other hosts; `None` without Redis.
+    pub redis: Option<Arc<RedisPool>>,
 }
 
 /// The application now: the manifest's components and triggers with deployments applied.
@@ -173,7 +176,7 @@ impl Deployer {
                 None
             }
         };
-        let cluster = targets.metrics.redis().cloned().map(ClusterStore::new);
+        let cluster = targets.redis.clone().map(ClusterStore::new);
         Ok(Self {
             engine,
             base: manifest.clone(),

@@ -130,7 +130,7 @@ pub struct HttpServer {
 
 impl HttpServer {
     /// Serves `routes` (kept current by deploys), the admin API and the host's endpoints;
-    /// `/ready` pings the Redis pool of `metrics`, when Redis is configured.
+    /// `/ready` pings the Redis pool of `services`, when Redis is configured.
     pub fn new(
         manifest: &Manifest,
         engine: Arc<ComponentEngine>,
@@ -140,6 +140,7 @@ impl HttpServer {
         metrics: Arc<Metrics>,
         dashboard: Arc<Dashboard>,
     ) -> Result<Self> {
+        let redis = services.redis.clone();
         let state = Arc::new(AppState {
             routes: routes.clone(),
             engine,
@@ -157,7 +158,7 @@ impl HttpServer {
             metrics.connections().clone(),
         ));
         let observability = Arc::new(observability::ObservabilityState {
-            redis: metrics.redis().cloned(),
+            redis,
             metrics,
             dashboard,
             routes,

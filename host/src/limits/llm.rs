@@ -9,28 +9,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::manifest::QuotaSettings;
+use crate::metrics::{AgentTokenLabels, TokenLabels};
 
 /// Distinct agents with their own token series; beyond it, they count as `other`.
 const MAX_AGENT_SERIES: usize = 256;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct AgentTokenLabels {
-    pub agent: String,
-    pub direction: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct TokenLabels {
-    pub component: String,
-    /// `in` (prompt) or `out` (completion).
-    pub direction: &'static str,
-}
 
 /// The turns of LLM calls, and the token counters.
 pub struct LlmGate {

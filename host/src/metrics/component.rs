@@ -10,7 +10,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 use super::activity::Activity;
-use crate::engine::InvocationError;
 
 /// Upper bounds of the invocation duration buckets, in seconds: 100 µs to 60 s.
 pub(super) const DURATION_BUCKETS: [f64; 18] = [
@@ -58,13 +57,14 @@ impl Trigger {
     }
 }
 
-/// Why an invocation failed, as the `kind` label of `llmchat_component_errors_total`.
+/// Why an invocation failed, as the `kind` label of `llmchat_component_errors_total`. The
+/// runtime maps its invocation errors onto these.
 ///
 /// | kind | counted when |
 /// |---|---|
-/// | `memory` | [`InvocationError::MemoryLimit`]: the instance hit its `memory_limit` |
-/// | `timeout` | [`InvocationError::Timeout`]: the invocation outlasted its `timeout` |
-/// | `trap` | [`InvocationError::Trap`] (a wasm trap or guest panic) and [`InvocationError::Failed`] (any other error that ended the call: a failed instantiation, a host call that aborted the guest) |
+/// | `memory` | the instance hit its `memory_limit` (or its `max_resources`) |
+/// | `timeout` | the invocation outlasted its `timeout` |
+/// | `trap` | a wasm trap or guest panic, and any other error that ended the call: a failed instantiation, a host call that aborted the guest |
 /// | `guest` | the guest ended normally but reported a failure: a queue job's `retry` or `fail` error, or an HTTP handler's `ResponseOutparam::set(Err(..))` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
@@ -88,18 +88,6 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Memory => "memory",
             ErrorKind::Guest => "guest",
-        }
-    }
-}
-
-impl From<&InvocationError> for ErrorKind {
-    fn from(e: &InvocationError) -> Self {
-        match e {
-            InvocationError::MemoryLimit(_) | InvocationError::ResourceLimit(_) => {
-                ErrorKind::Memory
-            }
-            InvocationError::Timeout(_) => ErrorKind::Timeout,
-            InvocationError::Trap(_) | InvocationError::Failed(_) => ErrorKind::Trap,
         }
     }
 }

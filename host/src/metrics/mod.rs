@@ -1,4 +1,9 @@
-//! Prometheus metrics of the host, served by `GET /metrics` (see [`crate::http`]).
+//! Prometheus metrics of the host, served by `GET /metrics`.
+//!
+//! This module only collects: it imports nothing of the host but [`crate::timers`]. The
+//! modules that record here convert into its own types ([`ErrorKind`], [`MonitorReport`],
+//! [`TokenLabels`]), and what a scrape reads from them comes through [`QueueSource`] and
+//! [`PoolSource`], which the queue front and the Redis pool implement.
 //!
 //! [`Metrics`] is built once in `main` and owns the registry. Two kinds of metrics:
 //! - counted as things happen: per component, invocations, errors by [`ErrorKind`], a
@@ -19,9 +24,11 @@
 mod activity;
 mod component;
 mod connections;
+mod llm;
 pub mod monitor;
 pub mod quantiles;
 mod sampled;
+mod scheduler;
 
 use std::sync::Arc;
 
@@ -35,15 +42,14 @@ use prometheus_client::registry::{Registry, Unit};
 pub use activity::{Activity, ActivitySnapshot};
 pub use component::{ComponentMetrics, ErrorKind, PeakMemory, Trigger};
 pub use connections::{ConnectionLimit, ConnectionMetrics, OpenConnection};
-pub use monitor::{Monitors, Severity, TickOutcome};
+pub use llm::{AgentTokenLabels, TokenLabels};
+pub use monitor::{MonitorAlert, MonitorReport, MonitorSample, Monitors, Severity, TickOutcome};
 pub(crate) use sampled::resident_memory;
+pub use sampled::{PoolCounts, PoolSource, QueueCounts, QueueSource};
+pub use scheduler::SchedulerMetrics;
 
 use component::{ComponentLabels, ErrorLabels, InvocationLabels};
 use sampled::Sample;
-
-use crate::queue::Queues;
-use crate::redis::RedisPool;
-use crate::scheduler::SchedulerMetrics;
 
 /// Every metric name starts with it.
 const PREFIX: &str = "llmchat";
@@ -91,10 +97,10 @@ pub struct Metrics {
     peak_memory: HistogramFamily<ComponentLabels>,
     peak_host_memory: HistogramFamily<ComponentLabels>,
     rate_limited: Family<ComponentLabels, Counter>,
-    llm_tokens: Family<crate::limits::llm::TokenLabels, Counter>,
-    llm_agent_tokens: Family<crate::limits::llm::AgentTokenLabels, Counter>,
-    queues: Arc<Queues>,
-    redis: Option<Arc<RedisPool>>,
+    llm_tokens: Family<TokenLabels, Counter>,
+    llm_agent_tokens: Family<AgentTokenLabels, Counter>,
+    queues: Arc<dyn QueueSource>,
+    pool: Option<Arc<dyn PoolSource>>,
     scheduler: Arc<SchedulerMetrics>,
     monitors: Arc<Monitors>,
     activity: Arc<Activity>,
@@ -102,8 +108,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric. With `redis`, the pool starts recording its waits here.
-    pub fn new(queues: Arc<Queues>, redis: Option<Arc<RedisPool>>) -> Self {
+    /// Registers every metric; a scrape reads `queues` and `pool`. With a `pool`, it starts
+    /// recording its waits here.
+    pub fn new(queues: Arc<dyn QueueSource>, pool: Option<Arc<dyn PoolSource>>) -> Self {
         let mut registry = Registry::with_prefix(PREFIX);
         registry.register(
             "build",
@@ -146,7 +153,7 @@ impl Metrics {
             Unit::Bytes,
             peak_host_memory.clone(),
         );
-        if let Some(pool) = &redis {
+        if let Some(pool) = &pool {
             let wait = Histogram::new(REDIS_WAIT_BUCKETS);
             registry.register_with_unit(
                 "redis_pool_wait",
@@ -162,13 +169,13 @@ impl Metrics {
             "HTTP requests refused with 429 by their route's rate limit, before any instance",
             rate_limited.clone(),
         );
-        let llm_tokens = Family::<crate::limits::llm::TokenLabels, Counter>::default();
+        let llm_tokens = Family::<TokenLabels, Counter>::default();
         registry.register(
             "llm_tokens",
             "Tokens of the LLM completions each component asked for, by direction: in (prompt) and out (completion)",
             llm_tokens.clone(),
         );
-        let llm_agent_tokens = Family::<crate::limits::llm::AgentTokenLabels, Counter>::default();
+        let llm_agent_tokens = Family::<AgentTokenLabels, Counter>::default();
         registry.register(
             "llm_agent_tokens",
             "Tokens of the LLM completions made for each agent (the `agent` of the llm request; at most 256 agents, the rest as `other`), by direction",
@@ -226,7 +233,7 @@ impl Metrics {
             llm_tokens,
             llm_agent_tokens,
             queues,
-            redis,
+            pool,
             scheduler,
             monitors,
             activity: Arc::default(),
@@ -241,11 +248,11 @@ impl Metrics {
     }
 
     /// The token counters the LLM gate increments.
-    pub fn llm_tokens(&self) -> Family<crate::limits::llm::TokenLabels, Counter> {
+    pub fn llm_tokens(&self) -> Family<TokenLabels, Counter> {
         self.llm_tokens.clone()
     }
 
-    pub fn llm_agent_tokens(&self) -> Family<crate::limits::llm::AgentTokenLabels, Counter> {
+    pub fn llm_agent_tokens(&self) -> Family<AgentTokenLabels, Counter> {
         self.llm_agent_tokens.clone()
     }
 
@@ -259,14 +266,6 @@ impl Metrics {
 
     pub fn activity(&self) -> &Arc<Activity> {
         &self.activity
-    }
-
-    pub fn queues(&self) -> &Arc<Queues> {
-        &self.queues
-    }
-
-    pub fn redis(&self) -> Option<&Arc<RedisPool>> {
-        self.redis.as_ref()
     }
 
     /// The handles for `component` run by `trigger`; call it once per component at start-up,
@@ -316,7 +315,7 @@ impl Metrics {
 
     /// Samples what is read at scrape time, then encodes everything in `format`.
     pub async fn scrape(&self, format: Format) -> Result<String, std::fmt::Error> {
-        let sample = Sample::take(&self.queues, self.redis.as_deref()).await;
+        let sample = Sample::take(self.queues.as_ref(), self.pool.as_deref()).await;
         let mut sampled = Registry::with_prefix(PREFIX);
         sampled.register_collector(Box::new(sample));
         let mut out = String::with_capacity(16 << 10);
@@ -338,13 +337,22 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::memory::MemoryQueue;
+
+    struct NoQueues;
+
+    #[async_trait::async_trait]
+    impl QueueSource for NoQueues {
+        fn queue_names(&self) -> Vec<String> {
+            Vec::new()
+        }
+
+        async fn queue_counts(&self, queue: &str) -> anyhow::Result<QueueCounts> {
+            anyhow::bail!("no queue {queue:?}")
+        }
+    }
 
     fn metrics() -> Metrics {
-        Metrics::new(
-            Arc::new(Queues::new(Arc::new(MemoryQueue::new()), &[])),
-            None,
-        )
+        Metrics::new(Arc::new(NoQueues), None)
     }
 
     #[test]

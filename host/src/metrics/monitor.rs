@@ -1,5 +1,6 @@
 //! What monitors report, published: their samples as gauges, their alerts as counters, the
-//! log and a short list for the dashboard; and how each schedule's ticks ended.
+//! log and a short list for the dashboard; and how each schedule's ticks ended. A report
+//! comes as a [`MonitorReport`], which the WIT `report` converts into (in `capabilities`).
 //!
 //! A monitor's labels are its own, so they are checked and capped here: names must be
 //! Prometheus label names, a report holds at most [`MAX_SAMPLES_PER_REPORT`] samples, and
@@ -16,7 +17,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 
-use crate::capabilities::{WitReport, WitSeverity};
 use crate::timers::now_ms;
 
 pub const MAX_SAMPLES_PER_REPORT: usize = 200;
@@ -49,14 +49,28 @@ impl Severity {
     }
 }
 
-impl From<WitSeverity> for Severity {
-    fn from(s: WitSeverity) -> Self {
-        match s {
-            WitSeverity::Info => Severity::Info,
-            WitSeverity::Warning => Severity::Warning,
-            WitSeverity::Critical => Severity::Critical,
-        }
-    }
+/// What a monitor reported in one tick.
+#[derive(Debug, Clone, Default)]
+pub struct MonitorReport {
+    pub samples: Vec<MonitorSample>,
+    pub alerts: Vec<MonitorAlert>,
+}
+
+/// One value a monitor measured, published as `llmchat_monitor_sample`.
+#[derive(Debug, Clone)]
+pub struct MonitorSample {
+    /// A Prometheus label name; it becomes the `sample` label.
+    pub name: String,
+    /// The monitor's own labels.
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// An alert a monitor raised.
+#[derive(Debug, Clone)]
+pub struct MonitorAlert {
+    pub severity: Severity,
+    pub message: String,
 }
 
 /// How a schedule's tick ended, as the `outcome` label of `llmchat_schedule_ticks_total`.
@@ -159,7 +173,8 @@ impl Monitors {
 
     /// Publishes a monitor's report. Returns what was refused (a bad name, too many
     /// samples), each with its reason, for the caller to log; the rest is published.
-    pub fn publish(&self, monitor: &str, report: &WitReport) -> Vec<String> {
+    pub fn publish(&self, monitor: &str, report: impl Into<MonitorReport>) -> Vec<String> {
+        let report = report.into();
         let mut refused = Vec::new();
         let mut series = HashSet::new();
         for (i, sample) in report.samples.iter().enumerate() {
@@ -194,7 +209,7 @@ impl Monitors {
                 ));
                 break;
             }
-            self.alert(monitor, alert.severity.into(), &alert.message);
+            self.alert(monitor, alert.severity, &alert.message);
         }
         refused
     }
@@ -314,10 +329,9 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capabilities::{WitAlert, WitSample};
 
-    fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> WitSample {
-        WitSample {
+    fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> MonitorSample {
+        MonitorSample {
             name: name.into(),
             labels: labels
                 .iter()
@@ -330,19 +344,19 @@ mod tests {
     #[test]
     fn bad_samples_are_refused_by_name_and_the_rest_published() {
         let m = Monitors::default();
-        let report = WitReport {
+        let report = MonitorReport {
             samples: vec![
                 sample("queue_waiting", &[("queue", "summarize")], 3.0),
                 sample("bad name", &[], 1.0),
                 sample("x", &[("monitor", "spoof")], 1.0),
                 sample("y", &[], f64::NAN),
             ],
-            alerts: vec![WitAlert {
-                severity: WitSeverity::Critical,
+            alerts: vec![MonitorAlert {
+                severity: Severity::Critical,
                 message: "redis down".into(),
             }],
         };
-        let refused = m.publish("health", &report);
+        let refused = m.publish("health", report);
         assert_eq!(refused.len(), 3, "{refused:?}");
         assert!(refused[0].contains("bad name"), "{refused:?}");
         assert_eq!(m.published.lock().unwrap()["health"].len(), 1);
@@ -354,16 +368,16 @@ mod tests {
     #[test]
     fn a_series_no_longer_reported_is_removed() {
         let m = Monitors::default();
-        let first = WitReport {
+        let first = MonitorReport {
             samples: vec![sample("a", &[], 1.0), sample("b", &[], 2.0)],
             alerts: vec![],
         };
-        m.publish("mon", &first);
-        let second = WitReport {
+        m.publish("mon", first);
+        let second = MonitorReport {
             samples: vec![sample("a", &[], 5.0)],
             alerts: vec![],
         };
-        m.publish("mon", &second);
+        m.publish("mon", second);
         let held = &m.published.lock().unwrap()["mon"];
         assert_eq!(held.len(), 1);
     }

@@ -2,6 +2,9 @@
 //! their backend, possibly Redis, so asynchronously), the Redis pool's snapshot, and the
 //! process's RSS and tokio tasks.
 //!
+//! The queues and the pool are read through [`QueueSource`] and [`PoolSource`], which the
+//! queue front and the Redis pool implement, so that metrics imports neither.
+//!
 //! A [`Sample`] is taken first, asynchronously, then handed to the encoder as a
 //! [`Collector`] of constant gauges and counters. The queue counters are the backend's own
 //! totals, exported as `ConstCounter`s from the sample rather than counted here (a custom
@@ -12,37 +15,75 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use futures::future::join_all;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-
-use crate::queue::{QueueStats, Queues};
-use crate::redis::{PoolStats, RedisPool};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// How long a scrape waits for one queue's counts before reporting it down; Prometheus's
 /// default scrape timeout is 10 s, and the queues are sampled concurrently.
 const QUEUE_STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// One queue's counts, as its backend keeps them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub waiting: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+    pub dead: u64,
+    /// The backend's running totals (on Redis, across every host).
+    pub processed: u64,
+    pub failed: u64,
+    pub retried: u64,
+}
+
+/// Where a scrape reads the queues' counts: the queue front of `main`.
+#[async_trait]
+pub trait QueueSource: Send + Sync {
+    /// Every queue of the manifest.
+    fn queue_names(&self) -> Vec<String>;
+    /// One queue's counts, from its backend.
+    async fn queue_counts(&self, queue: &str) -> anyhow::Result<QueueCounts>;
+}
+
+/// The Redis pool's figures at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolCounts {
+    pub connections: u64,
+    pub in_flight: u64,
+    pub max_in_flight: u64,
+    pub waiters: u64,
+    pub waits: u64,
+    pub timeouts: u64,
+}
+
+/// Where a scrape reads the Redis pool's figures, and where the pool records its waits.
+pub trait PoolSource: Send + Sync {
+    fn pool_counts(&self) -> PoolCounts;
+    /// From now on, observe every wait for a command slot in `histogram`.
+    fn record_waits_in(&self, histogram: Histogram);
+}
+
 /// One scrape's readings.
 #[derive(Debug)]
 pub(super) struct Sample {
     /// Every queue of the manifest; `None` when its backend did not answer.
-    queues: Vec<(String, Option<QueueStats>)>,
-    pool: Option<PoolStats>,
+    queues: Vec<(String, Option<QueueCounts>)>,
+    pool: Option<PoolCounts>,
     resident_memory: Option<u64>,
     alive_tasks: usize,
     timers_armed: usize,
 }
 
 impl Sample {
-    pub(super) async fn take(queues: &Queues, pool: Option<&RedisPool>) -> Sample {
-        let backend = queues.backend();
-        let names = queues.names();
+    pub(super) async fn take(queues: &dyn QueueSource, pool: Option<&dyn PoolSource>) -> Sample {
+        let names = queues.queue_names();
         let stats = join_all(names.iter().map(|q| async move {
-            match crate::timers::timeout(QUEUE_STATS_TIMEOUT, backend.stats(q)).await {
+            match crate::timers::timeout(QUEUE_STATS_TIMEOUT, queues.queue_counts(q)).await {
                 Ok(Ok(stats)) => Some(stats),
                 Ok(Err(e)) => {
                     tracing::debug!(queue = %q, "sampling queue counts for /metrics failed: {e}");
@@ -57,7 +98,7 @@ impl Sample {
         .await;
         Sample {
             queues: names.into_iter().zip(stats).collect(),
-            pool: pool.map(RedisPool::stats),
+            pool: pool.map(PoolSource::pool_counts),
             resident_memory: resident_memory(),
             alive_tasks: tokio::runtime::Handle::current()
                 .metrics()
@@ -68,7 +109,7 @@ impl Sample {
 }
 
 /// Reads one of the backend's running totals out of a queue's counts.
-type QueueTotal = fn(&QueueStats) -> u64;
+type QueueTotal = fn(&QueueCounts) -> u64;
 
 /// Writes one metric family: a descriptor, then one sample per label set.
 fn family<'a, M: EncodeMetric>(

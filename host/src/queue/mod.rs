@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::manifest::{Backoff, QueueTrigger};
+use crate::metrics::{QueueCounts, QueueSource};
 use crate::scheduler::EntryWaker;
 use crate::timers::now_ms;
 
@@ -202,6 +203,27 @@ pub struct Queues {
     /// Bumped by every enqueue, delivery and finish on this host: the dashboard re-reads the
     /// queues' counts only when it moved (or a minute went by), so an idle host stays quiet.
     activity: AtomicU64,
+}
+
+/// What `/metrics` reads at scrape time: every queue's counts, from the backend.
+#[async_trait]
+impl QueueSource for Queues {
+    fn queue_names(&self) -> Vec<String> {
+        self.names()
+    }
+
+    async fn queue_counts(&self, queue: &str) -> anyhow::Result<QueueCounts> {
+        let s = self.backend().stats(queue).await?;
+        Ok(QueueCounts {
+            waiting: s.waiting,
+            in_flight: s.in_flight,
+            delayed: s.delayed,
+            dead: s.dead,
+            processed: s.processed,
+            failed: s.failed,
+            retried: s.retried,
+        })
+    }
 }
 
 impl Queues {

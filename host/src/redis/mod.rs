@@ -17,6 +17,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Semaphore;
 
 use crate::manifest::RedisSettings;
+use crate::metrics::{PoolCounts, PoolSource};
 
 /// Why a Redis call failed, as callers need to branch on it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +80,25 @@ pub struct RedisPool {
 
 /// How long a blocking read may block; also how often an idle host sends it.
 pub const BLOCK_TIME: Duration = Duration::from_secs(10);
+
+/// What `/metrics` reads at scrape time, and where the pool's waits are observed.
+impl PoolSource for RedisPool {
+    fn pool_counts(&self) -> PoolCounts {
+        let s = self.stats();
+        PoolCounts {
+            connections: s.connections,
+            in_flight: s.in_flight,
+            max_in_flight: s.max_in_flight,
+            waiters: s.waiters,
+            waits: s.waits,
+            timeouts: s.timeouts,
+        }
+    }
+
+    fn record_waits_in(&self, histogram: Histogram) {
+        RedisPool::record_waits_in(self, histogram);
+    }
+}
 
 impl RedisPool {
     /// Creates the pool. Connections are made lazily and re-made with backoff, so a host

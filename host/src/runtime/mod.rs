@@ -1,6 +1,7 @@
 //! Running components: the store's data, what the host links into every component, and
 //! one invocation path shared by every trigger.
 
+mod classify;
 mod invoke;
 mod state;
 

@@ -17,8 +17,6 @@
 //! [`crate::engine`]): it must tick every 10 ms even when every tokio worker is busy running
 //! guest code, which is exactly when a task on the runtime would be late.
 
-mod metrics;
-
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
@@ -28,7 +26,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use metrics::SchedulerMetrics;
+use crate::metrics::SchedulerMetrics;
 
 /// Tokio's timers tick in whole milliseconds and round deadlines up, so a sleep until `t`
 /// wakes 1–2 ms after `t`. Entries due within this of now start now instead: lag drops from

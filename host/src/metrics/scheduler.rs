@@ -5,17 +5,17 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::metrics::quantiles::{LogHistogram, Snapshot};
+use super::quantiles::{LogHistogram, Snapshot};
 
 /// Upper bounds of the lag buckets, in seconds: 50 µs to 1 s.
 pub const LAG_BUCKETS: [f64; 14] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-/// Registered in /metrics by [`crate::metrics::Metrics::scheduler`].
+/// The scheduler's side of [`super::Metrics`], recorded by the scheduler.
 pub struct SchedulerMetrics {
-    pub(crate) entries: Gauge,
-    pub(crate) lag: Histogram,
+    pub(super) entries: Gauge,
+    pub(super) lag: Histogram,
     window: LogHistogram,
 }
 
@@ -30,11 +30,11 @@ impl Default for SchedulerMetrics {
 }
 
 impl SchedulerMetrics {
-    pub(super) fn set_entries(&self, n: usize) {
+    pub fn set_entries(&self, n: usize) {
         self.entries.set(n as i64);
     }
 
-    pub(super) fn record_lag(&self, lag: Duration) {
+    pub fn record_lag(&self, lag: Duration) {
         self.lag.observe(lag.as_secs_f64());
         self.window.record(lag);
     }
