@@ -25,21 +25,17 @@ const FLOORS: &[&[&str]] = &[
     // The store's data, the linker, one invoke; then the loaded components.
     &["runtime"],
     &["registry"],
-    // The ways a component is invoked (the HTTP one still lives in `http`).
+    // The ways a component is invoked: HTTP routes, queues, schedules.
     &["triggers"],
-    // The application: deploys, the admin API, the dashboard, the HTTP server.
+    // The application: deploys, the admin API, the dashboard, and the HTTP server that
+    // mounts the admin API, the host's endpoints and the HTTP trigger.
     &["deploy"],
     &["admin", "dashboard"],
     &["http"],
 ];
 
 /// Imports that still run up or sideways, as `(from, to)`: each is a known cycle to undo.
-const KNOWN_UPWARD: &[(&str, &str)] = &[
-    // The HTTP trigger (routes, `LiveRoutes`, the handler) is part of the server module,
-    // which the admin API and deploys need for `ApiError`, `read_body` and the routes.
-    ("admin", "http"),
-    ("deploy", "http"),
-];
+const KNOWN_UPWARD: &[(&str, &str)] = &[];
 
 mod tests {
     use std::collections::BTreeSet;

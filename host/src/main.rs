@@ -22,7 +22,7 @@ use llmchat_host::capabilities::Services;
 use llmchat_host::dashboard::Dashboard;
 use llmchat_host::deploy::{Deployer, Targets};
 use llmchat_host::engine::{CompilerOptions, PoolSizing};
-use llmchat_host::http::{HttpServer, LiveRoutes};
+use llmchat_host::http::HttpServer;
 use llmchat_host::kv::{KvStore, MemoryKv, RedisKv};
 use llmchat_host::limits::RateLimiter;
 use llmchat_host::limits::llm::LlmGate;
@@ -37,6 +37,7 @@ use llmchat_host::redis::RedisPool;
 use llmchat_host::registry::Registry;
 use llmchat_host::runtime::ComponentEngine;
 use llmchat_host::scheduler::Scheduler;
+use llmchat_host::triggers::http::LiveRoutes;
 use llmchat_host::triggers::queue::QueueWorker;
 use llmchat_host::triggers::schedule::{LocalClaims, RedisClaims, Schedules, TickClaims};
 

@@ -16,7 +16,7 @@ use http::{HeaderValue, StatusCode, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::http::ApiError;
+use crate::triggers::http::ApiError;
 
 /// The environment variable holding the admin token.
 pub const TOKEN_ENV: &str = "LLMCHAT_ADMIN_TOKEN";

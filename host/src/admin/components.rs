@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use http::{Request, StatusCode, header};
 
 use crate::deploy::{DeployError, DeploySpec, Deployer, parse_query};
-use crate::http::{ApiError, read_body};
+use crate::triggers::http::{ApiError, read_body};
 
 /// Room for the multipart framing and the spec beyond the component's own bytes.
 const BODY_SLACK: u64 = 1 << 20;

@@ -20,8 +20,8 @@ use http::StatusCode;
 pub use auth::AdminAuth;
 
 use crate::deploy::Deployer;
-use crate::http::ApiError;
 use crate::queue::Queues;
+use crate::triggers::http::ApiError;
 
 /// What the admin API serves: who may call it, the queues, the deployer.
 #[derive(Clone)]

@@ -15,9 +15,9 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::http::{ApiError, read_body};
 use crate::manifest::HumanDuration;
 use crate::queue::{DeadJob, EnqueueRequest, Enqueued, QueueError, QueueStats, Queues};
+use crate::triggers::http::{ApiError, read_body};
 
 /// Dead letters listed when the request gives no `limit`, and the most it may ask for.
 const DEFAULT_DEAD_LIMIT: usize = 100;

@@ -31,7 +31,7 @@ pub use spec::parse_query;
 pub use store::{ComponentRecord, Deployment, DiskStore, default_state_dir};
 
 use crate::engine::{CompileError, PoolSizing};
-use crate::http::LiveRoutes;
+use crate::triggers::http::LiveRoutes;
 use crate::manifest::{
     ComponentConfig, ComponentSpec, HttpTrigger, HumanDuration, Manifest, QueueTrigger,
     ScheduleTrigger, check_name,

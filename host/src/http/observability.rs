@@ -19,10 +19,10 @@ use axum::routing::{MethodRouter, get};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use serde_json::json;
 
-use super::ApiError;
 use crate::dashboard::{self, Dashboard};
 use crate::metrics::{Format, Metrics};
 use crate::redis::RedisPool;
+use crate::triggers::http::{ApiError, LiveRoutes};
 
 /// How long `/ready` waits for Redis to answer a PING.
 const READY_PING_TIMEOUT: Duration = Duration::from_millis(500);
@@ -34,7 +34,7 @@ pub struct ObservabilityState {
     /// The Redis pool, when Redis is configured.
     pub redis: Option<Arc<RedisPool>>,
     /// The live routes, which also know how many components are loaded.
-    pub routes: Arc<super::LiveRoutes>,
+    pub routes: Arc<LiveRoutes>,
 }
 
 /// Each endpoint's path and handler. The paths are [`crate::manifest::OBSERVABILITY_PATHS`],

@@ -1,4 +1,4 @@
-//! The HTTP trigger: one request, one fresh instance of a `wasi:http` component.
+//! One request, one fresh instance of a `wasi:http` component.
 //!
 //! Order matters for "bad input changes nothing": the route, the body size and the instance
 //! slot are all checked before a store is created, so a refused request never instantiates
@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
-use super::AppState;
+use super::HttpInvoker;
 use super::cut::{CutAware, FailedFlag};
 use super::error::ApiError;
 use super::routes::RouteMatch;
@@ -27,14 +27,14 @@ use crate::registry::LoadedComponent;
 use crate::runtime::invoke;
 
 /// Serves any request that is not one of the host's own endpoints.
-pub async fn dispatch(State(app): State<Arc<AppState>>, request: Request<Body>) -> Response {
+pub async fn dispatch(State(app): State<Arc<HttpInvoker>>, request: Request<Body>) -> Response {
     match handle(&app, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-async fn handle(app: &Arc<AppState>, request: Request<Body>) -> Result<Response, ApiError> {
+async fn handle(app: &Arc<HttpInvoker>, request: Request<Body>) -> Result<Response, ApiError> {
     let table = app.routes.table();
     let route = match table.find(request.method(), request.uri().path()) {
         RouteMatch::Found(route) => route,
