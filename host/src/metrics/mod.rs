@@ -45,7 +45,7 @@ pub use connections::{ConnectionLimit, ConnectionMetrics, OpenConnection};
 pub use llm::{AgentTokenLabels, TokenLabels};
 pub use monitor::{MonitorAlert, MonitorReport, MonitorSample, Monitors, Severity, TickOutcome};
 pub(crate) use sampled::resident_memory;
-pub use sampled::{PoolCounts, PoolSource, QueueCounts, QueueSource};
+pub use sampled::{PoolCounts, PoolSource, QueueSource, QueueStats};
 pub use scheduler::SchedulerMetrics;
 
 use component::{ComponentLabels, ErrorLabels, InvocationLabels};
@@ -346,7 +346,7 @@ mod tests {
             Vec::new()
         }
 
-        async fn queue_counts(&self, queue: &str) -> anyhow::Result<QueueCounts> {
+        async fn queue_counts(&self, queue: &str) -> anyhow::Result<QueueStats> {
             anyhow::bail!("no queue {queue:?}")
         }
     }

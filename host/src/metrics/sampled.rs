@@ -28,9 +28,10 @@ use prometheus_client::metrics::histogram::Histogram;
 /// default scrape timeout is 10 s, and the queues are sampled concurrently.
 const QUEUE_STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One queue's counts, as its backend keeps them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueCounts {
+/// One queue's counts, as its backend keeps them: what `llmchat queues` shows and what a
+/// scrape reports (the queue backends produce this type; it lives here, below them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
     pub waiting: u64,
     pub in_flight: u64,
     pub delayed: u64,
@@ -47,7 +48,7 @@ pub trait QueueSource: Send + Sync {
     /// Every queue of the manifest.
     fn queue_names(&self) -> Vec<String>;
     /// One queue's counts, from its backend.
-    async fn queue_counts(&self, queue: &str) -> anyhow::Result<QueueCounts>;
+    async fn queue_counts(&self, queue: &str) -> anyhow::Result<QueueStats>;
 }
 
 /// The Redis pool's figures at one moment.
@@ -72,7 +73,7 @@ pub trait PoolSource: Send + Sync {
 #[derive(Debug)]
 pub(super) struct Sample {
     /// Every queue of the manifest; `None` when its backend did not answer.
-    queues: Vec<(String, Option<QueueCounts>)>,
+    queues: Vec<(String, Option<QueueStats>)>,
     pool: Option<PoolCounts>,
     resident_memory: Option<u64>,
     alive_tasks: usize,
@@ -109,7 +110,7 @@ impl Sample {
 }
 
 /// Reads one of the backend's running totals out of a queue's counts.
-type QueueTotal = fn(&QueueCounts) -> u64;
+type QueueTotal = fn(&QueueStats) -> u64;
 
 /// Writes one metric family: a descriptor, then one sample per label set.
 fn family<'a, M: EncodeMetric>(

@@ -312,7 +312,7 @@ impl QueueBackend for MemoryQueue {
             in_flight: q.in_flight.len() as u64,
             delayed: q.delayed.len() as u64,
             dead: q.dead.len() as u64,
-            ..q.stats.clone()
+            ..q.stats
         })
     }
 

@@ -18,7 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::manifest::{Backoff, QueueTrigger};
-use crate::metrics::{QueueCounts, QueueSource};
+use crate::metrics::QueueSource;
+pub use crate::metrics::QueueStats;
 use crate::scheduler::EntryWaker;
 use crate::timers::now_ms;
 
@@ -92,18 +93,6 @@ pub struct NewJob {
     pub dedup: Option<(String, Duration)>,
     /// The queue's bound on waiting plus delayed jobs.
     pub max_waiting: u64,
-}
-
-/// Counts per queue, for `llmchat queues` and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct QueueStats {
-    pub waiting: u64,
-    pub in_flight: u64,
-    pub delayed: u64,
-    pub dead: u64,
-    pub processed: u64,
-    pub failed: u64,
-    pub retried: u64,
 }
 
 /// A queue store. Every method is one atomic step as seen by other hosts.
@@ -212,17 +201,8 @@ impl QueueSource for Queues {
         self.names()
     }
 
-    async fn queue_counts(&self, queue: &str) -> anyhow::Result<QueueCounts> {
-        let s = self.backend().stats(queue).await?;
-        Ok(QueueCounts {
-            waiting: s.waiting,
-            in_flight: s.in_flight,
-            delayed: s.delayed,
-            dead: s.dead,
-            processed: s.processed,
-            failed: s.failed,
-            retried: s.retried,
-        })
+    async fn queue_counts(&self, queue: &str) -> anyhow::Result<QueueStats> {
+        Ok(self.backend().stats(queue).await?)
     }
 }
 
