@@ -31,7 +31,6 @@ pub use spec::parse_query;
 pub use store::{ComponentRecord, Deployment, DiskStore, default_state_dir};
 
 use crate::engine::{CompileError, PoolSizing};
-use crate::triggers::http::LiveRoutes;
 use crate::manifest::{
     ComponentConfig, ComponentSpec, HttpTrigger, HumanDuration, Manifest, QueueTrigger,
     ScheduleTrigger, check_name,
@@ -43,6 +42,7 @@ use crate::registry::{LoadedComponent, Needs, Registry, load_component};
 use crate::runtime::ComponentEngine;
 use crate::scheduler::SchedulerHandle;
 use crate::timers::now_ms;
+use crate::triggers::http::LiveRoutes;
 use crate::triggers::queue::QueueWorker;
 use crate::triggers::schedule::Schedules;
 use cluster::ClusterStore;
