@@ -27,21 +27,6 @@ pub struct Invoked<R> {
     pub store: Store<InvocationState>,
 }
 
-impl<R> Invoked<R> {
-    /// What the guest wrote to stdout and stderr (at most a few KiB).
-    pub fn guest_output(&self) -> String {
-        self.store.data().guest_output()
-    }
-
-    /// `message`, followed by the guest's output when it wrote any.
-    pub fn with_guest_output(&self, message: &str) -> String {
-        match self.guest_output() {
-            output if output.is_empty() => message.to_string(),
-            output => format!("{message} (guest output: {output})"),
-        }
-    }
-}
-
 /// Whether an export's answer is itself a failure (a job's or a monitor's `err`), which the
 /// metrics count as `guest` errors.
 pub trait GuestAnswer {

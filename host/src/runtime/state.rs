@@ -99,6 +99,14 @@ impl InvocationState {
             .trim_end()
             .to_string()
     }
+
+    /// `message`, followed by the guest's output when it wrote any.
+    pub fn with_guest_output(&self, message: &str) -> String {
+        match self.guest_output() {
+            output if output.is_empty() => message.to_string(),
+            output => format!("{message} (guest output: {output})"),
+        }
+    }
 }
 
 impl Limited for InvocationState {

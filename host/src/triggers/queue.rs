@@ -28,7 +28,7 @@ use crate::metrics::{ComponentMetrics, Metrics, Trigger};
 use crate::queue::{Delivery, QueueBackend, QueueError, Queues};
 use crate::registry::{LoadedComponent, Registry};
 use crate::runtime::ComponentEngine;
-use crate::runtime::invoke;
+use crate::runtime::{Invoked, invoke};
 use crate::scheduler::{Scheduler, instant_of_wall_ms as instant_of};
 use crate::timers::now_ms;
 
@@ -488,20 +488,21 @@ async fn run_attempt(
         max_attempts: delivery.job.max_attempts,
     };
     let timeout = runner.trigger.timeout.0;
-    let invoked = invoke(component.name(), store, timeout, &runner.metrics, |store| {
-        Box::pin(async move { pre.process(store, &job).await })
-    })
-    .await;
-    match &invoked.result {
-        Ok(Ok(output)) => Outcome::Done(output.clone()),
-        Ok(Err(WitJobError::Retry(m))) => Outcome::Retryable(m.clone()),
-        Ok(Err(WitJobError::Fail(m))) => Outcome::Permanent(m.clone()),
+    let Invoked { result, store } =
+        invoke(component.name(), store, timeout, &runner.metrics, |store| {
+            Box::pin(async move { pre.process(store, &job).await })
+        })
+        .await;
+    match result {
+        Ok(Ok(output)) => Outcome::Done(output),
+        Ok(Err(WitJobError::Retry(m))) => Outcome::Retryable(m),
+        Ok(Err(WitJobError::Fail(m))) => Outcome::Permanent(m),
         Err(e) => {
             let message = match e {
                 InvocationError::Timeout(_) => format!("component `{}` {e}", component.name()),
                 _ => format!("component `{}` failed: {e}", component.name()),
             };
-            Outcome::Retryable(invoked.with_guest_output(&message))
+            Outcome::Retryable(store.data().with_guest_output(&message))
         }
     }
 }
