@@ -37,6 +37,7 @@ use llmchat_host::redis::RedisPool;
 use llmchat_host::registry::Registry;
 use llmchat_host::runtime::ComponentEngine;
 use llmchat_host::scheduler::Scheduler;
+use llmchat_host::triggers::TriggerSet;
 use llmchat_host::triggers::http::LiveRoutes;
 use llmchat_host::triggers::queue::QueueWorker;
 use llmchat_host::triggers::schedule::{LocalClaims, RedisClaims, Schedules, TickClaims};
@@ -220,7 +221,7 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
     // Reading and mapping leaves freed buffers in the allocator's per-thread heaps.
     llmchat_host::engine::return_freed_memory();
     let (kv, queue_backend, redis) = storage(&manifest).await.with_context(in_manifest)?;
-    let queues = Arc::new(Queues::new(queue_backend, &manifest.queue_triggers));
+    let queues = Arc::new(Queues::new(queue_backend, &manifest.triggers.queue));
     let pool = redis.clone().map(|pool| pool as Arc<dyn PoolSource>);
     let metrics = Arc::new(Metrics::new(queues.clone(), pool));
     // Rate limits live in Redis when there is one (shared by every host), else here.
@@ -242,12 +243,13 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
     });
     let worker = Arc::new(QueueWorker::new(
         queues.clone(),
-        &registry,
         engine.clone(),
         services.clone(),
         metrics.clone(),
         limiter.clone(),
-    )?);
+    ));
+    // The one owner of time: every periodic duty of every module is an entry here.
+    let scheduler = Scheduler::new(metrics.scheduler().clone());
     let claims: Arc<dyn TickClaims> = match &redis {
         Some(pool) => Arc::new(RedisClaims::new(pool.clone())),
         None => Arc::new(LocalClaims),
@@ -257,6 +259,7 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         services.clone(),
         metrics.clone(),
         claims,
+        scheduler.handle(),
     ));
     let dashboard = Arc::new(Dashboard::new(
         &manifest.dashboard,
@@ -264,26 +267,22 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         queues.clone(),
         redis.clone(),
     ));
-    // The one owner of time: every periodic duty of every module is an entry here.
-    let scheduler = Scheduler::new(metrics.scheduler().clone());
     worker.schedule_maintenance(&scheduler);
-    schedules
-        .apply(&manifest.schedule_triggers, &registry, &scheduler.handle())
-        .with_context(in_manifest)?;
     dashboard.schedule(&scheduler);
     schedule_code_release(&scheduler);
     llmchat_host::kv::schedule_sweep(services.kv.clone(), &scheduler);
-    tracing::info!(entries = scheduler.len(), "scheduler ready");
-    let routes = Arc::new(LiveRoutes::new(limiter));
-    routes
-        .set(&manifest.http_triggers, &registry, &metrics)
+    let routes = Arc::new(LiveRoutes::new(limiter, metrics.clone()));
+    // Every kind of trigger, each with what runs it.
+    let triggers = TriggerSet::default()
+        .with(routes.clone())
+        .with(worker.clone())
+        .with(schedules.clone());
+    triggers
+        .apply(&manifest.triggers, &registry)
         .with_context(in_manifest)?;
+    tracing::info!(entries = scheduler.len(), "scheduler ready");
     let targets = Targets {
-        queues: queues.clone(),
-        worker: worker.clone(),
-        schedules: schedules.clone(),
-        scheduler: scheduler.handle(),
-        routes: routes.clone(),
+        triggers,
         metrics: metrics.clone(),
         redis: redis.clone(),
     };
@@ -379,7 +378,8 @@ async fn storage(
         tracing::warn!(url = %redacted, "Redis is not reachable yet ({e}); requests needing it get 503 until it is");
     }
     let queue_names: Vec<String> = manifest
-        .queue_triggers
+        .triggers
+        .queue
         .iter()
         .map(|t| t.queue.clone())
         .collect();

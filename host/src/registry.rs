@@ -12,7 +12,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::capabilities::{CapabilityCtx, ComponentIdentity, MonitorPre, ProcessorPre, Services};
 use crate::engine::CodeImage;
-use crate::manifest::{ComponentSpec, Manifest};
+use crate::manifest::{ComponentSpec, Export, Manifest, Triggers};
 use crate::runtime::{ComponentEngine, InvocationState, OutboundPolicy};
 
 /// One component, ready to instantiate.
@@ -73,7 +73,7 @@ impl Registry {
     pub async fn load(engine: &ComponentEngine, manifest: &Manifest) -> Result<Registry> {
         let mut components = BTreeMap::new();
         for (name, spec) in &manifest.components {
-            let needs = Needs::of(name, manifest);
+            let needs = Needs::of(name, &manifest.triggers);
             let loaded = load_component(engine, spec, needs).await.with_context(|| {
                 format!(
                     "loading component `{name}` from `{}`",
@@ -126,15 +126,13 @@ pub struct Needs {
 }
 
 impl Needs {
-    /// What the triggers of `manifest` ask of component `name`.
-    pub fn of(name: &str, manifest: &Manifest) -> Needs {
+    /// What `triggers` ask of component `name`.
+    pub fn of(name: &str, triggers: &Triggers) -> Needs {
+        let exports = triggers.exports_of(name);
         Needs {
-            http: manifest.http_triggers.iter().any(|t| t.component == name),
-            processor: manifest.queue_triggers.iter().any(|t| t.component == name),
-            monitor: manifest
-                .schedule_triggers
-                .iter()
-                .any(|t| t.component == name),
+            http: exports.contains(&Export::Http),
+            processor: exports.contains(&Export::Processor),
+            monitor: exports.contains(&Export::Monitor),
         }
     }
 }

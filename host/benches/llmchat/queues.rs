@@ -50,6 +50,7 @@ use llmchat_host::queue::{EnqueueRequest, Queues};
 use llmchat_host::redis::RedisPool;
 use llmchat_host::registry::Registry;
 use llmchat_host::runtime::ComponentEngine;
+use llmchat_host::triggers::Trigger;
 use llmchat_host::triggers::queue::QueueWorker;
 
 use crate::process::{Llmchat, RedisServer, pause};
@@ -461,7 +462,7 @@ fn memory_throughput(
         let jobs = (per_queue * QUEUES.len()) as u64;
         let queues = Arc::new(Queues::new(
             Arc::new(MemoryQueue::new()),
-            &manifest.queue_triggers,
+            &manifest.triggers.queue,
         ));
         let services = Arc::new(Services {
             kv: Arc::new(MemoryKv::new(1_000, 1 << 20, 64 << 10)),
@@ -479,12 +480,12 @@ fn memory_throughput(
         let metrics = Arc::new(llmchat_host::metrics::Metrics::new(queues.clone(), None));
         let worker = Arc::new(QueueWorker::new(
             queues.clone(),
-            &registry,
             engine.clone(),
             services,
             metrics,
             Arc::new(llmchat_host::limits::local::LocalRateLimiter::new(1_000)),
-        )?);
+        ));
+        worker.apply(&manifest.triggers.queue, &registry)?;
         let shutdown = CancellationToken::new();
         let mut progress = Progress::new(jobs);
         let running = {
@@ -555,7 +556,7 @@ impl Enqueuer {
         let queues = rt.block_on(async {
             let pool = Arc::new(RedisPool::new(&manifest.redis, url)?);
             let backend = RedisQueue::connect(pool, &names).await?;
-            anyhow::Ok(Queues::new(Arc::new(backend), &manifest.queue_triggers))
+            anyhow::Ok(Queues::new(Arc::new(backend), &manifest.triggers.queue))
         })?;
         Ok(Self { rt, queues })
     }
@@ -749,7 +750,7 @@ impl RedisRig {
 
     /// Warm-up, a `MONITOR`ed round, then the measured rounds.
     fn throughput(&mut self, s: &Settings) -> Result<(Throughput, Commands)> {
-        let concurrency = self.manifest.queue_triggers[0].concurrency;
+        let concurrency = self.manifest.triggers.queue[0].concurrency;
         self.round(s.warm_up_per_queue, None)?;
         self.rss_warm = self.host.process.rss()?;
 

@@ -32,19 +32,14 @@ pub use store::{ComponentRecord, Deployment, DiskStore, default_state_dir};
 
 use crate::engine::{CompileError, PoolSizing};
 use crate::manifest::{
-    ComponentConfig, ComponentSpec, HttpTrigger, HumanDuration, Manifest, QueueTrigger,
-    ScheduleTrigger, check_name,
+    ComponentConfig, ComponentSpec, HumanDuration, Manifest, Triggers, check_name,
 };
 use crate::metrics::Metrics;
-use crate::queue::Queues;
 use crate::redis::RedisPool;
 use crate::registry::{LoadedComponent, Needs, Registry, load_component};
 use crate::runtime::ComponentEngine;
-use crate::scheduler::SchedulerHandle;
 use crate::timers::now_ms;
-use crate::triggers::http::LiveRoutes;
-use crate::triggers::queue::QueueWorker;
-use crate::triggers::schedule::Schedules;
+use crate::triggers::TriggerSet;
 use cluster::ClusterStore;
 
 /// Why a deploy, delete or rollback was refused; nothing changed in every case.
@@ -90,26 +85,30 @@ fn load_failure(e: anyhow::Error) -> DeployError {
 
 /// What the host's parts that a deploy changes.
 pub struct Targets {
-    pub queues: Arc<Queues>,
-    pub worker: Arc<QueueWorker>,
-    pub schedules: Arc<Schedules>,
-    pub scheduler: SchedulerHandle,
-    pub routes: Arc<LiveRoutes>,
+    /// What runs each kind of trigger.
+    pub triggers: TriggerSet,
     pub metrics: Arc<Metrics>,
     /// Where deployments are shared with the other hosts; `None` without Redis.
     pub redis: Option<Arc<RedisPool>>,
 }
 
-/// The application now: the manifest's components and triggers with deployments applied.
+/// The components and triggers of an application: the manifest's, with deployments applied.
+#[derive(Clone)]
+struct App {
+    components: BTreeMap<String, ComponentSpec>,
+    triggers: Triggers,
+}
+
+/// The application now.
 struct State {
-    app: Manifest,
+    app: App,
     registry: Registry,
     records: BTreeMap<String, ComponentRecord>,
 }
 
 /// A change checked and ready to swap in.
 struct Prepared {
-    app: Manifest,
+    app: App,
     registry: Registry,
 }
 
@@ -185,7 +184,10 @@ impl Deployer {
             disk,
             cluster,
             state: tokio::sync::Mutex::new(State {
-                app: manifest.clone(),
+                app: App {
+                    components: manifest.components.clone(),
+                    triggers: manifest.triggers.clone(),
+                },
                 registry,
                 records: BTreeMap::new(),
             }),
@@ -385,7 +387,7 @@ impl Deployer {
                     origin: if deployed { "deployed" } else { "manifest" },
                     deployed_at_ms: current.filter(|_| deployed).map(|d| d.deployed_at_ms),
                     exports: exports_of(c),
-                    triggers: triggers_json(&state.app, name),
+                    triggers: state.app.triggers.summary(name),
                     memory_limit: c.spec.memory_limit.to_string(),
                     timeout: HumanDuration(c.spec.timeout).to_string(),
                     max_instances: c.spec.max_instances,
@@ -595,43 +597,19 @@ impl Deployer {
         }
         let mut app = state.app.clone();
         app.components.insert(name.to_string(), spec.clone());
-        let (http, queue, schedule) = match &deployment.spec.triggers {
-            Some(triggers) => {
-                let t = triggers
-                    .clone()
-                    .validate_deployed(name, &app.components)
-                    .map_err(invalid)?;
-                (t.http, t.queue, t.schedule)
-            }
-            None => (
-                self.base
-                    .http_triggers
-                    .iter()
-                    .filter(|t| t.component == name)
-                    .cloned()
-                    .collect(),
-                self.base
-                    .queue_triggers
-                    .iter()
-                    .filter(|t| t.component == name)
-                    .cloned()
-                    .collect(),
-                self.base
-                    .schedule_triggers
-                    .iter()
-                    .filter(|t| t.component == name)
-                    .cloned()
-                    .collect(),
-            ),
+        let mine = match &deployment.spec.triggers {
+            Some(triggers) => triggers
+                .clone()
+                .validate_deployed(name, &app.components)
+                .map_err(invalid)?,
+            None => self.base.triggers.of_component(name),
         };
-        check_conflicts(&app, name, &http, &queue, &schedule)?;
-        app.http_triggers.retain(|t| t.component != name);
-        app.queue_triggers.retain(|t| t.component != name);
-        app.schedule_triggers.retain(|t| t.component != name);
-        app.http_triggers.extend(http);
-        app.queue_triggers.extend(queue);
-        app.schedule_triggers.extend(schedule);
-        app.check_triggers().map_err(invalid)?;
+        if let Some(clash) = app.triggers.clash(name, &mine) {
+            return Err(DeployError::Conflict(clash));
+        }
+        app.triggers.remove_component(name);
+        app.triggers.extend(mine.clone());
+        app.triggers.check(&app.components).map_err(invalid)?;
         let instances: u32 = app.components.values().map(|c| c.max_instances).sum();
         if instances > self.pool.instances {
             return Err(DeployError::Invalid(format!(
@@ -639,17 +617,12 @@ impl Deployer {
                 self.pool.instances
             )));
         }
-        for q in app.queue_triggers.iter().filter(|t| t.component == name) {
-            self.targets
-                .queues
-                .backend()
-                .prepare(&q.queue)
-                .await
-                .map_err(|e| {
-                    DeployError::Unavailable(format!("preparing queue `{}`: {e}", q.queue))
-                })?;
-        }
-        let needs = Needs::of(name, &app);
+        self.targets
+            .triggers
+            .prepare(&mine)
+            .await
+            .map_err(|e| DeployError::Unavailable(format!("{e:#}")))?;
+        let needs = Needs::of(name, &app.triggers);
         let loaded = load_component(&self.engine, &spec, needs)
             .await
             .with_context(|| format!("component `{name}`"))
@@ -661,9 +634,7 @@ impl Deployer {
     fn prepare_removal(&self, state: &State, name: &str) -> Prepared {
         let mut app = state.app.clone();
         app.components.remove(name);
-        app.http_triggers.retain(|t| t.component != name);
-        app.queue_triggers.retain(|t| t.component != name);
-        app.schedule_triggers.retain(|t| t.component != name);
+        app.triggers.remove_component(name);
         Prepared {
             app,
             registry: state.registry.without(name),
@@ -734,16 +705,9 @@ impl Deployer {
     }
 
     fn apply(&self, prepared: &Prepared) -> anyhow::Result<()> {
-        let t = &self.targets;
-        t.queues.set_triggers(&prepared.app.queue_triggers);
-        t.worker.apply(&prepared.registry)?;
-        t.schedules.apply(
-            &prepared.app.schedule_triggers,
-            &prepared.registry,
-            &t.scheduler,
-        )?;
-        t.routes
-            .set(&prepared.app.http_triggers, &prepared.registry, &t.metrics)
+        self.targets
+            .triggers
+            .apply(&prepared.app.triggers, &prepared.registry)
     }
 
     fn report(
@@ -765,7 +729,7 @@ impl Deployer {
                 .get(name)
                 .map(|c| exports_of(c))
                 .unwrap_or_default(),
-            triggers: triggers_json(&state.app, name),
+            triggers: state.app.triggers.summary(name),
             previous,
             created,
             elapsed_ms: started.elapsed().as_millis() as u64,
@@ -802,76 +766,4 @@ fn exports_of(c: &LoadedComponent) -> Vec<&'static str> {
         exports.push("monitor");
     }
     exports
-}
-
-fn triggers_json(app: &Manifest, name: &str) -> serde_json::Value {
-    let http: Vec<_> = app
-        .http_triggers
-        .iter()
-        .filter(|t| t.component == name)
-        .map(|t| serde_json::json!({ "route": t.route, "methods": t.methods }))
-        .collect();
-    let queue: Vec<_> = app
-        .queue_triggers
-        .iter()
-        .filter(|t| t.component == name)
-        .map(|t| serde_json::json!({ "queue": t.queue, "concurrency": t.concurrency }))
-        .collect();
-    let schedule: Vec<_> = app
-        .schedule_triggers
-        .iter()
-        .filter(|t| t.component == name)
-        .map(|t| serde_json::json!({ "name": t.name, "when": t.when.to_string(), "timeout": HumanDuration(t.timeout).to_string() }))
-        .collect();
-    serde_json::json!({ "http": http, "queue": queue, "schedule": schedule })
-}
-
-/// A trigger another component holds: a route and method, a queue, a schedule name.
-fn check_conflicts(
-    app: &Manifest,
-    name: &str,
-    http: &[HttpTrigger],
-    queue: &[QueueTrigger],
-    schedule: &[ScheduleTrigger],
-) -> Result<(), DeployError> {
-    let overlap = |a: &[String], b: &[String]| {
-        a.is_empty() || b.is_empty() || a.iter().any(|m| b.contains(m))
-    };
-    for t in http {
-        if let Some(other) = app
-            .http_triggers
-            .iter()
-            .find(|o| o.component != name && o.route == t.route && overlap(&o.methods, &t.methods))
-        {
-            return Err(DeployError::Conflict(format!(
-                "route {:?} belongs to component `{}`",
-                t.route, other.component
-            )));
-        }
-    }
-    for t in queue {
-        if let Some(other) = app
-            .queue_triggers
-            .iter()
-            .find(|o| o.component != name && o.queue == t.queue)
-        {
-            return Err(DeployError::Conflict(format!(
-                "queue `{}` is processed by component `{}`",
-                t.queue, other.component
-            )));
-        }
-    }
-    for t in schedule {
-        if let Some(other) = app
-            .schedule_triggers
-            .iter()
-            .find(|o| o.component != name && o.name == t.name)
-        {
-            return Err(DeployError::Conflict(format!(
-                "schedule `{}` belongs to component `{}`",
-                t.name, other.component
-            )));
-        }
-    }
-    Ok(())
 }

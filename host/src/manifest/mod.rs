@@ -15,7 +15,7 @@ mod schedule;
 mod triggers;
 mod units;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -35,8 +35,8 @@ pub use rules::{
 };
 pub use schedule::{DashboardSettings, ScheduleTrigger, ScheduleTriggerConfig, When, parse_cron};
 pub use triggers::{
-    HttpTrigger, HttpTriggerConfig, MAX_CONCURRENCY, QueueTrigger, QueueTriggerConfig,
-    TriggerConfigs, Triggers,
+    Export, HttpTrigger, HttpTriggerConfig, MAX_CONCURRENCY, QueueTrigger, QueueTriggerConfig,
+    Registered, TriggerConfigs, TriggerKind, Triggers,
 };
 pub use units::{ByteSize, HumanDuration};
 
@@ -51,9 +51,8 @@ pub struct Manifest {
     pub redis: RedisSettings,
     /// Components by name, sorted so that logs and pool sizing are deterministic.
     pub components: BTreeMap<String, ComponentSpec>,
-    pub http_triggers: Vec<HttpTrigger>,
-    pub queue_triggers: Vec<QueueTrigger>,
-    pub schedule_triggers: Vec<ScheduleTrigger>,
+    /// Every trigger, by kind.
+    pub triggers: Triggers,
     pub dashboard: DashboardSettings,
     pub deploy: DeploySettings,
     pub quotas: QuotaSettings,
@@ -302,25 +301,7 @@ impl Manifest {
                 .with_context(|| format!("in [component.{name}]"))?;
             components.insert(name, spec);
         }
-        let mut seen = HashSet::new();
-        let mut http_triggers = Vec::with_capacity(raw.trigger.http.len());
-        for (i, t) in raw.trigger.http.into_iter().enumerate() {
-            let label = format!("in [[trigger.http]] #{} (route {:?})", i + 1, t.route);
-            http_triggers.push(t.validate(None, &components, &mut seen).context(label)?);
-        }
-        let mut queues = HashSet::new();
-        let mut queue_triggers = Vec::with_capacity(raw.trigger.queue.len());
-        for (i, t) in raw.trigger.queue.into_iter().enumerate() {
-            let label = format!("in [[trigger.queue]] #{} (queue {:?})", i + 1, t.queue);
-            queue_triggers.push(t.validate(None, &components, &mut queues).context(label)?);
-        }
-        let mut schedules = HashSet::new();
-        let mut schedule_triggers = Vec::with_capacity(raw.trigger.schedule.len());
-        for (i, t) in raw.trigger.schedule.into_iter().enumerate() {
-            let label = format!("in [[trigger.schedule]] #{} ({:?})", i + 1, t.label());
-            let t = t.validate(None, &components, &mut schedules);
-            schedule_triggers.push(t.context(label)?);
-        }
+        let triggers = raw.trigger.validate_manifest(&components)?;
         raw.http.validate()?;
         raw.dashboard.validate()?;
         raw.deploy.validate()?;
@@ -357,44 +338,11 @@ impl Manifest {
             kv: raw.kv,
             redis: raw.redis,
             components,
-            http_triggers,
-            queue_triggers,
-            schedule_triggers,
+            triggers,
             dashboard: raw.dashboard,
             deploy: raw.deploy,
             quotas: raw.quotas,
         })
-    }
-}
-
-impl Manifest {
-    /// Checks every trigger against the components and each other, as at load time: what a
-    /// deploy runs on the application it is about to become.
-    pub fn check_triggers(&self) -> Result<()> {
-        let mut seen = HashSet::new();
-        for t in &self.http_triggers {
-            t.check(&self.components, &mut seen)
-                .with_context(|| format!("route {:?}", t.route))?;
-        }
-        let mut queues = HashSet::new();
-        for t in &self.queue_triggers {
-            t.check(&self.components, &mut queues)
-                .with_context(|| format!("queue {:?}", t.queue))?;
-        }
-        let mut names = HashSet::new();
-        for t in &self.schedule_triggers {
-            if !self.components.contains_key(&t.component) {
-                bail!(
-                    "schedule `{}`: no component named {:?}",
-                    t.name,
-                    t.component
-                );
-            }
-            if !names.insert(t.name.clone()) {
-                bail!("two schedules are named {:?}", t.name);
-            }
-        }
-        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! `[[trigger.schedule]]` and `[dashboard]`: when monitor components run, and how much
 //! history the dashboard keeps.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::triggers::component_of;
+use super::triggers::{Export, TriggerKind, check_declared, component_of};
 use super::{ComponentSpec, HumanDuration, check_name};
 
 /// Shortest `every`: the scheduler's lag is well under a millisecond, but a period below
@@ -87,32 +88,29 @@ pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
     croner::Cron::from_str(text).map_err(|e| format!("{text:?} is not a cron expression: {e}"))
 }
 
-impl ScheduleTriggerConfig {
-    pub(super) fn label(&self) -> &str {
-        self.name
-            .as_deref()
-            .or(self.component.as_deref())
-            .unwrap_or_default()
+impl TriggerKind for ScheduleTrigger {
+    type Config = ScheduleTriggerConfig;
+    /// Schedule names.
+    type Seen = HashSet<String>;
+    const EXPORT: Export = Export::Monitor;
+
+    fn label(config: &ScheduleTriggerConfig) -> String {
+        let label = config.name.as_deref().or(config.component.as_deref());
+        format!("{:?}", label.unwrap_or_default())
     }
 
-    /// The schedule checked against `components` and the schedule names `seen` so far;
-    /// `deployed` is the component of a deploy's triggers (see [`component_of`]).
-    pub(super) fn validate(
-        self,
+    fn validate(
+        config: ScheduleTriggerConfig,
         deployed: Option<&str>,
-        components: &std::collections::BTreeMap<String, ComponentSpec>,
-        seen: &mut std::collections::HashSet<String>,
+        components: &BTreeMap<String, ComponentSpec>,
+        seen: &mut Self::Seen,
     ) -> Result<ScheduleTrigger> {
-        let component = component_of(self.component, deployed)?;
-        if !components.contains_key(&component) {
-            bail!("field `component`: no component named {component:?} is declared");
-        }
-        let name = self.name.unwrap_or_else(|| component.clone());
+        let component = component_of(config.component, deployed)?;
+        check_declared(&component, components)?;
+        let name = config.name.unwrap_or_else(|| component.clone());
         check_name(&name).map_err(|e| anyhow::anyhow!("field `name`: {e}"))?;
-        if !seen.insert(name.clone()) {
-            bail!("field `name`: two schedules are named {name:?}; give one a `name` of its own");
-        }
-        let when = match (self.every, self.cron) {
+        check_unique(&name, seen)?;
+        let when = match (config.every, config.cron) {
             (Some(_), Some(_)) => bail!("fields `every` and `cron`: give one, not both"),
             (None, None) => {
                 bail!(
@@ -133,7 +131,7 @@ impl ScheduleTriggerConfig {
                 When::Cron(Box::new(cron), text)
             }
         };
-        let timeout = self.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
+        let timeout = config.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
         if timeout.is_zero() {
             bail!("field `timeout`: must be greater than zero");
         }
@@ -144,6 +142,48 @@ impl ScheduleTriggerConfig {
             timeout,
         })
     }
+
+    /// Its component is declared and no other schedule of `seen` has its name.
+    fn check(
+        &self,
+        components: &BTreeMap<String, ComponentSpec>,
+        seen: &mut Self::Seen,
+    ) -> Result<()> {
+        check_declared(&self.component, components)?;
+        check_unique(&self.name, seen)
+    }
+
+    fn component(&self) -> &str {
+        &self.component
+    }
+
+    fn describe(&self) -> String {
+        format!("schedule `{}`", self.name)
+    }
+
+    fn clash(&self, theirs: &ScheduleTrigger) -> Option<String> {
+        (theirs.name == self.name).then(|| {
+            format!(
+                "schedule `{}` belongs to component `{}`",
+                self.name, theirs.component
+            )
+        })
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "when": self.when.to_string(),
+            "timeout": HumanDuration(self.timeout).to_string(),
+        })
+    }
+}
+
+fn check_unique(name: &str, seen: &mut HashSet<String>) -> Result<()> {
+    if !seen.insert(name.to_string()) {
+        bail!("field `name`: two schedules are named {name:?}; give one a `name` of its own");
+    }
+    Ok(())
 }
 
 /// `[dashboard]`: the bounded in-memory history behind `/dashboard`. Long-term history is

@@ -137,7 +137,8 @@ fn routes_on_the_hosts_own_paths_are_refused_naming_them() {
     assert_eq!(
         parse_in(dir.path(), &catch_all)
             .unwrap()
-            .http_triggers
+            .triggers
+            .http
             .len(),
         1
     );
@@ -187,7 +188,7 @@ fn queue_triggers_parse_with_defaults_and_are_checked() {
         ),
     )
     .unwrap();
-    let t = &m.queue_triggers[0];
+    let t = &m.triggers.queue[0];
     assert_eq!((t.concurrency, t.max_attempts), (5, 3));
     assert_eq!(
         t.backoff,
@@ -320,5 +321,5 @@ fn rate_limits_and_schedules_name_what_is_wrong() {
         &format!("{base}[[trigger.http]]\nroute = \"/a\"\ncomponent = \"a\"\nrate_limit = \"100/min\"\nrate_limit_key = \"header:x-api-key\"\n"),
     )
     .unwrap();
-    assert_eq!(ok.http_triggers[0].rate_limit.unwrap().count, 100);
+    assert_eq!(ok.triggers.http[0].rate_limit.unwrap().count, 100);
 }

@@ -24,13 +24,14 @@ use crate::capabilities::{Services, WitJob, WitJobError};
 use crate::engine::InvocationError;
 use crate::limits::{Limit, RateLimiter};
 use crate::manifest::{QueueTrigger, Rate};
-use crate::metrics::{ComponentMetrics, Metrics, Trigger};
+use crate::metrics::{self, ComponentMetrics, Metrics};
 use crate::queue::{Delivery, QueueBackend, QueueError, Queues};
 use crate::registry::{LoadedComponent, Registry};
 use crate::runtime::ComponentEngine;
 use crate::runtime::{Invoked, invoke};
 use crate::scheduler::{Scheduler, instant_of_wall_ms as instant_of};
 use crate::timers::now_ms;
+use crate::triggers::{Preparing, Trigger};
 
 /// Finished jobs waiting for their batched acknowledgement.
 const ACK_BUFFER: usize = 4096;
@@ -85,16 +86,16 @@ pub struct QueueWorker {
 }
 
 impl QueueWorker {
-    /// A worker for every `[[trigger.queue]]`, recording each job's invocation in `metrics`.
+    /// A worker for the jobs of `queues`, recording each job's invocation in `metrics`; it
+    /// runs no queue until [`Trigger::apply`] gives it their triggers.
     pub fn new(
         queues: Arc<Queues>,
-        registry: &Registry,
         engine: Arc<ComponentEngine>,
         services: Arc<Services>,
         metrics: Arc<Metrics>,
         limiter: Arc<dyn RateLimiter>,
-    ) -> Result<Self> {
-        let worker = Self {
+    ) -> Self {
+        Self {
             queues,
             runners: RwLock::default(),
             engine,
@@ -105,19 +106,19 @@ impl QueueWorker {
             slot_freed: Arc::new(Notify::new()),
             reconfigured: Notify::new(),
             tasks: TaskTracker::new(),
-        };
-        worker.apply(registry)?;
-        Ok(worker)
+        }
     }
 
-    /// Builds the runners for the queues' triggers now, with the components of `registry`,
-    /// and hands them to the reader. Jobs already running finish on the component version
-    /// they started with; the next job of each queue starts on the new one. A queue whose
-    /// concurrency is unchanged keeps its slots, so the limit holds across the swap.
-    pub fn apply(&self, registry: &Registry) -> Result<()> {
+    /// Builds the runners for `triggers` with the components of `registry`, or refuses
+    /// them all; see [`Trigger::apply`].
+    fn runners_for(
+        &self,
+        triggers: &[QueueTrigger],
+        registry: &Registry,
+    ) -> Result<BTreeMap<String, Arc<QueueRunner>>> {
         let current = self.runners();
         let mut runners = BTreeMap::new();
-        for trigger in self.queues.triggers() {
+        for trigger in triggers.iter().cloned() {
             let component = registry
                 .get(&trigger.component)
                 .with_context(|| {
@@ -141,16 +142,16 @@ impl QueueWorker {
             runners.insert(
                 trigger.queue.clone(),
                 Arc::new(QueueRunner {
-                    metrics: self.metrics.component(component.name(), Trigger::Queue),
+                    metrics: self
+                        .metrics
+                        .component(component.name(), metrics::Trigger::Queue),
                     trigger,
                     component,
                     slots,
                 }),
             );
         }
-        *self.runners.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(runners);
-        self.reconfigured.notify_one();
-        Ok(())
+        Ok(runners)
     }
 
     fn runners(&self) -> Runners {
@@ -549,5 +550,37 @@ async fn finish(
     if let Err(e) = result {
         tracing::warn!(queue = %job.queue, job = %job.id, component = runner.component.name(),
             "recording the job's failure failed: {e}; it will be redelivered after its visibility timeout");
+    }
+}
+
+impl Trigger for QueueWorker {
+    type Kind = QueueTrigger;
+
+    /// Creates each queue's stream and consumer group (in Redis), so that the first job
+    /// enqueued after the deploy has somewhere to go.
+    fn prepare<'a>(&'a self, triggers: &'a [QueueTrigger]) -> Preparing<'a> {
+        Box::pin(async move {
+            for t in triggers {
+                self.queues
+                    .backend()
+                    .prepare(&t.queue)
+                    .await
+                    .with_context(|| format!("preparing queue `{}`", t.queue))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Makes `triggers` the queues (their settings for enqueue) and builds their runners
+    /// with the components of `registry`, handing them to the reader. Jobs already running
+    /// finish on the component version they started with; the next job of each queue starts
+    /// on the new one. A queue whose concurrency is unchanged keeps its slots, so the limit
+    /// holds across the swap.
+    fn apply(&self, triggers: &[QueueTrigger], registry: &Registry) -> Result<()> {
+        let runners = self.runners_for(triggers, registry)?;
+        self.queues.set_triggers(triggers);
+        *self.runners.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(runners);
+        self.reconfigured.notify_one();
+        Ok(())
     }
 }

@@ -24,9 +24,10 @@ use routes::RouteTable;
 use crate::capabilities::Services;
 use crate::limits::RateLimiter;
 use crate::manifest::HttpTrigger;
-use crate::metrics::{Metrics, Trigger};
+use crate::metrics::{self, Metrics};
 use crate::registry::Registry;
 use crate::runtime::ComponentEngine;
+use crate::triggers::Trigger;
 
 /// The route table the requests see now, swapped whole by a deploy: a request takes the
 /// table once, so it is served entirely by one version, and the versions it holds live
@@ -37,15 +38,19 @@ pub struct LiveRoutes {
     components: AtomicUsize,
     /// Where the routes' rate limits keep their state.
     limiter: Arc<dyn RateLimiter>,
+    /// Where each route's invocations are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl LiveRoutes {
-    /// No routes yet; `limiter` keeps the state of the routes' rate limits.
-    pub fn new(limiter: Arc<dyn RateLimiter>) -> Self {
+    /// No routes yet; `limiter` keeps the state of the routes' rate limits, `metrics`
+    /// counts their invocations.
+    pub fn new(limiter: Arc<dyn RateLimiter>, metrics: Arc<Metrics>) -> Self {
         Self {
             table: RwLock::default(),
             components: AtomicUsize::new(0),
             limiter,
+            metrics,
         }
     }
 
@@ -53,17 +58,24 @@ impl LiveRoutes {
         &self.limiter
     }
 
+    pub(crate) fn table(&self) -> Arc<RouteTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn components(&self) -> usize {
+        self.components.load(Ordering::Relaxed)
+    }
+}
+
+impl Trigger for LiveRoutes {
+    type Kind = HttpTrigger;
+
     /// Builds the table for `triggers` from the components of `registry` and swaps it in.
     ///
     /// No trigger is on one of the host's own paths: an [`HttpTrigger`] is only made by the
     /// manifest's checks (for the manifest and for a deploy alike), which refuse those, and
     /// the host's endpoints serve exactly [`crate::manifest::OBSERVABILITY_PATHS`].
-    pub fn set(
-        &self,
-        triggers: &[HttpTrigger],
-        registry: &Registry,
-        metrics: &Metrics,
-    ) -> Result<()> {
+    fn apply(&self, triggers: &[HttpTrigger], registry: &Registry) -> Result<()> {
         let mut routes = RouteTable::default();
         for t in triggers {
             let component = registry.get(&t.component).with_context(|| {
@@ -83,7 +95,8 @@ impl LiveRoutes {
                 &t.route,
                 &t.methods,
                 component.clone(),
-                metrics.component(component.name(), Trigger::Http),
+                self.metrics
+                    .component(component.name(), metrics::Trigger::Http),
                 t.max_body_size.bytes(),
                 routes::RouteLimit::from_trigger(t),
             );
@@ -91,14 +104,6 @@ impl LiveRoutes {
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
         self.components.store(registry.len(), Ordering::Relaxed);
         Ok(())
-    }
-
-    pub(crate) fn table(&self) -> Arc<RouteTable> {
-        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn components(&self) -> usize {
-        self.components.load(Ordering::Relaxed)
     }
 }
 

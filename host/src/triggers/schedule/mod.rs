@@ -22,12 +22,13 @@ pub use claim::{Claim, LocalClaims, RedisClaims, TickClaims};
 
 use crate::capabilities::{Services, WitTick};
 use crate::manifest::ScheduleTrigger;
-use crate::metrics::{ComponentMetrics, Metrics, Monitors, Severity, TickOutcome, Trigger};
+use crate::metrics::{self, ComponentMetrics, Metrics, Monitors, Severity, TickOutcome};
 use crate::registry::{LoadedComponent, Registry};
 use crate::runtime::ComponentEngine;
 use crate::runtime::invoke;
 use crate::scheduler::{EntryWaker, SchedulerHandle, instant_of_wall_ms as instant_of};
 use crate::timers::now_ms;
+use crate::triggers::Trigger;
 
 /// How long past its timeout a run's claim is held: a host that dies mid-run blocks the
 /// schedule for at most its timeout plus this.
@@ -73,6 +74,8 @@ pub struct Schedules {
     current: Mutex<BTreeMap<String, Arc<Schedule>>>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
+    /// Where each schedule's entry ticks.
+    scheduler: SchedulerHandle,
 }
 
 /// What every run needs.
@@ -85,12 +88,13 @@ struct Shared {
 }
 
 impl Schedules {
-    /// No schedules yet; [`Schedules::apply`] adds them.
+    /// No schedules yet; [`Trigger::apply`] adds them, each an entry of `scheduler`.
     pub fn new(
         engine: Arc<ComponentEngine>,
         services: Arc<Services>,
         metrics: Arc<Metrics>,
         claims: Arc<dyn TickClaims>,
+        scheduler: SchedulerHandle,
     ) -> Self {
         Self {
             current: Mutex::default(),
@@ -102,19 +106,19 @@ impl Schedules {
                 runs: TaskTracker::new(),
             }),
             metrics,
+            scheduler,
         }
     }
+}
+
+impl Trigger for Schedules {
+    type Kind = ScheduleTrigger;
 
     /// Makes `triggers` the schedules, with the components of `registry`: new ones get a
     /// scheduler entry, first due at their next tick; changed ones (another component
     /// version, period or timeout) are replaced; the others leave. Checks everything before
     /// changing anything.
-    pub fn apply(
-        &self,
-        triggers: &[ScheduleTrigger],
-        registry: &Registry,
-        scheduler: &SchedulerHandle,
-    ) -> Result<()> {
+    fn apply(&self, triggers: &[ScheduleTrigger], registry: &Registry) -> Result<()> {
         let mut wanted = Vec::with_capacity(triggers.len());
         for trigger in triggers {
             let component = registry
@@ -155,7 +159,9 @@ impl Schedules {
             };
             self.metrics.monitors().register_schedule(&trigger.name);
             let schedule = Arc::new(Schedule {
-                metrics: self.metrics.component(component.name(), Trigger::Schedule),
+                metrics: self
+                    .metrics
+                    .component(component.name(), metrics::Trigger::Schedule),
                 trigger: trigger.clone(),
                 component,
                 running,
@@ -164,7 +170,7 @@ impl Schedules {
                 retired: AtomicBool::new(false),
                 waker: OnceLock::new(),
             });
-            self.start(&schedule, scheduler);
+            self.start(&schedule);
             next.insert(trigger.name.clone(), schedule);
         }
         for (_, gone) in std::mem::take(&mut *current) {
@@ -173,16 +179,18 @@ impl Schedules {
         *current = next;
         Ok(())
     }
+}
 
+impl Schedules {
     /// Adds the schedule's entry, first due at its next tick.
-    fn start(&self, schedule: &Arc<Schedule>, scheduler: &SchedulerHandle) {
+    fn start(&self, schedule: &Arc<Schedule>) {
         let Some(first) = schedule.trigger.when.next_after(now_ms()) else {
             return;
         };
         schedule.next_tick_ms.store(first, Ordering::Relaxed);
         tracing::info!(schedule = %schedule.trigger.name, component = %schedule.trigger.component, "scheduled {}", schedule.trigger.when);
         let (entry, shared) = (schedule.clone(), self.shared.clone());
-        let waker = scheduler.add(
+        let waker = self.scheduler.add(
             format!("schedule {}", schedule.trigger.name),
             instant_of(first),
             Box::new(move |_due| Box::pin(tick(entry.clone(), shared.clone()))),

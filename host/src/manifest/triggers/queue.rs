@@ -1,0 +1,226 @@
+//! `[[trigger.queue]]`: a queue and the component that processes its jobs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::{Export, TriggerKind, as_text, check_declared, component_of};
+use crate::manifest::{Backoff, ByteSize, ComponentSpec, HumanDuration, Rate, check_name};
+
+/// Most jobs of one queue a host processes at once.
+pub const MAX_CONCURRENCY: u32 = 10_000;
+
+/// One `[[trigger.queue]]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueTriggerConfig {
+    pub queue: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "as_text"
+    )]
+    pub backoff: Option<Backoff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_payload: Option<ByteSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_waiting: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window: Option<HumanDuration>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "as_text"
+    )]
+    pub rate: Option<Rate>,
+}
+
+/// A queue and the component that processes its jobs, checked. It also reads from TOML with
+/// the manifest's defaults, for tests that need one without a manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueTrigger {
+    pub queue: String,
+    pub component: String,
+    /// Jobs of this queue processed at once by this host.
+    #[serde(default = "defaults::concurrency")]
+    pub concurrency: u32,
+    /// Attempts before a job is dead-lettered (a job may ask for another number).
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "defaults::backoff")]
+    pub backoff: Backoff,
+    /// Wall-clock limit of one attempt.
+    #[serde(default = "defaults::job_timeout")]
+    pub timeout: HumanDuration,
+    /// How long a delivered job may go without a sign of life (its host died) before it is
+    /// given to another host.
+    #[serde(default = "defaults::visibility")]
+    pub visibility: HumanDuration,
+    /// Largest payload accepted at enqueue.
+    #[serde(default = "defaults::max_payload")]
+    pub max_payload: ByteSize,
+    /// Most waiting plus delayed jobs the queue holds; enqueue beyond it fails `full`.
+    #[serde(default = "defaults::max_waiting")]
+    pub max_waiting: u64,
+    /// How long a dedup key keeps a second job with the same key out.
+    #[serde(default = "defaults::dedup_window")]
+    pub dedup_window: HumanDuration,
+    /// Jobs started per period across every host on the same Redis, e.g. `"50/s"`; a job
+    /// over the rate waits in its slot (it is not failed).
+    #[serde(default)]
+    pub rate: Option<Rate>,
+}
+
+impl QueueTriggerConfig {
+    /// The queue `queue`, nothing else set.
+    pub fn queue(queue: impl Into<String>) -> Self {
+        Self {
+            queue: queue.into(),
+            ..Default::default()
+        }
+    }
+}
+
+impl TriggerKind for QueueTrigger {
+    type Config = QueueTriggerConfig;
+    /// Queue names.
+    type Seen = HashSet<String>;
+    const EXPORT: Export = Export::Processor;
+
+    fn label(config: &QueueTriggerConfig) -> String {
+        format!("queue {:?}", config.queue)
+    }
+
+    fn validate(
+        config: QueueTriggerConfig,
+        deployed: Option<&str>,
+        components: &BTreeMap<String, ComponentSpec>,
+        seen: &mut Self::Seen,
+    ) -> Result<QueueTrigger> {
+        let trigger = QueueTrigger {
+            component: component_of(config.component, deployed)?,
+            queue: config.queue,
+            concurrency: config.concurrency.unwrap_or_else(defaults::concurrency),
+            max_attempts: config.max_attempts.unwrap_or_else(defaults::max_attempts),
+            backoff: config.backoff.unwrap_or_else(defaults::backoff),
+            timeout: config.timeout.unwrap_or_else(defaults::job_timeout),
+            visibility: config.visibility.unwrap_or_else(defaults::visibility),
+            max_payload: config.max_payload.unwrap_or_else(defaults::max_payload),
+            max_waiting: config.max_waiting.unwrap_or_else(defaults::max_waiting),
+            dedup_window: config.dedup_window.unwrap_or_else(defaults::dedup_window),
+            rate: config.rate,
+        };
+        trigger.check(components, seen)?;
+        Ok(trigger)
+    }
+
+    /// Every rule of a queue trigger: a simple name no other trigger of `seen` has, a
+    /// declared component, and limits in range.
+    fn check(
+        &self,
+        components: &BTreeMap<String, ComponentSpec>,
+        seen: &mut Self::Seen,
+    ) -> Result<()> {
+        let t = self;
+        check_name(&t.queue).map_err(|e| anyhow::anyhow!("field `queue`: {e}"))?;
+        if !seen.insert(t.queue.clone()) {
+            bail!(
+                "field `queue`: {:?} has two triggers; one component processes a queue",
+                t.queue
+            );
+        }
+        check_declared(&t.component, components)?;
+        if !(1..=MAX_CONCURRENCY).contains(&t.concurrency) {
+            bail!(
+                "field `concurrency`: {} is outside 1..={MAX_CONCURRENCY}",
+                t.concurrency
+            );
+        }
+        if !(1..=1_000).contains(&t.max_attempts) {
+            bail!(
+                "field `max_attempts`: {} is outside 1..=1000",
+                t.max_attempts
+            );
+        }
+        if t.timeout.0.is_zero() {
+            bail!("field `timeout`: must be greater than zero");
+        }
+        if t.visibility.0 < Duration::from_secs(1) {
+            bail!(
+                "field `visibility`: {} is below the minimum of 1s",
+                t.visibility
+            );
+        }
+        if t.max_payload.bytes() == 0 || t.max_waiting == 0 {
+            bail!("fields `max_payload` and `max_waiting` must be greater than zero");
+        }
+        Ok(())
+    }
+
+    fn component(&self) -> &str {
+        &self.component
+    }
+
+    fn describe(&self) -> String {
+        format!("queue {:?}", self.queue)
+    }
+
+    fn clash(&self, theirs: &QueueTrigger) -> Option<String> {
+        (theirs.queue == self.queue).then(|| {
+            format!(
+                "queue `{}` is processed by component `{}`",
+                self.queue, theirs.component
+            )
+        })
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        serde_json::json!({ "queue": self.queue, "concurrency": self.concurrency })
+    }
+}
+
+mod defaults {
+    use super::{Backoff, ByteSize, HumanDuration};
+    use std::time::Duration;
+
+    pub fn concurrency() -> u32 {
+        5
+    }
+    pub fn max_attempts() -> u32 {
+        3
+    }
+    pub fn backoff() -> Backoff {
+        Backoff::Exponential {
+            first: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+        }
+    }
+    pub fn job_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    pub fn visibility() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    pub fn max_payload() -> ByteSize {
+        ByteSize(256 << 10)
+    }
+    pub fn max_waiting() -> u64 {
+        100_000
+    }
+    pub fn dedup_window() -> HumanDuration {
+        HumanDuration(Duration::from_secs(3600))
+    }
+}
