@@ -30,6 +30,8 @@
 //! `LLMCHAT_BENCH_SOAK_BACKEND=redis` puts its kv and queues on a private Redis), and
 //! `LLMCHAT_BENCH_ONLY=deploy` the deploy benchmark alone, and `LLMCHAT_BENCH_ONLY=polyglot`
 //! the polyglot benchmark alone, and `LLMCHAT_BENCH_ONLY=limits` the rate-limit check.
+//! `LLMCHAT_BENCH_ONLY=core` runs (a), (b, c) and (q) only: per-invocation cost, HTTP req/s
+//! and jobs/s, the figures to compare two builds of the host by, one after the other.
 //! - [`limits`]: (l) the cost of a rate-limit check, in memory and on Redis.
 //! - [`footprint`]: (m) the memory targets of issue 11: idle RSS after a first start and
 //!   after a deploy, RSS under `wrk` load on the TypeScript and Python handlers and after it,
@@ -155,6 +157,13 @@ fn run() -> Result<()> {
     };
     drop(serve);
     drop(host);
+    if std::env::var("LLMCHAT_BENCH_ONLY").as_deref() == Ok("core") {
+        eprintln!("(q) queues: {}", queue_settings.describe());
+        let queues = queues::measure(&paths, &cache, &queue_settings)?;
+        let serve = serve_loads.as_ref().map(|(_, tuned)| tuned);
+        let report = report::render_core(&invocation, &hello_load, &agents_load, serve, &queues);
+        return write_report(&paths, &report);
+    }
 
     eprintln!("(d) RSS: idle, and around 200 memory-bomb requests");
     let memory = memory::measure(&paths, &manifest, &cache)?;

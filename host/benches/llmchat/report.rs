@@ -246,6 +246,39 @@ pub fn render_queues(q: &queues::Results) -> String {
     out
 }
 
+/// The report of `LLMCHAT_BENCH_ONLY=core`: per-invocation cost, HTTP req/s (beside tuned
+/// `wasmtime serve` when it ran) and the queue rows, to compare two builds of the host.
+pub fn render_core(
+    inv: &invocation::Results,
+    hello: &Load,
+    agents: &Load,
+    serve_tuned: Option<&Load>,
+    queues: &queues::Results,
+) -> String {
+    let mut rows = vec![
+        Row::info(
+            "(a) trivial: instantiate + call + drop, 1 task",
+            format!("{:.2} µs", inv.trivial_us),
+        ),
+        Row::info(
+            "(a) hello in-process: request + call_handle + body, 1 task",
+            format!("{:.2} µs", inv.hello_us),
+        ),
+        Row::info("(b) llmchat GET /hello", rps(hello)).with_load(hello),
+        Row::info("(b) llmchat GET /api/agents", rps(agents)).with_load(agents),
+    ];
+    if let Some(tuned) = serve_tuned {
+        rows.push(
+            Row::info("(c) wasmtime serve hello, tuned pooling", rps(tuned)).with_load(tuned),
+        );
+    }
+    rows.extend(queue_rows(queues));
+    let mut out = String::from("## Benchmarks (core: invocation, HTTP, queues)\n\n");
+    out.push_str(&table(&rows));
+    out.push_str(&queue_notes(queues));
+    out
+}
+
 /// The report of the soak alone (`LLMCHAT_BENCH_ONLY=soak`).
 pub fn render_soak(s: &soak::Results) -> String {
     let rows = soak_rows(s);
