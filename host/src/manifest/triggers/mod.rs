@@ -3,7 +3,7 @@
 //! deploy's `triggers.KIND`, what `llmchat deploy` sends) is its `Config`, and the type itself
 //! is the same checked, with every default filled in, as the host runs it.
 //!
-//! [`trigger_kinds!`] is the one list of kinds. It makes the two containers,
+//! `trigger_kinds!` is the one list of kinds. It makes the two containers,
 //! [`TriggerConfigs`] (as written) and [`Triggers`] (checked), and every operation over all
 //! kinds, so that a new kind of trigger is one type, one `TriggerKind` impl, one line in that
 //! list, and one runner in `crate::triggers`.
