@@ -15,14 +15,51 @@ use anyhow::{Context, Result, bail};
 
 /// How long a server may take to start (it compiles its components when the cache is cold).
 const START_TIMEOUT: Duration = Duration::from_secs(180);
-/// How much of a child's stderr is kept for error messages; start-up is what matters.
+/// How much of a child's stderr is kept for error messages: its start...
 const LOG_KEEP: usize = 64 << 10;
+/// ...and its last lines, where a crash says why.
+const TAIL_LINES: usize = 64;
 
 /// A running child process, killed and reaped on drop.
 pub struct ChildGuard {
     name: String,
     child: Child,
-    log: Arc<Mutex<String>>,
+    log: Arc<Mutex<Captured>>,
+}
+
+/// A child's stderr, bounded: the first [`LOG_KEEP`] bytes and the last [`TAIL_LINES`] lines.
+#[derive(Default)]
+struct Captured {
+    head: String,
+    tail: std::collections::VecDeque<String>,
+    dropped: usize,
+}
+
+impl Captured {
+    fn push(&mut self, line: String) {
+        if self.head.len() < LOG_KEEP {
+            self.head.push_str(&line);
+            self.head.push('\n');
+            return;
+        }
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+            self.dropped += 1;
+        }
+        self.tail.push_back(line);
+    }
+
+    fn text(&self) -> String {
+        let mut text = self.head.clone();
+        if self.dropped > 0 {
+            text.push_str(&format!("[... {} lines left out ...]\n", self.dropped));
+        }
+        for line in &self.tail {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text
+    }
 }
 
 impl ChildGuard {
@@ -37,15 +74,13 @@ impl ChildGuard {
             .spawn()
             .with_context(|| format!("starting {name}: {command:?}"))?;
         let stderr = child.stderr.take().context("the child's stderr is piped")?;
-        let log = Arc::new(Mutex::new(String::new()));
+        let log = Arc::new(Mutex::new(Captured::default()));
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap_or_else(PoisonError::into_inner);
-                if log.len() < LOG_KEEP {
-                    log.push_str(&line);
-                    log.push('\n');
-                }
+                sink.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
             }
         });
         Ok(Self {
@@ -59,11 +94,12 @@ impl ChildGuard {
         self.child.id()
     }
 
+    /// Its stderr so far: the start and the last lines.
     pub fn log(&self) -> String {
         self.log
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .text()
     }
 
     /// Fails with the child's stderr if it has exited.

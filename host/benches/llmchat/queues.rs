@@ -905,7 +905,9 @@ impl RedisRig {
             if let Some(token) = &token {
                 request = request.bearer_auth(token);
             }
-            let response = request.send().with_context(|| format!("POST {url}"))?;
+            let response = request.send().with_context(|| {
+                format!("POST {url}; the host's log:\n{}", self.host.process.log())
+            })?;
             let status = response.status();
             let text = response.text().unwrap_or_default();
             if !status.is_success() {
