@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use llmchat_host::admin::{AdminApi, AdminAuth};
 use llmchat_host::capabilities::Services;
 use llmchat_host::dashboard::Dashboard;
-use llmchat_host::deploy::{Deployer, Targets};
+use llmchat_host::deploy::{Deployer, LiveParts};
 use llmchat_host::engine::{CompilerOptions, PoolSizing};
 use llmchat_host::http::HttpServer;
 use llmchat_host::kv::{KvStore, MemoryKv, RedisKv};
@@ -281,7 +281,7 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         .apply(&manifest.triggers, &registry)
         .with_context(in_manifest)?;
     tracing::info!(entries = scheduler.len(), "scheduler ready");
-    let targets = Targets {
+    let parts = LiveParts {
         triggers,
         metrics: metrics.clone(),
         redis: redis.clone(),
@@ -293,7 +293,7 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         engine.clone(),
         &manifest,
         registry,
-        targets,
+        parts,
         state_dir,
     )?);
     deployer.restore().await;

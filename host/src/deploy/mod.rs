@@ -83,10 +83,12 @@ fn load_failure(e: anyhow::Error) -> DeployError {
     }
 }
 
-/// What the host's parts that a deploy changes.
-pub struct Targets {
+/// The parts of the running host a deploy swaps (the runners of every kind of trigger) or
+/// reads (invocation counts, the Redis pool).
+pub struct LiveParts {
     /// What runs each kind of trigger.
     pub triggers: TriggerSet,
+    /// Read for the invocation count of `GET /admin/components`.
     pub metrics: Arc<Metrics>,
     /// Where deployments are shared with the other hosts; `None` without Redis.
     pub redis: Option<Arc<RedisPool>>,
@@ -150,7 +152,7 @@ pub struct Deployer {
     /// The manifest as loaded: what a component without deployments runs.
     base: Manifest,
     pool: PoolSizing,
-    targets: Targets,
+    parts: LiveParts,
     disk: Option<DiskStore>,
     cluster: Option<ClusterStore>,
     state: tokio::sync::Mutex<State>,
@@ -158,12 +160,12 @@ pub struct Deployer {
 
 impl Deployer {
     /// The deployer of the application `manifest`, already loaded as `registry` and applied
-    /// to `targets`. `state_dir` keeps deployments across restarts.
+    /// to `parts`. `state_dir` keeps deployments across restarts.
     pub fn new(
         engine: Arc<ComponentEngine>,
         manifest: &Manifest,
         registry: Registry,
-        targets: Targets,
+        parts: LiveParts,
         state_dir: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
         let disk = match state_dir {
@@ -175,12 +177,12 @@ impl Deployer {
                 None
             }
         };
-        let cluster = targets.redis.clone().map(ClusterStore::new);
+        let cluster = parts.redis.clone().map(ClusterStore::new);
         Ok(Self {
             engine,
             base: manifest.clone(),
             pool: PoolSizing::from_manifest(manifest),
-            targets,
+            parts,
             disk,
             cluster,
             state: tokio::sync::Mutex::new(State {
@@ -392,7 +394,7 @@ impl Deployer {
                     timeout: HumanDuration(c.spec.timeout).to_string(),
                     max_instances: c.spec.max_instances,
                     max_resources: c.spec.max_resources,
-                    invocations: self.targets.metrics.invocations_of(name),
+                    invocations: self.parts.metrics.invocations_of(name),
                     versions: record.map_or(0, |r| r.history.len()) + 1,
                 }
             })
@@ -617,7 +619,7 @@ impl Deployer {
                 self.pool.instances
             )));
         }
-        self.targets
+        self.parts
             .triggers
             .prepare(&mine)
             .await
@@ -705,7 +707,7 @@ impl Deployer {
     }
 
     fn apply(&self, prepared: &Prepared) -> anyhow::Result<()> {
-        self.targets
+        self.parts
             .triggers
             .apply(&prepared.app.triggers, &prepared.registry)
     }
