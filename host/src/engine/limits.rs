@@ -35,6 +35,8 @@ pub struct InstanceLimiter {
     /// The host side of the budget; `None` only when every budget slot is taken, and then
     /// linear memory is still capped.
     budget: Option<Budget>,
+    /// Marks the store as alive for the idle slot release; dropped with the store's data.
+    live: Option<super::idle_pool::LiveStore>,
 }
 
 impl InstanceLimiter {
@@ -50,7 +52,13 @@ impl InstanceLimiter {
             used: 0,
             peak: 0,
             budget,
+            live: None,
         }
+    }
+
+    /// Keeps `live` until this limiter (the store's data) is dropped.
+    pub(super) fn hold_while_alive(&mut self, live: super::idle_pool::LiveStore) {
+        self.live = Some(live);
     }
 
     pub fn budget(&self) -> Option<&Budget> {

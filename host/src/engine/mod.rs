@@ -12,6 +12,7 @@ pub mod budget;
 mod cache;
 pub mod compiler;
 mod heap;
+mod idle_pool;
 mod lane;
 mod limits;
 mod resident;
@@ -31,9 +32,18 @@ pub use cache::Compiled;
 pub use compiler::{CompileError, CompilerOptions};
 pub use heap::{pin_allocator_thresholds, return_freed_memory, trim_periodically};
 pub use limits::{InstanceLimiter, MemoryLimitExceeded};
-pub use resident::{
-    CodeImage, RELEASE_EVERY as CODE_RELEASE_EVERY, release_idle as release_idle_code,
-};
+pub use resident::{CodeImage, RELEASE_EVERY as CODE_RELEASE_EVERY};
+
+/// The idle release, run every [`CODE_RELEASE_EVERY`]: drops the mapped code of components
+/// idle for a while ([`resident`]) and the pages the pool's memory slots keep resident once
+/// no store has been alive for a while ([`idle_pool`]). Returns how many code images and
+/// memory slabs it released.
+pub fn release_idle_code() -> usize {
+    let slabs = idle_pool::release_idle();
+    // A slab released means no store has been alive for a while: code that long
+    // invocations ran after their code was released goes too.
+    resident::release_idle(slabs > 0) + slabs
+}
 
 use crate::manifest::Manifest;
 
@@ -76,6 +86,8 @@ impl PoolSizing {
 const CORE_INSTANCES_PER_COMPONENT: u32 = 50;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 16;
+/// Memory slots in the pool per component instance it can hold.
+const MEMORIES_PER_INSTANCE: u32 = 2;
 
 /// What a pool slot keeps mapped between instances: reusing resident pages instead of
 /// `madvise`-ing them away is what brings an invocation from ~36 µs to ~10 µs. 2 MiB covers
@@ -112,6 +124,8 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 /// every store.
 pub struct ComponentEngine<T: 'static> {
     engine: wasmtime::Engine,
+    /// Every store enters it, so that idle slots are released only while none is alive.
+    idle_pool: std::sync::Arc<idle_pool::IdlePool>,
     linker: Linker<T>,
     cache: cache::ArtifactCache,
     compiler: compiler::ChildCompiler,
@@ -128,9 +142,16 @@ impl<T: Limited> ComponentEngine<T> {
         compiler: CompilerOptions,
         link: impl FnOnce(&mut Linker<T>) -> wasmtime::Result<()>,
     ) -> Result<Self> {
-        let engine = wasmtime::Engine::new(&engine_config(sizing)?)
-            .map_err(anyhow::Error::from)
-            .context("creating the wasmtime engine")?;
+        let config = engine_config(sizing)?;
+        let (engine, idle_pool) = idle_pool::IdlePool::discover(
+            sizing.instances.saturating_mul(MEMORIES_PER_INSTANCE),
+            sizing.max_memory,
+            || {
+                wasmtime::Engine::new(&config)
+                    .map_err(anyhow::Error::from)
+                    .context("creating the wasmtime engine")
+            },
+        )?;
         let mut linker = Linker::new(&engine);
         link(&mut linker)
             .map_err(anyhow::Error::from)
@@ -140,6 +161,7 @@ impl<T: Limited> ComponentEngine<T> {
             ticker::EpochTicker::start(engine.clone()).context("starting the epoch ticker")?;
         Ok(Self {
             engine,
+            idle_pool,
             linker,
             cache,
             compiler: compiler::ChildCompiler::new(compiler, sizing),
@@ -196,7 +218,10 @@ impl<T: Limited> ComponentEngine<T> {
     /// Host-side bytes past the cap are caught on the way back into wasm from every host
     /// call (the call hook), and at every epoch tick for a guest that stays in wasm.
     pub fn new_store(&self, state: T) -> Store<T> {
+        let live = self.idle_pool.enter();
         let mut store = Store::new(&self.engine, state);
+        // Held by the store's data, so it ends when the store is dropped.
+        store.data_mut().limiter_mut().hold_while_alive(live);
         store.limiter(|s| s.limiter_mut());
         store.call_hook(|store, hook| match hook {
             CallHook::ReturningFromHost | CallHook::CallingWasm => {
@@ -227,7 +252,7 @@ fn engine_config(sizing: PoolSizing) -> Result<Config> {
         usize::try_from(sizing.max_memory).context("memory limit does not fit usize")?;
     pool.total_component_instances(instances)
         .total_core_instances(instances.saturating_mul(16))
-        .total_memories(instances.saturating_mul(2))
+        .total_memories(instances.saturating_mul(MEMORIES_PER_INSTANCE))
         .total_tables(instances.saturating_mul(4))
         .total_stacks(instances)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
@@ -239,7 +264,11 @@ fn engine_config(sizing: PoolSizing) -> Result<Config> {
         .max_unused_warm_slots(MAX_UNUSED_WARM_SLOTS)
         .pagemap_scan(Enabled::Auto);
     let mut config = Config::new();
+    // wasmtime's defaults, pinned: the idle release computes the slab layout from them.
     config
+        .memory_reservation(idle_pool::MEMORY_RESERVATION)
+        .memory_guard_size(idle_pool::MEMORY_GUARD)
+        .guard_before_linear_memory(true)
         .wasm_component_model(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
