@@ -3,13 +3,14 @@
 //! values, LLM streams and outbound connections. Each attack fixture makes the host (not
 //! itself) hold memory; 32 copies run at once under a 32 MiB cap while another client asks
 //! `hello`, and each test asserts that every attack ends in its clean failure, that the
-//! host's RSS stays under `baseline + 32 × 32 MiB + 64 MB`, that `hello` kept answering
-//! without an error, and that the host is still alive.
+//! host's RSS stays under `baseline + 32 × 32 MiB + 64 MB`, that it comes back within
+//! [`SETTLED`] of the baseline within [`SETTLE_WITHIN`] (freed heap is trimmed, and the pool
+//! slots' resident pages are released once no instance has been alive for 2 s), that
+//! `hello` kept answering without an error, and that the host is still alive.
 //!
-//! How far RSS falls back afterwards and `hello`'s p99 during the attack are printed (the
-//! `host-memory` lines, with `--nocapture`), not asserted: they are speed and memory
-//! targets, which the benchmarks own (`just bench`), and on 2 shared cores they depend on
-//! what else runs.
+//! `hello`'s p99 during the attack is printed (the `host-memory` lines, with
+//! `--nocapture`), not asserted: it is a speed target, which the benchmarks own
+//! (`just bench`), and on 2 shared cores it depends on what else runs.
 //!
 //! The attacks run one at a time (a shared lock), so their RSS figures and `hello`
 //! latencies do not mix. A host passing [`RSS_KILL`] is killed at once so the machine
@@ -83,10 +84,12 @@ impl Expect {
     /// the limit is, a generous backstop, so that 32 instances sharing 2 busy cores still
     /// reach their cap (and a missing limit still fails the test, by its outcome). The JS
     /// keep-values attack needs ~1.2 s of CPU alone to fill 32 MiB (jco copies each 1 MiB
-    /// kv value element by element), so 32 of them on 2 cores need ~20 s.
+    /// kv value element by element), so 32 of them need ~40 s of the one core the long lane
+    /// gives long invocations on a 2-core host (the other is kept for short requests), and
+    /// 50-60 s on a loaded one.
     fn timeout(self) -> &'static str {
         match self {
-            Expect::MemoryLimit | Expect::ResourceLimit | Expect::Refused => "60s",
+            Expect::MemoryLimit | Expect::ResourceLimit | Expect::Refused => "120s",
             Expect::Timeout | Expect::HeadThenCut(_) => "2s",
         }
     }
@@ -277,7 +280,7 @@ fn run(attack: Attack) {
             let release = release.clone();
             std::thread::spawn(move || match expect {
                 Expect::HeadThenCut(_) => head_only(&base, &query, &release),
-                _ => match client().get(url).send() {
+                _ => match attack_client().get(url).send() {
                     Ok(r) => {
                         let status = r.status();
                         Outcome::Answered(status, r.text().unwrap_or_default())
@@ -435,6 +438,15 @@ fn run(attack: Attack) {
         baseline / MB
     );
 
+    assert!(
+        settled.is_some(),
+        "host RSS did not come back within {} MB of its baseline of {} MB in {SETTLE_WITHIN:?} \
+         after the attack: {} MB",
+        SETTLED / MB,
+        baseline / MB,
+        after / MB
+    );
+
     // hello was served throughout, fast.
     assert!(
         latencies.errors.is_empty(),
@@ -449,6 +461,15 @@ fn run(attack: Attack) {
     if p99 >= HELLO_P99 {
         eprintln!("host-memory: hello p99 {p99:?} is over the {HELLO_P99:?} target");
     }
+}
+
+/// The client of one attack request: as [`client`], with room for the 120 s backstop.
+fn attack_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(150))
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("building the attack HTTP client")
 }
 
 /// Whether `outcome` is what `expect` asks for; the reason when not.
