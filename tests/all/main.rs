@@ -24,5 +24,6 @@ mod queue_conformance;
 mod queues;
 mod rate_limits;
 mod redis_pool;
+mod redis_prefix;
 mod schedules;
 mod support;

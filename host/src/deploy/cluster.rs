@@ -1,8 +1,9 @@
 //! Deployments shared by every host on one Redis: records and bytes stored there, and a
 //! pub/sub notification so the other hosts fetch a new version at once.
 //!
-//! Keys: `llmchat:deploy:names` (a set), `llmchat:deploy:record:NAME` (the JSON record),
-//! `llmchat:deploy:blob:HASH` (the bytes). Channel: `llmchat:deploy`, message = the name.
+//! Keys: `PREFIX:deploy:names` (a set), `PREFIX:deploy:record:NAME` (the JSON record),
+//! `PREFIX:deploy:blob:HASH` (the bytes). Channel: `PREFIX:deploy`, message = the name.
+//! `PREFIX` is `[redis] prefix` (`llmchat`).
 //! The notification only says "look"; the record in Redis is the truth, so a host that
 //! missed messages (disconnected) reads every record when it subscribes again.
 
@@ -12,17 +13,6 @@ use redis::AsyncCommands;
 
 use super::store::ComponentRecord;
 use crate::redis::{RedisError, RedisPool};
-
-pub const CHANNEL: &str = "llmchat:deploy";
-const NAMES: &str = "llmchat:deploy:names";
-
-fn record_key(name: &str) -> String {
-    format!("llmchat:deploy:record:{name}")
-}
-
-fn blob_key(hash: &str) -> String {
-    format!("llmchat:deploy:blob:{hash}")
-}
 
 /// The Redis side of the deploy store.
 pub struct ClusterStore {
@@ -38,6 +28,23 @@ impl ClusterStore {
         &self.pool
     }
 
+    /// The channel every host of this application listens to for deploys.
+    pub fn channel(&self) -> String {
+        self.pool.key("deploy")
+    }
+
+    fn names_key(&self) -> String {
+        self.pool.key("deploy:names")
+    }
+
+    fn record_key(&self, name: &str) -> String {
+        self.pool.key(&format!("deploy:record:{name}"))
+    }
+
+    fn blob_key(&self, hash: &str) -> String {
+        self.pool.key(&format!("deploy:blob:{hash}"))
+    }
+
     /// Stores the bytes (once per hash) and the record, then tells every host.
     pub async fn publish(
         &self,
@@ -47,7 +54,9 @@ impl ClusterStore {
         let json = serde_json::to_string(record)
             .map_err(|e| RedisError::Command(format!("encoding the record: {e}")))?;
         let name = record.name.clone();
-        let blob = blob.map(|(h, b)| (blob_key(h), b.to_vec()));
+        let blob = blob.map(|(h, b)| (self.blob_key(h), b.to_vec()));
+        let (record_key, names_key, channel) =
+            (self.record_key(&name), self.names_key(), self.channel());
         self.pool
             .run(|mut c| async move {
                 let mut pipe = redis::pipe();
@@ -55,16 +64,16 @@ impl ClusterStore {
                 if let Some((key, bytes)) = blob {
                     pipe.cmd("SET").arg(key).arg(bytes).arg("NX").ignore();
                 }
-                pipe.cmd("SET").arg(record_key(&name)).arg(json).ignore();
-                pipe.cmd("SADD").arg(NAMES).arg(&name).ignore();
-                pipe.cmd("PUBLISH").arg(CHANNEL).arg(&name).ignore();
+                pipe.cmd("SET").arg(record_key).arg(json).ignore();
+                pipe.cmd("SADD").arg(names_key).arg(&name).ignore();
+                pipe.cmd("PUBLISH").arg(channel).arg(&name).ignore();
                 pipe.query_async::<()>(&mut c).await
             })
             .await
     }
 
     pub async fn record(&self, name: &str) -> Result<Option<ComponentRecord>, RedisError> {
-        let key = record_key(name);
+        let key = self.record_key(name);
         let json: Option<String> = self
             .pool
             .run(|mut c| async move { c.get(key).await })
@@ -77,16 +86,17 @@ impl ClusterStore {
     }
 
     pub async fn names(&self) -> Result<Vec<String>, RedisError> {
+        let key = self.names_key();
         let mut names: Vec<String> = self
             .pool
-            .run(|mut c| async move { c.smembers(NAMES).await })
+            .run(|mut c| async move { c.smembers(key).await })
             .await?;
         names.sort();
         Ok(names)
     }
 
     pub async fn blob(&self, hash: &str) -> Result<Option<Vec<u8>>, RedisError> {
-        let key = blob_key(hash);
+        let key = self.blob_key(hash);
         self.pool.run(|mut c| async move { c.get(key).await }).await
     }
 }

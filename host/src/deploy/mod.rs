@@ -407,10 +407,11 @@ impl Deployer {
         let Some(cluster) = &self.cluster else {
             return;
         };
+        let channel = cluster.channel();
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
             let subscribed = tokio::select! {
-                s = cluster.pool().subscribe(cluster::CHANNEL) => s,
+                s = cluster.pool().subscribe(&channel) => s,
                 () = shutdown.cancelled() => return,
             };
             let pubsub = match subscribed {

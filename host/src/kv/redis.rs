@@ -25,8 +25,9 @@ impl RedisKv {
 /// cut to this, about 146 million years, as the embedded store keeps such a key for good.
 const MAX_TTL_MS: u64 = i64::MAX as u64 / 2;
 
-fn redis_key(namespace: &str, key: &str) -> String {
-    format!("llmchat:kv:{{{namespace}}}:{key}")
+/// `PREFIX:kv:{NAMESPACE}:KEY`: a namespace's keys share one hash slot.
+fn redis_key(pool: &RedisPool, namespace: &str, key: &str) -> String {
+    pool.key(&format!("kv:{{{namespace}}}:{key}"))
 }
 
 fn to_kv(e: RedisError) -> KvError {
@@ -43,7 +44,7 @@ fn to_kv(e: RedisError) -> KvError {
 impl KvStore for RedisKv {
     async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         check_key(key)?;
-        let k = redis_key(namespace, key);
+        let k = redis_key(&self.pool, namespace, key);
         self.pool
             .run(|mut c| async move { redis::cmd("GET").arg(&k).query_async(&mut c).await })
             .await
@@ -59,7 +60,7 @@ impl KvStore for RedisKv {
     ) -> Result<(), KvError> {
         check_key(key)?;
         check_value(&value, self.max_value)?;
-        let k = redis_key(namespace, key);
+        let k = redis_key(&self.pool, namespace, key);
         self.pool
             .run(|mut c| async move {
                 let mut cmd = redis::cmd("SET");
@@ -76,7 +77,7 @@ impl KvStore for RedisKv {
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<bool, KvError> {
         check_key(key)?;
-        let k = redis_key(namespace, key);
+        let k = redis_key(&self.pool, namespace, key);
         let n: u64 = self
             .pool
             .run(|mut c| async move { redis::cmd("DEL").arg(&k).query_async(&mut c).await })
@@ -87,7 +88,7 @@ impl KvStore for RedisKv {
 
     async fn exists(&self, namespace: &str, key: &str) -> Result<bool, KvError> {
         check_key(key)?;
-        let k = redis_key(namespace, key);
+        let k = redis_key(&self.pool, namespace, key);
         let n: u64 = self
             .pool
             .run(|mut c| async move { redis::cmd("EXISTS").arg(&k).query_async(&mut c).await })
@@ -98,7 +99,7 @@ impl KvStore for RedisKv {
 
     async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, KvError> {
         check_key(key)?;
-        let k = redis_key(namespace, key);
+        let k = redis_key(&self.pool, namespace, key);
         self.pool
             .run(|mut c| async move {
                 redis::cmd("INCRBY")

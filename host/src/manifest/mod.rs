@@ -184,6 +184,10 @@ pub struct RedisSettings {
     pub command_timeout: HumanDuration,
     #[serde(default = "defaults::redis_connect_timeout")]
     pub connect_timeout: HumanDuration,
+    /// What every key and channel of this application starts with (`PREFIX:kv:...`), so
+    /// that several applications (staging and production) can share one Redis.
+    #[serde(default = "defaults::redis_prefix")]
+    pub prefix: String,
 }
 
 impl Default for RedisSettings {
@@ -195,6 +199,7 @@ impl Default for RedisSettings {
             acquire_timeout: defaults::redis_acquire_timeout(),
             command_timeout: defaults::redis_command_timeout(),
             connect_timeout: defaults::redis_connect_timeout(),
+            prefix: defaults::redis_prefix(),
         }
     }
 }
@@ -247,6 +252,9 @@ mod defaults {
     }
     pub fn redis_connect_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(2))
+    }
+    pub fn redis_prefix() -> String {
+        "llmchat".to_string()
     }
 }
 
@@ -323,6 +331,8 @@ impl Manifest {
         if raw.redis.connections == 0 || raw.redis.max_in_flight == 0 {
             bail!("in [redis]: `connections` and `max_in_flight` must be greater than zero");
         }
+        check_redis_prefix(&raw.redis.prefix)
+            .map_err(|e| anyhow::anyhow!("in [redis]: field `prefix`: {e}"))?;
         if let LlmSettings::Openai { base_url, .. } = &raw.llm
             && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
         {
@@ -343,6 +353,23 @@ impl Manifest {
             deploy: raw.deploy,
             quotas: raw.quotas,
         })
+    }
+}
+
+/// A key prefix is 1 to 64 of `A-Z a-z 0-9 - _ . :`: no braces, which would change the hash
+/// slot of every key, and nothing a `KEYS`/`SCAN` pattern would read as a wildcard.
+pub fn check_redis_prefix(prefix: &str) -> Result<(), String> {
+    let ok = !prefix.is_empty()
+        && prefix.len() <= 64
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{prefix:?} must be 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.' and ':'"
+        ))
     }
 }
 

@@ -323,3 +323,18 @@ fn rate_limits_and_schedules_name_what_is_wrong() {
     .unwrap();
     assert_eq!(ok.triggers.http[0].rate_limit.unwrap().count, 100);
 }
+
+#[test]
+fn the_redis_prefix_defaults_to_llmchat_and_is_a_plain_name() {
+    let dir = dir_with_wasm();
+    assert_eq!(parse_in(dir.path(), "").unwrap().redis.prefix, "llmchat");
+    let m = parse_in(dir.path(), "[redis]\nprefix = \"myapp:staging\"\n").unwrap();
+    assert_eq!(m.redis.prefix, "myapp:staging");
+    for bad in ["", "a{b}", "a b", "x*"] {
+        let e = err(dir.path(), &format!("[redis]\nprefix = {bad:?}\n"));
+        assert!(
+            e.contains("in [redis]: field `prefix`: ") && e.contains("must be 1 to 64 of"),
+            "{bad:?}: {e}"
+        );
+    }
+}

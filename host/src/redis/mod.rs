@@ -70,6 +70,8 @@ pub struct RedisPool {
     max_in_flight: usize,
     acquire_timeout: Duration,
     command_timeout: Duration,
+    /// What every key and channel starts with: `[redis] prefix`.
+    prefix: String,
     waiters: AtomicU64,
     waits: AtomicU64,
     wait_micros: AtomicU64,
@@ -139,12 +141,23 @@ impl RedisPool {
             max_in_flight,
             acquire_timeout: settings.acquire_timeout.0,
             command_timeout,
+            prefix: settings.prefix.clone(),
             waiters: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             wait_micros: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             wait_histogram: OnceLock::new(),
         })
+    }
+
+    /// What every key and channel of this application starts with (`[redis] prefix`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `PREFIX:rest`: the name of a key or channel of this application.
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.prefix)
     }
 
     /// Observes, from now on, how long each command that found every slot busy waited

@@ -76,7 +76,7 @@ pub(super) fn entry(value: &Value) -> Option<Entry<'_>> {
 }
 
 /// The deliveries in an `XREADGROUP` reply (RESP2 array or RESP3 map; nil when it timed out).
-pub(super) fn deliveries(reply: &Value) -> Vec<Delivery> {
+pub(super) fn deliveries(reply: &Value, prefix: &str) -> Vec<Delivery> {
     let streams: Vec<(&Value, &Value)> = match reply {
         Value::Array(items) => items
             .iter()
@@ -90,7 +90,8 @@ pub(super) fn deliveries(reply: &Value) -> Vec<Delivery> {
     };
     let mut out = Vec::new();
     for (key, entries) in streams {
-        let (Some(queue), Value::Array(entries)) = (text(key).and_then(queue_of_stream), entries)
+        let (Some(queue), Value::Array(entries)) =
+            (text(key).and_then(|k| queue_of_stream(prefix, k)), entries)
         else {
             continue;
         };
@@ -133,7 +134,7 @@ mod tests {
             bulk("llmchat:{jobs}:stream"),
             Value::Array(vec![job_entry("1-0", "2"), job_entry("2-0", "x")]),
         ])]);
-        let got = deliveries(&reply);
+        let got = deliveries(&reply, "llmchat");
         assert_eq!(
             got.len(),
             1,
@@ -147,6 +148,6 @@ mod tests {
             ),
             ("1-0", 2, "jobs")
         );
-        assert!(deliveries(&Value::Nil).is_empty());
+        assert!(deliveries(&Value::Nil, "llmchat").is_empty());
     }
 }

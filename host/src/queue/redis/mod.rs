@@ -1,7 +1,7 @@
 //! The production queue backend on Redis.
 //!
 //! Per queue `q`, every key sits under the hash tag `{q}` so that a Redis Cluster keeps a
-//! queue in one slot and its scripts stay atomic:
+//! queue in one slot and its scripts stay atomic (`llmchat` is `[redis] prefix`):
 //! - `llmchat:{q}:stream`: ready and in-flight jobs, a stream read through the consumer
 //!   group `llmchat` (pending entries are the in-flight jobs);
 //! - `llmchat:{q}:delayed` + `llmchat:{q}:job:<id>`: delayed jobs, a sorted set by due time
@@ -37,8 +37,9 @@ const MAX_DEAD: u64 = 10_000;
 /// Delayed jobs promoted per script call; more wait for the next, immediate, call.
 const PROMOTE_BATCH: u64 = 500;
 
-fn key(queue: &str, part: &str) -> String {
-    format!("llmchat:{{{queue}}}:{part}")
+/// `PREFIX:{QUEUE}:PART`.
+fn queue_key(prefix: &str, queue: &str, part: &str) -> String {
+    format!("{prefix}:{{{queue}}}:{part}")
 }
 
 impl From<RedisError> for QueueError {
@@ -55,6 +56,13 @@ pub struct RedisQueue {
     /// `CLIENT ID` of the blocking connection, for `CLIENT UNBLOCK`; -1 until known, and
     /// again after an error (a reconnect gives the connection a new id).
     reader_id: AtomicI64,
+}
+
+impl RedisQueue {
+    /// `PREFIX:{QUEUE}:PART` of this application.
+    fn key(&self, queue: &str, part: &str) -> String {
+        queue_key(self.pool.prefix(), queue, part)
+    }
 }
 
 impl RedisQueue {
@@ -81,7 +89,7 @@ impl RedisQueue {
     }
 
     async fn ensure_group(&self, queue: &str) -> Result<(), QueueError> {
-        let stream = key(queue, "stream");
+        let stream = self.key(queue, "stream");
         let result = self
             .pool
             .run(|mut c| async move {
@@ -159,9 +167,11 @@ fn receipts_by_queue(deliveries: &[Delivery]) -> BTreeMap<&str, Vec<&str>> {
     by_queue
 }
 
-fn queue_of_stream(stream_key: &str) -> Option<&str> {
+/// The queue of a stream key of this application (`prefix`), if it is one.
+fn queue_of_stream<'a>(prefix: &str, stream_key: &'a str) -> Option<&'a str> {
     stream_key
-        .strip_prefix("llmchat:{")?
+        .strip_prefix(prefix)?
+        .strip_prefix(":{")?
         .strip_suffix("}:stream")
 }
 
@@ -183,14 +193,17 @@ impl QueueBackend for RedisQueue {
             now_ms() + new.delay.as_millis() as u64
         };
         let (dedup_key, window_ms) = match &new.dedup {
-            Some((k, w)) => (key(&q, &format!("dedup:{k}")), w.as_millis().max(1) as u64),
-            None => (key(&q, "dedup:"), 0),
+            Some((k, w)) => (
+                self.key(&q, &format!("dedup:{k}")),
+                w.as_millis().max(1) as u64,
+            ),
+            None => (self.key(&q, "dedup:"), 0),
         };
         let keys = [
-            key(&q, "stream"),
-            key(&q, "delayed"),
+            self.key(&q, "stream"),
+            self.key(&q, "delayed"),
             dedup_key,
-            key(&q, &format!("job:{}", new.job.id)),
+            self.key(&q, &format!("job:{}", new.job.id)),
         ];
         let [id, payload, attempt, max, backoff, t] = job_args(&new.job, new.job.attempt);
         let args = [
@@ -235,7 +248,7 @@ impl QueueBackend for RedisQueue {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let streams: Vec<String> = wants.iter().map(|(q, _)| key(q, "stream")).collect();
+        let streams: Vec<String> = wants.iter().map(|(q, _)| self.key(q, "stream")).collect();
         let ids: Vec<&str> = vec![">"; streams.len()];
         let block_ms = wait.min(BLOCK_TIME).as_millis().max(1) as usize;
         if self.reader_id.load(Ordering::Relaxed) < 0 {
@@ -277,7 +290,7 @@ impl QueueBackend for RedisQueue {
             }
             Ok(reply) => reply,
         };
-        Ok(entries::deliveries(&reply))
+        Ok(entries::deliveries(&reply, self.pool.prefix()))
     }
 
     async fn interrupt_receive(&self) -> Result<(), QueueError> {
@@ -304,11 +317,11 @@ impl QueueBackend for RedisQueue {
         let by_queue = receipts_by_queue(done);
         let mut pipe = redis::pipe();
         for (queue, ids) in &by_queue {
-            let stream = key(queue, "stream");
+            let stream = self.key(queue, "stream");
             pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(ids).ignore();
             pipe.cmd("XDEL").arg(&stream).arg(ids).ignore();
             pipe.cmd("HINCRBY")
-                .arg(key(queue, "stats"))
+                .arg(self.key(queue, "stats"))
                 .arg("processed")
                 .arg(ids.len())
                 .ignore();
@@ -328,10 +341,10 @@ impl QueueBackend for RedisQueue {
         let job = &delivery.job;
         let q = &job.queue;
         let keys = vec![
-            key(q, "stream"),
-            key(q, "delayed"),
-            key(q, &format!("job:{}", job.id)),
-            key(q, "stats"),
+            self.key(q, "stream"),
+            self.key(q, "delayed"),
+            self.key(q, &format!("job:{}", job.id)),
+            self.key(q, "stats"),
         ];
         let mut args = vec![
             delivery.receipt.clone(),
@@ -345,7 +358,11 @@ impl QueueBackend for RedisQueue {
     async fn bury(&self, delivery: &Delivery, error: &str) -> Result<(), QueueError> {
         let job = &delivery.job;
         let q = &job.queue;
-        let keys = vec![key(q, "stream"), key(q, "dead"), key(q, "stats")];
+        let keys = vec![
+            self.key(q, "stream"),
+            self.key(q, "dead"),
+            self.key(q, "stats"),
+        ];
         let mut args = vec![
             delivery.receipt.clone(),
             GROUP.to_string(),
@@ -360,8 +377,12 @@ impl QueueBackend for RedisQueue {
     async fn promote_due(&self, queues: &[String], now: u64) -> Result<Option<u64>, QueueError> {
         let mut next: Option<u64> = None;
         for q in queues {
-            let keys = [key(q, "delayed"), key(q, "stream")];
-            let args = [now.to_string(), PROMOTE_BATCH.to_string(), key(q, "job:")];
+            let keys = [self.key(q, "delayed"), self.key(q, "stream")];
+            let args = [
+                now.to_string(),
+                PROMOTE_BATCH.to_string(),
+                self.key(q, "job:"),
+            ];
             let head: String = self
                 .pool
                 .run(|mut c| async move {
@@ -392,9 +413,9 @@ impl QueueBackend for RedisQueue {
         max: usize,
     ) -> Result<usize, QueueError> {
         let keys = vec![
-            key(queue, "stream"),
-            key(queue, "dead"),
-            key(queue, "stats"),
+            self.key(queue, "stream"),
+            self.key(queue, "dead"),
+            self.key(queue, "stats"),
         ];
         let args = vec![
             GROUP.to_string(),
@@ -416,7 +437,7 @@ impl QueueBackend for RedisQueue {
         let mut pipe = redis::pipe();
         for (queue, ids) in &by_queue {
             pipe.cmd("XCLAIM")
-                .arg(key(queue, "stream"))
+                .arg(self.key(queue, "stream"))
                 .arg(GROUP)
                 .arg(&self.consumer)
                 .arg(0)
@@ -431,13 +452,13 @@ impl QueueBackend for RedisQueue {
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
-        let stream = key(queue, "stream");
+        let stream = self.key(queue, "stream");
         let mut pipe = redis::pipe();
         pipe.cmd("XLEN").arg(&stream);
         pipe.cmd("XPENDING").arg(&stream).arg(GROUP);
-        pipe.cmd("ZCARD").arg(key(queue, "delayed"));
-        pipe.cmd("XLEN").arg(key(queue, "dead"));
-        pipe.cmd("HGETALL").arg(key(queue, "stats"));
+        pipe.cmd("ZCARD").arg(self.key(queue, "delayed"));
+        pipe.cmd("XLEN").arg(self.key(queue, "dead"));
+        pipe.cmd("HGETALL").arg(self.key(queue, "stats"));
         type Reply = (u64, redis::Value, u64, u64, HashMap<String, u64>);
         let (len, pending, delayed, dead, counters): Reply = self
             .pool
@@ -469,7 +490,7 @@ impl QueueBackend for RedisQueue {
     }
 
     async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadJob>, QueueError> {
-        let dead = key(queue, "dead");
+        let dead = self.key(queue, "dead");
         let reply: redis::Value = self
             .pool
             .run(|mut c| async move {
@@ -500,7 +521,7 @@ impl QueueBackend for RedisQueue {
     }
 
     async fn retry_dead(&self, queue: &str, id: Option<&str>) -> Result<usize, QueueError> {
-        let keys = [key(queue, "dead"), key(queue, "stream")];
+        let keys = [self.key(queue, "dead"), self.key(queue, "stream")];
         let id = id.unwrap_or("").to_string();
         let n: i64 = self
             .pool
@@ -517,7 +538,7 @@ impl QueueBackend for RedisQueue {
     }
 
     async fn purge_dead(&self, queue: &str) -> Result<usize, QueueError> {
-        let dead = key(queue, "dead");
+        let dead = self.key(queue, "dead");
         let (n, _): (u64, u64) = self
             .pool
             .run(|mut c| async move {
@@ -541,11 +562,22 @@ mod tests {
 
     #[test]
     fn keys_share_one_hash_tag_per_queue() {
-        assert_eq!(key("summarize", "stream"), "llmchat:{summarize}:stream");
         assert_eq!(
-            queue_of_stream("llmchat:{summarize}:stream"),
+            queue_key("llmchat", "summarize", "stream"),
+            "llmchat:{summarize}:stream"
+        );
+        assert_eq!(
+            queue_of_stream("llmchat", "llmchat:{summarize}:stream"),
             Some("summarize")
         );
-        assert_eq!(queue_of_stream("other"), None);
+        assert_eq!(
+            queue_of_stream("staging", "staging:{summarize}:stream"),
+            Some("summarize")
+        );
+        assert_eq!(
+            queue_of_stream("llmchat", "staging:{summarize}:stream"),
+            None
+        );
+        assert_eq!(queue_of_stream("llmchat", "other"), None);
     }
 }

@@ -90,8 +90,9 @@ return 1
     )
 });
 
-fn key(schedule: &str) -> String {
-    format!("llmchat:schedule:{{{schedule}}}")
+/// `PREFIX:schedule:{NAME}`: one hash per schedule.
+fn key(pool: &RedisPool, schedule: &str) -> String {
+    pool.key(&format!("schedule:{{{schedule}}}"))
 }
 
 impl RedisClaims {
@@ -119,7 +120,7 @@ impl TickClaims for RedisClaims {
         keep: Duration,
     ) -> Result<Claim, RedisError> {
         let now = crate::timers::now_ms();
-        let (key, host) = (key(schedule), self.host.clone());
+        let (key, host) = (key(&self.pool, schedule), self.host.clone());
         let won: i64 = self
             .pool
             .run(|mut c| async move {
@@ -142,7 +143,7 @@ impl TickClaims for RedisClaims {
     }
 
     async fn release(&self, schedule: &str, tick_ms: u64) -> Result<(), RedisError> {
-        let key = key(schedule);
+        let key = key(&self.pool, schedule);
         self.pool
             .run(|mut c| async move {
                 RELEASE
