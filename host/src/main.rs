@@ -373,7 +373,7 @@ async fn storage(
         return Ok((Arc::new(kv), Arc::new(MemoryQueue::new()), None));
     };
     let pool = Arc::new(RedisPool::new(&manifest.redis, &url)?);
-    let redacted = redact(&url);
+    let redacted = llmchat_host::redis::redact(&url);
     if let Err(e) = pool.ping().await {
         tracing::warn!(url = %redacted, "Redis is not reachable yet ({e}); requests needing it get 503 until it is");
     }
@@ -393,16 +393,6 @@ async fn storage(
         Arc::new(queues),
         Some(pool),
     ))
-}
-
-/// The URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// Installs the SIGTERM and SIGINT handlers now (before the host says it is listening, so

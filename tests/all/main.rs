@@ -25,5 +25,6 @@ mod queues;
 mod rate_limits;
 mod redis_pool;
 mod redis_prefix;
+mod redis_tls;
 mod schedules;
 mod support;

@@ -188,6 +188,21 @@ pub struct RedisSettings {
     /// that several applications (staging and production) can share one Redis.
     #[serde(default = "defaults::redis_prefix")]
     pub prefix: String,
+    /// PEM file of the CA that signed the server's certificate (`rediss://` to a private
+    /// CA); relative to the manifest's folder. Without it, the system's roots are trusted.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for a server that asks for one (mutual TLS).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// The ACL user, when not in the URL.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The name of the environment variable holding the password (never the password).
+    #[serde(default)]
+    pub password_env: Option<String>,
 }
 
 impl Default for RedisSettings {
@@ -200,6 +215,11 @@ impl Default for RedisSettings {
             command_timeout: defaults::redis_command_timeout(),
             connect_timeout: defaults::redis_connect_timeout(),
             prefix: defaults::redis_prefix(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            username: None,
+            password_env: None,
         }
     }
 }
@@ -301,7 +321,7 @@ impl Manifest {
             .with_context(|| format!("invalid manifest `{}`", path.display()))
     }
 
-    fn validate(raw: RawManifest, path: &Path, base: &Path) -> Result<Manifest> {
+    fn validate(mut raw: RawManifest, path: &Path, base: &Path) -> Result<Manifest> {
         let mut components = BTreeMap::new();
         for (name, c) in raw.component {
             let spec = c
@@ -333,6 +353,7 @@ impl Manifest {
         }
         check_redis_prefix(&raw.redis.prefix)
             .map_err(|e| anyhow::anyhow!("in [redis]: field `prefix`: {e}"))?;
+        raw.redis.resolve_files(base)?;
         if let LlmSettings::Openai { base_url, .. } = &raw.llm
             && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
         {
@@ -353,6 +374,41 @@ impl Manifest {
             deploy: raw.deploy,
             quotas: raw.quotas,
         })
+    }
+}
+
+impl RedisSettings {
+    /// Anchors the TLS files at `base` (the manifest's folder) and checks that each exists,
+    /// and that a client certificate comes with its key.
+    fn resolve_files(&mut self, base: &Path) -> Result<()> {
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            bail!(
+                "in [redis]: fields `client_cert_file` and `client_key_file` go together: give both or neither"
+            );
+        }
+        for (field, file) in [
+            ("ca_file", &mut self.ca_file),
+            ("client_cert_file", &mut self.client_cert_file),
+            ("client_key_file", &mut self.client_key_file),
+        ] {
+            if let Some(path) = file {
+                let resolved = base.join(&*path);
+                if !resolved.is_file() {
+                    bail!(
+                        "in [redis]: field `{field}`: file `{}` does not exist",
+                        resolved.display()
+                    );
+                }
+                *path = resolved;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the connection is set up with files of its own (a CA or a client
+    /// certificate) rather than the system's trust roots alone.
+    pub fn has_tls_files(&self) -> bool {
+        self.ca_file.is_some() || self.client_cert_file.is_some()
     }
 }
 

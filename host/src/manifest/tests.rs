@@ -338,3 +338,22 @@ fn the_redis_prefix_defaults_to_llmchat_and_is_a_plain_name() {
         );
     }
 }
+
+#[test]
+fn redis_tls_files_are_anchored_at_the_manifest_and_must_exist_and_pair_up() {
+    let dir = dir_with_wasm();
+    std::fs::write(dir.path().join("ca.pem"), b"").unwrap();
+    let m = parse_in(dir.path(), "[redis]\nca_file = \"ca.pem\"\n").unwrap();
+    assert_eq!(m.redis.ca_file, Some(dir.path().join("ca.pem")));
+    assert!(m.redis.has_tls_files());
+    let e = err(dir.path(), "[redis]\nca_file = \"nope.pem\"\n");
+    assert!(
+        e.contains("in [redis]: field `ca_file`: file `") && e.contains("nope.pem` does not exist"),
+        "{e}"
+    );
+    let e = err(dir.path(), "[redis]\nclient_cert_file = \"ca.pem\"\n");
+    assert!(
+        e.contains("`client_cert_file` and `client_key_file` go together"),
+        "{e}"
+    );
+}

@@ -16,6 +16,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Semaphore;
 
+mod client;
+
+pub use client::redact;
+
 use crate::manifest::RedisSettings;
 use crate::metrics::{PoolCounts, PoolSource};
 
@@ -106,8 +110,7 @@ impl RedisPool {
     /// Creates the pool. Connections are made lazily and re-made with backoff, so a host
     /// can start while Redis is down and recover when it returns.
     pub fn new(settings: &RedisSettings, url: &str) -> Result<Self> {
-        let client =
-            redis::Client::open(url).with_context(|| format!("invalid Redis URL {url:?}"))?;
+        let client = client::client(settings, url)?;
         let config = |response_timeout: Option<Duration>| {
             ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(settings.connect_timeout.0))
