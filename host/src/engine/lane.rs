@@ -5,9 +5,9 @@
 //! and a `hello` that arrives waits behind all of them: p99 above 150 ms. So an invocation
 //! whose future has been polled for [`LONG_AFTER`] in all (wasm and the host work done in
 //! its calls) joins the long lane: each later poll first waits for one of [`lane_width`]
-//! turns (one per core but one, handed out first come, first served) and gives it back when
-//! the poll returns. Short invocations never wait here, and long ones take the cores in turns
-//! instead of crowding the run queue, leaving one worker for short requests.
+//! turns (one per core, handed out first come, first served) and gives it back when the
+//! poll returns. Short invocations never wait here, and long ones take the cores in turns
+//! instead of crowding the run queue.
 //!
 //! A turn is held only during a poll, that is while the invocation computes: a guest
 //! waiting for I/O (or for another instance of this host) has returned `Pending` and holds
@@ -27,19 +27,9 @@ pub const LONG_AFTER: Duration = Duration::from_millis(5);
 
 static LANE: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(lane_width())));
 
-/// Long invocations that compute at once: see [`width_for`].
+/// Long invocations that compute at once: one per core.
 pub fn lane_width() -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    width_for(cores)
-}
-
-/// One turn per core but one, and at least one: the core left over is what keeps short
-/// requests fast while long ones compute. With a turn on every core, 32 flooding guests
-/// (log lines, kv reads) held both workers of a 2-core host in 10 ms slices, and a `hello`
-/// beside them waited for one: p90 33 ms, p99 150 ms; with one turn, p90 6 ms, p99 13 ms.
-/// The price is that long invocations alone use at most `cores - 1` cores.
-fn width_for(cores: usize) -> usize {
-    cores.saturating_sub(1).max(1)
+    std::thread::available_parallelism().map_or(2, usize::from)
 }
 
 pin_project_lite::pin_project! {
@@ -114,14 +104,6 @@ mod tests {
             cx.waker().wake_by_ref();
             Poll::Pending
         }
-    }
-
-    #[test]
-    fn one_core_is_left_for_short_invocations_when_there_are_two() {
-        assert_eq!(width_for(1), 1);
-        assert_eq!(width_for(2), 1);
-        assert_eq!(width_for(8), 7);
-        assert_eq!(width_for(0), 1);
     }
 
     #[tokio::test]
