@@ -195,6 +195,22 @@ fn enqueue(host: &Host) -> StatusCode {
         .status()
 }
 
+fn ready(host: &Host) -> StatusCode {
+    client()
+        .get(host.url("/ready"))
+        .send()
+        .expect("GET /ready")
+        .status()
+}
+
+fn assert_password_never_logged(host: Host) {
+    let (_, log) = host.terminate_and_log();
+    assert!(
+        !log.contains(PASSWORD),
+        "the password is in the log:\n{log}"
+    );
+}
+
 #[test]
 fn a_host_that_trusts_the_ca_and_shows_its_certificate_runs_its_queue_over_tls() {
     let redis = TlsRedis::start();
@@ -212,13 +228,8 @@ fn a_host_that_trusts_the_ca_and_shows_its_certificate_runs_its_queue_over_tls()
         let list: Value = get_json(&host.url("/admin/queues"));
         (list["backend"] == "redis" && list["queues"][0]["processed"] == 10).then_some(())
     });
-    let ready = client().get(host.url("/ready")).send().expect("GET /ready");
-    assert_eq!(ready.status(), StatusCode::OK);
-    let (_, log) = host.terminate_and_log();
-    assert!(
-        !log.contains(PASSWORD),
-        "the password is in the log:\n{log}"
-    );
+    assert_eq!(ready(&host), StatusCode::OK);
+    assert_password_never_logged(host);
 }
 
 #[test]
@@ -239,13 +250,8 @@ fn a_host_that_does_not_trust_the_servers_certificate_is_refused_and_says_why() 
         "no certificate error at start-up:\n{log}"
     );
     assert_eq!(enqueue(&host), StatusCode::SERVICE_UNAVAILABLE);
-    let ready = client().get(host.url("/ready")).send().expect("GET /ready");
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let (_, log) = host.terminate_and_log();
-    assert!(
-        !log.contains(PASSWORD),
-        "the password is in the log:\n{log}"
-    );
+    assert_eq!(ready(&host), StatusCode::SERVICE_UNAVAILABLE);
+    assert_password_never_logged(host);
 }
 
 #[test]
