@@ -16,6 +16,7 @@ mod host_memory;
 mod idle_code;
 mod kv_conformance;
 mod lifecycle;
+mod logs;
 mod manifest_errors;
 mod metrics;
 mod openai;

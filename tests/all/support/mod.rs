@@ -102,7 +102,10 @@ impl Host {
         let sink = log.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // A text line ends with the address; a JSON line (LLMCHAT_LOG_FORMAT=json)
+                // closes the message's string after it.
                 if let Some(addr) = line.split("llmchat listening on ").nth(1) {
+                    let addr = addr.split(['"', ' ']).next().unwrap_or_default();
                     let _ = tx.send(addr.trim().to_string());
                 }
                 let mut log = sink.lock().unwrap();
