@@ -25,14 +25,24 @@ const decoder = new TextDecoder();
 
 /** Every prompt, saved ones replacing defaults of the same name, sorted by name. */
 export function listPrompts(): Prompt[] {
-  const prompts = new Map<string, Prompt>(
-    Object.entries(defaults()).map(([name, template]) => [name, { name, template, source: 'config' }]),
-  );
+  const configured = defaults();
+  const saved: Prompt[] = [];
   for (const name of savedNames()) {
     const template = readText(`prompt:${name}`);
     if (template !== undefined) {
-      prompts.set(name, { name, template, source: 'saved' });
+      saved.push({ name, template, source: 'saved' });
     }
+  }
+  return mergePrompts(configured, saved);
+}
+
+/** The defaults and the saved prompts, saved ones replacing defaults of the same name, sorted. */
+export function mergePrompts(defaults: Record<string, string>, saved: Prompt[]): Prompt[] {
+  const prompts = new Map<string, Prompt>(
+    Object.entries(defaults).map(([name, template]) => [name, { name, template, source: 'config' }]),
+  );
+  for (const prompt of saved) {
+    prompts.set(prompt.name, prompt);
   }
   return [...prompts.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
@@ -68,7 +78,11 @@ function savedNames(): string[] {
 
 /** The `prompts` config: a JSON object of name → template; a 500 naming the key if malformed. */
 function defaults(): Record<string, string> {
-  const raw = config.get('prompts');
+  return parseDefaults(config.get('prompts'));
+}
+
+/** `defaults` without the config call, so that it can run at build time (see main.ts). */
+export function parseDefaults(raw: string | undefined): Record<string, string> {
   if (raw === undefined) {
     return {};
   }
