@@ -7,6 +7,7 @@ after importing `app` at build time, and the component has no files to import fr
 from urllib.parse import parse_qs
 
 from componentize_py_types import Ok
+from wit_world.imports.streams import OutputStream
 from wit_world.imports.types import (
     Fields,
     IncomingRequest,
@@ -42,3 +43,28 @@ def respond(
         for start in range(0, len(data), _WRITE_CHUNK):
             stream.blocking_write_and_flush(data[start : start + _WRITE_CHUNK])
     OutgoingBody.finish(outgoing, None)
+
+
+def _warm_up() -> None:
+    """Build time: looks up the methods `respond` calls, once, into the snapshot.
+
+    Every instance starts from the snapshot componentize-py takes after importing `app`, so a
+    lookup the snapshot never made (the interpreter's type attribute cache starts cold) is
+    made again in every request. Imports cannot be called at build time, so this only looks
+    the methods up. py-hello: 5.4 -> 4.7 ms host CPU per request, 6.1 -> 5.5 ms latency on one
+    connection (medians of 6 interleaved rounds on the shared 2-core machine, issue 13).
+    """
+    for cls, names in (
+        (Fields, ("from_list",)),
+        (OutgoingResponse, ("__init__", "set_status_code", "body")),
+        (OutgoingBody, ("write", "finish")),
+        (ResponseOutparam, ("set",)),
+        (OutputStream, ("blocking_write_and_flush", "__enter__", "__exit__")),
+    ):
+        for name in names:
+            getattr(cls, name, None)
+    Ok(None)
+    "".encode()
+
+
+_warm_up()
