@@ -90,10 +90,15 @@ enum Command {
 #[derive(clap::Args)]
 struct UpArgs {
     /// The manifest to run.
-    #[arg(short = 'f', long = "file", default_value = "components/llmchat.toml")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "LLMCHAT_MANIFEST",
+        default_value = "components/llmchat.toml"
+    )]
     manifest: PathBuf,
     /// Address to listen on; port 0 picks a free port (the log says which).
-    #[arg(long, default_value = "127.0.0.1:3001")]
+    #[arg(long, env = "LLMCHAT_LISTEN", default_value = "127.0.0.1:3001")]
     listen: SocketAddr,
     /// Folder for compiled components [default: $XDG_CACHE_HOME/llmchat or ~/.cache/llmchat].
     #[arg(long, env = "LLMCHAT_CACHE_DIR")]

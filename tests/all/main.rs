@@ -8,6 +8,7 @@ mod admin;
 mod chat_api;
 mod compile;
 mod components_guard;
+mod config_env;
 mod connections;
 mod dashboard;
 mod deploy;

@@ -95,3 +95,17 @@ fn missing_api_key_variable_is_named() {
     let (_, err) = up(manifest, &[]);
     assert!(err.contains("LLMCHAT_TEST_UNSET_KEY"), "{err}");
 }
+
+#[test]
+fn an_unset_variable_without_a_default_is_named_with_its_line() {
+    let manifest = format!(
+        "{}[[trigger.http]]\nroute = \"${{LLMCHAT_TEST_UNSET_ROUTE}}\"\ncomponent = \"hello\"\n",
+        component_toml("hello", &component("hello"), "")
+    );
+    let (_, stderr) = up(&manifest, &[]);
+    assert!(
+        stderr.contains("environment variable `LLMCHAT_TEST_UNSET_ROUTE` is not set")
+            && stderr.contains("has no default (write `${LLMCHAT_TEST_UNSET_ROUTE:-default}`)"),
+        "{stderr}"
+    );
+}

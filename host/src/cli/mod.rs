@@ -25,6 +25,7 @@ pub struct HostArg {
     /// Base URL of the running llmchat host.
     #[arg(
         long = "host",
+        env = "LLMCHAT_HOST",
         value_name = "URL",
         default_value = "http://127.0.0.1:3001"
     )]

@@ -8,6 +8,7 @@
 mod backoff;
 mod component;
 mod deploy;
+mod env;
 mod quotas;
 mod rate;
 mod rules;
@@ -312,7 +313,9 @@ impl Manifest {
 
     /// Parses manifest text; `path` names the file in errors and anchors relative sources.
     pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
-        let raw: RawManifest = toml::from_str(text)
+        let text = env::expand(text, |name| std::env::var(name).ok())
+            .with_context(|| format!("invalid manifest `{}`", path.display()))?;
+        let raw: RawManifest = toml::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
             .with_context(|| format!("invalid manifest `{}`", path.display()))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();

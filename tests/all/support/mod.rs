@@ -84,12 +84,20 @@ impl Host {
         let path = dir.path().join("llmchat.toml");
         std::fs::write(&path, manifest).expect("writing manifest");
         let mut command = llmchat_command(&path);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self::spawn(command, dir)
+    }
+
+    /// Starts `command` (an `llmchat up`), whose manifest and state live in `dir`, and
+    /// waits until it listens; on failure returns everything it wrote to stderr.
+    pub fn spawn(mut command: Command, dir: tempfile::TempDir) -> Result<Host, String> {
         command.env("RUST_LOG", "info,llmchat_host=debug");
         // Deployments persist in the state folder: each host gets its own unless the test
         // passes one (to restart a host on the same state).
-        command.env("LLMCHAT_STATE_DIR", dir.path().join("state"));
-        for (k, v) in env {
-            command.env(k, v);
+        if command.get_envs().all(|(k, _)| k != "LLMCHAT_STATE_DIR") {
+            command.env("LLMCHAT_STATE_DIR", dir.path().join("state"));
         }
         let mut child = command
             .stderr(Stdio::piped())
