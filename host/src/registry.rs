@@ -224,6 +224,7 @@ pub async fn load_component(
             name: spec.name.clone(),
             kv_namespace: spec.kv_namespace.clone(),
             config: spec.config.clone(),
+            secrets: spec.secrets.clone(),
         }),
         outbound: OutboundPolicy::new(&spec.allowed_outbound_hosts),
         environment: spec

@@ -1,13 +1,18 @@
 //! Configuration from the environment, as a container runs the host: `LLMCHAT_MANIFEST`
 //! and `LLMCHAT_LISTEN` instead of flags, `${VAR}` / `${VAR:-default}` in the manifest's
-//! strings, and `LLMCHAT_HOST` for the CLI.
+//! strings, `LLMCHAT_HOST` for the CLI, and component secrets from a variable or a file.
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use reqwest::StatusCode;
+use reqwest::header::CONTENT_TYPE;
 
-use crate::support::{Host, client, component, component_toml, get_json};
+use crate::support::prometheus::{scrape, value};
+use crate::support::{Host, client, component, component_toml, get_json, poll_until};
+
+const WAIT: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_host_configured_only_by_the_environment_serves_what_it_names() {
@@ -67,4 +72,66 @@ fn a_host_configured_only_by_the_environment_serves_what_it_names() {
         listed["components"][0]["memory_limit"], "24MiB",
         "the default of ${{HELLO_MEMORY:-24MiB}}"
     );
+}
+
+const TOKEN: &str = "tok-5ecret-Vq81";
+
+fn ticks(host: &Host, outcome: &str) -> f64 {
+    value(
+        &scrape(host),
+        "llmchat_schedule_ticks_total",
+        &[("schedule", "counter"), ("outcome", outcome)],
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn a_component_reads_its_secrets_through_config_and_nothing_else_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    // The monitor fixture fails every tick unless `config.get("action")` names an action:
+    // here it comes from a secret.
+    let manifest = format!(
+        "{}[component.counter.secrets]\naction = {{ env = \"LLMCHAT_TEST_MONITOR_ACTION\" }}\n\
+         token = {{ file = {token:?} }}\n\
+         [[trigger.schedule]]\ncomponent = \"counter\"\nevery = \"50ms\"\ntimeout = \"5s\"\n",
+        component_toml("counter", &component("fixture-monitor"), "")
+    );
+    let host = Host::start_with_env(&manifest, &[("LLMCHAT_TEST_MONITOR_ACTION", "count")]);
+    poll_until(WAIT, "3 ticks run with the secret action", || {
+        (ticks(&host, "ok") >= 3.0).then_some(())
+    });
+
+    // A new version deployed over the manifest component keeps the manifest's secrets.
+    let response = client()
+        .put(host.url("/admin/components/counter"))
+        .header(CONTENT_TYPE, "application/wasm")
+        .body(std::fs::read(component("fixture-monitor")).unwrap())
+        .send()
+        .expect("PUT counter");
+    assert_eq!(response.status(), StatusCode::OK);
+    let after_deploy = ticks(&host, "ok");
+    poll_until(WAIT, "3 more ticks on the deployed version", || {
+        (ticks(&host, "ok") >= after_deploy + 3.0).then_some(())
+    });
+    assert_eq!(ticks(&host, "failed"), 0.0, "{}", host.log());
+
+    let listed = client()
+        .get(host.url("/admin/components"))
+        .send()
+        .and_then(|r| r.text())
+        .expect("GET /admin/components");
+    assert!(
+        listed.contains("counter") && !listed.contains(TOKEN),
+        "{listed}"
+    );
+    let cli = Command::new(env!("CARGO_BIN_EXE_llmchat"))
+        .args(["components", "--host", &host.base])
+        .env_remove("LLMCHAT_ADMIN_TOKEN")
+        .output()
+        .expect("llmchat components");
+    assert!(!String::from_utf8_lossy(&cli.stdout).contains(TOKEN));
+    let (_, log) = host.terminate_and_log();
+    assert!(!log.contains(TOKEN), "the secret is in the log:\n{log}");
 }

@@ -121,6 +121,7 @@ impl Host {
                 name: "bench".to_string(),
                 kv_namespace: "bench".to_string(),
                 config: BTreeMap::new(),
+                secrets: BTreeMap::new(),
             }),
             services: Arc::new(Services {
                 kv: Arc::new(MemoryKv::new(1_000, 1 << 20, 64 << 10)),

@@ -23,6 +23,7 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 
 use crate::kv::KvStore;
 use crate::llm::LlmProvider;
+use crate::manifest::Secret;
 use crate::queue::Queues;
 use crate::redis::RedisPool;
 
@@ -51,6 +52,8 @@ pub struct ComponentIdentity {
     /// Where its kv keys live: its name, or a namespace the manifest lets it share.
     pub kv_namespace: String,
     pub config: BTreeMap<String, String>,
+    /// Read through `config` as well; never printed (see [`Secret`]).
+    pub secrets: BTreeMap<String, Secret>,
 }
 
 /// The per-invocation capability state.

@@ -586,12 +586,17 @@ impl Deployer {
         bytes: Option<&[u8]>,
     ) -> Result<Prepared, DeployError> {
         let source = self.source_of(deployment, bytes).await?;
-        let spec = deployment
+        let mut spec = deployment
             .spec
             .component
             .clone()
             .validate_deployed(name, source)
             .map_err(invalid)?;
+        // A deployed version of a manifest component keeps the manifest's secrets; no deploy
+        // can name a secret of its own.
+        if let Some(base) = self.base.components.get(name) {
+            spec.secrets = base.secrets.clone();
+        }
         if spec.memory_limit.bytes() > self.pool.max_memory {
             return Err(DeployError::Invalid(format!(
                 "memory_limit {} is above what this host's pool holds per instance ({} bytes; raise [deploy] max_memory_limit)",

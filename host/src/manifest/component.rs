@@ -51,6 +51,58 @@ pub struct ComponentConfig {
     pub kv_namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<BTreeMap<String, ConfigValue>>,
+    /// Values read through the `config` interface like `config`'s, but taken from the
+    /// host's environment or a file when the manifest is loaded, and never shown. Only a
+    /// manifest has them: a deploy cannot name the host's variables or files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<BTreeMap<String, SecretSource>>,
+}
+
+/// Where a secret comes from: `{ env = "VAR" }` or `{ file = "/run/secrets/x" }` (relative
+/// to the manifest; one trailing newline is dropped).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+}
+
+impl SecretSource {
+    fn read(&self, base: &Path) -> Result<Secret> {
+        let value = match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var).map_err(|_| {
+                anyhow::anyhow!("environment variable `{var}` is not set (or not UTF-8)")
+            })?,
+            (None, Some(file)) => {
+                let path = base.join(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    anyhow::anyhow!("file `{}` cannot be read: {e}", path.display())
+                })?;
+                text.strip_suffix('\n').unwrap_or(&text).to_string()
+            }
+            _ => bail!("give `env` or `file`, one of them"),
+        };
+        Ok(Secret(value))
+    }
+}
+
+/// A secret's value: handed to the component through the `config` interface, and printed
+/// as `***` everywhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// One `config` value as the component reads it through the `config` interface: a string as
@@ -93,6 +145,9 @@ pub struct ComponentSpec {
     /// The component's own settings, readable through the `config` interface. Non-string
     /// values are handed over as JSON text.
     pub config: BTreeMap<String, String>,
+    /// Read through the `config` interface too; from the manifest only (see
+    /// [`ComponentConfig::secrets`]).
+    pub secrets: BTreeMap<String, Secret>,
 }
 
 impl ComponentConfig {
@@ -114,6 +169,8 @@ impl ComponentConfig {
                     .map(|(k, v)| (k.clone(), ConfigValue(v.clone())))
                     .collect(),
             ),
+            // Never written out: a record or a deploy spec holds no secret.
+            secrets: None,
         }
     }
 
@@ -136,6 +193,7 @@ impl ComponentConfig {
             environment: pick(&newer.environment, &self.environment),
             kv_namespace: pick(&newer.kv_namespace, &self.kv_namespace),
             config: pick(&newer.config, &self.config),
+            secrets: pick(&newer.secrets, &self.secrets),
         }
     }
 
@@ -149,12 +207,29 @@ impl ComponentConfig {
         } else {
             base.join(source)
         };
-        self.resolve(name, source)
+        let mut secrets = BTreeMap::new();
+        for (key, from) in self.secrets.iter().flatten() {
+            if self.config.as_ref().is_some_and(|c| c.contains_key(key)) {
+                bail!("field `secrets`: `{key}` is in `config` as well; give it once");
+            }
+            let value = from
+                .read(base)
+                .map_err(|e| anyhow::anyhow!("field `secrets`: `{key}`: {e}"))?;
+            secrets.insert(key.clone(), value);
+        }
+        let mut spec = self.resolve(name, source)?;
+        spec.secrets = secrets;
+        Ok(spec)
     }
 
     /// Deployed component `name`, whose bytes the host keeps at `source`; the settings name
     /// no file of their own.
     pub fn validate_deployed(self, name: &str, source: PathBuf) -> Result<ComponentSpec> {
+        if self.secrets.is_some() {
+            bail!(
+                "field `secrets`: secrets come from the host's manifest, not from a deploy (a deployed version of a manifest component keeps the manifest's)"
+            );
+        }
         if let Some(path) = &self.source {
             bail!(
                 "field `source`: {:?} is not allowed in a deploy, which sends the component's bytes",
@@ -215,6 +290,7 @@ impl ComponentConfig {
                 .into_iter()
                 .map(|(k, v)| (k, v.0))
                 .collect(),
+            secrets: BTreeMap::new(),
         })
     }
 }
@@ -332,5 +408,66 @@ mod tests {
             ..Default::default()
         });
         assert!(e.contains("kv_namespace"), "{e}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_or_a_file_and_print_as_stars() {
+        let (dir, _) = wasm_file();
+        std::fs::write(dir.path().join("token"), "from-a-file\n").unwrap();
+        let config: ComponentConfig = toml::from_str(
+            "source = \"a.wasm\"\n[secrets]\npath = { env = \"PATH\" }\ntoken = { file = \"token\" }\n",
+        )
+        .unwrap();
+        let spec = config.clone().validate("c", dir.path()).unwrap();
+        assert_eq!(spec.secrets["token"].expose(), "from-a-file");
+        assert_eq!(
+            spec.secrets["path"].expose(),
+            std::env::var("PATH").unwrap()
+        );
+        let shown = format!("{spec:?}");
+        assert!(
+            !shown.contains("from-a-file") && shown.contains("***"),
+            "{shown}"
+        );
+        assert_eq!(
+            ComponentConfig::of(&spec).secrets,
+            None,
+            "never written out"
+        );
+
+        let e = config
+            .validate_deployed("c", dir.path().join("a.wasm"))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("field `secrets`: secrets come from the host's manifest"),
+            "{e}"
+        );
+        let read = |text: &str| {
+            toml::from_str::<ComponentConfig>(text)
+                .unwrap()
+                .validate("c", dir.path())
+                .unwrap_err()
+                .to_string()
+        };
+        let e =
+            read("source = \"a.wasm\"\n[secrets]\nk = { env = \"LLMCHAT_TEST_UNSET_SECRET\" }\n");
+        assert_eq!(
+            e,
+            "field `secrets`: `k`: environment variable `LLMCHAT_TEST_UNSET_SECRET` is not set (or not UTF-8)"
+        );
+        let e = read("source = \"a.wasm\"\n[secrets]\nk = { file = \"nope\" }\n");
+        assert!(
+            e.starts_with("field `secrets`: `k`: file `") && e.contains("nope` cannot be read"),
+            "{e}"
+        );
+        let e = read("source = \"a.wasm\"\n[secrets]\nk = {}\n");
+        assert_eq!(e, "field `secrets`: `k`: give `env` or `file`, one of them");
+        let e =
+            read("source = \"a.wasm\"\n[config]\nk = \"v\"\n[secrets]\nk = { file = \"token\" }\n");
+        assert_eq!(
+            e,
+            "field `secrets`: `k` is in `config` as well; give it once"
+        );
     }
 }

@@ -25,7 +25,7 @@ use serde::Deserialize;
 pub use backoff::Backoff;
 pub use component::{
     ComponentConfig, ComponentSpec, ConfigValue, MAX_INSTANCES, MAX_MEMORY_LIMIT, MAX_RESOURCES,
-    MIN_MEMORY_LIMIT, MIN_RESOURCES,
+    MIN_MEMORY_LIMIT, MIN_RESOURCES, Secret, SecretSource,
 };
 pub use deploy::{DeploySettings, DeploySpec};
 pub use quotas::QuotaSettings;

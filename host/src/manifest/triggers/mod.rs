@@ -331,6 +331,7 @@ mod tests {
             environment: BTreeMap::new(),
             kv_namespace: "app".into(),
             config: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         };
         BTreeMap::from([("app".to_string(), spec)])
     }
