@@ -30,10 +30,12 @@
 //! otherwise the release stays off (and says so in the debug log).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+
+use super::resident::{page_size, uptime_ms};
 
 /// How long no store may have been alive before the slab is released.
 pub const IDLE_AFTER: Duration = Duration::from_secs(2);
@@ -258,18 +260,6 @@ pub fn release_idle() -> usize {
     };
     let now = uptime_ms();
     pools.iter().filter(|p| p.release_if_idle(now)).count()
-}
-
-fn uptime_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-fn page_size() -> usize {
-    #[expect(unsafe_code, reason = "sysconf is a C function")]
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).unwrap_or(4096)
 }
 
 mod maps {

@@ -127,7 +127,7 @@ pub fn release_idle(again: bool) -> usize {
 
 /// Milliseconds since the first call in this process: a monotonic clock for idle times,
 /// unlike the wall clock of [`crate::timers::now_ms`].
-fn uptime_ms() -> u64 {
+pub(super) fn uptime_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
@@ -140,7 +140,7 @@ fn whole_pages(start: usize, end: usize) -> Option<(usize, usize)> {
     (last > first).then(|| (first, last - first))
 }
 
-fn page_size() -> usize {
+pub(super) fn page_size() -> usize {
     #[expect(unsafe_code, reason = "sysconf is a C function")]
     // SAFETY: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
