@@ -38,11 +38,11 @@ impl ClusterStore {
     }
 
     fn record_key(&self, name: &str) -> String {
-        self.pool.key(&format!("deploy:record:{name}"))
+        self.pool.key(format_args!("deploy:record:{name}"))
     }
 
     fn blob_key(&self, hash: &str) -> String {
-        self.pool.key(&format!("deploy:blob:{hash}"))
+        self.pool.key(format_args!("deploy:blob:{hash}"))
     }
 
     /// Stores the bytes (once per hash) and the record, then tells every host.

@@ -27,7 +27,7 @@ const MAX_TTL_MS: u64 = i64::MAX as u64 / 2;
 
 /// `PREFIX:kv:{NAMESPACE}:KEY`: a namespace's keys share one hash slot.
 fn redis_key(pool: &RedisPool, namespace: &str, key: &str) -> String {
-    pool.key(&format!("kv:{{{namespace}}}:{key}"))
+    pool.key(format_args!("kv:{{{namespace}}}:{key}"))
 }
 
 fn to_kv(e: RedisError) -> KvError {

@@ -54,7 +54,7 @@ impl RedisLimiter {
     /// One GCRA step on `key` in one round trip (see [`GCRA`]).
     async fn apply(&self, key: &str, limit: &Limit, cost: u64, force: bool) -> Decision {
         // The whole key is the hash tag: one key per check, one slot.
-        let key = self.pool.key(&format!("rl:{{{key}}}"));
+        let key = self.pool.key(format_args!("rl:{{{key}}}"));
         let (interval, burst) = (limit.interval_us(), limit.burst);
         let reply: Result<(i64, i64, i64, i64), _> = self
             .pool

@@ -158,8 +158,10 @@ impl RedisPool {
         &self.prefix
     }
 
-    /// `PREFIX:rest`: the name of a key or channel of this application.
-    pub fn key(&self, rest: &str) -> String {
+    /// `PREFIX:rest`: the name of a key or channel of this application. `rest` is any
+    /// `Display` (e.g. `format_args!`), so a key costs one allocation, on the kv and rate
+    /// limit paths too.
+    pub fn key(&self, rest: impl std::fmt::Display) -> String {
         format!("{}:{rest}", self.prefix)
     }
 

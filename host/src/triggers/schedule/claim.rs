@@ -92,7 +92,7 @@ return 1
 
 /// `PREFIX:schedule:{NAME}`: one hash per schedule.
 fn key(pool: &RedisPool, schedule: &str) -> String {
-    pool.key(&format!("schedule:{{{schedule}}}"))
+    pool.key(format_args!("schedule:{{{schedule}}}"))
 }
 
 impl RedisClaims {
