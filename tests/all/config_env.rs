@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 
-use crate::support::prometheus::{scrape, value};
+use crate::support::prometheus::{schedule_ticks, scrape};
 use crate::support::{Host, client, component, component_toml, get_json, poll_until};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -76,13 +76,9 @@ fn a_host_configured_only_by_the_environment_serves_what_it_names() {
 
 const TOKEN: &str = "tok-5ecret-Vq81";
 
+/// Ticks of the `counter` schedule on `host` that ended with `outcome`.
 fn ticks(host: &Host, outcome: &str) -> f64 {
-    value(
-        &scrape(host),
-        "llmchat_schedule_ticks_total",
-        &[("schedule", "counter"), ("outcome", outcome)],
-    )
-    .unwrap_or(0.0)
+    schedule_ticks(&scrape(host), "counter", outcome)
 }
 
 #[test]

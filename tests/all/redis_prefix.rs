@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
-use crate::support::prometheus::{scrape, value};
+use crate::support::prometheus::{schedule_ticks, scrape};
 use crate::support::redis::RedisServer;
 use crate::support::{Host, client, component, component_toml, get_json, poll_until};
 
@@ -48,13 +48,9 @@ fn processed(host: &Host) -> u64 {
         .unwrap_or(0)
 }
 
+/// Ticks of the `counter` schedule on `host` that ended with `outcome`.
 fn ticks(host: &Host, outcome: &str) -> f64 {
-    value(
-        &scrape(host),
-        "llmchat_schedule_ticks_total",
-        &[("schedule", "counter"), ("outcome", outcome)],
-    )
-    .unwrap_or(0.0)
+    schedule_ticks(&scrape(host), "counter", outcome)
 }
 
 fn deploy(host: &Host, name: &str, route: &str) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use redis::Commands;
 use serde_json::Value;
 
-use crate::support::prometheus::{Sample, scrape, sum, value};
+use crate::support::prometheus::{Sample, schedule_ticks as ticks, scrape, sum, value};
 use crate::support::redis::RedisServer;
 use crate::support::{Host, client, component, component_toml, get_json, poll_until, route_toml};
 
@@ -26,15 +26,6 @@ fn schedule(component: &str, every: &str, timeout: &str) -> String {
     format!(
         "[[trigger.schedule]]\ncomponent = {component:?}\nevery = {every:?}\ntimeout = {timeout:?}\n"
     )
-}
-
-fn ticks(samples: &[Sample], schedule: &str, outcome: &str) -> f64 {
-    value(
-        samples,
-        "llmchat_schedule_ticks_total",
-        &[("schedule", schedule), ("outcome", outcome)],
-    )
-    .unwrap_or(0.0)
 }
 
 /// Scrapes until `check` holds, and returns that scrape.

@@ -75,6 +75,16 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<
         .map(|s| s.value)
 }
 
+/// Ticks of schedule `schedule` that ended with `outcome` (`ok`, `failed`, `elsewhere`, ...).
+pub fn schedule_ticks(samples: &[Sample], schedule: &str, outcome: &str) -> f64 {
+    value(
+        samples,
+        "llmchat_schedule_ticks_total",
+        &[("schedule", schedule), ("outcome", outcome)],
+    )
+    .unwrap_or(0.0)
+}
+
 pub fn scrape(host: &Host) -> Vec<Sample> {
     let response = client()
         .get(host.url("/metrics"))
