@@ -84,8 +84,9 @@ impl Expect {
     /// the limit is, a generous backstop, so that 32 instances sharing 2 busy cores still
     /// reach their cap (and a missing limit still fails the test, by its outcome). The JS
     /// keep-values attack needs ~1.2 s of CPU alone to fill 32 MiB (jco copies each 1 MiB
-    /// kv value element by element), so 32 of them on 2 cores need ~20 s, and 40-60 s on a
-    /// loaded machine.
+    /// kv value element by element), so 32 of them need ~40 s on the one core the long lane
+    /// leaves them while `hello` is served beside (its reserve, `engine/lane.rs`), more on a
+    /// loaded machine; its fixture's kv value lives 10 minutes.
     fn timeout(self) -> &'static str {
         match self {
             Expect::MemoryLimit | Expect::ResourceLimit | Expect::Refused => "120s",
