@@ -9,8 +9,9 @@ default:
     @just --list
 
 # Install what building, testing and benchmarking need: the wasm32-wasip2 target, and
-# redis-server, chromium, python3-venv, wrk and openssl through apt-get. Each is checked first, so on
-# a machine that has them all this costs a fraction of a second and changes nothing.
+# redis-server, chromium, python3-venv, wrk, ab (apache2-utils) and openssl through apt-get. Each
+# is checked first, so on a machine that has them all this costs a fraction of a second and
+# changes nothing.
 deps:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -21,6 +22,8 @@ deps:
     # Once the Python components' venv exists, its interpreter is what they build with.
     [[ -x {{components}}/python/.venv/bin/python ]] || python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
     command -v wrk >/dev/null || missing+=(wrk)
+    # The benchmark's non-keep-alive HTTP rows (issue 13) use ab, as the post-mortem did.
+    command -v ab >/dev/null || missing+=(apache2-utils)
     # The Redis TLS test makes its CA and certificates with the openssl command.
     command -v openssl >/dev/null || missing+=(openssl)
     if (( ${#missing[@]} )); then
