@@ -2,8 +2,9 @@
 //!
 //! Order matters for "bad input changes nothing": the route, the body size and the instance
 //! slot are all checked before a store is created, so a refused request never instantiates
-//! anything. The guest runs in a task tracked by the server, because a handler may keep
-//! running after it has sent the response head (streaming, or saving state afterwards).
+//! anything. The guest runs in the request's task until its response head is out, then (if
+//! it is still running: streaming, or saving state afterwards) in a task tracked by the
+//! server ([`super::inline`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use super::HttpInvoker;
 use super::cut::{CutAware, FailedFlag};
 use super::error::ApiError;
+use super::inline::{Inline, Until};
 use super::routes::RouteMatch;
 use crate::engine::InvocationError;
 use crate::metrics::ErrorKind;
@@ -127,33 +129,44 @@ async fn handle(app: &Arc<HttpInvoker>, request: Request<Body>) -> Result<Respon
     let failed = FailedFlag::default();
     let task_failed = failed.clone();
     let timeout = component.spec.timeout;
-    let task = app.tasks.spawn(async move {
-        let _permit = permit;
-        let invoked = invoke(task_component.name(), store, timeout, &metrics, |store| {
-            Box::pin(async move {
-                let instance = proxy.instantiate_async(&mut *store).await?;
-                instance
-                    .wasi_http_incoming_handler()
-                    .call_handle(store, incoming, outparam)
-                    .await
+    let mut invocation = Inline::new(
+        async move {
+            let _permit = permit;
+            let invoked = invoke(task_component.name(), store, timeout, &metrics, |store| {
+                Box::pin(async move {
+                    let instance = proxy.instantiate_async(&mut *store).await?;
+                    instance
+                        .wasi_http_incoming_handler()
+                        .call_handle(store, incoming, outparam)
+                        .await
+                })
             })
-        })
-        .await;
-        if invoked.result.is_err() {
-            // Before the store drops, which ends a body the guest did not finish.
-            task_failed.set();
-        }
-        invoked.result
-    });
+            .await;
+            if invoked.result.is_err() {
+                // Before the store drops, which ends a body the guest did not finish.
+                task_failed.set();
+            }
+            invoked.result
+        },
+        app.tasks.clone(),
+    );
 
-    match receiver.await {
-        Ok(Ok(response)) => {
+    let mut receiver = receiver;
+    let (head, ended) = match invocation.until_head(&mut receiver).await {
+        Until::Head(head) => {
+            invocation.detach();
+            (Some(head), None)
+        }
+        Until::Ended(result) => (receiver.try_recv().ok(), Some(result)),
+    };
+    match (head, ended) {
+        (Some(Ok(response)), _) => {
             let mut response = response.map(|body| Body::new(CutAware::new(body, failed)));
             add_headers(&mut response, &limit_headers);
             Ok(response)
         }
-        Ok(Err(code)) => {
-            // The guest chose to fail; its task may still be running and counts as it ends.
+        (Some(Err(code)), _) => {
+            // The guest chose to fail; it may still be running and counts as it ends.
             route.metrics.error(ErrorKind::Guest);
             Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -163,20 +176,15 @@ async fn handle(app: &Arc<HttpInvoker>, request: Request<Body>) -> Result<Respon
                 ),
             ))
         }
-        Err(_) => Err(match task.await {
-            Ok(Err(e)) => failure(component, &e),
-            Ok(Ok(())) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "component `{}` returned without sending a response",
-                    component.name()
-                ),
+        (None, Some(Err(e))) => Err(failure(component, &e)),
+        // `until_head` returns without a head only once the invocation has ended.
+        (None, _) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "component `{}` returned without sending a response",
+                component.name()
             ),
-            Err(e) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("invocation task failed: {e}"),
-            ),
-        }),
+        )),
     }
 }
 

@@ -7,6 +7,7 @@
 mod cut;
 mod error;
 mod handler;
+mod inline;
 mod routes;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
