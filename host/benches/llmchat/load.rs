@@ -1,4 +1,6 @@
-//! (b, c) HTTP load with `wrk`: `wrk -t1 -c100 -d10s --latency URL`, 3 rounds, medians.
+//! (b, c) HTTP load with `wrk`: `wrk -t1 -c100 -d10s --latency URL`, 3 rounds, medians; and
+//! without keep-alive with `ab -n 10000 -c 100 URL` (issue 13: the post-mortem's own test,
+//! a new connection per request), 3 rounds, medians, when `ab` is installed.
 //!
 //! The targets run interleaved (round 1 of each, then round 2 of each, …) so that a slow
 //! moment of the machine lands on all of them rather than on one side of a ratio. Every
@@ -16,6 +18,8 @@ const CONNECTIONS: u32 = 100;
 const ROUNDS: usize = 3;
 const DEFAULT_SECS: u64 = 10;
 const WARM_UP: Duration = Duration::from_secs(2);
+/// `ab -n AB_REQUESTS -c CONNECTIONS`, as the post-mortem ran it.
+pub const AB_REQUESTS: u32 = 10_000;
 
 pub struct WrkSettings {
     duration: Duration,
@@ -116,6 +120,94 @@ pub fn measure(targets: &[Target], settings: &WrkSettings) -> Result<Vec<Load>> 
         }
     }
     Ok(loads)
+}
+
+/// The `ab` loads.
+pub struct AbLoads {
+    pub hello: Load,
+    pub agents: Load,
+    /// `wasmtime serve` with tuned pooling, when installed.
+    pub serve_tuned: Option<Load>,
+}
+
+/// `ab`'s rounds: one [`Load`] per target, in order, interleaved as [`measure`]'s, after one
+/// warm-up run each; `None` when `ab` is not installed (the rows say so).
+pub fn measure_ab(targets: &[Target]) -> Result<Option<Vec<Load>>> {
+    let installed = Command::new("ab")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("  ab is not installed (`just deps` installs apache2-utils): no ab rows");
+        return Ok(None);
+    }
+    for t in targets {
+        ab(&t.url).with_context(|| format!("warming up {} with ab", t.label))?;
+    }
+    let mut loads: Vec<Load> = targets.iter().map(|_| Load { runs: Vec::new() }).collect();
+    for round in 1..=ROUNDS {
+        for (t, load) in targets.iter().zip(&mut loads) {
+            let run =
+                ab(&t.url).with_context(|| format!("ab against {} (round {round})", t.label))?;
+            eprintln!(
+                "  ab round {round}/{ROUNDS} {:<26} {:>9.0} req/s  p50 {:>4.0} ms  p99 {:>4.0} ms  errors {}",
+                t.label,
+                run.req_per_sec,
+                run.p50.as_secs_f64() * 1e3,
+                run.p99.as_secs_f64() * 1e3,
+                run.non_2xx + run.socket_errors
+            );
+            load.runs.push(run);
+        }
+    }
+    Ok(Some(loads))
+}
+
+/// One `ab -n 10000 -c 100 URL` (HTTP/1.0, no keep-alive: a new connection per request).
+fn ab(url: &str) -> Result<WrkRun> {
+    let output = Command::new("ab")
+        .args(["-q", "-n", &AB_REQUESTS.to_string()])
+        .args(["-c", &CONNECTIONS.to_string(), url])
+        .output()
+        .context("running ab")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "ab failed with {}:\n{stdout}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_ab(&stdout).with_context(|| format!("unexpected ab output:\n{stdout}"))
+}
+
+/// Reads `Requests per second:`, the 50% and 99% lines of "Percentage of the requests served
+/// within a certain time (ms)" (whole milliseconds), `Failed requests:` (connect, receive,
+/// length and exception failures) and `Non-2xx responses:` from ab 2.3's report.
+fn parse_ab(out: &str) -> Result<WrkRun> {
+    let field = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+    };
+    let number = |prefix: &str| -> Result<f64> {
+        field(prefix)
+            .with_context(|| format!("no `{prefix}` line"))?
+            .parse()
+            .with_context(|| format!("parsing `{prefix}`"))
+    };
+    let count = |prefix: &str| -> Result<u64> {
+        field(prefix).map_or(Ok(0), |n| {
+            n.parse().with_context(|| format!("parsing `{prefix}`"))
+        })
+    };
+    Ok(WrkRun {
+        req_per_sec: number("Requests per second:")?,
+        p50: Duration::from_secs_f64(number("50%")? / 1e3),
+        p99: Duration::from_secs_f64(number("99%")? / 1e3),
+        non_2xx: count("Non-2xx responses:")?,
+        socket_errors: count("Failed requests:")?,
+    })
 }
 
 /// One `wrk -t1 -c100 --latency` run of `duration` against `url`.

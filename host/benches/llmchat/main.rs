@@ -9,7 +9,8 @@
 //!   library, in-process: µs per invocation, invocations/s with 2 tasks, and where the time
 //!   goes; the same for the `hello` wasi:http component.
 //! - [`load`]: (b, c) `wrk` at 100 connections against the real `llmchat` binary and against
-//!   `wasmtime serve` (defaults and tuned pooling) serving the same `hello.wasm`.
+//!   `wasmtime serve` (defaults and tuned pooling) serving the same `hello.wasm`; and
+//!   `ab -n 10000 -c 100` (no keep-alive, issue 13) against llmchat and tuned `wasmtime serve`.
 //! - [`memory`]: (d) the host's RSS idle, and before and after 200 memory-bomb requests.
 //! - [`queues`]: (q) queue throughput on the redis and memory backends, Redis commands per
 //!   job, enqueue→start latency, delayed-job lateness, idle cost, and the host's RSS.
@@ -37,8 +38,12 @@
 //!   after a deploy, RSS under `wrk` load on the TypeScript and Python handlers and after it,
 //!   and peak RSS under the `fields-bomb` attack, beside `wasmtime serve`'s
 //!   (`LLMCHAT_BENCH_ONLY=memory` runs it alone).
+//! - [`fairness`]: (f) `hello`'s latency, one sequential client, beside 32 attackers that
+//!   keep log or kv floods running into their timeout, and alone (issue 11;
+//!   `LLMCHAT_BENCH_ONLY=fairness` runs it alone, ~75 s).
 
 mod deploy;
+mod fairness;
 mod footprint;
 mod invocation;
 mod limits;
@@ -114,6 +119,14 @@ fn run() -> Result<()> {
             let results = footprint::measure(&paths, &default_manifest(&paths)?)?;
             return write_report(&paths, &report::render_footprint(&results));
         }
+        Ok("fairness") => {
+            eprintln!(
+                "(f) hello beside {} flooding attackers",
+                fairness::ATTACKERS
+            );
+            let results = fairness::measure(&paths)?;
+            return write_report(&paths, &report::render_fairness(&results));
+        }
         Ok("polyglot") => {
             eprintln!("(p) polyglot: hello in Rust, JS and Python on one host");
             let results = polyglot::measure(&paths, &wrk)?;
@@ -155,13 +168,43 @@ fn run() -> Result<()> {
         Some(_) => Some((next()?, next()?)),
         None => None,
     };
+    eprintln!(
+        "(b, c) without keep-alive: ab -n {} -c 100, 3 rounds interleaved, medians",
+        load::AB_REQUESTS
+    );
+    let mut ab_targets = vec![
+        Target::new("llmchat GET /hello", host.url("/hello")),
+        Target::new("llmchat GET /api/agents", host.url("/api/agents")),
+    ];
+    if let Some((_, tuned)) = &serve {
+        ab_targets.push(Target::new("wasmtime serve (tuned)", tuned.url("/")));
+    }
+    let ab = match load::measure_ab(&ab_targets)? {
+        Some(loads) => {
+            let mut loads = loads.into_iter();
+            let mut next = || loads.next().context("an ab result per target");
+            Some(load::AbLoads {
+                hello: next()?,
+                agents: next()?,
+                serve_tuned: serve.as_ref().map(|_| next()).transpose()?,
+            })
+        }
+        None => None,
+    };
     drop(serve);
     drop(host);
     if std::env::var("LLMCHAT_BENCH_ONLY").as_deref() == Ok("core") {
         eprintln!("(q) queues: {}", queue_settings.describe());
         let queues = queues::measure(&paths, &cache, &queue_settings)?;
         let serve = serve_loads.as_ref().map(|(_, tuned)| tuned);
-        let report = report::render_core(&invocation, &hello_load, &agents_load, serve, &queues);
+        let report = report::render_core(
+            &invocation,
+            &hello_load,
+            &agents_load,
+            serve,
+            ab.as_ref(),
+            &queues,
+        );
         return write_report(&paths, &report);
     }
 
@@ -186,6 +229,12 @@ fn run() -> Result<()> {
     eprintln!("(m) memory targets: idle, deploy, load, attackers");
     let footprint = footprint::measure(&paths, &manifest)?;
 
+    eprintln!(
+        "(f) hello beside {} flooding attackers",
+        fairness::ATTACKERS
+    );
+    let fairness = fairness::measure(&paths)?;
+
     let mut table = report::render(&report::Results {
         context: report::Context {
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -199,6 +248,7 @@ fn run() -> Result<()> {
         hello: hello_load,
         agents: agents_load,
         serve: serve_loads,
+        ab,
         cold_rss,
         memory,
         queues,
@@ -206,6 +256,7 @@ fn run() -> Result<()> {
         deploy,
         polyglot,
         footprint,
+        fairness,
     });
     table.push_str(&report::render_limits(&limits));
     write_report(&paths, &table)

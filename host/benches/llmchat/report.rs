@@ -5,8 +5,10 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::load::Load;
-use crate::{deploy, footprint, invocation, median, memory, percentile, polyglot, queues, soak};
+use crate::load::{self, AbLoads, Load};
+use crate::{
+    deploy, fairness, footprint, invocation, median, memory, percentile, polyglot, queues, soak,
+};
 
 /// Targets from issue 2.
 const MAX_INVOCATION_US: f64 = 10.0;
@@ -49,6 +51,8 @@ const MAX_RESTART_READY_MS: f64 = 2_000.0;
 const MAX_FOOTPRINT_IDLE_RSS: u64 = 40_000_000;
 const MAX_LOADED_RSS: u64 = 120_000_000;
 const MAX_AFTER_LOAD_GROWTH: i64 = 10_000_000;
+/// `hello`'s p99 beside 32 flooding attackers.
+const MAX_FAIR_HELLO_P99: Duration = Duration::from_millis(50);
 
 const STALL_NOTE: &str = "2 s without progress";
 
@@ -69,6 +73,8 @@ pub struct Results {
     pub agents: Load,
     /// `wasmtime serve` with its defaults and tuned, when installed.
     pub serve: Option<(Load, Load)>,
+    /// `ab` without keep-alive, when installed.
+    pub ab: Option<AbLoads>,
     /// Idle RSS of the first host of the run, which compiled its components.
     pub cold_rss: u64,
     pub memory: memory::Results,
@@ -77,6 +83,7 @@ pub struct Results {
     pub deploy: deploy::Results,
     pub polyglot: polyglot::Results,
     pub footprint: footprint::Results,
+    pub fairness: fairness::Results,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -190,6 +197,17 @@ pub fn render(r: &Results) -> String {
     out.push_str(&deploy_notes(&r.deploy));
     out.push_str(&polyglot_notes(&r.polyglot));
     out.push_str(&footprint_notes(&r.footprint));
+    out.push_str(&fairness_notes());
+    out
+}
+
+/// The report of the fairness benchmark alone (`LLMCHAT_BENCH_ONLY=fairness`).
+pub fn render_fairness(f: &fairness::Results) -> String {
+    let rows = fairness_rows(f);
+    let mut out = String::from("## Benchmarks (fairness beside floods only)\n\n");
+    out.push_str(&table(&rows));
+    out.push_str(&summary(&rows));
+    out.push_str(&fairness_notes());
     out
 }
 
@@ -253,6 +271,7 @@ pub fn render_core(
     hello: &Load,
     agents: &Load,
     serve_tuned: Option<&Load>,
+    ab: Option<&AbLoads>,
     queues: &queues::Results,
 ) -> String {
     let mut rows = vec![
@@ -272,6 +291,7 @@ pub fn render_core(
             Row::info("(c) wasmtime serve hello, tuned pooling", rps(tuned)).with_load(tuned),
         );
     }
+    rows.extend(ab_rows(ab, serve_tuned.is_some()));
     rows.extend(queue_rows(queues));
     let mut out = String::from("## Benchmarks (core: invocation, HTTP, queues)\n\n");
     out.push_str(&table(&rows));
@@ -385,6 +405,7 @@ fn rows(r: &Results) -> Vec<Row> {
             Row::skipped(ratio_tuned, "n/a", "≥ 1.5×"),
         ]),
     }
+    rows.extend(ab_rows(r.ab.as_ref(), r.serve.is_some()));
     let m = &r.memory;
     rows.extend([
         Row::target(
@@ -417,7 +438,103 @@ fn rows(r: &Results) -> Vec<Row> {
     rows.extend(deploy_rows(&r.deploy));
     rows.extend(polyglot_rows(&r.polyglot));
     rows.extend(footprint_rows(&r.footprint));
+    rows.extend(fairness_rows(&r.fairness));
     rows
+}
+
+/// The `ab` rows (issue 13): no target of their own; errors flag them. `ab`'s percentiles are
+/// whole milliseconds.
+fn ab_rows(ab: Option<&AbLoads>, serve_ran: bool) -> Vec<Row> {
+    let how = format!(
+        "ab -n {} -c 100, no keep-alive",
+        thousands(load::AB_REQUESTS as f64)
+    );
+    let names = [
+        format!("(b) llmchat GET /hello, {how}"),
+        format!("(b) llmchat GET /api/agents, {how}"),
+        format!("(c) wasmtime serve hello, tuned pooling, {how}"),
+    ];
+    match ab {
+        Some(ab) => {
+            let mut rows = vec![
+                Row::info(&names[0], rps(&ab.hello)).with_load(&ab.hello),
+                Row::info(&names[1], rps(&ab.agents)).with_load(&ab.agents),
+            ];
+            if let Some(tuned) = &ab.serve_tuned {
+                rows.push(Row::info(&names[2], rps(tuned)).with_load(tuned));
+            }
+            rows
+        }
+        None => {
+            let missing = "ab not installed (`just deps` installs apache2-utils)";
+            let shown = if serve_ran { 3 } else { 2 };
+            names[..shown]
+                .iter()
+                .map(|name| Row::skipped(name, missing, ""))
+                .collect()
+        }
+    }
+}
+
+fn fairness_rows(f: &fairness::Results) -> Vec<Row> {
+    f.cases
+        .iter()
+        .map(|case| {
+            let p99s: Vec<String> = case
+                .round_p99s()
+                .iter()
+                .map(|d| format!("{:.2}", d.as_secs_f64() * 1e3))
+                .collect();
+            let mut result = format!(
+                "n {}; max {}; p99 per round {} ms",
+                thousands(case.n() as f64),
+                ms(case.max()),
+                p99s.join(" / ")
+            );
+            let row = match case.flood {
+                None => Row::info("(f) hello alone, sequential, 5 ms pause", result),
+                Some(flood) => {
+                    let _ = write!(
+                        result,
+                        "; {} attack requests, {} not 504",
+                        thousands(case.attacks() as f64),
+                        case.attacks_not_504()
+                    );
+                    Row::target(
+                        &format!("(f) hello beside {} {flood}", fairness::ATTACKERS),
+                        result,
+                        "p99 < 50 ms",
+                        case.p99() < MAX_FAIR_HELLO_P99 && case.attacks_not_504() == 0,
+                    )
+                }
+            };
+            Row {
+                p50: ms(case.p50()),
+                p99: ms(case.p99()),
+                ..row
+            }
+            .with_errors(case.errors())
+        })
+        .collect()
+}
+
+fn fairness_notes() -> String {
+    format!(
+        "\nFairness rows (f), issue 11: a fresh `llmchat` per case and round serves `hello` and \
+         an attack fixture (`memory_limit = \"32MiB\"`, `timeout = \"2s\"`, `max_instances = {}`, \
+         kv on the memory store); {} clients keep one attack request each in flight for {} s \
+         (each ends 504 at its timeout and is sent again), while one client asks `GET /hello` \
+         sequentially, a new connection per request, {} ms apart; alone for {} s as the \
+         baseline. {} rounds interleaved; p50 and p99 are medians of the rounds' figures, max \
+         over all rounds. A hello that does not answer `200 Hello, world!` is an error and \
+         fails the row.\n",
+        fairness::ATTACKERS,
+        fairness::ATTACKERS,
+        fairness::ATTACK_FOR.as_secs(),
+        fairness::PAUSE.as_millis(),
+        fairness::ALONE_FOR.as_secs(),
+        fairness::ROUNDS,
+    )
 }
 
 fn footprint_rows(f: &footprint::Results) -> Vec<Row> {
