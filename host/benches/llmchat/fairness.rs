@@ -74,7 +74,7 @@ impl Round {
             .copied()
             .zip(self.latencies.iter().copied())
             .collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1));
+        all.sort_by_key(|(_, latency)| std::cmp::Reverse(*latency));
         all.truncate(n);
         all
     }
