@@ -1,6 +1,7 @@
 //! The host's log as an operator's log shipper reads it: `LLMCHAT_LOG_FORMAT=json` (or
 //! `--log-format json`) makes every stderr line one JSON object, and a guest's own log lines
-//! name the component that wrote them.
+//! name the component that wrote them. With `[http] access_log = true`, each request to a
+//! component route leaves one line (target `llmchat::access`) once its body has ended.
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -56,4 +57,54 @@ fn json_logs_are_one_object_per_line_and_guest_lines_name_their_component() {
         assert_eq!(line["fields"]["component"], "flood", "{line}");
         assert_eq!(message(line).len(), 20, "{line}");
     }
+}
+
+#[test]
+fn the_access_log_has_one_line_per_request_with_its_route_status_bytes_and_client() {
+    let manifest = format!(
+        "[http]\naccess_log = true\n{}{}",
+        component_toml("hello", &component("hello"), ""),
+        route_toml("/greet/...", "hello")
+    );
+    let host = Host::start_with_env(&manifest, &[("LLMCHAT_LOG_FORMAT", "json")]);
+    let response = client()
+        .get(host.url("/greet/x?y=1"))
+        .send()
+        .expect("GET /greet/x");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.text().expect("the body");
+    let response = client()
+        .post(host.url("/nowhere"))
+        .send()
+        .expect("POST /nowhere");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let (status, log) = host.terminate_and_log();
+    assert!(status.success(), "{log}");
+
+    let access: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["target"] == "llmchat::access")
+        .map(|line| line["fields"].clone())
+        .collect();
+    assert_eq!(access.len(), 2, "one line per request:\n{log}");
+    let ok = &access[0];
+    assert_eq!(ok["method"], "GET", "{ok}");
+    assert_eq!(ok["path"], "/greet/x", "{ok}");
+    assert_eq!(ok["route"], "/greet/...", "{ok}");
+    assert_eq!(ok["status"], 200, "{ok}");
+    assert_eq!(ok["bytes"], body.len(), "{ok}");
+    assert_eq!(ok["component"], "hello", "{ok}");
+    assert_eq!(ok["client"], "127.0.0.1", "{ok}");
+    assert_eq!(ok["complete"], true, "{ok}");
+    assert!(ok["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{ok}");
+    let missing = &access[1];
+    assert_eq!(missing["method"], "POST", "{missing}");
+    assert_eq!(missing["route"], "unmatched", "{missing}");
+    assert_eq!(missing["status"], 404, "{missing}");
+    assert_eq!(missing["component"], "-", "{missing}");
+    assert!(
+        missing["bytes"].as_u64().is_some_and(|b| b > 0),
+        "{missing}"
+    );
 }

@@ -308,3 +308,55 @@ fn a_manifest_route_on_a_host_endpoint_is_refused_at_start_up() {
         "{log}"
     );
 }
+
+#[test]
+fn http_requests_are_counted_by_route_pattern_and_status_class() {
+    let manifest = component_toml("hello", &component("hello"), "")
+        + &component_toml("panic", &component("fixture-panic"), "")
+        + &route_toml("/greet/...", "hello")
+        + &route_toml("/boom", "panic");
+    let host = Host::start(&manifest);
+    for path in ["/greet/a", "/greet/b?x=1", "/greet"] {
+        let response = client().get(host.url(path)).send().expect("GET");
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    let (status, _) = get(&host, "/nowhere");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let response = client().get(host.url("/boom")).send().expect("GET /boom");
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+    let route = |r: &'static str, class: &'static str| [("route", r), ("status_class", class)];
+    let samples = wait_for_value(
+        &host,
+        "llmchat_http_requests_total",
+        &route("/greet/...", "2xx"),
+        3.0,
+    );
+    let count = |labels: &[(&str, &str)]| value(&samples, "llmchat_http_requests_total", labels);
+    assert_eq!(
+        count(&route("/greet/...", "5xx")),
+        Some(0.0),
+        "every class exists at 0"
+    );
+    assert_eq!(count(&route("unmatched", "4xx")), Some(1.0));
+    assert_eq!(count(&route("/boom", "5xx")), Some(1.0));
+    assert_eq!(
+        value(
+            &samples,
+            "llmchat_http_request_duration_seconds_count",
+            &[("route", "/greet/...")]
+        ),
+        Some(3.0)
+    );
+    // The route's pattern is the label, never a request's path.
+    assert!(
+        samples
+            .iter()
+            .flat_map(|s| &s.labels)
+            .all(|(_, v)| !v.starts_with("/greet/") || v == "/greet/..."),
+        "a path became a label value"
+    );
+    // Off by default: no access log.
+    let (_, log) = host.terminate_and_log();
+    assert!(!log.contains("llmchat::access"), "{log}");
+}

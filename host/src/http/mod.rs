@@ -52,6 +52,7 @@ impl HttpServer {
             engine,
             services,
             manifest.http.instance_wait.0,
+            manifest.http.access_log,
         ));
         let limits = connections::Limits {
             header_read_timeout: manifest.http.header_read_timeout.0,

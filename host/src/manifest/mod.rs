@@ -79,6 +79,11 @@ pub struct HttpSettings {
     /// to what the process's open-file limit allows.
     #[serde(default = "defaults::max_connections")]
     pub max_connections: u32,
+    /// One log line per request to a component route (target `llmchat::access`, level
+    /// info): method, path, route, status, bytes, duration, component, client. Off by
+    /// default: at tens of thousands of requests a second it is most of the log.
+    #[serde(default)]
+    pub access_log: bool,
 }
 
 impl Default for HttpSettings {
@@ -89,6 +94,7 @@ impl Default for HttpSettings {
             header_read_timeout: defaults::header_read_timeout(),
             idle_timeout: defaults::idle_timeout(),
             max_connections: defaults::max_connections(),
+            access_log: false,
         }
     }
 }

@@ -18,12 +18,14 @@
 //!
 //! Also here: the scheduler's entries and lag ([`SchedulerMetrics`], recorded by the
 //! scheduler), monitors' samples and alerts and schedules' tick outcomes ([`Monitors`]), and
-//! the host-wide [`Activity`] the dashboard samples, and the HTTP server's connections
-//! ([`ConnectionMetrics`]: open, and refused or cut by a limit of `[http]`).
+//! the host-wide [`Activity`] the dashboard samples, the HTTP server's connections
+//! ([`ConnectionMetrics`]: open, and refused or cut by a limit of `[http]`), and its
+//! requests to component routes ([`RouteHttpMetrics`]: by route and status class, timed).
 
 mod activity;
 mod component;
 mod connections;
+mod http;
 mod llm;
 pub mod monitor;
 pub mod quantiles;
@@ -42,6 +44,7 @@ use prometheus_client::registry::{Registry, Unit};
 pub use activity::{Activity, ActivitySnapshot};
 pub use component::{ComponentMetrics, ErrorKind, PeakMemory, Trigger};
 pub use connections::{ConnectionLimit, ConnectionMetrics, OpenConnection};
+pub use http::{RouteHttpMetrics, StatusClass, UNMATCHED};
 pub use llm::{AgentTokenLabels, TokenLabels};
 pub use monitor::{MonitorAlert, MonitorReport, MonitorSample, Monitors, Severity, TickOutcome};
 pub(crate) use sampled::resident_memory;
@@ -105,6 +108,7 @@ pub struct Metrics {
     monitors: Arc<Monitors>,
     activity: Arc<Activity>,
     connections: ConnectionMetrics,
+    http: http::HttpFamilies,
 }
 
 impl Metrics {
@@ -222,6 +226,21 @@ impl Metrics {
             refused.clone(),
         );
         let connections = ConnectionMetrics::new(open, &refused);
+        let http = http::HttpFamilies {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(component::DURATION_BUCKETS)),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests to component routes by route pattern (`unmatched`: no route matched) and status class, counted when the response body has been sent or cut",
+            http.requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from a request's arrival to the end of its response body, by route pattern",
+            Unit::Seconds,
+            http.duration.clone(),
+        );
         Self {
             registry,
             invocations,
@@ -238,6 +257,7 @@ impl Metrics {
             monitors,
             activity: Arc::default(),
             connections,
+            http,
         }
     }
 
@@ -245,6 +265,12 @@ impl Metrics {
     /// from start-up.
     pub fn connections(&self) -> &ConnectionMetrics {
         &self.connections
+    }
+
+    /// The request counters and duration histogram of the route `pattern` (as written in
+    /// the manifest, or [`UNMATCHED`]); resolve it once per route.
+    pub fn http_route(&self, pattern: &str) -> RouteHttpMetrics {
+        self.http.route(pattern)
     }
 
     /// The token counters the LLM gate increments.

@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -22,24 +23,43 @@ use super::HttpInvoker;
 use super::cut::{CutAware, FailedFlag};
 use super::error::ApiError;
 use super::inline::{Inline, Until};
-use super::routes::RouteMatch;
+use super::observed::{AccessEntry, observe};
+use super::routes::{Route, RouteMatch};
 use crate::engine::InvocationError;
-use crate::metrics::ErrorKind;
+use crate::metrics::{ErrorKind, UNMATCHED};
 use crate::registry::LoadedComponent;
 use crate::runtime::invoke;
 
-/// Serves any request that is not one of the host's own endpoints.
+/// Serves any request that is not one of the host's own endpoints, and counts it (and logs
+/// it, with `[http] access_log`) once its response body has ended ([`super::observed`]).
 pub async fn dispatch(State(app): State<Arc<HttpInvoker>>, request: Request<Body>) -> Response {
-    match handle(&app, request).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn handle(app: &Arc<HttpInvoker>, request: Request<Body>) -> Result<Response, ApiError> {
+    let arrived = Instant::now();
     let table = app.routes.table();
-    let route = match table.find(request.method(), request.uri().path()) {
-        RouteMatch::Found(route) => route,
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let mut access = app.access_log.then(|| {
+        Box::new(AccessEntry {
+            method: request.method().clone(),
+            path: request.uri().path().to_string(),
+            route: UNMATCHED.to_string(),
+            component: None,
+            client: peer,
+        })
+    });
+    let (response, metrics) = match table.find(request.method(), request.uri().path()) {
+        RouteMatch::Found(route) => {
+            if let Some(access) = access.as_mut() {
+                access.route = route.pattern().to_string();
+                access.component = Some(route.component.name().to_string());
+            }
+            let response = match handle(&app, route, peer, request).await {
+                Ok(response) => response,
+                Err(e) => e.into_response(),
+            };
+            (response, route.http.clone())
+        }
         RouteMatch::MethodNotAllowed(allow) => {
             let mut e = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -50,22 +70,29 @@ async fn handle(app: &Arc<HttpInvoker>, request: Request<Body>) -> Result<Respon
                 ),
             );
             e.allow = Some(allow);
-            return Err(e);
+            (e.into_response(), app.routes.unmatched().clone())
         }
-        RouteMatch::NotFound => {
-            return Err(ApiError::new(
+        RouteMatch::NotFound => (
+            ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no route for {} {}", request.method(), request.uri().path()),
-            ));
-        }
+            )
+            .into_response(),
+            app.routes.unmatched().clone(),
+        ),
     };
+    observe(response, metrics, arrived, access)
+}
+
+async fn handle(
+    app: &Arc<HttpInvoker>,
+    route: &Route,
+    peer: Option<std::net::IpAddr>,
+    request: Request<Body>,
+) -> Result<Response, ApiError> {
     // The rate limit comes first: a refused request reads no body and makes no instance.
     let mut limit_headers = Vec::new();
     if let Some(limit) = &route.limit {
-        let peer = request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
         let key = limit.key(request.headers(), peer);
         let decision = app.routes.limiter().check(&key, &limit.limit).await;
         limit_headers = crate::limits::headers(&limit.limit, &decision);

@@ -8,6 +8,7 @@ mod cut;
 mod error;
 mod handler;
 mod inline;
+mod observed;
 mod routes;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +42,8 @@ pub struct LiveRoutes {
     limiter: Arc<dyn RateLimiter>,
     /// Where each route's invocations are counted.
     metrics: Arc<Metrics>,
+    /// Where requests no route matched are counted.
+    unmatched: Arc<metrics::RouteHttpMetrics>,
 }
 
 impl LiveRoutes {
@@ -51,8 +54,14 @@ impl LiveRoutes {
             table: RwLock::default(),
             components: AtomicUsize::new(0),
             limiter,
+            unmatched: Arc::new(metrics.http_route(metrics::UNMATCHED)),
             metrics,
         }
+    }
+
+    /// The request metrics of requests no route matched (404, 405).
+    pub(crate) fn unmatched(&self) -> &Arc<metrics::RouteHttpMetrics> {
+        &self.unmatched
     }
 
     pub(crate) fn limiter(&self) -> &Arc<dyn RateLimiter> {
@@ -93,13 +102,11 @@ impl Trigger for LiveRoutes {
                 );
             }
             routes.add(
-                &t.route,
-                &t.methods,
+                t,
                 component.clone(),
                 self.metrics
                     .component(component.name(), metrics::Trigger::Http),
-                t.max_body_size.bytes(),
-                routes::RouteLimit::from_trigger(t),
+                Arc::new(self.metrics.http_route(&t.route)),
             );
         }
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
@@ -117,6 +124,8 @@ pub struct HttpInvoker {
     instance_wait: Duration,
     /// Invocations still running, possibly after their response head was sent.
     tasks: TaskTracker,
+    /// Whether each request is logged (`[http] access_log`).
+    access_log: bool,
 }
 
 impl HttpInvoker {
@@ -125,6 +134,7 @@ impl HttpInvoker {
         engine: Arc<ComponentEngine>,
         services: Arc<Services>,
         instance_wait: Duration,
+        access_log: bool,
     ) -> Self {
         Self {
             routes,
@@ -132,6 +142,7 @@ impl HttpInvoker {
             services,
             instance_wait,
             tasks: TaskTracker::new(),
+            access_log,
         }
     }
 

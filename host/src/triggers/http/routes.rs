@@ -8,7 +8,7 @@ use http::Method;
 
 use crate::limits::Limit;
 use crate::manifest::HttpTrigger;
-use crate::metrics::ComponentMetrics;
+use crate::metrics::{ComponentMetrics, RouteHttpMetrics};
 use crate::registry::LoadedComponent;
 
 enum Pattern {
@@ -45,12 +45,23 @@ impl Pattern {
 
 pub struct Route {
     pattern: Pattern,
+    /// The pattern as the manifest writes it: the `route` of metrics and the access log.
+    written: String,
     methods: Vec<Method>,
     pub component: Arc<LoadedComponent>,
     /// The component's metric handles, resolved once.
     pub metrics: Arc<ComponentMetrics>,
+    /// The route's request counters and duration histogram, resolved once.
+    pub http: Arc<RouteHttpMetrics>,
     pub max_body_size: u64,
     pub limit: Option<RouteLimit>,
+}
+
+impl Route {
+    /// The route as the manifest writes it (`/api/...`).
+    pub fn pattern(&self) -> &str {
+        &self.written
+    }
 }
 
 /// A route's rate limit: the limit, and how a client is told apart.
@@ -107,21 +118,25 @@ pub struct RouteTable {
 impl RouteTable {
     pub fn add(
         &mut self,
-        route: &str,
-        methods: &[String],
+        trigger: &HttpTrigger,
         component: Arc<LoadedComponent>,
         metrics: Arc<ComponentMetrics>,
-        max_body_size: u64,
-        limit: Option<RouteLimit>,
+        http: Arc<RouteHttpMetrics>,
     ) {
-        let methods = methods.iter().filter_map(|m| m.parse().ok()).collect();
+        let methods = trigger
+            .methods
+            .iter()
+            .filter_map(|m| m.parse().ok())
+            .collect();
         self.routes.push(Route {
-            pattern: Pattern::parse(route),
+            pattern: Pattern::parse(&trigger.route),
+            written: trigger.route.clone(),
             methods,
             component,
             metrics,
-            max_body_size,
-            limit,
+            http,
+            max_body_size: trigger.max_body_size.bytes(),
+            limit: RouteLimit::from_trigger(trigger),
         });
         self.routes.sort_by_key(|r| r.pattern.specificity());
     }
