@@ -22,6 +22,7 @@ mod manifest_errors;
 mod metrics;
 mod openai;
 mod polyglot;
+mod proxies;
 mod queue_conformance;
 mod queues;
 mod rate_limits;

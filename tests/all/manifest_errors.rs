@@ -109,3 +109,17 @@ fn an_unset_variable_without_a_default_is_named_with_its_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_malformed_trusted_proxy_is_named() {
+    let manifest = format!(
+        "[http]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0/8\"]\n{}",
+        component_toml("hello", &component("hello"), "")
+    );
+    let (_, err) = up(&manifest, &[]);
+    assert!(
+        err.contains("\"10.0.0/8\" is not an IP address or a CIDR range"),
+        "{err}"
+    );
+    assert!(err.contains("trusted_proxies"), "{err}");
+}

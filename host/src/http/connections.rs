@@ -46,6 +46,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics::{ConnectionLimit, ConnectionMetrics};
 
+use super::client_addr::TrustedProxies;
+
 /// File descriptors kept for everything but client connections: the listener, Redis,
 /// outbound HTTP, component files, the artifact cache, stdio.
 const RESERVED_FDS: u64 = 256;
@@ -73,15 +75,18 @@ pub(super) struct Connections {
     /// Whether each limit (by position in [`ConnectionLimit::ALL`]) has been logged.
     logged: [AtomicBool; 3],
     tasks: TaskTracker,
+    /// Who may name the client in a forwarded header.
+    trusted: Arc<TrustedProxies>,
 }
 
 impl Connections {
-    pub fn new(limits: Limits, metrics: ConnectionMetrics) -> Self {
+    pub fn new(limits: Limits, metrics: ConnectionMetrics, trusted: TrustedProxies) -> Self {
         Self {
             limits,
             metrics,
             logged: Default::default(),
             tasks: TaskTracker::new(),
+            trusted: Arc::new(trusted),
         }
     }
 
@@ -177,9 +182,12 @@ impl Connections {
         let router = TowerToHyperService::new(router);
         let service = hyper::service::service_fn({
             let watch = watch.clone();
+            let trusted = self.trusted.clone();
             move |mut request: http::Request<Incoming>| {
-                // The peer address is what the admin API's loopback rule checks.
-                request.extensions_mut().insert(ConnectInfo(peer));
+                // The client's address (the peer's, or the one a trusted proxy forwarded) is
+                // what rate limits, the access log and the admin API's loopback rule see.
+                let client = trusted.client(peer, request.headers());
+                request.extensions_mut().insert(ConnectInfo(client));
                 let busy = Busy::start(watch.clone());
                 let response = hyper::service::Service::call(&router, request);
                 async move {

@@ -7,6 +7,7 @@
 //! connections and invocations still running after the grace period are cut. Its accept
 //! loop ([`connections`]) caps connections and times out slow heads and idle keep-alives.
 
+mod client_addr;
 mod connections;
 mod observability;
 
@@ -62,6 +63,7 @@ impl HttpServer {
         let connections = Arc::new(connections::Connections::new(
             limits,
             metrics.connections().clone(),
+            client_addr::TrustedProxies::new(manifest.http.trusted_proxies.clone()),
         ));
         let observability = Arc::new(observability::ObservabilityState {
             redis,

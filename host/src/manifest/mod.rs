@@ -9,6 +9,7 @@ mod backoff;
 mod component;
 mod deploy;
 mod env;
+mod net;
 mod quotas;
 mod rate;
 mod rules;
@@ -28,6 +29,7 @@ pub use component::{
     MIN_MEMORY_LIMIT, MIN_RESOURCES, Secret, SecretSource,
 };
 pub use deploy::{DeploySettings, DeploySpec};
+pub use net::{IpNet, canonical as canonical_ip};
 pub use quotas::QuotaSettings;
 pub use rate::Rate;
 pub use rules::{
@@ -84,6 +86,11 @@ pub struct HttpSettings {
     /// default: at tens of thousands of requests a second it is most of the log.
     #[serde(default)]
     pub access_log: bool,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` headers name the client: load balancers
+    /// and reverse proxies. From any other peer those headers are ignored, so a client
+    /// cannot forge its address. Empty (the default): the peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for HttpSettings {
@@ -95,6 +102,7 @@ impl Default for HttpSettings {
             idle_timeout: defaults::idle_timeout(),
             max_connections: defaults::max_connections(),
             access_log: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
