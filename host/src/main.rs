@@ -253,7 +253,10 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
     };
     let services = Arc::new(Services {
         kv,
-        llm: llmchat_host::llm::from_settings(&manifest.llm).with_context(in_manifest)?,
+        llm: Arc::new(llmchat_host::llm::Measured::new(
+            llmchat_host::llm::from_settings(&manifest.llm).with_context(in_manifest)?,
+            metrics.llm(),
+        )),
         queues: queues.clone(),
         redis: redis.clone(),
         llm_gate: Arc::new(LlmGate::new(

@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 
 use crate::chat_api::sse_events;
 use crate::support::fake_openai::{API_KEY, FakeOpenAi};
-use crate::support::{Host, client, default_manifest, error_of};
+use crate::support::prometheus::{scrape, value};
+use crate::support::{Host, client, default_manifest, error_of, poll_until};
 
 const KEY_VAR: &str = "LLMCHAT_TEST_OPENAI_KEY";
 
@@ -143,4 +144,64 @@ fn a_provider_that_never_answers_times_out_with_504() {
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     let error = error_of(response);
     assert!(error.contains("timed out"), "{error}");
+}
+
+#[test]
+fn llm_calls_are_counted_and_timed_by_provider_and_model() {
+    let fake = FakeOpenAi::start();
+    let host = host_for(&fake.base_url, API_KEY);
+    let response = post_chat(&host, json!({"agent": "general", "message": "hi"}));
+    assert_eq!(response.status(), StatusCode::OK);
+    let streamed = post_chat(
+        &host,
+        json!({"agent": "general", "message": "one two", "stream": true}),
+    );
+    assert_eq!(streamed.status(), StatusCode::OK);
+    let body = streamed.text().expect("the whole stream");
+    assert!(body.contains("event: done"), "{body}");
+    fake.fail_with(500, "model overloaded");
+    let response = post_chat(&host, json!({"agent": "general", "message": "hi"}));
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+
+    let call = [("provider", "openai"), ("model", "fake-model")];
+    let with = |outcome: &'static str| [call[0], call[1], ("outcome", outcome)];
+    // chat's `summarize` job calls the LLM too, in the background (and is retried while
+    // the fake fails), so the counts are checked against each other, once both of ours are in.
+    let count =
+        |samples: &[crate::support::prometheus::Sample], name: &str, labels: &[(&str, &str)]| {
+            value(samples, name, labels).unwrap_or(0.0)
+        };
+    let samples = poll_until(
+        std::time::Duration::from_secs(10),
+        "the calls counted: 2 ok and 1 failed at least, each once in the duration",
+        || {
+            let samples = scrape(&host);
+            let ok = count(&samples, "llmchat_llm_requests_total", &with("ok"));
+            let failed = count(
+                &samples,
+                "llmchat_llm_requests_total",
+                &with("provider_error"),
+            );
+            let timed = count(
+                &samples,
+                "llmchat_llm_request_duration_seconds_count",
+                &call,
+            );
+            (ok >= 2.0 && failed >= 1.0 && timed == ok + failed).then_some(samples)
+        },
+    );
+    assert_eq!(
+        count(
+            &samples,
+            "llmchat_llm_time_to_first_token_seconds_count",
+            &call
+        ),
+        count(&samples, "llmchat_llm_requests_total", &with("ok")),
+        "every call that answered had a first token, the failed ones none"
+    );
+    assert_eq!(
+        value(&samples, "llmchat_llm_requests_total", &with("cancelled")),
+        None,
+        "the stream read to its end counts as ok"
+    );
 }

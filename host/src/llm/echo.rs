@@ -89,6 +89,10 @@ impl LlmProvider for EchoProvider {
         "echo"
     }
 
+    fn default_model(&self) -> &str {
+        "echo"
+    }
+
     /// Offline: always reachable.
     async fn probe(&self) -> Result<(), LlmError> {
         Ok(())

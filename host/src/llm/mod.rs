@@ -3,6 +3,7 @@
 //! vLLM, llama.cpp). API keys stay here in the host; components only see completions.
 
 mod echo;
+mod measured;
 mod openai;
 mod sse;
 
@@ -15,6 +16,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 
 pub use echo::EchoProvider;
+pub use measured::Measured;
 pub use openai::OpenAiProvider;
 
 use crate::manifest::LlmSettings;
@@ -83,6 +85,8 @@ pub enum LlmError {
 pub trait LlmProvider: Send + Sync {
     /// The provider's name as reported to components, e.g. "echo".
     fn name(&self) -> &'static str;
+    /// The model a request that names none gets, for metrics.
+    fn default_model(&self) -> &str;
     async fn complete(&self, request: Request) -> Result<Completion, LlmError>;
     async fn stream(&self, request: Request) -> Result<CompletionStream, LlmError>;
     /// A cheap request that proves the provider answers, for the `probe` capability.

@@ -261,6 +261,10 @@ impl LlmProvider for OpenAiProvider {
         "openai"
     }
 
+    fn default_model(&self) -> &str {
+        &self.model
+    }
+
     async fn probe(&self) -> Result<(), LlmError> {
         self.call(self.client.get(&self.models_url)).await.map(drop)
     }

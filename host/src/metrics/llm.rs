@@ -1,6 +1,16 @@
-//! The label sets of the LLM token counters, which the LLM gate increments.
+//! The label sets of the LLM token counters, which the LLM gate increments, and the LLM
+//! calls' counts and latencies by provider and model ([`LlmMetrics`]).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+
+use super::HistogramFamily;
 
 /// `llmchat_llm_tokens_total{component, direction}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -15,4 +25,109 @@ pub struct TokenLabels {
 pub struct AgentTokenLabels {
     pub agent: String,
     pub direction: &'static str,
+}
+
+/// `llmchat_llm_requests_total{provider, model, outcome}` and the two histograms'
+/// `{provider, model}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct LlmCallLabels {
+    pub provider: String,
+    /// The model asked for (the provider's configured one when the request names none);
+    /// at most [`MAX_MODEL_SERIES`] distinct values, the rest as `other`.
+    pub model: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct LlmOutcomeLabels {
+    pub provider: String,
+    pub model: String,
+    pub outcome: &'static str,
+}
+
+/// Distinct models with their own series: a component names the model, so the set is not
+/// bounded by the manifest.
+pub const MAX_MODEL_SERIES: usize = 64;
+
+/// Upper bounds of the LLM latency buckets, in seconds: 10 ms to 2 min.
+const LLM_BUCKETS: [f64; 14] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
+/// The LLM calls' metrics: recorded by the provider wrapper `llm::Measured`.
+#[derive(Clone)]
+pub struct LlmMetrics {
+    pub(super) requests: Family<LlmOutcomeLabels, Counter>,
+    pub(super) duration: HistogramFamily<LlmCallLabels>,
+    pub(super) first_token: HistogramFamily<LlmCallLabels>,
+    models_seen: Arc<Mutex<HashSet<String>>>,
+}
+
+impl LlmMetrics {
+    pub(super) fn new() -> Self {
+        Self {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(LLM_BUCKETS)),
+            first_token: Family::new_with_constructor(|| Histogram::new(LLM_BUCKETS)),
+            models_seen: Arc::default(),
+        }
+    }
+
+    /// The labels of a call to `provider` for `model`, `other` past [`MAX_MODEL_SERIES`].
+    pub fn labels(&self, provider: &str, model: &str) -> LlmCallLabels {
+        let mut seen = self.models_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let model = if seen.contains(model) || seen.len() < MAX_MODEL_SERIES {
+            seen.insert(model.to_string());
+            model.to_string()
+        } else {
+            "other".to_string()
+        };
+        LlmCallLabels {
+            provider: provider.to_string(),
+            model,
+        }
+    }
+
+    /// One call ended with `outcome` (`ok`, `invalid_request`, `provider_error`,
+    /// `unavailable`, `timeout`, `cancelled`) after `took`.
+    pub fn ended(&self, labels: &LlmCallLabels, outcome: &'static str, took: Duration) {
+        self.requests
+            .get_or_create(&LlmOutcomeLabels {
+                provider: labels.provider.clone(),
+                model: labels.model.clone(),
+                outcome,
+            })
+            .inc();
+        self.duration
+            .get_or_create(labels)
+            .observe(took.as_secs_f64());
+    }
+
+    /// The first token of a call arrived `after` it started.
+    pub fn first_token(&self, labels: &LlmCallLabels, after: Duration) {
+        self.first_token
+            .get_or_create(labels)
+            .observe(after.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_past_the_bound_share_one_series() {
+        let metrics = LlmMetrics::new();
+        for i in 0..MAX_MODEL_SERIES {
+            assert_eq!(
+                metrics.labels("openai", &format!("m{i}")).model,
+                format!("m{i}")
+            );
+        }
+        assert_eq!(metrics.labels("openai", "one-too-many").model, "other");
+        assert_eq!(
+            metrics.labels("openai", "m0").model,
+            "m0",
+            "a known model keeps its series"
+        );
+    }
 }

@@ -45,7 +45,7 @@ pub use activity::{Activity, ActivitySnapshot};
 pub use component::{ComponentMetrics, ErrorKind, PeakMemory, Trigger};
 pub use connections::{ConnectionLimit, ConnectionMetrics, OpenConnection};
 pub use http::{RouteHttpMetrics, StatusClass, UNMATCHED};
-pub use llm::{AgentTokenLabels, TokenLabels};
+pub use llm::{AgentTokenLabels, LlmCallLabels, LlmMetrics, MAX_MODEL_SERIES, TokenLabels};
 pub use monitor::{MonitorAlert, MonitorReport, MonitorSample, Monitors, Severity, TickOutcome};
 pub(crate) use sampled::resident_memory;
 pub use sampled::{PoolCounts, PoolSource, QueueSource, QueueStats};
@@ -109,6 +109,7 @@ pub struct Metrics {
     activity: Arc<Activity>,
     connections: ConnectionMetrics,
     http: http::HttpFamilies,
+    llm: LlmMetrics,
 }
 
 impl Metrics {
@@ -241,6 +242,24 @@ impl Metrics {
             Unit::Seconds,
             http.duration.clone(),
         );
+        let llm = LlmMetrics::new();
+        registry.register(
+            "llm_requests",
+            "LLM calls by provider, model and outcome: ok, invalid_request, provider_error (the provider answered an error status), unavailable (could not reach it), timeout, cancelled (a stream dropped before its end)",
+            llm.requests.clone(),
+        );
+        registry.register_with_unit(
+            "llm_request_duration",
+            "Time of one LLM call by provider and model, to the end of its stream when streamed",
+            Unit::Seconds,
+            llm.duration.clone(),
+        );
+        registry.register_with_unit(
+            "llm_time_to_first_token",
+            "Time from an LLM call to its first token (a whole completion's time when not streamed), by provider and model",
+            Unit::Seconds,
+            llm.first_token.clone(),
+        );
         Self {
             registry,
             invocations,
@@ -258,6 +277,7 @@ impl Metrics {
             activity: Arc::default(),
             connections,
             http,
+            llm,
         }
     }
 
@@ -271,6 +291,11 @@ impl Metrics {
     /// the manifest, or [`UNMATCHED`]); resolve it once per route.
     pub fn http_route(&self, pattern: &str) -> RouteHttpMetrics {
         self.http.route(pattern)
+    }
+
+    /// The LLM calls' counts and latencies, which the provider wrapper records.
+    pub fn llm(&self) -> LlmMetrics {
+        self.llm.clone()
     }
 
     /// The token counters the LLM gate increments.
