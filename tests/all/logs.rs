@@ -1,7 +1,8 @@
 //! The host's log as an operator's log shipper reads it: `LLMCHAT_LOG_FORMAT=json` (or
 //! `--log-format json`) makes every stderr line one JSON object, and a guest's own log lines
-//! name the component that wrote them. With `[http] access_log = true`, each request to a
-//! component route leaves one line (target `llmchat::access`) once its body has ended.
+//! name the component and the invocation that wrote them. With `[http] access_log = true`,
+//! each request to a component route leaves one line (target `llmchat::access`) once its
+//! body has ended.
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -16,11 +17,13 @@ fn json_logs_are_one_object_per_line_and_guest_lines_name_their_component() {
         route_toml("/...", "flood")
     );
     let host = Host::start_with_env(&manifest, &[("LLMCHAT_LOG_FORMAT", "json")]);
-    let response = client()
-        .get(host.url("/?line=20&lines=2"))
-        .send()
-        .expect("GET the log fixture");
-    assert_eq!(response.status(), StatusCode::OK);
+    for _ in 0..2 {
+        let response = client()
+            .get(host.url("/?line=20&lines=2"))
+            .send()
+            .expect("GET the log fixture");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
     let (status, log) = host.terminate_and_log();
     assert!(status.success(), "{log}");
 
@@ -52,11 +55,20 @@ fn json_logs_are_one_object_per_line_and_guest_lines_name_their_component() {
         "{log}"
     );
     let guest: Vec<&Value> = lines.iter().filter(|l| l["target"] == "guest").collect();
-    assert_eq!(guest.len(), 2, "the fixture's two log lines:\n{log}");
-    for line in guest {
+    assert_eq!(guest.len(), 4, "the fixture's two log lines, twice:\n{log}");
+    for line in &guest {
         assert_eq!(line["fields"]["component"], "flood", "{line}");
         assert_eq!(message(line).len(), 20, "{line}");
     }
+    // Each line names its invocation: the two of one request share it, the requests differ.
+    let invocation = |line: &Value| {
+        line["fields"]["invocation"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no invocation number: {line}"))
+    };
+    assert_eq!(invocation(guest[0]), invocation(guest[1]), "{log}");
+    assert_eq!(invocation(guest[2]), invocation(guest[3]), "{log}");
+    assert_ne!(invocation(guest[0]), invocation(guest[2]), "{log}");
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! `llmchat:runtime/log`: guest log lines into the host log, tagged with the component.
+//! `llmchat:runtime/log`: guest log lines into the host log, tagged with the component and
+//! the invocation's number.
 
 use super::CapabilityCtx;
 use super::bindings::llmchat::runtime::log::{self, Level};
@@ -17,6 +18,7 @@ impl log::Host for &mut CapabilityCtx {
                 tracing::warn!(
                     target: "guest",
                     component = self.component.name.as_str(),
+                    invocation = self.invocation,
                     "this invocation logged {MAX_LINES} lines; its further lines are dropped"
                 );
             }
@@ -32,12 +34,13 @@ impl log::Host for &mut CapabilityCtx {
             message.push('…');
         }
         let component = self.component.name.as_str();
+        let invocation = self.invocation;
         match level {
-            Level::Trace => tracing::trace!(target: "guest", component, "{message}"),
-            Level::Debug => tracing::debug!(target: "guest", component, "{message}"),
-            Level::Info => tracing::info!(target: "guest", component, "{message}"),
-            Level::Warn => tracing::warn!(target: "guest", component, "{message}"),
-            Level::Error => tracing::error!(target: "guest", component, "{message}"),
+            Level::Trace => tracing::trace!(target: "guest", component, invocation, "{message}"),
+            Level::Debug => tracing::debug!(target: "guest", component, invocation, "{message}"),
+            Level::Info => tracing::info!(target: "guest", component, invocation, "{message}"),
+            Level::Warn => tracing::warn!(target: "guest", component, invocation, "{message}"),
+            Level::Error => tracing::error!(target: "guest", component, invocation, "{message}"),
         }
         Ok(())
     }

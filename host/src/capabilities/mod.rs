@@ -64,7 +64,12 @@ pub struct CapabilityCtx {
     streams: ResourceTable,
     /// Log lines this invocation has written, against [`log::MAX_LINES`].
     log_lines: u32,
+    /// This invocation's number in the process, on its log lines ([`CapabilityCtx::invocation`]).
+    invocation: u64,
 }
+
+/// The last invocation number handed out.
+static INVOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl CapabilityCtx {
     /// `max_resources` caps the handles of the capabilities' own table, as the WASI table's.
@@ -80,7 +85,15 @@ impl CapabilityCtx {
             services,
             streams,
             log_lines: 0,
+            invocation: INVOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
         }
+    }
+
+    /// This invocation's number, unique in the process (from 1, in order of creation): the
+    /// `invocation` field of the guest's log lines and of the host's line on its end, so an
+    /// operator can tell apart the lines of two concurrent invocations of one component.
+    pub fn invocation(&self) -> u64 {
+        self.invocation
     }
 }
 

@@ -78,9 +78,11 @@ fn report<R: GuestAnswer>(
     };
     metrics.invocation(elapsed, peak, error);
     let elapsed_us = elapsed.as_micros() as u64;
+    let invocation = state.caps.invocation();
     match result {
         Ok(_) => tracing::debug!(
             component = name,
+            invocation,
             elapsed_us,
             peak_memory = peak.total,
             peak_host_memory = peak.host,
@@ -88,6 +90,7 @@ fn report<R: GuestAnswer>(
         ),
         Err(e) => tracing::warn!(
             component = name,
+            invocation,
             kind = e.kind(),
             elapsed_us,
             peak_memory = peak.total,
