@@ -165,20 +165,29 @@ pub fn measure_ab(targets: &[Target]) -> Result<Option<Vec<Load>>> {
 
 /// One `ab -n 10000 -c 100 URL` (HTTP/1.0, no keep-alive: a new connection per request).
 fn ab(url: &str) -> Result<WrkRun> {
-    let output = Command::new("ab")
-        .args(["-q", "-n", &AB_REQUESTS.to_string()])
-        .args(["-c", &CONNECTIONS.to_string(), url])
-        .output()
-        .context("running ab")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut command = Command::new("ab");
+    command.args(["-q", "-n", &AB_REQUESTS.to_string()]).args([
+        "-c",
+        &CONNECTIONS.to_string(),
+        url,
+    ]);
+    let stdout = stdout_of(command, "ab", "running ab")?;
+    parse_ab(&stdout).with_context(|| format!("unexpected ab output:\n{stdout}"))
+}
+
+/// Runs `command` (`tool` names it in errors, `context` says how to get it) and returns its
+/// stdout, or the whole output when it failed.
+fn stdout_of(mut command: Command, tool: &str, context: &'static str) -> Result<String> {
+    let output = command.output().context(context)?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
         bail!(
-            "ab failed with {}:\n{stdout}{}",
+            "{tool} failed with {}:\n{stdout}{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    parse_ab(&stdout).with_context(|| format!("unexpected ab output:\n{stdout}"))
+    Ok(stdout)
 }
 
 /// Reads `Requests per second:`, the 50% and 99% lines of "Percentage of the requests served
@@ -212,20 +221,16 @@ fn parse_ab(out: &str) -> Result<WrkRun> {
 
 /// One `wrk -t1 -c100 --latency` run of `duration` against `url`.
 pub fn wrk(url: &str, duration: Duration) -> Result<WrkRun> {
-    let output = Command::new("wrk")
+    let mut command = Command::new("wrk");
+    command
         .args(["-t1", &format!("-c{CONNECTIONS}")])
         .arg(format!("-d{}s", duration.as_secs()))
-        .args(["--latency", url])
-        .output()
-        .context("running wrk (install it with `just setup` or `apt-get install wrk`)")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "wrk failed with {}:\n{stdout}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+        .args(["--latency", url]);
+    let stdout = stdout_of(
+        command,
+        "wrk",
+        "running wrk (install it with `just setup` or `apt-get install wrk`)",
+    )?;
     parse(&stdout).with_context(|| format!("unexpected wrk output:\n{stdout}"))
 }
 
