@@ -78,7 +78,13 @@ impl Lane {
         if !self.has_reserve {
             return;
         }
-        self.last_short.store(self.nanos(now), Ordering::Relaxed);
+        // One line shared by every worker: written at most once a millisecond, far below
+        // QUIET, so that short polls on many cores do not fight over it.
+        let now = self.nanos(now);
+        let last = self.last_short.load(Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) >= 1_000_000 {
+            self.last_short.store(now, Ordering::Relaxed);
+        }
         if !self.withheld.load(Ordering::Relaxed)
             && let Ok(turn) = self.turns.clone().try_acquire_owned()
         {
