@@ -144,7 +144,7 @@ async fn handle(
         .http()
         .new_incoming_request(Scheme::Http, request)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{e}")))?;
-    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let (sender, mut receiver) = tokio::sync::oneshot::channel();
     let outparam = store
         .data_mut()
         .http()
@@ -178,21 +178,34 @@ async fn handle(
         app.tasks.clone(),
     );
 
-    let mut receiver = receiver;
-    let (head, ended) = match invocation.until_head(&mut receiver).await {
+    let head = match invocation.until_head(&mut receiver).await {
         Until::Head(head) => {
             invocation.detach();
-            (Some(head), None)
+            head
         }
-        Until::Ended(result) => (receiver.try_recv().ok(), Some(result)),
+        Until::Ended(result) => match receiver.try_recv() {
+            Ok(head) => head,
+            Err(_) => {
+                return Err(match result {
+                    Err(e) => failure(component, &e),
+                    Ok(()) => ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!(
+                            "component `{}` returned without sending a response",
+                            component.name()
+                        ),
+                    ),
+                });
+            }
+        },
     };
-    match (head, ended) {
-        (Some(Ok(response)), _) => {
+    match head {
+        Ok(response) => {
             let mut response = response.map(|body| Body::new(CutAware::new(body, failed)));
             add_headers(&mut response, &limit_headers);
             Ok(response)
         }
-        (Some(Err(code)), _) => {
+        Err(code) => {
             // The guest chose to fail; it may still be running and counts as it ends.
             route.metrics.error(ErrorKind::Guest);
             Err(ApiError::new(
@@ -203,15 +216,6 @@ async fn handle(
                 ),
             ))
         }
-        (None, Some(Err(e))) => Err(failure(component, &e)),
-        // `until_head` returns without a head only once the invocation has ended.
-        (None, _) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "component `{}` returned without sending a response",
-                component.name()
-            ),
-        )),
     }
 }
 
