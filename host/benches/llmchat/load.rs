@@ -100,23 +100,40 @@ impl Load {
 /// Loads every target for [`ROUNDS`] rounds after a short warm-up; one [`Load`] per target,
 /// in order.
 pub fn measure(targets: &[Target], settings: &WrkSettings) -> Result<Vec<Load>> {
+    interleaved(
+        targets,
+        "",
+        |url| wrk(url, WARM_UP),
+        |url| wrk(url, settings.duration),
+    )
+}
+
+/// One warm-up with `warm` per target, then [`ROUNDS`] rounds of `run` over the targets in
+/// turn (so a drift of the machine hits them alike); one [`Load`] per target, in order.
+/// `tool` prefixes the progress lines ("" for wrk, "ab ").
+fn interleaved(
+    targets: &[Target],
+    tool: &str,
+    warm: impl Fn(&str) -> Result<WrkRun>,
+    run: impl Fn(&str) -> Result<WrkRun>,
+) -> Result<Vec<Load>> {
     for t in targets {
-        wrk(&t.url, WARM_UP).with_context(|| format!("warming up {}", t.label))?;
+        warm(&t.url).with_context(|| format!("warming up {} {tool}", t.label))?;
     }
     let mut loads: Vec<Load> = targets.iter().map(|_| Load { runs: Vec::new() }).collect();
     for round in 1..=ROUNDS {
         for (t, load) in targets.iter().zip(&mut loads) {
-            let run = wrk(&t.url, settings.duration)
-                .with_context(|| format!("loading {} (round {round})", t.label))?;
+            let result = run(&t.url)
+                .with_context(|| format!("loading {} {tool}(round {round})", t.label))?;
             eprintln!(
-                "  round {round}/{ROUNDS} {:<26} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
+                "  {tool}round {round}/{ROUNDS} {:<26} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
                 t.label,
-                run.req_per_sec,
-                run.p50.as_secs_f64() * 1e3,
-                run.p99.as_secs_f64() * 1e3,
-                run.non_2xx + run.socket_errors
+                result.req_per_sec,
+                result.p50.as_secs_f64() * 1e3,
+                result.p99.as_secs_f64() * 1e3,
+                result.non_2xx + result.socket_errors
             );
-            load.runs.push(run);
+            load.runs.push(result);
         }
     }
     Ok(loads)
@@ -141,26 +158,7 @@ pub fn measure_ab(targets: &[Target]) -> Result<Option<Vec<Load>>> {
         eprintln!("  ab is not installed (`just deps` installs apache2-utils): no ab rows");
         return Ok(None);
     }
-    for t in targets {
-        ab(&t.url).with_context(|| format!("warming up {} with ab", t.label))?;
-    }
-    let mut loads: Vec<Load> = targets.iter().map(|_| Load { runs: Vec::new() }).collect();
-    for round in 1..=ROUNDS {
-        for (t, load) in targets.iter().zip(&mut loads) {
-            let run =
-                ab(&t.url).with_context(|| format!("ab against {} (round {round})", t.label))?;
-            eprintln!(
-                "  ab round {round}/{ROUNDS} {:<26} {:>9.0} req/s  p50 {:>4.0} ms  p99 {:>4.0} ms  errors {}",
-                t.label,
-                run.req_per_sec,
-                run.p50.as_secs_f64() * 1e3,
-                run.p99.as_secs_f64() * 1e3,
-                run.non_2xx + run.socket_errors
-            );
-            load.runs.push(run);
-        }
-    }
-    Ok(Some(loads))
+    interleaved(targets, "ab ", ab, ab).map(Some)
 }
 
 /// One `ab -n 10000 -c 100 URL` (HTTP/1.0, no keep-alive: a new connection per request).
