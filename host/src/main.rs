@@ -397,7 +397,7 @@ async fn storage(
         );
         return Ok((Arc::new(kv), Arc::new(MemoryQueue::new()), None));
     };
-    let pool = Arc::new(RedisPool::new(&manifest.redis, &url)?);
+    let pool = Arc::new(RedisPool::open(&manifest.redis, &url).await?);
     let redacted = llmchat_host::redis::redact(&url);
     if let Err(e) = pool.ping().await {
         tracing::warn!(url = %redacted, "Redis is not reachable yet ({e}); requests needing it get 503 until it is");
@@ -412,7 +412,12 @@ async fn storage(
         Ok(q) => q,
         Err(e) => anyhow::bail!("preparing the Redis queues at {redacted}: {e}"),
     };
-    tracing::info!(url = %redacted, "kv and queues use Redis");
+    let kind = if pool.is_cluster() {
+        "a Redis Cluster"
+    } else {
+        "Redis"
+    };
+    tracing::info!(url = %redacted, "kv and queues use {kind}");
     Ok((
         Arc::new(RedisKv::new(pool.clone(), max_value)),
         Arc::new(queues),

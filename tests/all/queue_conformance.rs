@@ -1,6 +1,7 @@
-//! One conformance suite for every queue backend: the embedded memory queue and Redis (a
-//! private `redis-server` per test). Both must behave identically as seen through
-//! [`QueueBackend`]; each case below runs against both.
+//! One conformance suite for every queue backend: the embedded memory queue, Redis (a
+//! private `redis-server` per test) and a Redis Cluster (a private 6-node cluster per
+//! test). All must behave identically as seen through [`QueueBackend`]; each case below
+//! runs against each.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,11 +14,28 @@ use llmchat_host::redis::RedisPool;
 use llmchat_host::timers::now_ms;
 
 use crate::support::redis::RedisServer;
+use crate::support::redis_cluster::RedisCluster;
 
-/// A backend under test, with the Redis server it needs (if any) kept alive.
+/// A backend under test, with the Redis server or cluster it needs (if any) kept alive.
 struct Subject {
     queues: Queues,
     _redis: Option<RedisServer>,
+    cluster: Option<RedisCluster>,
+}
+
+impl Drop for Subject {
+    /// No command the case sent may have spanned two slots.
+    fn drop(&mut self) {
+        if let Some(cluster) = &self.cluster
+            && !std::thread::panicking()
+        {
+            assert_eq!(
+                cluster.error_count("CROSSSLOT"),
+                0,
+                "a command spanned two slots"
+            );
+        }
+    }
 }
 
 impl Subject {
@@ -71,6 +89,7 @@ async fn memory(extra: &str) -> Subject {
     Subject {
         queues: Queues::new(Arc::new(MemoryQueue::new()), &[trigger(extra)]),
         _redis: None,
+        cluster: None,
     }
 }
 
@@ -83,10 +102,27 @@ async fn redis(extra: &str) -> Subject {
     Subject {
         queues: Queues::new(Arc::new(backend), &[trigger(extra)]),
         _redis: Some(server),
+        cluster: None,
     }
 }
 
-/// Declares `name` once per backend: `name::memory` and `name::redis`.
+async fn cluster(extra: &str) -> Subject {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("starting the cluster");
+    let pool = Arc::new(RedisPool::new(&RedisSettings::default(), &cluster.seeds()).expect("pool"));
+    assert!(pool.is_cluster(), "several seeds make a cluster pool");
+    let backend = RedisQueue::connect(pool, &["jobs".to_string()])
+        .await
+        .expect("redis queue on a cluster");
+    Subject {
+        queues: Queues::new(Arc::new(backend), &[trigger(extra)]),
+        _redis: None,
+        cluster: Some(cluster),
+    }
+}
+
+/// Declares `name` once per backend: `name::memory`, `name::redis` and `name::cluster`.
 macro_rules! conformance {
     ($($name:ident($extra:expr, $subject:ident) $body:block)*) => {$(
         mod $name {
@@ -96,6 +132,8 @@ macro_rules! conformance {
             async fn memory() { case(super::memory($extra).await).await }
             #[tokio::test]
             async fn redis() { case(super::redis($extra).await).await }
+            #[tokio::test]
+            async fn cluster() { case(super::cluster($extra).await).await }
         }
     )*};
 }

@@ -93,7 +93,7 @@ fn runs(redis: &mut redis::Connection, ids: &[String]) -> Vec<u64> {
         .flat_map(|chunk| {
             let keys: Vec<String> = chunk
                 .iter()
-                .map(|id| format!("llmchat:kv:{{p}}:runs:{id}"))
+                .map(|id| format!("llmchat:kv:p:runs:{id}"))
                 .collect();
             let values: Vec<Option<u64>> = redis.mget(&keys).expect("MGET");
             values.into_iter().map(|v| v.unwrap_or(0))
@@ -158,7 +158,7 @@ fn failing_jobs_are_retried_after_their_backoff_then_succeed() {
     );
     let attempts: u64 = redis
         .connection()
-        .get(format!("llmchat:kv:{{p}}:attempts:{id}"))
+        .get(format!("llmchat:kv:p:attempts:{id}"))
         .unwrap();
     assert_eq!(attempts, 3);
     host.wait_for_log("retrying in", Duration::from_secs(5));

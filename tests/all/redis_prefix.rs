@@ -102,7 +102,7 @@ fn two_apps_with_their_own_prefix_share_one_redis_and_nothing_else() {
         ("prod", &prod_jobs, &staging_jobs),
     ] {
         for id in mine {
-            let runs: Option<u64> = conn.get(format!("{prefix}:kv:{{p}}:runs:{id}")).unwrap();
+            let runs: Option<u64> = conn.get(format!("{prefix}:kv:p:runs:{id}")).unwrap();
             assert_eq!(
                 runs,
                 Some(1),
@@ -110,7 +110,7 @@ fn two_apps_with_their_own_prefix_share_one_redis_and_nothing_else() {
             );
         }
         for id in theirs {
-            let runs: Option<u64> = conn.get(format!("{prefix}:kv:{{p}}:runs:{id}")).unwrap();
+            let runs: Option<u64> = conn.get(format!("{prefix}:kv:p:runs:{id}")).unwrap();
             assert_eq!(
                 runs, None,
                 "job {id} of the other app is not in {prefix}'s kv"
@@ -133,9 +133,9 @@ fn two_apps_with_their_own_prefix_share_one_redis_and_nothing_else() {
     assert!(!component_names(&staging).contains("other"));
     assert!(component_names(&prod).contains("other"));
     assert!(!component_names(&prod).contains("greeter"));
-    let names: BTreeSet<String> = conn.smembers("staging:deploy:names").unwrap();
+    let names: BTreeSet<String> = conn.smembers("staging:{deploy}:names").unwrap();
     assert_eq!(names, BTreeSet::from(["greeter".to_string()]));
-    let names: BTreeSet<String> = conn.smembers("prod:deploy:names").unwrap();
+    let names: BTreeSet<String> = conn.smembers("prod:{deploy}:names").unwrap();
     assert_eq!(names, BTreeSet::from(["other".to_string()]));
     let channels: BTreeSet<String> = redis::cmd("PUBSUB")
         .arg("CHANNELS")
@@ -143,7 +143,10 @@ fn two_apps_with_their_own_prefix_share_one_redis_and_nothing_else() {
         .unwrap();
     assert_eq!(
         channels,
-        BTreeSet::from(["prod:deploy".to_string(), "staging:deploy".to_string()])
+        BTreeSet::from([
+            "prod:{deploy}:notify".to_string(),
+            "staging:{deploy}:notify".to_string(),
+        ])
     );
 
     // Every key either app made is under its prefix.

@@ -191,7 +191,7 @@ fn two_hosts_on_one_redis_run_each_tick_exactly_once() {
         "both hosts contended for the ticks"
     );
     let mut conn = redis.connection();
-    let keys: Vec<String> = conn.keys("llmchat:kv:{counter}:tick:*").unwrap();
+    let keys: Vec<String> = conn.keys("llmchat:kv:counter:tick:*").unwrap();
     assert!(keys.len() >= 40, "{} ticks recorded", keys.len());
     for key in &keys {
         let n: i64 = conn.get(key).unwrap();

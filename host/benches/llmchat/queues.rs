@@ -77,7 +77,7 @@ const DELAYED_PACE: Duration = Duration::from_millis(5);
 pub const DELAY: Duration = Duration::from_secs(1);
 /// The processor's first kv write for each job.
 const RECORD: &str = r#"{"action":"record"}"#;
-const EVENT_KEYS: &str = "llmchat:kv:{proc}:runs:*";
+const EVENT_KEYS: &str = "llmchat:kv:proc:runs:*";
 
 pub struct Settings {
     pub quick: bool,

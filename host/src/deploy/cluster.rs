@@ -1,9 +1,12 @@
 //! Deployments shared by every host on one Redis: records and bytes stored there, and a
 //! pub/sub notification so the other hosts fetch a new version at once.
 //!
-//! Keys: `PREFIX:deploy:names` (a set), `PREFIX:deploy:record:NAME` (the JSON record),
-//! `PREFIX:deploy:blob:HASH` (the bytes). Channel: `PREFIX:deploy`, message = the name.
-//! `PREFIX` is `[redis] prefix` (`llmchat`).
+//! Keys: `PREFIX:{deploy}:names` (a set), `PREFIX:{deploy}:record:NAME` (the JSON record),
+//! `PREFIX:{deploy}:blob:HASH` (the bytes). Channel: `PREFIX:{deploy}:notify`, message =
+//! the name. `PREFIX` is `[redis] prefix` (`llmchat`). They share the hash tag `{deploy}` on
+//! purpose: a deploy writes the bytes, the record and the name set in one transaction and
+//! notifies in it, which a Redis Cluster allows only inside one slot. Deploys are rare and
+//! small in number, so that one slot is never hot.
 //! The notification only says "look"; the record in Redis is the truth, so a host that
 //! missed messages (disconnected) reads every record when it subscribes again.
 
@@ -30,19 +33,19 @@ impl ClusterStore {
 
     /// The channel every host of this application listens to for deploys.
     pub fn channel(&self) -> String {
-        self.pool.key("deploy")
+        self.pool.key("{deploy}:notify")
     }
 
     fn names_key(&self) -> String {
-        self.pool.key("deploy:names")
+        self.pool.key("{deploy}:names")
     }
 
     fn record_key(&self, name: &str) -> String {
-        self.pool.key(format_args!("deploy:record:{name}"))
+        self.pool.key(format_args!("{{deploy}}:record:{name}"))
     }
 
     fn blob_key(&self, hash: &str) -> String {
-        self.pool.key(format_args!("deploy:blob:{hash}"))
+        self.pool.key(format_args!("{{deploy}}:blob:{hash}"))
     }
 
     /// Stores the bytes (once per hash) and the record, then tells every host.
@@ -57,6 +60,7 @@ impl ClusterStore {
         let blob = blob.map(|(h, b)| (self.blob_key(h), b.to_vec()));
         let (record_key, names_key, channel) =
             (self.record_key(&name), self.names_key(), self.channel());
+        let publish = self.pool.publish_command();
         self.pool
             .run(|mut c| async move {
                 let mut pipe = redis::pipe();
@@ -66,7 +70,7 @@ impl ClusterStore {
                 }
                 pipe.cmd("SET").arg(record_key).arg(json).ignore();
                 pipe.cmd("SADD").arg(names_key).arg(&name).ignore();
-                pipe.cmd("PUBLISH").arg(channel).arg(&name).ignore();
+                pipe.cmd(publish).arg(channel).arg(&name).ignore();
                 pipe.query_async::<()>(&mut c).await
             })
             .await

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -401,21 +400,23 @@ impl Deployer {
             .collect()
     }
 
-    /// Follows the other hosts' deploys until `shutdown`: one pub/sub connection; on every
-    /// (re)subscription, every record is read again, so nothing missed while away is lost.
+    /// Follows the other hosts' deploys until `shutdown`: one subscription (a pub/sub
+    /// connection, or a shard channel on a cluster); on every (re)subscription, and whenever
+    /// messages may have been missed, every record is read again, so nothing is lost.
     pub async fn watch(&self, shutdown: CancellationToken) {
         let Some(cluster) = &self.cluster else {
             return;
         };
         let channel = cluster.channel();
+        let inbox = Arc::new(crate::redis::Inbox::default());
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
             let subscribed = tokio::select! {
-                s = cluster.pool().subscribe(&channel) => s,
+                s = cluster.pool().subscribe(&channel, &inbox) => s,
                 () = shutdown.cancelled() => return,
             };
-            let pubsub = match subscribed {
-                Ok(p) => p,
+            let mut subscription = match subscribed {
+                Ok(s) => s,
                 Err(e) => {
                     failures += 1;
                     if failures == 1 || failures.is_multiple_of(20) {
@@ -432,20 +433,23 @@ impl Deployer {
             };
             failures = 0;
             self.sync_all(cluster).await;
-            let mut messages = pubsub.into_on_message();
             loop {
                 let message = tokio::select! {
-                    m = messages.next() => m,
+                    m = subscription.next() => m,
                     () = shutdown.cancelled() => return,
                 };
-                let Some(message) = message else {
-                    tracing::warn!("the deploy notification connection closed; subscribing again");
-                    break;
-                };
-                let Ok(name) = message.get_payload::<String>() else {
-                    continue;
-                };
-                self.sync(cluster, &name).await;
+                match message {
+                    None => {
+                        tracing::warn!("deploy notifications ended; subscribing again");
+                        break;
+                    }
+                    Some(crate::redis::Message::Resync) => self.sync_all(cluster).await,
+                    Some(crate::redis::Message::Payload(name)) => {
+                        if let Ok(name) = String::from_utf8(name) {
+                            self.sync(cluster, &name).await;
+                        }
+                    }
+                }
             }
         }
     }

@@ -1,5 +1,9 @@
-//! The Redis kv backend: keys `llmchat:kv:{namespace}:<key>`, one command per call through
+//! The Redis kv backend: keys `llmchat:kv:<namespace>:<key>`, one command per call through
 //! the host's [`RedisPool`]. TTLs are Redis expiries (`PX`), so nothing sweeps.
+//!
+//! The keys carry no hash tag: on a Redis Cluster each key hashes on its own, so one
+//! namespace (chat's history) spreads over every master instead of filling one slot. No kv
+//! operation touches two keys, so none needs them together.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +29,9 @@ impl RedisKv {
 /// cut to this, about 146 million years, as the embedded store keeps such a key for good.
 const MAX_TTL_MS: u64 = i64::MAX as u64 / 2;
 
-/// `PREFIX:kv:{NAMESPACE}:KEY`: a namespace's keys share one hash slot.
+/// `PREFIX:kv:NAMESPACE:KEY`, hashed whole: keys spread over a cluster's slots.
 fn redis_key(pool: &RedisPool, namespace: &str, key: &str) -> String {
-    pool.key(format_args!("kv:{{{namespace}}}:{key}"))
+    pool.key(format_args!("kv:{namespace}:{key}"))
 }
 
 fn to_kv(e: RedisError) -> KvError {

@@ -12,6 +12,7 @@ mod env;
 mod net;
 mod quotas;
 mod rate;
+mod redis_settings;
 mod rules;
 mod schedule;
 mod triggers;
@@ -32,6 +33,9 @@ pub use deploy::{DeploySettings, DeploySpec};
 pub use net::{IpNet, canonical as canonical_ip};
 pub use quotas::QuotaSettings;
 pub use rate::Rate;
+pub use redis_settings::{
+    RedisMode, RedisSettings, check_redis_prefix, redact_redis_urls, redis_seeds,
+};
 pub use rules::{
     OBSERVABILITY_PATHS, check_method, check_name, check_outbound_host, check_route, host_path,
     is_simple_name,
@@ -179,66 +183,6 @@ impl Default for KvSettings {
     }
 }
 
-/// The Redis connection. Redis is used (for queues and kv) when `url` is set here or in the
-/// `REDIS_URL` environment variable; otherwise both are embedded and in memory.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisSettings {
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Multiplexed connections for commands; the host adds one for blocking reads.
-    #[serde(default = "defaults::redis_connections")]
-    pub connections: u32,
-    /// Hard cap on Redis commands in flight from this host.
-    #[serde(default = "defaults::redis_max_in_flight")]
-    pub max_in_flight: u32,
-    /// How long a command may wait for one of those slots before failing `unavailable`.
-    #[serde(default = "defaults::redis_acquire_timeout")]
-    pub acquire_timeout: HumanDuration,
-    #[serde(default = "defaults::redis_command_timeout")]
-    pub command_timeout: HumanDuration,
-    #[serde(default = "defaults::redis_connect_timeout")]
-    pub connect_timeout: HumanDuration,
-    /// What every key and channel of this application starts with (`PREFIX:kv:...`), so
-    /// that several applications (staging and production) can share one Redis.
-    #[serde(default = "defaults::redis_prefix")]
-    pub prefix: String,
-    /// PEM file of the CA that signed the server's certificate (`rediss://` to a private
-    /// CA); relative to the manifest's folder. Without it, the system's roots are trusted.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate and key, for a server that asks for one (mutual TLS).
-    #[serde(default)]
-    pub client_cert_file: Option<PathBuf>,
-    #[serde(default)]
-    pub client_key_file: Option<PathBuf>,
-    /// The ACL user, when not in the URL.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// The name of the environment variable holding the password (never the password).
-    #[serde(default)]
-    pub password_env: Option<String>,
-}
-
-impl Default for RedisSettings {
-    fn default() -> Self {
-        Self {
-            url: None,
-            connections: defaults::redis_connections(),
-            max_in_flight: defaults::redis_max_in_flight(),
-            acquire_timeout: defaults::redis_acquire_timeout(),
-            command_timeout: defaults::redis_command_timeout(),
-            connect_timeout: defaults::redis_connect_timeout(),
-            prefix: defaults::redis_prefix(),
-            ca_file: None,
-            client_cert_file: None,
-            client_key_file: None,
-            username: None,
-            password_env: None,
-        }
-    }
-}
-
 mod defaults {
     use super::{ByteSize, HumanDuration};
     use std::time::Duration;
@@ -272,24 +216,6 @@ mod defaults {
     }
     pub fn kv_max_value() -> ByteSize {
         ByteSize::mib(1)
-    }
-    pub fn redis_connections() -> u32 {
-        2
-    }
-    pub fn redis_max_in_flight() -> u32 {
-        512
-    }
-    pub fn redis_acquire_timeout() -> HumanDuration {
-        HumanDuration(Duration::from_secs(1))
-    }
-    pub fn redis_command_timeout() -> HumanDuration {
-        HumanDuration(Duration::from_secs(5))
-    }
-    pub fn redis_connect_timeout() -> HumanDuration {
-        HumanDuration(Duration::from_secs(2))
-    }
-    pub fn redis_prefix() -> String {
-        "llmchat".to_string()
     }
 }
 
@@ -355,22 +281,7 @@ impl Manifest {
                 "in [quotas]: `llm_concurrency` and `llm_concurrency_per_component` must be greater than zero"
             );
         }
-        if let Some(url) = &raw.redis.url
-            && !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("unix://")
-                || url.starts_with("redis+unix://"))
-        {
-            bail!(
-                "in [redis]: field `url`: {url:?} must start with redis://, rediss:// or unix://"
-            );
-        }
-        if raw.redis.connections == 0 || raw.redis.max_in_flight == 0 {
-            bail!("in [redis]: `connections` and `max_in_flight` must be greater than zero");
-        }
-        check_redis_prefix(&raw.redis.prefix)
-            .map_err(|e| anyhow::anyhow!("in [redis]: field `prefix`: {e}"))?;
-        raw.redis.resolve_files(base)?;
+        raw.redis.validate(base)?;
         if let LlmSettings::Openai { base_url, .. } = &raw.llm
             && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
         {
@@ -391,58 +302,6 @@ impl Manifest {
             deploy: raw.deploy,
             quotas: raw.quotas,
         })
-    }
-}
-
-impl RedisSettings {
-    /// Anchors the TLS files at `base` (the manifest's folder) and checks that each exists,
-    /// and that a client certificate comes with its key.
-    fn resolve_files(&mut self, base: &Path) -> Result<()> {
-        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
-            bail!(
-                "in [redis]: fields `client_cert_file` and `client_key_file` go together: give both or neither"
-            );
-        }
-        for (field, file) in [
-            ("ca_file", &mut self.ca_file),
-            ("client_cert_file", &mut self.client_cert_file),
-            ("client_key_file", &mut self.client_key_file),
-        ] {
-            if let Some(path) = file {
-                let resolved = base.join(&*path);
-                if !resolved.is_file() {
-                    bail!(
-                        "in [redis]: field `{field}`: file `{}` does not exist",
-                        resolved.display()
-                    );
-                }
-                *path = resolved;
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether the connection is set up with files of its own (a CA or a client
-    /// certificate) rather than the system's trust roots alone.
-    pub fn has_tls_files(&self) -> bool {
-        self.ca_file.is_some() || self.client_cert_file.is_some()
-    }
-}
-
-/// A key prefix is 1 to 64 of `A-Z a-z 0-9 - _ . :`: no braces, which would change the hash
-/// slot of every key, and nothing a `KEYS`/`SCAN` pattern would read as a wildcard.
-pub fn check_redis_prefix(prefix: &str) -> Result<(), String> {
-    let ok = !prefix.is_empty()
-        && prefix.len() <= 64
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{prefix:?} must be 1 to 64 of A-Z, a-z, 0-9, '-', '_', '.' and ':'"
-        ))
     }
 }
 

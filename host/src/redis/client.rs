@@ -1,35 +1,56 @@
 //! The `redis::Client` the pool's connections come from: the URL, credentials from the
 //! manifest or the environment, and TLS with a private CA or a client certificate.
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result, bail};
-use redis::{ClientTlsConfig, IntoConnectionInfo, TlsCertificates};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::{
+    ClientTlsConfig, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, PushInfo, TlsCertificates,
+};
 
-use crate::manifest::RedisSettings;
+use super::pushes::Router;
 
-/// The client for `url` with `settings`' credentials and TLS files. Errors name the URL
-/// without its password.
-pub(super) fn client(settings: &RedisSettings, url: &str) -> Result<redis::Client> {
+pub use crate::manifest::redact_redis_urls as redact;
+use crate::manifest::{RedisSettings, redis_seeds};
+
+/// `url`'s connection info with `settings`' credentials. Errors name the URL without its
+/// password.
+fn connection_info(settings: &RedisSettings, url: &str) -> Result<ConnectionInfo> {
     let shown = redact(url);
-    let mut info = url
+    let info = url
         .into_connection_info()
         .map_err(|e| anyhow::anyhow!("invalid Redis URL {shown:?}: {}", redact(&e.to_string())))?;
     let mut redis_settings = info.redis_settings().clone();
     if let Some(user) = &settings.username {
         redis_settings = redis_settings.set_username(user);
     }
-    if let Some(var) = &settings.password_env {
-        let password = std::env::var(var).with_context(|| {
-            format!("[redis] password_env names `{var}`, which is not set (or not UTF-8)")
-        })?;
+    if let Some(password) = password(settings)? {
         redis_settings = redis_settings.set_password(password);
     }
-    info = info.set_redis_settings(redis_settings);
+    Ok(info.set_redis_settings(redis_settings))
+}
+
+/// The password from `[redis] password_env`, if one is named.
+fn password(settings: &RedisSettings) -> Result<Option<String>> {
+    let Some(var) = &settings.password_env else {
+        return Ok(None);
+    };
+    std::env::var(var).map(Some).with_context(|| {
+        format!("[redis] password_env names `{var}`, which is not set (or not UTF-8)")
+    })
+}
+
+/// The CA and client certificate of `[redis]`, when it names files; they need TLS URLs.
+fn tls_files(settings: &RedisSettings, urls: &[&str]) -> Result<Option<TlsCertificates>> {
     if !settings.has_tls_files() {
-        return redis::Client::open(info)
-            .map_err(|e| anyhow::anyhow!("Redis URL {shown:?}: {}", redact(&e.to_string())));
+        return Ok(None);
     }
-    if !url.starts_with("rediss://") {
-        bail!("[redis] ca_file and client_cert_file need a TLS URL (rediss://), not {shown:?}");
+    if let Some(plain) = urls.iter().find(|u| !u.starts_with("rediss://")) {
+        bail!(
+            "[redis] ca_file and client_cert_file need a TLS URL (rediss://), not {:?}",
+            redact(plain)
+        );
     }
     let read = |path: &std::path::Path| {
         std::fs::read(path).with_context(|| format!("reading `{}` ([redis])", path.display()))
@@ -42,62 +63,85 @@ pub(super) fn client(settings: &RedisSettings, url: &str) -> Result<redis::Clien
         }),
         _ => None,
     };
-    redis::Client::build_with_tls(
-        info,
-        TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| {
+    Ok(Some(TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
+}
+
+/// The client for one node at `url` with `settings`' credentials and TLS files.
+pub(super) fn client(settings: &RedisSettings, url: &str) -> Result<redis::Client> {
+    let shown = redact(url);
+    let info = connection_info(settings, url)?;
+    let built = match tls_files(settings, &[url])? {
+        None => redis::Client::open(info),
+        Some(certificates) => redis::Client::build_with_tls(info, certificates),
+    };
+    built.map_err(|e| anyhow::anyhow!("Redis URL {shown:?}: {}", redact(&e.to_string())))
+}
+
+/// The client for the cluster whose seed nodes `urls` names (comma-separated), speaking
+/// RESP3 so that shard-channel messages arrive as pushes, handed to `router`.
+pub(super) fn cluster_client(
+    settings: &RedisSettings,
+    urls: &str,
+    router: Arc<Router>,
+) -> Result<ClusterClient> {
+    let seeds = redis_seeds(urls);
+    let infos = seeds
+        .iter()
+        .map(|url| connection_info(settings, url))
+        .collect::<Result<Vec<_>>>()?;
+    let mut builder = ClusterClientBuilder::new(infos)
+        .use_protocol(ProtocolVersion::RESP3)
+        .push_sender(move |push: PushInfo| {
+            router.route(push);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .connection_timeout(settings.connect_timeout.0)
+        .response_timeout(settings.command_timeout.0)
+        .retries(4)
+        .min_retry_wait(50)
+        .max_retry_wait(1000);
+    if let Some(user) = &settings.username {
+        builder = builder.username(user);
+    }
+    if let Some(password) = password(settings)? {
+        builder = builder.password(password);
+    }
+    if let Some(certificates) = tls_files(settings, &seeds)? {
+        builder = builder.certs(certificates);
+    }
+    builder.build().map_err(|e| {
         anyhow::anyhow!(
-            "Redis URL {shown:?} with the [redis] TLS files: {}",
+            "Redis Cluster seeds {:?}: {}",
+            redact(urls),
             redact(&e.to_string())
         )
     })
 }
 
-/// `text` with the password of any Redis URL in it replaced by `***`: for logs and errors.
-pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(scheme) = rest.find("://") {
-        let (head, tail) = rest.split_at(scheme + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(tail.len());
-        let (authority, after) = tail.split_at(end);
-        match authority.rfind('@') {
-            Some(at) => {
-                out.push_str("***");
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = after;
-    }
-    out.push_str(rest);
-    out
+/// Whether the node at `url` runs in cluster mode (`INFO cluster`), asked once within the
+/// connect timeout.
+pub(super) async fn cluster_enabled(settings: &RedisSettings, url: &str) -> Result<bool> {
+    let client = client(settings, url)?;
+    let ask = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("INFO")
+            .arg("cluster")
+            .query_async::<String>(&mut conn)
+            .await
+    };
+    let info = crate::timers::timeout(settings.connect_timeout.0 * 2, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer within {:?}", settings.connect_timeout.0 * 2))?
+        .map_err(|e| anyhow::anyhow!("{}", redact(&e.to_string())))?;
+    Ok(info.lines().any(|l| l.trim() == "cluster_enabled:1"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_left_out_of_urls_wherever_they_appear() {
-        assert_eq!(
-            redact("redis://user:secret@10.0.0.1:6379/0"),
-            "redis://***@10.0.0.1:6379/0"
-        );
-        assert_eq!(
-            redact("failed: rediss://:pw@h:1 and \"redis://a:b@c\""),
-            "failed: rediss://***@h:1 and \"redis://***@c\""
-        );
-        assert_eq!(redact("unix:///tmp/r.sock"), "unix:///tmp/r.sock");
-        assert_eq!(redact("no url here"), "no url here");
-    }
 
     #[test]
     fn tls_files_need_a_tls_url_and_a_password_env_must_be_set() {

@@ -1,5 +1,8 @@
 //! The one place that talks to Redis: a few multiplexed connections for commands, one
-//! dedicated connection for blocking reads, and a hard cap on commands in flight.
+//! dedicated connection for blocking reads, and a hard cap on commands in flight. On a
+//! Redis Cluster (`[redis] mode`), each command connection is a cluster connection (one
+//! multiplexed connection per master, routed by slot), there is no blocking connection
+//! (a blocking read cannot span slots), and pub/sub uses shard channels ([`pushes`]).
 //!
 //! Every command takes a permit from a semaphore of `max_in_flight`, waits at most
 //! `acquire_timeout` for one, and otherwise fails with a clear [`RedisError::Unavailable`]
@@ -17,10 +20,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::Semaphore;
 
 mod client;
+mod conn;
+pub mod pushes;
 
 pub use client::redact;
+pub use conn::Conn;
+pub use pushes::{Inbox, Message, Subscription};
 
-use crate::manifest::RedisSettings;
+use crate::manifest::{RedisMode, RedisSettings, redis_seeds};
 use crate::metrics::{PoolCounts, PoolSource};
 
 /// Why a Redis call failed, as callers need to branch on it.
@@ -63,12 +70,24 @@ pub struct PoolStats {
     pub timeouts: u64,
 }
 
+/// The connections, to one node or to a cluster.
+enum Links {
+    Single {
+        /// For the one pub/sub connection of the deploy watcher (see [`RedisPool::subscribe`]).
+        client: redis::Client,
+        commands: Vec<ConnectionManager>,
+        blocking: ConnectionManager,
+    },
+    Cluster {
+        commands: Vec<redis::cluster_async::ClusterConnection>,
+        /// Where the first command connection's shard-channel pushes go.
+        router: Arc<pushes::Router>,
+    },
+}
+
 /// The host's Redis access; built once in `main`.
 pub struct RedisPool {
-    /// For the one pub/sub connection of the deploy watcher (see [`RedisPool::subscribe`]).
-    client: redis::Client,
-    commands: Vec<ConnectionManager>,
-    blocking: ConnectionManager,
+    links: Links,
     next: AtomicUsize,
     permits: Arc<Semaphore>,
     max_in_flight: usize,
@@ -107,9 +126,71 @@ impl PoolSource for RedisPool {
 }
 
 impl RedisPool {
-    /// Creates the pool. Connections are made lazily and re-made with backoff, so a host
-    /// can start while Redis is down and recover when it returns.
+    /// Creates the pool for the mode `settings` name, or, for `auto`, the mode the URL
+    /// implies: several seeds are a cluster, and one node is asked (`INFO cluster`) once. A
+    /// node that cannot be asked yet is taken as a single Redis, with a warning.
+    pub async fn open(settings: &RedisSettings, url: &str) -> Result<Self> {
+        let cluster = match settings.mode {
+            RedisMode::Single => false,
+            RedisMode::Cluster => true,
+            RedisMode::Auto if redis_seeds(url).len() > 1 => true,
+            RedisMode::Auto => match client::cluster_enabled(settings, url).await {
+                Ok(enabled) => enabled,
+                Err(e) => {
+                    tracing::warn!(
+                        url = %redact(url),
+                        "cannot ask Redis whether it is a cluster ({e:#}); taking it as one node: \
+                         set [redis] mode to say which"
+                    );
+                    false
+                }
+            },
+        };
+        Self::with_mode(settings, url, cluster)
+    }
+
+    /// Creates the pool for one node, or for a cluster when `url` names several seeds
+    /// (without asking Redis: see [`RedisPool::open`]).
     pub fn new(settings: &RedisSettings, url: &str) -> Result<Self> {
+        let cluster = settings.mode == RedisMode::Cluster || redis_seeds(url).len() > 1;
+        Self::with_mode(settings, url, cluster)
+    }
+
+    /// Connections are made lazily and re-made with backoff, so a host can start while
+    /// Redis is down and recover when it returns.
+    fn with_mode(settings: &RedisSettings, url: &str, cluster: bool) -> Result<Self> {
+        let command_timeout = settings.command_timeout.0;
+        let links = if cluster {
+            let router = Arc::new(pushes::Router::default());
+            let client = client::cluster_client(settings, url, router.clone())?;
+            let config = redis::cluster::ClusterConfig::new()
+                .set_connection_timeout(settings.connect_timeout.0)
+                .set_response_timeout(command_timeout);
+            let commands = (0..settings.connections.max(1))
+                .map(|_| client.get_pending_async_connection_with_config(config.clone()))
+                .collect();
+            Links::Cluster { commands, router }
+        } else {
+            Self::single(settings, url)?
+        };
+        let max_in_flight = settings.max_in_flight as usize;
+        Ok(Self {
+            links,
+            next: AtomicUsize::new(0),
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            acquire_timeout: settings.acquire_timeout.0,
+            command_timeout,
+            prefix: settings.prefix.clone(),
+            waiters: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            wait_micros: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            wait_histogram: OnceLock::new(),
+        })
+    }
+
+    fn single(settings: &RedisSettings, url: &str) -> Result<Links> {
         let client = client::client(settings, url)?;
         let config = |response_timeout: Option<Duration>| {
             ConnectionManagerConfig::new()
@@ -134,23 +215,17 @@ impl RedisPool {
             config(Some(BLOCK_TIME + command_timeout)),
         )
         .context("creating the blocking Redis connection")?;
-        let max_in_flight = settings.max_in_flight as usize;
-        Ok(Self {
+        Ok(Links::Single {
             client,
             commands,
             blocking,
-            next: AtomicUsize::new(0),
-            permits: Arc::new(Semaphore::new(max_in_flight)),
-            max_in_flight,
-            acquire_timeout: settings.acquire_timeout.0,
-            command_timeout,
-            prefix: settings.prefix.clone(),
-            waiters: AtomicU64::new(0),
-            waits: AtomicU64::new(0),
-            wait_micros: AtomicU64::new(0),
-            timeouts: AtomicU64::new(0),
-            wait_histogram: OnceLock::new(),
         })
+    }
+
+    /// Whether this is a Redis Cluster: no command may touch two slots, blocking reads
+    /// cannot span queues, and pub/sub is sharded.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.links, Links::Cluster { .. })
     }
 
     /// What every key and channel of this application starts with (`[redis] prefix`).
@@ -175,12 +250,15 @@ impl RedisPool {
     /// Runs `f` on a command connection under a permit and the command timeout.
     pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let _permit = self.acquire().await?;
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.commands.len();
-        let conn = self.commands[i].clone();
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let conn = match &self.links {
+            Links::Single { commands, .. } => Conn::Single(commands[i % commands.len()].clone()),
+            Links::Cluster { commands, .. } => Conn::Cluster(commands[i % commands.len()].clone()),
+        };
         match crate::timers::timeout(self.command_timeout, f(conn)).await {
             Ok(result) => result.map_err(RedisError::from),
             Err(_) => Err(RedisError::Unavailable(format!(
@@ -191,13 +269,21 @@ impl RedisPool {
     }
 
     /// Runs `f` on the dedicated blocking connection (one per host, for reading queues).
-    /// It takes no permit: it never competes with commands.
+    /// It takes no permit: it never competes with commands. A cluster has none (a blocking
+    /// read cannot span slots): the queues wait on shard-channel doorbells there.
     pub async fn run_blocking<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        f(self.blocking.clone()).await.map_err(RedisError::from)
+        match &self.links {
+            Links::Single { blocking, .. } => f(Conn::Single(blocking.clone()))
+                .await
+                .map_err(RedisError::from),
+            Links::Cluster { .. } => Err(RedisError::Command(
+                "a Redis Cluster has no blocking connection".into(),
+            )),
+        }
     }
 
     async fn acquire(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RedisError> {
@@ -231,7 +317,10 @@ impl RedisPool {
 
     pub fn stats(&self) -> PoolStats {
         PoolStats {
-            connections: self.commands.len() as u64 + 1,
+            connections: match &self.links {
+                Links::Single { commands, .. } => commands.len() as u64 + 1,
+                Links::Cluster { commands, .. } => commands.len() as u64,
+            },
             max_in_flight: self.max_in_flight as u64,
             in_flight: (self.max_in_flight - self.permits.available_permits()) as u64,
             waiters: self.waiters.load(Ordering::Relaxed),
@@ -241,20 +330,67 @@ impl RedisPool {
         }
     }
 
-    /// One PING, for start-up checks and readiness.
-    /// A pub/sub connection subscribed to `channel`: the host's fourth and last Redis
-    /// connection, held by the deploy watcher only.
-    pub async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
-        let mut pubsub =
-            crate::timers::timeout(self.command_timeout, self.client.get_async_pubsub())
-                .await
-                .map_err(|_| {
-                    RedisError::Unavailable("connecting for pub/sub timed out".into())
-                })??;
-        pubsub.subscribe(channel).await?;
-        Ok(pubsub)
+    /// Messages published on `channel` (see [`RedisPool::publish`]): on one node a pub/sub
+    /// connection of its own (the deploy watcher's, the host's last connection); on a
+    /// cluster a shard channel on the first command connection, read through `inbox`.
+    pub async fn subscribe(
+        &self,
+        channel: &str,
+        inbox: &Arc<Inbox>,
+    ) -> Result<Subscription, RedisError> {
+        match &self.links {
+            Links::Single { client, .. } => {
+                let mut pubsub =
+                    crate::timers::timeout(self.command_timeout, client.get_async_pubsub())
+                        .await
+                        .map_err(|_| {
+                            RedisError::Unavailable("connecting for pub/sub timed out".into())
+                        })??;
+                pubsub.subscribe(channel).await?;
+                Ok(Subscription::Connection(Box::pin(pubsub.into_on_message())))
+            }
+            Links::Cluster { .. } => {
+                self.shard_subscribe(&[channel.to_string()], inbox).await?;
+                Ok(Subscription::Shard(inbox.clone()))
+            }
+        }
     }
 
+    /// Subscribes the cluster connection to shard `channels`, delivering into `inbox`.
+    /// Each channel is its own `SSUBSCRIBE`: one command may not span slots.
+    pub async fn shard_subscribe(
+        &self,
+        channels: &[String],
+        inbox: &Arc<Inbox>,
+    ) -> Result<(), RedisError> {
+        let Links::Cluster { commands, router } = &self.links else {
+            return Err(RedisError::Command(
+                "shard channels are for a Redis Cluster".into(),
+            ));
+        };
+        let mut conn = commands[0].clone();
+        for channel in channels {
+            router.register(channel, inbox.clone());
+            crate::timers::timeout(self.command_timeout, conn.ssubscribe(channel))
+                .await
+                .map_err(|_| {
+                    RedisError::Unavailable(format!("subscribing to {channel} timed out"))
+                })??;
+        }
+        Ok(())
+    }
+
+    /// The command that publishes on a channel [`RedisPool::subscribe`] reads:
+    /// `SPUBLISH` on a cluster, `PUBLISH` on one node.
+    pub fn publish_command(&self) -> &'static str {
+        if self.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// One PING, for start-up checks and readiness.
     pub async fn ping(&self) -> Result<(), RedisError> {
         self.run(|mut c| async move {
             redis::cmd("PING")

@@ -4,6 +4,7 @@ pub mod chromium;
 pub mod fake_openai;
 pub mod prometheus;
 pub mod redis;
+pub mod redis_cluster;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

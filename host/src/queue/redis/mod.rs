@@ -8,7 +8,9 @@
 //!   and a hash per job, promoted to the stream by a script;
 //! - `llmchat:{q}:dead`: dead letters, a capped stream with the last error;
 //! - `llmchat:{q}:dedup:<key>`: `SET NX PX` dedup markers;
-//! - `llmchat:{q}:stats`: processed / failed / retried counters.
+//! - `llmchat:{q}:stats`: processed / failed / retried counters;
+//! - `llmchat:{q}:idle` and the shard channel `llmchat:{q}:wake`: the doorbell of a Redis
+//!   Cluster, where a reader cannot block on several queues (see `scripts`).
 //!
 //! Every state change that touches more than one key is one Lua script, so several hosts
 //! can share the queues; finishing a job checks `XACK`'s answer, so a job reclaimed by
@@ -23,13 +25,13 @@ use async_trait::async_trait;
 use redis::Script;
 
 use super::{DeadJob, Delivery, Enqueued, Job, NewJob, QueueBackend, QueueError, QueueStats};
-use crate::redis::{BLOCK_TIME, RedisError, RedisPool};
+use crate::redis::{BLOCK_TIME, Inbox, RedisError, RedisPool};
 use crate::timers::now_ms;
 
 mod entries;
 mod scripts;
 
-use scripts::{BURY, ENQUEUE, PROMOTE, RECLAIM, RETRY, RETRY_DEAD};
+use scripts::{BURY, ENQUEUE, PROMOTE, READ, RECLAIM, RETRY, RETRY_DEAD};
 
 const GROUP: &str = "llmchat";
 /// Dead letters kept per queue (approximately: `MAXLEN ~`).
@@ -56,6 +58,11 @@ pub struct RedisQueue {
     /// `CLIENT ID` of the blocking connection, for `CLIENT UNBLOCK`; -1 until known, and
     /// again after an error (a reconnect gives the connection a new id).
     reader_id: AtomicI64,
+    /// On a cluster: where every queue's doorbell rings, and the queues subscribed to it.
+    doorbell: Arc<Inbox>,
+    doorbells: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Set by [`QueueBackend::interrupt_receive`] on a cluster, to end the wait.
+    interrupted: std::sync::atomic::AtomicBool,
 }
 
 impl RedisQueue {
@@ -78,6 +85,9 @@ impl RedisQueue {
             pool,
             consumer,
             reader_id: AtomicI64::new(-1),
+            doorbell: Arc::new(Inbox::default()),
+            doorbells: Default::default(),
+            interrupted: Default::default(),
         };
         for q in queues {
             // Redis may be down at start-up: groups are made again on first use then.
@@ -142,6 +152,132 @@ impl RedisQueue {
         }
         unreachable!("the loop returns on its second pass")
     }
+
+    /// One pipeline per queue of `deliveries`, built by `build(queue, entry ids, pipe)`, all
+    /// sent at once: a queue is one slot, and a cluster refuses a pipeline across slots.
+    async fn per_queue(
+        &self,
+        deliveries: &[Delivery],
+        build: impl Fn(&str, &[&str], &mut redis::Pipeline),
+    ) -> Result<(), QueueError> {
+        let sends = receipts_by_queue(deliveries)
+            .into_iter()
+            .map(|(queue, ids)| {
+                let mut pipe = redis::pipe();
+                build(queue, &ids, &mut pipe);
+                self.pool
+                    .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            });
+        futures::future::try_join_all(sends).await?;
+        Ok(())
+    }
+
+    /// A cluster's receive: no command may block on several slots, so each wanted queue is
+    /// read without blocking ([`READ`], which sets the queue's idle flag when it finds
+    /// nothing); when all are empty the reader waits for a doorbell and reads again, until
+    /// `wait` ends or it is interrupted. Idle, that is one read per queue per [`BLOCK_TIME`].
+    async fn receive_by_doorbell(
+        &self,
+        wants: &[(String, usize)],
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let deadline = std::time::Instant::now() + wait.min(BLOCK_TIME);
+        self.interrupted.store(false, Ordering::Relaxed);
+        loop {
+            self.subscribe_doorbells(wants).await?;
+            // Rings from before these reads are answered by them.
+            self.doorbell.drain();
+            let deliveries = self.read_each(wants).await?;
+            if !deliveries.is_empty() || self.interrupted.swap(false, Ordering::Relaxed) {
+                return Ok(deliveries);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero()
+                || crate::timers::timeout(left, self.doorbell.changed())
+                    .await
+                    .is_err()
+                || self.interrupted.swap(false, Ordering::Relaxed)
+            {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// One non-blocking [`READ`] per wanted queue, all at once. What was read is returned
+    /// even if another queue's read failed; an error only when nothing was read.
+    async fn read_each(&self, wants: &[(String, usize)]) -> Result<Vec<Delivery>, QueueError> {
+        let flag_ttl = (BLOCK_TIME * 2).as_millis().to_string();
+        let reads = wants.iter().filter(|(_, n)| *n > 0).map(|(q, n)| {
+            let keys = [self.key(q, "stream"), self.key(q, "idle")];
+            let args = [
+                GROUP.to_string(),
+                self.consumer.clone(),
+                n.to_string(),
+                flag_ttl.clone(),
+            ];
+            async move {
+                let read = self
+                    .pool
+                    .run(|mut c| async move {
+                        let mut inv = READ.prepare_invoke();
+                        for k in &keys {
+                            inv.key(k);
+                        }
+                        for a in &args {
+                            inv.arg(a);
+                        }
+                        inv.invoke_async::<redis::Value>(&mut c).await
+                    })
+                    .await;
+                match read {
+                    Err(RedisError::Command(m)) if m.contains("NOGROUP") => {
+                        self.ensure_group(q).await?;
+                        Ok(redis::Value::Nil)
+                    }
+                    other => other.map_err(QueueError::from),
+                }
+            }
+        });
+        let mut deliveries = Vec::new();
+        let mut failure = None;
+        for reply in futures::future::join_all(reads).await {
+            match reply {
+                Ok(reply) => deliveries.extend(entries::deliveries(&reply, self.pool.prefix())),
+                Err(e) => failure = Some(e),
+            }
+        }
+        match failure {
+            Some(e) if deliveries.is_empty() => Err(e),
+            _ => Ok(deliveries),
+        }
+    }
+
+    /// Subscribes to the doorbell of each wanted queue not subscribed yet (again after the
+    /// server dropped a subscription because its slot moved).
+    async fn subscribe_doorbells(&self, wants: &[(String, usize)]) -> Result<(), QueueError> {
+        if self.doorbell.take_dropped() {
+            self.lock_doorbells().clear();
+        }
+        let missing: Vec<(String, String)> = {
+            let subscribed = self.lock_doorbells();
+            wants
+                .iter()
+                .filter(|(q, _)| !subscribed.contains(q))
+                .map(|(q, _)| (q.clone(), self.key(q, "wake")))
+                .collect()
+        };
+        for (queue, channel) in missing {
+            self.pool
+                .shard_subscribe(std::slice::from_ref(&channel), &self.doorbell)
+                .await?;
+            self.lock_doorbells().insert(queue);
+        }
+        Ok(())
+    }
+
+    fn lock_doorbells(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.doorbells.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 fn job_args(job: &Job, attempt: u32) -> [String; 6] {
@@ -204,6 +340,7 @@ impl QueueBackend for RedisQueue {
             self.key(&q, "delayed"),
             dedup_key,
             self.key(&q, &format!("job:{}", new.job.id)),
+            self.key(&q, "idle"),
         ];
         let [id, payload, attempt, max, backoff, t] = job_args(&new.job, new.job.attempt);
         let args = [
@@ -216,6 +353,7 @@ impl QueueBackend for RedisQueue {
             due.to_string(),
             window_ms.to_string(),
             new.max_waiting.to_string(),
+            self.key(&q, "wake"),
         ];
         let (status, value): (String, String) = self
             .pool
@@ -247,6 +385,9 @@ impl QueueBackend for RedisQueue {
         let count = wants.iter().map(|(_, n)| *n).max().unwrap_or(0);
         if count == 0 {
             return Ok(Vec::new());
+        }
+        if self.pool.is_cluster() {
+            return self.receive_by_doorbell(wants, wait).await;
         }
         let streams: Vec<String> = wants.iter().map(|(q, _)| self.key(q, "stream")).collect();
         let ids: Vec<&str> = vec![">"; streams.len()];
@@ -294,6 +435,11 @@ impl QueueBackend for RedisQueue {
     }
 
     async fn interrupt_receive(&self) -> Result<(), QueueError> {
+        if self.pool.is_cluster() {
+            self.interrupted.store(true, Ordering::Relaxed);
+            self.doorbell.wake();
+            return Ok(());
+        }
         let id = self.reader_id.load(Ordering::Relaxed);
         if id >= 0 {
             // Ends the blocked XREADGROUP as if it had timed out; 0 when nothing was blocked.
@@ -314,9 +460,7 @@ impl QueueBackend for RedisQueue {
         if done.is_empty() {
             return Ok(());
         }
-        let by_queue = receipts_by_queue(done);
-        let mut pipe = redis::pipe();
-        for (queue, ids) in &by_queue {
+        self.per_queue(done, |queue, ids, pipe| {
             let stream = self.key(queue, "stream");
             pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(ids).ignore();
             pipe.cmd("XDEL").arg(&stream).arg(ids).ignore();
@@ -325,11 +469,8 @@ impl QueueBackend for RedisQueue {
                 .arg("processed")
                 .arg(ids.len())
                 .ignore();
-        }
-        self.pool
-            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
-            .await?;
-        Ok(())
+        })
+        .await
     }
 
     async fn retry(
@@ -377,23 +518,28 @@ impl QueueBackend for RedisQueue {
     async fn promote_due(&self, queues: &[String], now: u64) -> Result<Option<u64>, QueueError> {
         let mut next: Option<u64> = None;
         for q in queues {
-            let keys = [self.key(q, "delayed"), self.key(q, "stream")];
+            let keys = [
+                self.key(q, "delayed"),
+                self.key(q, "stream"),
+                self.key(q, "idle"),
+            ];
             let args = [
                 now.to_string(),
                 PROMOTE_BATCH.to_string(),
                 self.key(q, "job:"),
+                self.key(q, "wake"),
             ];
             let head: String = self
                 .pool
                 .run(|mut c| async move {
-                    PROMOTE
-                        .key(&keys[0])
-                        .key(&keys[1])
-                        .arg(&args[0])
-                        .arg(&args[1])
-                        .arg(&args[2])
-                        .invoke_async(&mut c)
-                        .await
+                    let mut inv = PROMOTE.prepare_invoke();
+                    for k in &keys {
+                        inv.key(k);
+                    }
+                    for a in &args {
+                        inv.arg(a);
+                    }
+                    inv.invoke_async(&mut c).await
                 })
                 .await?;
             if let Ok(due) = head.parse::<f64>()
@@ -416,6 +562,7 @@ impl QueueBackend for RedisQueue {
             self.key(queue, "stream"),
             self.key(queue, "dead"),
             self.key(queue, "stats"),
+            self.key(queue, "idle"),
         ];
         let args = vec![
             GROUP.to_string(),
@@ -425,6 +572,7 @@ impl QueueBackend for RedisQueue {
             format!("stalled: not finished within the visibility timeout of {visibility:?}"),
             MAX_DEAD.to_string(),
             now_ms().to_string(),
+            self.key(queue, "wake"),
         ];
         Ok(self.ack_script(&RECLAIM, queue, keys, args).await?.max(0) as usize)
     }
@@ -433,9 +581,7 @@ impl QueueBackend for RedisQueue {
         if alive.is_empty() {
             return Ok(());
         }
-        let by_queue = receipts_by_queue(alive);
-        let mut pipe = redis::pipe();
-        for (queue, ids) in &by_queue {
+        self.per_queue(alive, |queue, ids, pipe| {
             pipe.cmd("XCLAIM")
                 .arg(self.key(queue, "stream"))
                 .arg(GROUP)
@@ -444,11 +590,8 @@ impl QueueBackend for RedisQueue {
                 .arg(ids)
                 .arg("JUSTID")
                 .ignore();
-        }
-        self.pool
-            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
-            .await?;
-        Ok(())
+        })
+        .await
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
@@ -521,15 +664,21 @@ impl QueueBackend for RedisQueue {
     }
 
     async fn retry_dead(&self, queue: &str, id: Option<&str>) -> Result<usize, QueueError> {
-        let keys = [self.key(queue, "dead"), self.key(queue, "stream")];
-        let id = id.unwrap_or("").to_string();
+        let keys = [
+            self.key(queue, "dead"),
+            self.key(queue, "stream"),
+            self.key(queue, "idle"),
+        ];
+        let (id, wake) = (id.unwrap_or("").to_string(), self.key(queue, "wake"));
         let n: i64 = self
             .pool
             .run(|mut c| async move {
                 RETRY_DEAD
                     .key(&keys[0])
                     .key(&keys[1])
+                    .key(&keys[2])
                     .arg(&id)
+                    .arg(&wake)
                     .invoke_async(&mut c)
                     .await
             })

@@ -1,16 +1,34 @@
 //! The Lua scripts of the Redis queue backend: every state change that touches more than one
 //! key is one script, so it is atomic even with several hosts (and inside one Cluster slot,
 //! as every key of a queue shares its `{queue}` hash tag).
+//!
+//! The doorbell (Redis Cluster only): a cluster cannot block on several queues at once, so
+//! a reader that found a queue empty sets its `idle` flag in the same script ([`READ`]), and
+//! every script that adds to the stream rings: if the flag was set, it deletes it and
+//! `SPUBLISH`es on the queue's `wake` shard channel. Flag and add are in one slot and one
+//! script each, so no wake-up is lost; a busy queue (no reader waiting) publishes nothing.
+//! On one node the flag is never set, so ringing costs one `DEL` of a missing key.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+/// `ring(flag, channel)`: the doorbell, for the scripts that add to a stream.
+macro_rules! ring_function {
+    () => {
         r"
--- KEYS: stream, delayed, dedup, job hash
--- ARGV: id, payload, attempt, max, backoff, enqueued_at, due_ms (0 = now), dedup_window_ms (0 = none), max_waiting
+local function ring(flag, channel)
+  if redis.call('DEL', flag) == 1 then redis.call('SPUBLISH', channel, '') end
+end"
+    };
+}
+
+pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        ring_function!(),
+        r"
+-- KEYS: stream, delayed, dedup, job hash, idle flag
+-- ARGV: id, payload, attempt, max, backoff, enqueued_at, due_ms (0 = now), dedup_window_ms (0 = none), max_waiting, wake channel
 if ARGV[8] ~= '0' then
   local existing = redis.call('GET', KEYS[3])
   if existing then return {'dup', existing} end
@@ -21,13 +39,14 @@ if ARGV[8] ~= '0' then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[8]) end
 local fields = {'id', ARGV[1], 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6]}
 if ARGV[7] == '0' then
   redis.call('XADD', KEYS[1], '*', unpack(fields))
+  ring(KEYS[5], ARGV[10])
 else
   redis.call('HSET', KEYS[4], unpack(fields))
   redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
 end
 return {'ok', ARGV[1]}
 ",
-    )
+    ))
 });
 
 pub(super) static RETRY: LazyLock<Script> = LazyLock::new(|| {
@@ -61,10 +80,11 @@ return 1
 });
 
 pub(super) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        ring_function!(),
         r"
--- KEYS: delayed, stream
--- ARGV: now_ms, batch, job hash prefix
+-- KEYS: delayed, stream, idle flag
+-- ARGV: now_ms, batch, job hash prefix, wake channel
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(due) do
   local job = ARGV[3] .. id
@@ -73,19 +93,21 @@ for _, id in ipairs(due) do
   redis.call('DEL', job)
   redis.call('ZREM', KEYS[1], id)
 end
+if #due > 0 then ring(KEYS[3], ARGV[4]) end
 if #due >= tonumber(ARGV[2]) then return ARGV[1] end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #head == 0 then return -1 end
 return head[2]
 ",
-    )
+    ))
 });
 
 pub(super) static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        ring_function!(),
         r"
--- KEYS: stream, dead, stats
--- ARGV: group, consumer, min idle ms, count, error, max dead, failed_at
+-- KEYS: stream, dead, stats, idle flag
+-- ARGV: group, consumer, min idle ms, count, error, max dead, failed_at, wake channel
 local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
 local n = 0
 for _, entry in ipairs(claimed[2]) do
@@ -107,16 +129,18 @@ for _, entry in ipairs(claimed[2]) do
   redis.call('XDEL', KEYS[1], entry[1])
   n = n + 1
 end
+if n > 0 then ring(KEYS[4], ARGV[8]) end
 return n
 ",
-    )
+    ))
 });
 
 pub(super) static RETRY_DEAD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        ring_function!(),
         r"
--- KEYS: dead, stream
--- ARGV: job id ('' = all)
+-- KEYS: dead, stream, idle flag
+-- ARGV: job id ('' = all), wake channel
 local entries = redis.call('XRANGE', KEYS[1], '-', '+')
 local n = 0
 for _, entry in ipairs(entries) do
@@ -129,7 +153,23 @@ for _, entry in ipairs(entries) do
     n = n + 1
   end
 end
+if n > 0 then ring(KEYS[3], ARGV[2]) end
 return n
+",
+    ))
+});
+
+/// A cluster reader's non-blocking read of one queue; when it finds nothing new it sets the
+/// queue's idle flag in the same step, so the next add rings the doorbell.
+pub(super) static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: stream, idle flag
+-- ARGV: group, consumer, count, flag ttl ms
+local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
+if read then return read end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+return false
 ",
     )
 });
