@@ -26,6 +26,7 @@ mod proxies;
 mod queue_conformance;
 mod queues;
 mod rate_limits;
+mod redis_cluster;
 mod redis_pool;
 mod redis_prefix;
 mod redis_tls;

@@ -164,17 +164,6 @@ impl RedisCluster {
             })
             .sum()
     }
-
-    /// How many keys each master holds (`DBSIZE`), masters only.
-    pub fn keys_per_master(&self) -> Vec<u64> {
-        self.live_nodes()
-            .filter(|n| {
-                n.info("INFO", "replication")
-                    .is_some_and(|i| i.contains("role:master"))
-            })
-            .filter_map(|n| redis::cmd("DBSIZE").query::<u64>(&mut n.connection()?).ok())
-            .collect()
-    }
 }
 
 impl Node {
