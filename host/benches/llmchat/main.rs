@@ -14,6 +14,9 @@
 //! - [`memory`]: (d) the host's RSS idle, and before and after 200 memory-bomb requests.
 //! - [`queues`]: (q) queue throughput on the redis and memory backends, Redis commands per
 //!   job, enqueue→start latency, delayed-job lateness, idle cost, and the host's RSS.
+//! - [`cluster`]: (k) the queue benchmark on one Redis and on a private 3-master Redis
+//!   Cluster, rounds alternating: jobs/s and their ratio, Redis commands and CPU per job,
+//!   enqueue→start (`LLMCHAT_BENCH_ONLY=cluster` runs it alone).
 //! - [`soak`]: (s) 1,000,000 invocations (HTTP, queue jobs and schedule ticks mixed) against
 //!   the real binary: RSS, tokio tasks and armed timers at 10k and at 1M, scheduler lag.
 //! - [`deploy`]: (v) deploy → serving: how long after a `PUT /admin/components/{name}` the
@@ -42,6 +45,7 @@
 //!   keep log or kv floods running into their timeout, and alone (issue 11;
 //!   `LLMCHAT_BENCH_ONLY=fairness` runs it alone, ~75 s).
 
+mod cluster;
 mod deploy;
 mod fairness;
 mod footprint;
@@ -96,6 +100,16 @@ fn run() -> Result<()> {
             let results =
                 queues::measure(&paths, &work.path().join("artifact-cache"), &queue_settings)?;
             return write_report(&paths, &report::render_queues(&results));
+        }
+        Ok("cluster") => {
+            eprintln!(
+                "(k) Redis Cluster beside one Redis: {}",
+                queue_settings.describe()
+            );
+            let work = tempfile::tempdir().context("creating a temp folder")?;
+            let results =
+                cluster::measure(&paths, &work.path().join("artifact-cache"), &queue_settings)?;
+            return write_report(&paths, &report::render_cluster(&results));
         }
         Ok("soak") => {
             eprintln!("(s) soak: {}", soak_settings.describe());
@@ -214,6 +228,12 @@ fn run() -> Result<()> {
     eprintln!("(q) queues: {}", queue_settings.describe());
     let queues = queues::measure(&paths, &cache, &queue_settings)?;
 
+    eprintln!(
+        "(k) Redis Cluster beside one Redis: {}",
+        queue_settings.describe()
+    );
+    let cluster = cluster::measure(&paths, &cache, &queue_settings)?;
+
     eprintln!("(s) soak: {}", soak_settings.describe());
     let soak = soak::measure(&paths, &cache, &soak_settings)?;
 
@@ -252,6 +272,7 @@ fn run() -> Result<()> {
         cold_rss,
         memory,
         queues,
+        cluster,
         soak,
         deploy,
         polyglot,

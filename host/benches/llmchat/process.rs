@@ -342,6 +342,182 @@ impl RedisServer {
     }
 }
 
+/// A cluster master: its address and the slot ranges it serves (inclusive).
+pub type Master = (SocketAddr, Vec<(u16, u16)>);
+
+/// A private Redis Cluster for the cluster benchmark: 6 `redis-server`s (3 masters with a
+/// replica each) on free loopback ports, joined with `redis-cli --cluster create`.
+///
+/// `tests/all/support/redis_cluster.rs` has its own for the tests; a bench cannot import the
+/// tests' support code, and this one holds its nodes in [`ChildGuard`]s like every other
+/// child of the bench (killed and reaped on drop, stderr kept, bounded), so it is a small
+/// copy rather than a shared crate.
+pub struct RedisCluster {
+    nodes: Vec<(ChildGuard, u16)>,
+    /// The masters' ports, once the cluster is up.
+    masters: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::tempdir().context("creating a temp folder for the cluster")?;
+        let mut nodes = Vec::new();
+        for port in cluster_ports(6)? {
+            let node_dir = dir.path().join(port.to_string());
+            std::fs::create_dir(&node_dir).context("creating a cluster node's folder")?;
+            let mut command = Command::new("redis-server");
+            command
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&node_dir);
+            let mut node = ChildGuard::spawn("redis-server (cluster node)", command).context(
+                "redis-server is needed for the cluster benchmark; install it with `just setup`",
+            )?;
+            node.wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)))?;
+            nodes.push((node, port));
+        }
+        let mut cluster = Self {
+            nodes,
+            masters: Vec::new(),
+            _dir: dir,
+        };
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(cluster.addrs().iter().map(SocketAddr::to_string))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .output()
+            .context("running redis-cli --cluster create")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for addr in cluster.addrs() {
+            loop {
+                let info = cluster_query(addr, "INFO").unwrap_or_default();
+                if info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("cluster node {addr} never saw every slot served:\n{info}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster.masters = cluster.masters()?.iter().map(|(a, _)| a.port()).collect();
+        Ok(cluster)
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes
+            .iter()
+            .map(|(_, port)| SocketAddr::from(([127, 0, 0, 1], *port)))
+            .collect()
+    }
+
+    /// The seed URLs, comma-separated, as `[redis] url` takes them.
+    pub fn seeds(&self) -> String {
+        let urls: Vec<String> = self
+            .addrs()
+            .iter()
+            .map(|a| format!("redis://{a}"))
+            .collect();
+        urls.join(",")
+    }
+
+    /// The masters and their slot ranges (inclusive), from `CLUSTER NODES`.
+    pub fn masters(&self) -> Result<Vec<Master>> {
+        let first = self.addrs()[0];
+        let text = cluster_query(first, "NODES")?;
+        let mut masters = Vec::new();
+        // <id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch> <link> <slot>...
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 8 || !fields[2].split(',').any(|f| f == "master") {
+                continue;
+            }
+            let addr: SocketAddr = fields[1]
+                .split('@')
+                .next()
+                .and_then(|a| a.parse().ok())
+                .with_context(|| format!("no address in CLUSTER NODES line {line:?}"))?;
+            let slots: Vec<(u16, u16)> = fields[8..]
+                .iter()
+                .filter(|r| !r.starts_with('['))
+                .filter_map(|r| {
+                    let (lo, hi) = r.split_once('-').unwrap_or((r, r));
+                    Some((lo.parse().ok()?, hi.parse().ok()?))
+                })
+                .collect();
+            // A replica may still show as a master without slots for a moment.
+            if !slots.is_empty() {
+                masters.push((addr, slots));
+            }
+        }
+        if masters.len() != 3 {
+            bail!("expected 3 masters serving slots in CLUSTER NODES, got:\n{text}");
+        }
+        Ok(masters)
+    }
+
+    /// CPU time used so far, user + system: (every node, the replicas among them).
+    pub fn cpu_time(&self) -> Result<(Duration, Duration)> {
+        let (mut all, mut replicas) = (Duration::ZERO, Duration::ZERO);
+        for (node, port) in &self.nodes {
+            let t = node.cpu_time()?;
+            all += t;
+            if !self.masters.contains(port) {
+                replicas += t;
+            }
+        }
+        Ok((all, replicas))
+    }
+}
+
+/// `CLUSTER what` on one node, as text.
+fn cluster_query(addr: SocketAddr, what: &str) -> Result<String> {
+    let mut conn = redis::Client::open(format!("redis://{addr}"))
+        .context("a Redis URL")?
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .with_context(|| format!("connecting to cluster node {addr}"))?;
+    redis::cmd("CLUSTER")
+        .arg(what)
+        .query(&mut conn)
+        .with_context(|| format!("CLUSTER {what} on {addr}"))
+}
+
+/// `count` loopback ports that were free a moment ago, as were their cluster-bus ports
+/// (+10000).
+fn cluster_ports(count: usize) -> Result<Vec<u16>> {
+    let mut ports = Vec::new();
+    for _ in 0..1000 {
+        if ports.len() == count {
+            return Ok(ports);
+        }
+        let port = free_port()?;
+        let bus_free = port
+            .checked_add(10_000)
+            .is_some_and(|bus| TcpListener::bind(("127.0.0.1", bus)).is_ok());
+        if bus_free && !ports.contains(&port) {
+            ports.push(port);
+        }
+    }
+    bail!("found only {} free port pairs for the cluster", ports.len())
+}
+
 /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) a child, e.g. to fill its queues while it cannot
 /// take jobs; returns once the process has stopped or is running again.
 pub fn pause(child: &ChildGuard, paused: bool) -> Result<()> {

@@ -53,12 +53,12 @@ use llmchat_host::runtime::ComponentEngine;
 use llmchat_host::triggers::Trigger;
 use llmchat_host::triggers::queue::QueueWorker;
 
-use crate::process::{Llmchat, RedisServer, pause};
-use crate::redis_probe::{Counters, KeyspaceEvents, Monitor, Probe, Seen};
+use crate::process::{Llmchat, RedisCluster, RedisServer, pause};
+use crate::redis_probe::{Counters, KeyspaceEvents, Monitor, Probes, Seen};
 use crate::report::thousands;
 use crate::{Paths, median};
 
-const QUEUES: [&str; 3] = ["q0", "q1", "q2"];
+pub const QUEUES: [&str; 3] = ["q0", "q1", "q2"];
 /// The two concurrencies per queue the issue asks for.
 pub const CONCURRENCIES: [u32; 2] = [5, 50];
 /// How often the bench reads the queues' counters during a round.
@@ -157,6 +157,8 @@ pub struct Throughput {
     pub redis: Option<(f64, BTreeMap<String, f64>)>,
     /// Redis only: CPU time per job over the measured rounds, µs: (host, redis-server).
     pub cpu_us: Option<(f64, f64)>,
+    /// Cluster only: the part of the redis-server CPU per job spent by the replicas, µs.
+    pub replicas_cpu_us: f64,
 }
 
 impl Throughput {
@@ -296,7 +298,7 @@ pub fn measure(paths: &Paths, cache: &Path, s: &Settings) -> Result<Results> {
 
     let mut redis = Vec::new();
     let mut commands = Vec::new();
-    let mut rig = RedisRig::start(paths, cache, "noop", &noop, CONCURRENCIES[0], false)?;
+    let mut rig = RedisRig::start(Nodes::unix()?, paths, cache, &noop, CONCURRENCIES[0], false)?;
     std::thread::sleep(SETTLE);
     let rss_start = rig.host.process.rss()?;
     eprintln!(
@@ -341,17 +343,24 @@ pub fn measure(paths: &Paths, cache: &Path, s: &Settings) -> Result<Results> {
     );
     drop(rig);
 
-    let mut rig = RedisRig::start(paths, cache, "noop", &noop, CONCURRENCIES[1], false)?;
+    let mut rig = RedisRig::start(Nodes::unix()?, paths, cache, &noop, CONCURRENCIES[1], false)?;
     let (t, c) = rig.throughput(s)?;
     redis.push(t);
     commands.push(c);
     rig.enqueuer = None;
     std::thread::sleep(Duration::from_millis(300));
-    idle.connections_c50 = rig.probe.unix_clients()?;
+    idle.connections_c50 = rig.probes.first().unix_clients()?;
     drop(rig);
 
-    let mut rig = RedisRig::start(paths, cache, "proc", &processor, CONCURRENCIES[0], true)?;
-    let redis_version = rig.probe.server_version()?;
+    let mut rig = RedisRig::start(
+        Nodes::unix()?,
+        paths,
+        cache,
+        &processor,
+        CONCURRENCIES[0],
+        true,
+    )?;
+    let redis_version = rig.probes.first().server_version()?;
     let (latency, delayed) = rig.latencies(s)?;
     Ok(Results {
         settings: s.describe(),
@@ -368,7 +377,7 @@ pub fn measure(paths: &Paths, cache: &Path, s: &Settings) -> Result<Results> {
 
 /// Starts a memory-backend host with both processors once, so that their compiled artifacts
 /// are in the cache before anything is measured.
-fn prime_cache(paths: &Paths, cache: &Path, noop: &Path, processor: &Path) -> Result<()> {
+pub fn prime_cache(paths: &Paths, cache: &Path, noop: &Path, processor: &Path) -> Result<()> {
     let mut m = manifest_text(None, "noop", noop, 5);
     m.push_str(&format!(
         "[component.proc]\nsource = {:?}\n\n[[trigger.queue]]\nqueue = \"prime\"\ncomponent = \"proc\"\n",
@@ -537,6 +546,7 @@ fn memory_throughput(
         until_stall,
         redis: None,
         cpu_us: None,
+        replicas_cpu_us: 0.0,
     })
 }
 
@@ -577,9 +587,11 @@ impl Enqueuer {
 
 /// What one round on the redis host measured.
 struct Round {
-    /// CPU time the host and redis-server used from the resume to the end.
+    /// CPU time the host and redis-server used from the resume to the end (on a cluster,
+    /// every node, and the replicas among them).
     cpu_host: Duration,
     cpu_redis: Duration,
+    cpu_replicas: Duration,
     /// For a stalled round: jobs per second until its last progress.
     until_stall: Option<f64>,
     /// Jobs left when the round stalled (0 when it completed).
@@ -591,50 +603,163 @@ struct Round {
     calls: BTreeMap<String, u64>,
 }
 
-/// A `llmchat up` on a private Redis, with the bench's probe and enqueuer.
-struct RedisRig {
+/// The measured rounds of one configuration, added up.
+#[derive(Default)]
+pub struct Tally {
+    rounds: Vec<f64>,
+    errors: u64,
+    stalled: u64,
+    jobs: u64,
+    all: u64,
+    cpu_host: Duration,
+    cpu_redis: Duration,
+    cpu_replicas: Duration,
+    until_stall: Vec<f64>,
+    calls: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    pub fn finish(self, concurrency: u32) -> Throughput {
+        let jobs = self.jobs.max(1) as f64;
+        Throughput {
+            concurrency,
+            rounds: self.rounds,
+            errors: self.errors,
+            stalled: self.stalled,
+            until_stall: self.until_stall,
+            redis: Some((
+                self.all as f64 / jobs,
+                self.calls
+                    .into_iter()
+                    .map(|(name, n)| (name, n as f64 / jobs))
+                    .collect(),
+            )),
+            cpu_us: Some((
+                crate::micros(self.cpu_host) / jobs,
+                crate::micros(self.cpu_redis) / jobs,
+            )),
+            replicas_cpu_us: crate::micros(self.cpu_replicas) / jobs,
+        }
+    }
+}
+
+/// Where a [`RedisRig`]'s Redis runs.
+pub enum Nodes {
+    /// One private `redis-server`; the host and the enqueuer reach it over its unix socket
+    /// (`unix`, the (q) figures) or, like a cluster, over loopback TCP.
+    Single { server: RedisServer, unix: bool },
+    /// The private 3-master cluster, over loopback TCP (a cluster has no unix sockets).
+    Cluster(RedisCluster),
+}
+
+impl Nodes {
+    /// One `redis-server` on a unix socket, as the (q) benchmarks use.
+    fn unix() -> Result<Self> {
+        Ok(Self::Single {
+            server: RedisServer::start()?,
+            unix: true,
+        })
+    }
+
+    /// What the host and the enqueuer connect to.
+    fn url(&self) -> String {
+        match self {
+            Self::Single { server, unix: true } => server.unix_url(),
+            Self::Single { server, .. } => format!("redis://{}", server.tcp_addr()),
+            Self::Cluster(cluster) => cluster.seeds(),
+        }
+    }
+
+    fn probes(&self) -> Result<Probes> {
+        match self {
+            Self::Single { server, .. } => Probes::single(server.tcp_addr()),
+            Self::Cluster(cluster) => Probes::cluster(&cluster.masters()?, &QUEUES),
+        }
+    }
+
+    /// CPU time of every `redis-server`, and of the replicas among them (on a cluster).
+    fn cpu_time(&self) -> Result<(Duration, Duration)> {
+        match self {
+            Self::Single { server, .. } => Ok((server.process.cpu_time()?, Duration::ZERO)),
+            Self::Cluster(cluster) => cluster.cpu_time(),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Single { .. } => "redis",
+            Self::Cluster(_) => "cluster",
+        }
+    }
+}
+
+/// A `llmchat up` on a private Redis, with the bench's probes and enqueuer.
+pub struct RedisRig {
     // Dropped in this order: the host before its Redis.
-    host: Llmchat,
+    pub host: Llmchat,
     enqueuer: Option<Enqueuer>,
-    probe: Probe,
-    monitor_addr: std::net::SocketAddr,
+    pub probes: Probes,
     manifest: Manifest,
     url: String,
     rss_warm: u64,
-    server: RedisServer,
+    redis: Nodes,
     _dir: tempfile::TempDir,
 }
 
 impl RedisRig {
-    fn start(
+    /// Starts `llmchat up` on `redis` with `wasm` processing the 3 queues at `concurrency`;
+    /// `keyspace_events` turns on the notifications the latency benchmarks read.
+    pub fn start(
+        redis: Nodes,
         paths: &Paths,
         cache: &Path,
-        component: &str,
         wasm: &Path,
         concurrency: u32,
         keyspace_events: bool,
     ) -> Result<Self> {
-        let server = RedisServer::start()?;
-        let mut probe = Probe::connect(server.tcp_addr())?;
+        let mut probes = redis.probes()?;
         if keyspace_events {
-            probe.config_set("notify-keyspace-events", "K$")?;
+            probes.config_set("notify-keyspace-events", "K$")?;
         }
-        let url = server.unix_url();
+        let url = redis.url();
+        // `proc` for the processor that records, whose kv keys the latency events match.
+        let component = if keyspace_events { "proc" } else { "noop" };
         let text = manifest_text(Some(&url), component, wasm, concurrency);
         let dir = tempfile::tempdir().context("creating a temp folder")?;
         let manifest = load_manifest(dir.path(), &text)?;
-        let host = Llmchat::start(&paths.llmchat, &text, cache)?;
+        let host = Llmchat::start_with_env(&paths.llmchat, &text, cache, &[], &["REDIS_URL"])?;
         Ok(Self {
             host,
             enqueuer: None,
-            probe,
-            monitor_addr: server.tcp_addr(),
+            probes,
             manifest,
             url,
             rss_warm: 0,
-            server,
+            redis,
             _dir: dir,
         })
+    }
+
+    /// Stops the host and hands its Redis back, with whatever the host left in it (the
+    /// counters are read as differences, so the next rig may share it).
+    pub fn stop(self) -> Nodes {
+        let Self {
+            host,
+            enqueuer,
+            redis,
+            ..
+        } = self;
+        drop(enqueuer);
+        drop(host);
+        redis
+    }
+
+    pub fn label(&self) -> &'static str {
+        self.redis.label()
+    }
+
+    pub fn concurrency(&self) -> u32 {
+        self.manifest.triggers.queue[0].concurrency
     }
 
     fn enqueuer(&mut self) -> Result<&Enqueuer> {
@@ -645,13 +770,13 @@ impl RedisRig {
     }
 
     fn counters(&mut self) -> Result<Counters> {
-        self.probe.counters(&QUEUES.map(String::from))
+        self.probes.counters(&QUEUES.map(String::from))
     }
 
     /// After a stalled round: deletes the jobs still waiting in the streams, then waits
     /// until the jobs the host already holds are finished.
     fn drop_waiting(&mut self) -> Result<()> {
-        self.probe.trim_streams(&QUEUES.map(String::from))?;
+        self.probes.trim_streams(&QUEUES.map(String::from))?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut last = self.counters()?.processed;
         loop {
@@ -679,19 +804,16 @@ impl RedisRig {
         let before = self.counters()?;
         pause(&self.host.process, true)?;
         let seen_start = match monitor.as_deref_mut() {
-            Some(m) => Some(m.sync(&mut self.probe)?),
+            Some(m) => Some(m.sync(self.probes.first())?),
             None => None,
         };
-        let stats_before = self.probe.stats()?;
+        let stats_before = self.probes.stats()?;
         self.enqueuer()?.fill(per_queue, trivial_payload)?;
         let seen_enqueued = match monitor.as_deref_mut() {
-            Some(m) => Some(m.sync(&mut self.probe)?),
+            Some(m) => Some(m.sync(self.probes.first())?),
             None => None,
         };
-        let cpu_before = (
-            self.host.process.cpu_time()?,
-            self.server.process.cpu_time()?,
-        );
+        let cpu_before = (self.host.process.cpu_time()?, self.redis.cpu_time()?);
         let mut progress = Progress::new(jobs);
         pause(&self.host.process, false)?;
         let (after, done) = loop {
@@ -704,20 +826,23 @@ impl RedisRig {
         };
         let elapsed = progress.started.elapsed();
         let cpu_host = self.host.process.cpu_time()? - cpu_before.0;
-        let cpu_redis = self.server.process.cpu_time()? - cpu_before.1;
+        let redis_after = self.redis.cpu_time()?;
+        let cpu_redis = redis_after.0 - cpu_before.1.0;
+        let cpu_replicas = redis_after.1 - cpu_before.1.1;
         let left = jobs - (after.processed + after.failed - before.processed - before.failed);
         if !done {
             eprintln!(
-                "  redis: STALLED with {left} of {jobs} jobs left ({} done in {:.3} s, then \
+                "  {}: STALLED with {left} of {jobs} jobs left ({} done in {:.3} s, then \
                  nothing for {STALL:?}); dropping them",
+                self.label(),
                 after.processed - before.processed,
                 elapsed.as_secs_f64()
             );
             self.drop_waiting()?;
         }
-        let stats_after = self.probe.stats()?;
+        let stats_after = self.probes.stats()?;
         let seen_done = match monitor {
-            Some(m) => Some(m.sync(&mut self.probe)?),
+            Some(m) => Some(m.sync(self.probes.first())?),
             None => None,
         };
         let seen = match (seen_start, seen_enqueued, seen_done) {
@@ -733,6 +858,7 @@ impl RedisRig {
             Round {
                 cpu_host,
                 cpu_redis,
+                cpu_replicas,
                 stalled: left,
                 until_stall: (!done).then(|| progress.rate_until_last_progress()),
                 elapsed,
@@ -750,11 +876,10 @@ impl RedisRig {
 
     /// Warm-up, a `MONITOR`ed round, then the measured rounds.
     fn throughput(&mut self, s: &Settings) -> Result<(Throughput, Commands)> {
-        let concurrency = self.manifest.triggers.queue[0].concurrency;
-        self.round(s.warm_up_per_queue, None)?;
-        self.rss_warm = self.host.process.rss()?;
+        let concurrency = self.concurrency();
+        self.warm_up(s)?;
 
-        let mut monitor = Monitor::start(self.monitor_addr)?;
+        let mut monitor = Monitor::start(self.probes.addrs()[0])?;
         let (round, seen) = self.round(s.monitor_per_queue, Some(&mut monitor))?;
         drop(monitor);
         let [start, enqueued, done] = seen.context("the monitored round saw nothing")?;
@@ -785,79 +910,78 @@ impl RedisRig {
             commands.lua
         );
 
-        let mut rounds = Vec::new();
-        let (mut errors, mut stalled, mut jobs, mut all) = (0, 0, 0, 0);
-        let (mut cpu_host, mut cpu_redis) = (Duration::ZERO, Duration::ZERO);
-        let mut until_stall = Vec::new();
-        let mut calls: BTreeMap<String, u64> = BTreeMap::new();
+        let mut tally = Tally::default();
         for _ in 0..s.rounds {
-            let (r, _) = self.round(s.per_queue, None)?;
-            let rate = r.counters.processed as f64 / r.elapsed.as_secs_f64();
-            let n = r.counters.processed.max(1) as f64;
-            eprintln!(
-                "    round: {} jobs in {:.3} s = {rate:.0} jobs/s, {:.2} commands/job with script \
-                 internals, CPU/job: host {:.1} µs, redis {:.1} µs",
-                r.counters.processed,
-                r.elapsed.as_secs_f64(),
-                r.all_commands as f64 / n,
-                crate::micros(r.cpu_host) / n,
-                crate::micros(r.cpu_redis) / n
-            );
-            rounds.push(rate);
-            errors += r.counters.failed + r.counters.retried;
-            stalled += r.stalled;
-            until_stall.extend(r.until_stall);
-            cpu_host += r.cpu_host;
-            cpu_redis += r.cpu_redis;
-            jobs += r.counters.processed;
-            all += r.all_commands;
-            for (name, n) in r.calls {
-                *calls.entry(name).or_default() += n;
-            }
+            self.measured_round(s, &mut tally)?;
         }
-        let per_command = calls
-            .into_iter()
-            .map(|(name, n)| (name, n as f64 / jobs as f64))
-            .collect();
-        Ok((
-            Throughput {
-                concurrency,
-                rounds,
-                errors,
-                stalled,
-                until_stall,
-                redis: Some((all as f64 / jobs as f64, per_command)),
-                cpu_us: Some((
-                    crate::micros(cpu_host) / jobs as f64,
-                    crate::micros(cpu_redis) / jobs as f64,
-                )),
-            },
-            commands,
-        ))
+        Ok((tally.finish(concurrency), commands))
+    }
+
+    /// The warm-up round, and the host's RSS after it.
+    pub fn warm_up(&mut self, s: &Settings) -> Result<()> {
+        self.round(s.warm_up_per_queue, None)?;
+        self.rss_warm = self.host.process.rss()?;
+        Ok(())
+    }
+
+    /// One measured round of [`Settings::per_queue`] jobs per queue, added to `tally`.
+    pub fn measured_round(&mut self, s: &Settings, tally: &mut Tally) -> Result<()> {
+        let (r, _) = self.round(s.per_queue, None)?;
+        let rate = r.counters.processed as f64 / r.elapsed.as_secs_f64();
+        let n = r.counters.processed.max(1) as f64;
+        eprintln!(
+            "    {} round: {} jobs in {:.3} s = {rate:.0} jobs/s, {:.2} commands/job with script \
+             internals, CPU/job: host {:.1} µs, redis {:.1} µs (replicas {:.1})",
+            self.label(),
+            r.counters.processed,
+            r.elapsed.as_secs_f64(),
+            r.all_commands as f64 / n,
+            crate::micros(r.cpu_host) / n,
+            crate::micros(r.cpu_redis) / n,
+            crate::micros(r.cpu_replicas) / n
+        );
+        tally.rounds.push(rate);
+        tally.errors += r.counters.failed + r.counters.retried;
+        tally.stalled += r.stalled;
+        tally.until_stall.extend(r.until_stall);
+        tally.cpu_host += r.cpu_host;
+        tally.cpu_redis += r.cpu_redis;
+        tally.cpu_replicas += r.cpu_replicas;
+        tally.jobs += r.counters.processed;
+        tally.all += r.all_commands;
+        for (name, n) in r.calls {
+            *tally.calls.entry(name).or_default() += n;
+        }
+        Ok(())
     }
 
     /// Commands and connections over a quiet `window`.
     fn idle(&mut self, window: Duration) -> Result<Idle> {
-        let mut monitor = Monitor::start(self.monitor_addr)?;
-        let seen_start = monitor.sync(&mut self.probe)?;
-        let stats_start = self.probe.stats()?;
+        let mut monitor = Monitor::start(self.probes.addrs()[0])?;
+        let seen_start = monitor.sync(self.probes.first())?;
+        let stats_start = self.probes.stats()?;
         let started = Instant::now();
         std::thread::sleep(window);
-        let stats_end = self.probe.stats()?;
+        let stats_end = self.probes.stats()?;
         let secs = started.elapsed().as_secs_f64();
-        let seen_end = monitor.sync(&mut self.probe)?;
+        let seen_end = monitor.sync(self.probes.first())?;
         Ok(Idle {
             secs,
             all_per_sec: stats_start.others_since(&stats_end) as f64 / secs,
             sent: seen_end.clients_since(&seen_start),
-            connections: self.probe.unix_clients()?,
+            connections: self.probes.first().unix_clients()?,
             connections_c50: 0,
         })
     }
 
-    /// Enqueue→start at 500 jobs/s, then the lateness of delayed jobs.
-    fn latencies(mut self, s: &Settings) -> Result<(Latency, Latency)> {
-        let events = KeyspaceEvents::start(self.monitor_addr, EVENT_KEYS)?;
+    /// Keyspace notifications of the processor's kv writes, from every server (on a
+    /// cluster, each master notifies of its own keys only).
+    pub fn events(&self) -> Result<KeyspaceEvents> {
+        KeyspaceEvents::start(self.probes.addrs(), EVENT_KEYS)
+    }
+
+    /// Enqueue→start at 500 jobs/s (after 30 warm-up jobs), read from `events`.
+    pub fn start_latency(&mut self, s: &Settings, events: &KeyspaceEvents) -> Result<Latency> {
         let warm_up = 30;
         self.enqueuer()?
             .fill(warm_up / QUEUES.len(), |_| RECORD.to_string())?;
@@ -880,13 +1004,20 @@ impl RedisRig {
         events.wait_for(s.latency_jobs, Duration::from_secs(10))?;
         let latency = match_events(&sent, events.take());
         eprintln!(
-            "  enqueue→start at 500/s: {} jobs, p50 {:.2} ms, p99 {:.2} ms, {} missing",
+            "  {}: enqueue→start at 500/s: {} jobs, p50 {:.2} ms, p99 {:.2} ms, {} missing",
+            self.label(),
             latency.jobs,
             crate::percentile(&latency.samples_ms, 50.0),
             crate::percentile(&latency.samples_ms, 99.0),
             latency.missing()
         );
+        Ok(latency)
+    }
 
+    /// Enqueue→start at 500 jobs/s, then the lateness of delayed jobs.
+    fn latencies(mut self, s: &Settings) -> Result<(Latency, Latency)> {
+        let events = self.events()?;
+        let latency = self.start_latency(s, &events)?;
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()

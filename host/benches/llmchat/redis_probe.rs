@@ -1,11 +1,13 @@
 //! What the queue benchmarks read from Redis, over the server's loopback TCP port (the hosts
 //! and the enqueuer use its unix socket, so Redis tells the two apart):
 //! - [`Probe`]: `INFO`, `CLIENT LIST` and the queues' counters, counting its own commands so
-//!   that they can be taken out of the server's totals;
+//!   that they can be taken out of the server's totals; [`Probes`], one per server, so that
+//!   a cluster's masters read like one Redis (each queue's counters from its master, `INFO`
+//!   summed);
 //! - [`Monitor`]: `MONITOR`, counting every command by who sent it: a unix-socket client (a
 //!   host or the enqueuer), a script (`[0 lua]`), or the bench itself;
-//! - [`KeyspaceEvents`]: keyspace notifications, each timestamped on arrival, to see when a
-//!   job's processor wrote to kv.
+//! - [`KeyspaceEvents`]: keyspace notifications from one server or every master, each
+//!   timestamped on arrival, to see when a job's processor wrote to kv.
 //!
 //! The readers are plain sockets with a tiny RESP parser: they block in `read` and are
 //! stopped by shutting the socket down, so no reply is ever cut by a read timeout.
@@ -173,8 +175,129 @@ impl Probe {
         )
     }
 
+    /// `CLUSTER KEYSLOT key`: the slot a cluster keeps `key` in.
+    pub fn keyslot(&mut self, key: &str) -> Result<u16> {
+        self.query(
+            "CLUSTER KEYSLOT",
+            redis::cmd("CLUSTER").arg("KEYSLOT").arg(key),
+        )
+    }
+
     fn echo(&mut self, text: &str) -> Result<()> {
         let _: String = self.query("ECHO", redis::cmd("ECHO").arg(text))?;
+        Ok(())
+    }
+}
+
+/// A [`Probe`] per server of a deployment (one Redis, or a cluster's masters) and which of
+/// them holds each queue, so that the queue benchmarks read one Redis and a cluster alike:
+/// counters from the master of each queue's slot, and `INFO` summed over the masters.
+pub struct Probes {
+    probes: Vec<Probe>,
+    addrs: Vec<SocketAddr>,
+    /// Per queue: the index of its server.
+    home: BTreeMap<String, usize>,
+}
+
+impl Probes {
+    /// One Redis, holding every queue.
+    pub fn single(addr: SocketAddr) -> Result<Self> {
+        Ok(Self {
+            probes: vec![Probe::connect(addr)?],
+            addrs: vec![addr],
+            home: BTreeMap::new(),
+        })
+    }
+
+    /// A cluster's masters with their slot ranges; `queues` are placed by the slot of
+    /// their hash tag `{q}` (every key of a queue shares it).
+    pub fn cluster(masters: &[crate::process::Master], queues: &[&str]) -> Result<Self> {
+        let mut probes = Vec::new();
+        for (addr, _) in masters {
+            probes.push(Probe::connect(*addr)?);
+        }
+        let mut home = BTreeMap::new();
+        for q in queues {
+            let slot = probes[0].keyslot(&format!("{{{q}}}"))?;
+            let i = masters
+                .iter()
+                .position(|(_, ranges)| ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&slot)))
+                .with_context(|| format!("no master serves slot {slot} of queue `{q}`"))?;
+            home.insert(q.to_string(), i);
+        }
+        Ok(Self {
+            probes,
+            addrs: masters.iter().map(|(a, _)| *a).collect(),
+            home,
+        })
+    }
+
+    /// The servers' loopback addresses (the first is the only one on a single Redis).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The first server's probe (on a single Redis, the only one).
+    pub fn first(&mut self) -> &mut Probe {
+        &mut self.probes[0]
+    }
+
+    /// Which master holds each queue (empty on a single Redis).
+    pub fn placement(&self) -> Vec<usize> {
+        self.home.values().copied().collect()
+    }
+
+    /// `queues` grouped by the index of the server that holds them.
+    fn by_server(&self, queues: &[String]) -> BTreeMap<usize, Vec<String>> {
+        let mut out: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+        for q in queues {
+            let i = self.home.get(q).copied().unwrap_or(0);
+            out.entry(i).or_default().push(q.clone());
+        }
+        out
+    }
+
+    pub fn counters(&mut self, queues: &[String]) -> Result<Counters> {
+        let mut sum = Counters::default();
+        for (i, qs) in self.by_server(queues) {
+            let c = self.probes[i].counters(&qs)?;
+            sum.processed += c.processed;
+            sum.failed += c.failed;
+            sum.retried += c.retried;
+        }
+        Ok(sum)
+    }
+
+    pub fn trim_streams(&mut self, queues: &[String]) -> Result<()> {
+        for (i, qs) in self.by_server(queues) {
+            self.probes[i].trim_streams(&qs)?;
+        }
+        Ok(())
+    }
+
+    /// `INFO stats commandstats` of every server, summed (totals, calls and the probes' own
+    /// commands alike, so [`ServerStats::others_since`] stays exact).
+    pub fn stats(&mut self) -> Result<ServerStats> {
+        let mut sum = ServerStats {
+            total: 0,
+            calls: BTreeMap::new(),
+            own_before: 0,
+        };
+        for probe in &mut self.probes {
+            let s = probe.stats()?;
+            sum.total += s.total;
+            sum.own_before += s.own_before;
+            for (name, n) in s.calls {
+                *sum.calls.entry(name).or_default() += n;
+            }
+        }
+        Ok(sum)
+    }
+
+    pub fn config_set(&mut self, name: &str, value: &str) -> Result<()> {
+        for probe in &mut self.probes {
+            probe.config_set(name, value)?;
+        }
         Ok(())
     }
 }
@@ -304,52 +427,59 @@ fn count(seen: &mut Seen, line: &str) {
     }
 }
 
-/// Keyspace notifications matching a pattern, each with the instant it arrived.
+/// Keyspace notifications matching a pattern, each with the instant it arrived, from one
+/// server or from each of a cluster's masters (a node only notifies its own subscribers of
+/// its own keys).
 pub struct KeyspaceEvents {
-    stream: TcpStream,
+    streams: Vec<TcpStream>,
     events: Arc<Mutex<Vec<(String, Instant)>>>,
-    reader: Option<JoinHandle<Result<()>>>,
+    readers: Vec<JoinHandle<Result<()>>>,
 }
 
 impl KeyspaceEvents {
-    /// Subscribes to `__keyspace@0__:{key_pattern}`; the server must have
-    /// `notify-keyspace-events` set. Returns once the subscription is active.
-    pub fn start(addr: SocketAddr, key_pattern: &str) -> Result<Self> {
-        let mut stream = TcpStream::connect(addr).context("connecting the subscriber")?;
-        stream.set_nodelay(true)?;
-        let channel = format!("__keyspace@0__:{key_pattern}");
-        write!(
-            stream,
-            "*2\r\n$10\r\nPSUBSCRIBE\r\n${}\r\n{channel}\r\n",
-            channel.len()
-        )?;
-        let mut reader = BufReader::new(stream.try_clone()?);
-        let confirm = read_strings(&mut reader)?.context("the subscriber's connection closed")?;
-        if confirm.first().map(String::as_str) != Some("psubscribe") {
-            bail!("PSUBSCRIBE answered {confirm:?}");
-        }
+    /// Subscribes to `__keyspace@0__:{key_pattern}` on each of `addrs`; the servers must
+    /// have `notify-keyspace-events` set. Returns once every subscription is active.
+    pub fn start(addrs: &[SocketAddr], key_pattern: &str) -> Result<Self> {
         let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = events.clone();
-        let reader = std::thread::spawn(move || {
-            // ["pmessage", pattern, channel, event]
-            while let Some(message) = read_strings(&mut reader)? {
-                let at = Instant::now();
-                if let [kind, _, channel, _] = message.as_slice()
-                    && kind == "pmessage"
-                {
-                    let key = channel.split_once(':').map_or("", |(_, k)| k).to_string();
-                    sink.lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push((key, at));
-                }
-            }
-            Ok(())
-        });
-        Ok(Self {
-            stream,
+        let mut this = Self {
+            streams: Vec::new(),
             events,
-            reader: Some(reader),
-        })
+            readers: Vec::new(),
+        };
+        for addr in addrs {
+            let mut stream = TcpStream::connect(addr).context("connecting the subscriber")?;
+            stream.set_nodelay(true)?;
+            let channel = format!("__keyspace@0__:{key_pattern}");
+            write!(
+                stream,
+                "*2\r\n$10\r\nPSUBSCRIBE\r\n${}\r\n{channel}\r\n",
+                channel.len()
+            )?;
+            let mut reader = BufReader::new(stream.try_clone()?);
+            this.streams.push(stream);
+            let confirm =
+                read_strings(&mut reader)?.context("the subscriber's connection closed")?;
+            if confirm.first().map(String::as_str) != Some("psubscribe") {
+                bail!("PSUBSCRIBE answered {confirm:?}");
+            }
+            let sink = this.events.clone();
+            this.readers.push(std::thread::spawn(move || {
+                // ["pmessage", pattern, channel, event]
+                while let Some(message) = read_strings(&mut reader)? {
+                    let at = Instant::now();
+                    if let [kind, _, channel, _] = message.as_slice()
+                        && kind == "pmessage"
+                    {
+                        let key = channel.split_once(':').map_or("", |(_, k)| k).to_string();
+                        sink.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push((key, at));
+                    }
+                }
+                Ok(())
+            }));
+        }
+        Ok(this)
     }
 
     pub fn len(&self) -> usize {
@@ -372,8 +502,8 @@ impl KeyspaceEvents {
             if len >= n || Instant::now() > deadline {
                 return Ok(len);
             }
-            if self.reader.as_ref().is_none_or(JoinHandle::is_finished) {
-                bail!("the keyspace subscriber stopped");
+            if self.readers.iter().any(JoinHandle::is_finished) {
+                bail!("a keyspace subscriber stopped");
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -382,8 +512,10 @@ impl KeyspaceEvents {
 
 impl Drop for KeyspaceEvents {
     fn drop(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Both);
-        if let Some(reader) = self.reader.take() {
+        for stream in &self.streams {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
     }

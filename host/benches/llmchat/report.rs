@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::load::{self, AbLoads, Load};
 use crate::{
-    deploy, fairness, footprint, invocation, median, memory, percentile, polyglot, queues, soak,
+    cluster, deploy, fairness, footprint, invocation, median, memory, percentile, polyglot, queues,
+    soak,
 };
 
 /// Targets from issue 2.
@@ -30,6 +31,9 @@ const MAX_IDLE_COMMANDS_PER_SEC: f64 = 1.0;
 /// (pub/sub, issue 5).
 const MAX_CONNECTIONS: u64 = 4;
 const MAX_QUEUE_RSS_GROWTH: i64 = 5_000_000;
+
+/// Target from issue 14 (item 8): the cluster keeps at least 80% of one Redis's jobs/s.
+const MIN_CLUSTER_RATIO: f64 = 0.8;
 
 /// Targets from issue 4 (item 7): the soak.
 const MAX_SOAK_RSS_GROWTH: i64 = 5_000_000;
@@ -79,6 +83,7 @@ pub struct Results {
     pub cold_rss: u64,
     pub memory: memory::Results,
     pub queues: queues::Results,
+    pub cluster: cluster::Results,
     pub soak: soak::Results,
     pub deploy: deploy::Results,
     pub polyglot: polyglot::Results,
@@ -193,6 +198,7 @@ pub fn render(r: &Results) -> String {
     out.push_str(&table(&rows));
     out.push_str(&summary(&rows));
     out.push_str(&queue_notes(&r.queues));
+    out.push_str(&cluster_notes(&r.cluster));
     out.push_str(&soak_notes(&r.soak));
     out.push_str(&deploy_notes(&r.deploy));
     out.push_str(&polyglot_notes(&r.polyglot));
@@ -261,6 +267,16 @@ pub fn render_queues(q: &queues::Results) -> String {
     out.push_str(&table(&rows));
     out.push_str(&summary(&rows));
     out.push_str(&queue_notes(q));
+    out
+}
+
+/// The report of the cluster benchmark alone (`LLMCHAT_BENCH_ONLY=cluster`).
+pub fn render_cluster(k: &cluster::Results) -> String {
+    let rows = cluster_rows(k);
+    let mut out = String::from("## Benchmarks (Redis Cluster beside one Redis only)\n\n");
+    out.push_str(&table(&rows));
+    out.push_str(&summary(&rows));
+    out.push_str(&cluster_notes(k));
     out
 }
 
@@ -434,6 +450,7 @@ fn rows(r: &Results) -> Vec<Row> {
         ),
     ]);
     rows.extend(queue_rows(&r.queues));
+    rows.extend(cluster_rows(&r.cluster));
     rows.extend(soak_rows(&r.soak));
     rows.extend(deploy_rows(&r.deploy));
     rows.extend(polyglot_rows(&r.polyglot));
@@ -1157,6 +1174,157 @@ fn queue_notes(q: &queues::Results) -> String {
         ),
         format!("{:.1}× smaller at start", 74e6 / q.rss.start.max(1) as f64),
     );
+    out
+}
+
+/// Jobs/s of each round, as `28,512 / 29,001 / ...`.
+fn round_list(t: &queues::Throughput) -> String {
+    let rounds: Vec<String> = t.rounds.iter().map(|r| thousands(*r)).collect();
+    rounds.join(" / ")
+}
+
+fn cluster_rows(k: &cluster::Results) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let pairs = || k.single.throughput.iter().zip(&k.cluster.throughput);
+    for (single, cluster) in pairs() {
+        let ratio = cluster.jobs_per_sec() / single.jobs_per_sec().max(f64::MIN_POSITIVE);
+        let mut result = format!(
+            "cluster {} jobs/s ({}) vs one Redis {} jobs/s ({}): {ratio:.2}×",
+            thousands(cluster.jobs_per_sec()),
+            round_list(cluster),
+            thousands(single.jobs_per_sec()),
+            round_list(single)
+        );
+        let stalled = single.stalled + cluster.stalled;
+        if stalled > 0 {
+            let _ = write!(
+                result,
+                "; **STALLED**: {} jobs left after {STALL_NOTE}",
+                thousands(stalled as f64)
+            );
+        }
+        rows.push(
+            Row::target(
+                &format!(
+                    "(k) jobs/s, 3 queues × concurrency {}, cluster / one Redis",
+                    single.concurrency
+                ),
+                result,
+                "≥ 0.80× (≤ 20% cost)",
+                ratio >= MIN_CLUSTER_RATIO,
+            )
+            .with_errors(single.errors + cluster.errors + stalled),
+        );
+    }
+    let top = |t: &queues::Throughput| {
+        let Some((all, per_command)) = &t.redis else {
+            return String::new();
+        };
+        let mut top: Vec<(&String, &f64)> = per_command.iter().collect();
+        top.sort_by(|a, b| b.1.total_cmp(a.1));
+        let top: Vec<String> = top
+            .iter()
+            .take(5)
+            .map(|(name, n)| format!("{name} {n:.2}"))
+            .collect();
+        format!("{all:.2} ({})", top.join(", "))
+    };
+    let cpu = |t: &queues::Throughput| {
+        t.cpu_us.map_or(String::new(), |(host, redis)| {
+            let replicas = if t.replicas_cpu_us > 0.0 {
+                format!(", replicas {:.1} of it", t.replicas_cpu_us)
+            } else {
+                String::new()
+            };
+            format!("host {host:.1} + redis {redis:.1} µs{replicas}")
+        })
+    };
+    for (single, cluster) in pairs() {
+        rows.push(Row::info(
+            &format!(
+                "(k) Redis commands/job with script internals, concurrency {}",
+                single.concurrency
+            ),
+            format!(
+                "cluster {} (3 masters summed); one Redis {}",
+                top(cluster),
+                top(single)
+            ),
+        ));
+        rows.push(Row::info(
+            &format!("(k) CPU per job, concurrency {}", single.concurrency),
+            format!(
+                "cluster {} (6 nodes); one Redis {}",
+                cpu(cluster),
+                cpu(single)
+            ),
+        ));
+    }
+    for (what, l) in [
+        ("one Redis", &k.single.latency),
+        ("cluster", &k.cluster.latency),
+    ] {
+        let mut row = Row::info(
+            &format!("(k) enqueue→start, {what}, 500 jobs/s"),
+            format!(
+                "{} jobs; to the job's first kv write",
+                thousands(l.jobs as f64)
+            ),
+        )
+        .with_errors(l.missing() as u64);
+        row.p50 = format!("{:.2} ms", percentile(&l.samples_ms, 50.0));
+        row.p99 = format!("{:.2} ms", percentile(&l.samples_ms, 99.0));
+        rows.push(row);
+    }
+    rows
+}
+
+/// How the cluster figures were measured, and where the cluster's cost goes.
+fn cluster_notes(k: &cluster::Results) -> String {
+    let mut out = String::from("\n### Redis Cluster beside one Redis: method\n\n");
+    let placement: Vec<String> = queues::QUEUES
+        .iter()
+        .zip(&k.placement)
+        .map(|(q, m)| format!("{q} on master {m}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Cluster rows (k): {}. The (q) method, the real `llmchat up` binary, on one private \
+         `redis-server` and on a private 6-node Redis Cluster (3 masters with a replica each; \
+         {}), both over loopback TCP; after a warm-up each, their rounds alternate. Commands \
+         per job are `total_commands_processed` (script internals included) over the measured \
+         rounds, summed over the masters; CPU per job counts every `redis-server` (on the \
+         cluster, the replicas too). Enqueue→start: a keyspace-notification subscriber on \
+         every master timestamps each job's first kv write.\n",
+        k.settings,
+        placement.join(", ")
+    );
+    for (single, cluster) in k.single.throughput.iter().zip(&k.cluster.throughput) {
+        let ratio = cluster.jobs_per_sec() / single.jobs_per_sec().max(f64::MIN_POSITIVE);
+        let all = |t: &queues::Throughput| t.redis.as_ref().map_or(0.0, |(all, _)| *all);
+        let (sh, sr) = single.cpu_us.unwrap_or_default();
+        let (ch, cr) = cluster.cpu_us.unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "- concurrency {}: the cluster keeps {:.0}% of one Redis's jobs/s{}. Per job: \
+             commands {:.2} → {:.2}; host CPU {sh:.1} → {ch:.1} µs; redis-server CPU \
+             {sr:.1} → {cr:.1} µs ({:.1} µs of it on the replicas). Host + Redis CPU at this \
+             rate: {:.2} → {:.2} cores of {}.",
+            single.concurrency,
+            ratio * 100.0,
+            if ratio >= MIN_CLUSTER_RATIO {
+                ""
+            } else {
+                " (**more than the 20% the target allows**: see the CPU per job)"
+            },
+            all(single),
+            all(cluster),
+            cluster.replicas_cpu_us,
+            (sh + sr) * single.jobs_per_sec() / 1e6,
+            (ch + cr) * cluster.jobs_per_sec() / 1e6,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
     out
 }
 
