@@ -93,6 +93,53 @@ test-one NAME: deps build-components
 bench: deps build
     env -u RUST_BACKTRACE cargo bench --locked -p llmchat-host --bench llmchat
 
+# Start a local Redis Cluster for manual use: 6 nodes (3 masters, 3 replicas) on
+# 127.0.0.1:7000-7005 (or from LLMCHAT_CLUSTER_PORT), data under target/redis-cluster/. Point
+# a manifest at it with `[redis] url = "redis://127.0.0.1:7000"` (the host finds out it is a
+# cluster) or REDIS_URL=redis://127.0.0.1:7000,redis://127.0.0.1:7001. `just cluster-stop` ends it.
+cluster: deps
+    #!/usr/bin/env bash
+    set -euo pipefail
+    base=${LLMCHAT_CLUSTER_PORT:-7000}
+    dir=target/redis-cluster
+    mkdir -p "$dir"
+    addresses=()
+    for port in $(seq "$base" $((base + 5))); do
+        addresses+=("127.0.0.1:$port")
+        if redis-cli -p "$port" ping >/dev/null 2>&1; then continue; fi
+        mkdir -p "$dir/$port"
+        redis-server --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
+            --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+            --appendonly yes --dir "$dir/$port" --daemonize yes \
+            --pidfile "$PWD/$dir/$port/redis.pid" --logfile "$PWD/$dir/$port/redis.log"
+    done
+    for port in $(seq "$base" $((base + 5))); do
+        for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    done
+    if ! redis-cli -p "$base" cluster info | grep -q '^cluster_state:ok'; then
+        redis-cli --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
+        for _ in $(seq 100); do
+            redis-cli -p "$base" cluster info | grep -q '^cluster_state:ok' && break
+            sleep 0.1
+        done
+    fi
+    redis-cli -p "$base" cluster info | grep -q '^cluster_state:ok' || { echo "error: the cluster did not come up; see $dir/*/redis.log" >&2; exit 1; }
+    seeds=$(printf 'redis://%s,' "${addresses[@]}")
+    echo "Redis Cluster up: 3 masters, 3 replicas on 127.0.0.1:$base-$((base + 5)), data in $dir"
+    echo "  REDIS_URL=${seeds%,} just run"
+    echo "  stop it with: just cluster-stop"
+
+# Stop the cluster `just cluster` started and remove its data.
+cluster-stop:
+    #!/usr/bin/env bash
+    set -uo pipefail
+    base=${LLMCHAT_CLUSTER_PORT:-7000}
+    for port in $(seq "$base" $((base + 5))); do
+        redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    done
+    rm -rf target/redis-cluster
+    echo "Redis Cluster on 127.0.0.1:$base-$((base + 5)) stopped"
+
 # Formatting and clippy for both workspaces.
 lint:
     cargo fmt --all --check

@@ -27,6 +27,7 @@ mod queue_conformance;
 mod queues;
 mod rate_limits;
 mod redis_cluster;
+mod redis_failover;
 mod redis_pool;
 mod redis_prefix;
 mod redis_tls;

@@ -61,8 +61,9 @@ impl ClusterStore {
         let (record_key, names_key, channel) =
             (self.record_key(&name), self.names_key(), self.channel());
         let publish = self.pool.publish_command();
+        let names = names_key.clone();
         self.pool
-            .run(|mut c| async move {
+            .run_durable(&names, |mut c| async move {
                 let mut pipe = redis::pipe();
                 pipe.atomic();
                 if let Some((key, bytes)) = blob {

@@ -64,11 +64,11 @@ impl KvStore for RedisKv {
     ) -> Result<(), KvError> {
         check_key(key)?;
         check_value(&value, self.max_value)?;
-        let k = redis_key(&self.pool, namespace, key);
+        let k = &redis_key(&self.pool, namespace, key);
         self.pool
-            .run(|mut c| async move {
+            .run_durable(k, |mut c| async move {
                 let mut cmd = redis::cmd("SET");
-                cmd.arg(&k).arg(value);
+                cmd.arg(k).arg(value);
                 if let Some(ttl) = ttl {
                     let ms = ttl.as_millis().clamp(1, u128::from(MAX_TTL_MS));
                     cmd.arg("PX").arg(ms as u64);
@@ -81,10 +81,12 @@ impl KvStore for RedisKv {
 
     async fn delete(&self, namespace: &str, key: &str) -> Result<bool, KvError> {
         check_key(key)?;
-        let k = redis_key(&self.pool, namespace, key);
+        let k = &redis_key(&self.pool, namespace, key);
         let n: u64 = self
             .pool
-            .run(|mut c| async move { redis::cmd("DEL").arg(&k).query_async(&mut c).await })
+            .run_durable(k, |mut c| async move {
+                redis::cmd("DEL").arg(k).query_async(&mut c).await
+            })
             .await
             .map_err(to_kv)?;
         Ok(n > 0)
@@ -103,11 +105,11 @@ impl KvStore for RedisKv {
 
     async fn increment(&self, namespace: &str, key: &str, delta: i64) -> Result<i64, KvError> {
         check_key(key)?;
-        let k = redis_key(&self.pool, namespace, key);
+        let k = &redis_key(&self.pool, namespace, key);
         self.pool
-            .run(|mut c| async move {
+            .run_durable(k, |mut c| async move {
                 redis::cmd("INCRBY")
-                    .arg(&k)
+                    .arg(k)
                     .arg(delta)
                     .query_async(&mut c)
                     .await

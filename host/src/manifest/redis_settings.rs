@@ -70,6 +70,15 @@ pub struct RedisSettings {
     pub command_timeout: HumanDuration,
     #[serde(default = "defaults::redis_connect_timeout")]
     pub connect_timeout: HumanDuration,
+    /// Replicas that must hold a write before it is answered (`WAIT`): an enqueue, a job's
+    /// retry or burial, a kv write, a deploy. 0 (the default) answers at once, so a master
+    /// that dies before replicating loses what it acknowledged last.
+    #[serde(default)]
+    pub replica_acks: u32,
+    /// How long a write waits for those replicas before it fails `unavailable` (it was
+    /// written, and may still reach them).
+    #[serde(default = "defaults::redis_replica_timeout")]
+    pub replica_timeout: HumanDuration,
     /// What every key and channel of this application starts with (`PREFIX:kv:...`), so
     /// that several applications (staging and production) can share one Redis.
     #[serde(default = "defaults::redis_prefix")]
@@ -101,6 +110,8 @@ impl Default for RedisSettings {
             acquire_timeout: defaults::redis_acquire_timeout(),
             command_timeout: defaults::redis_command_timeout(),
             connect_timeout: defaults::redis_connect_timeout(),
+            replica_acks: 0,
+            replica_timeout: defaults::redis_replica_timeout(),
             prefix: defaults::redis_prefix(),
             ca_file: None,
             client_cert_file: None,
@@ -150,6 +161,13 @@ impl RedisSettings {
                     "in [redis]: field `url`: a cluster's seed nodes are redis:// or rediss:// URLs, not unix sockets"
                 );
             }
+        }
+        if self.replica_acks > 0 && self.replica_timeout.0 >= self.command_timeout.0 {
+            bail!(
+                "in [redis]: `replica_timeout` ({}) must be shorter than `command_timeout` ({})",
+                self.replica_timeout,
+                self.command_timeout
+            );
         }
         if self.connections == 0 || self.max_in_flight == 0 {
             bail!("in [redis]: `connections` and `max_in_flight` must be greater than zero");
@@ -228,6 +246,9 @@ mod defaults {
     }
     pub fn redis_connect_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(2))
+    }
+    pub fn redis_replica_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(1))
     }
     pub fn redis_prefix() -> String {
         "llmchat".to_string()

@@ -80,24 +80,30 @@ pub(super) fn client(settings: &RedisSettings, url: &str) -> Result<redis::Clien
     built.map_err(|e| anyhow::anyhow!("Redis URL {shown:?}: {}", redact(&e.to_string())))
 }
 
-/// The client for the cluster whose seed nodes `urls` names (comma-separated), speaking
-/// RESP3 so that shard-channel messages arrive as pushes, handed to `router`.
+/// The client for the cluster whose seed nodes `urls` names (comma-separated). With a
+/// `router` it speaks RESP3, so that shard-channel messages arrive as pushes handed to it:
+/// that client is for the subscriptions only, and commands use one without.
 pub(super) fn cluster_client(
     settings: &RedisSettings,
     urls: &str,
-    router: Arc<Router>,
+    router: Option<Arc<Router>>,
 ) -> Result<ClusterClient> {
     let seeds = redis_seeds(urls);
     let infos = seeds
         .iter()
         .map(|url| connection_info(settings, url))
         .collect::<Result<Vec<_>>>()?;
-    let mut builder = ClusterClientBuilder::new(infos)
-        .use_protocol(ProtocolVersion::RESP3)
-        .push_sender(move |push: PushInfo| {
-            router.route(push);
-            Ok::<(), std::convert::Infallible>(())
-        })
+    let mut builder = ClusterClientBuilder::new(infos);
+    if let Some(router) = router {
+        builder =
+            builder
+                .use_protocol(ProtocolVersion::RESP3)
+                .push_sender(move |push: PushInfo| {
+                    router.route(push);
+                    Ok::<(), std::convert::Infallible>(())
+                });
+    }
+    builder = builder
         .connection_timeout(settings.connect_timeout.0)
         .response_timeout(settings.command_timeout.0)
         .retries(4)

@@ -2,7 +2,8 @@
 //! dedicated connection for blocking reads, and a hard cap on commands in flight. On a
 //! Redis Cluster (`[redis] mode`), each command connection is a cluster connection (one
 //! multiplexed connection per master, routed by slot), there is no blocking connection
-//! (a blocking read cannot span slots), and pub/sub uses shard channels ([`pushes`]).
+//! (a blocking read cannot span slots), and pub/sub uses shard channels ([`pushes`]) on a
+//! cluster connection of its own.
 //!
 //! Every command takes a permit from a semaphore of `max_in_flight`, waits at most
 //! `acquire_timeout` for one, and otherwise fails with a clear [`RedisError::Unavailable`]
@@ -71,6 +72,10 @@ pub struct PoolStats {
 }
 
 /// The connections, to one node or to a cluster.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per pool, built once: boxing would only add an indirection per command"
+)]
 enum Links {
     Single {
         /// For the one pub/sub connection of the deploy watcher (see [`RedisPool::subscribe`]).
@@ -80,7 +85,10 @@ enum Links {
     },
     Cluster {
         commands: Vec<redis::cluster_async::ClusterConnection>,
-        /// Where the first command connection's shard-channel pushes go.
+        /// The subscriptions' own connection (one per master it subscribes on), apart from
+        /// the commands: its pushes never share a socket with command replies.
+        subscriber: redis::cluster_async::ClusterConnection,
+        /// Where the subscriber's shard-channel pushes go.
         router: Arc<pushes::Router>,
     },
 }
@@ -95,6 +103,9 @@ pub struct RedisPool {
     command_timeout: Duration,
     /// What every key and channel starts with: `[redis] prefix`.
     prefix: String,
+    /// `[redis] replica_acks` and `replica_timeout`: see [`RedisPool::run_durable`].
+    replica_acks: u32,
+    replica_timeout: Duration,
     waiters: AtomicU64,
     waits: AtomicU64,
     wait_micros: AtomicU64,
@@ -162,14 +173,20 @@ impl RedisPool {
         let command_timeout = settings.command_timeout.0;
         let links = if cluster {
             let router = Arc::new(pushes::Router::default());
-            let client = client::cluster_client(settings, url, router.clone())?;
+            let client = client::cluster_client(settings, url, None)?;
             let config = redis::cluster::ClusterConfig::new()
                 .set_connection_timeout(settings.connect_timeout.0)
                 .set_response_timeout(command_timeout);
             let commands = (0..settings.connections.max(1))
                 .map(|_| client.get_pending_async_connection_with_config(config.clone()))
                 .collect();
-            Links::Cluster { commands, router }
+            let subscriber = client::cluster_client(settings, url, Some(router.clone()))?
+                .get_pending_async_connection_with_config(config);
+            Links::Cluster {
+                commands,
+                subscriber,
+                router,
+            }
         } else {
             Self::single(settings, url)?
         };
@@ -182,6 +199,8 @@ impl RedisPool {
             acquire_timeout: settings.acquire_timeout.0,
             command_timeout,
             prefix: settings.prefix.clone(),
+            replica_acks: settings.replica_acks,
+            replica_timeout: settings.replica_timeout.0,
             waiters: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             wait_micros: AtomicU64::new(0),
@@ -268,6 +287,36 @@ impl RedisPool {
         }
     }
 
+    /// Runs the write `f` like [`RedisPool::run`]; with `[redis] replica_acks`, answers only
+    /// once that many replicas of `key`'s master hold it (`WAIT` on the same connection).
+    /// If they do not within `replica_timeout`, the write stands but the call fails
+    /// `unavailable`: the caller may retry (at-least-once), and nothing acknowledged is lost
+    /// with a master that dies before replicating.
+    pub async fn run_durable<T, F, Fut>(&self, key: &str, f: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let (wanted, timeout) = (self.replica_acks, self.replica_timeout);
+        if wanted == 0 {
+            return self.run(f).await;
+        }
+        let (value, acked) = self
+            .run(|mut c| async move {
+                let value = f(c.clone()).await?;
+                let acked = c.wait_for_replicas(key, wanted, timeout).await?;
+                Ok((value, acked))
+            })
+            .await?;
+        if acked < wanted {
+            return Err(RedisError::Unavailable(format!(
+                "written, but {acked} of the {wanted} replicas required ([redis] replica_acks) \
+                 had it within {timeout:?}"
+            )));
+        }
+        Ok(value)
+    }
+
     /// Runs `f` on the dedicated blocking connection (one per host, for reading queues).
     /// It takes no permit: it never competes with commands. A cluster has none (a blocking
     /// read cannot span slots): the queues wait on shard-channel doorbells there.
@@ -319,7 +368,8 @@ impl RedisPool {
         PoolStats {
             connections: match &self.links {
                 Links::Single { commands, .. } => commands.len() as u64 + 1,
-                Links::Cluster { commands, .. } => commands.len() as u64,
+                // Per master: the command connections, and the subscriber's.
+                Links::Cluster { commands, .. } => commands.len() as u64 + 1,
             },
             max_in_flight: self.max_in_flight as u64,
             in_flight: (self.max_in_flight - self.permits.available_permits()) as u64,
@@ -330,9 +380,9 @@ impl RedisPool {
         }
     }
 
-    /// Messages published on `channel` (see [`RedisPool::publish`]): on one node a pub/sub
-    /// connection of its own (the deploy watcher's, the host's last connection); on a
-    /// cluster a shard channel on the first command connection, read through `inbox`.
+    /// Messages published on `channel` (see [`RedisPool::publish_command`]): on one node a
+    /// pub/sub connection of its own (the deploy watcher's, the host's last connection); on
+    /// a cluster a shard channel on the subscriber connection, read through `inbox`.
     pub async fn subscribe(
         &self,
         channel: &str,
@@ -363,12 +413,15 @@ impl RedisPool {
         channels: &[String],
         inbox: &Arc<Inbox>,
     ) -> Result<(), RedisError> {
-        let Links::Cluster { commands, router } = &self.links else {
+        let Links::Cluster {
+            subscriber, router, ..
+        } = &self.links
+        else {
             return Err(RedisError::Command(
                 "shard channels are for a Redis Cluster".into(),
             ));
         };
-        let mut conn = commands[0].clone();
+        let mut conn = subscriber.clone();
         for channel in channels {
             router.register(channel, inbox.clone());
             crate::timers::timeout(self.command_timeout, conn.ssubscribe(channel))

@@ -119,6 +119,9 @@ impl Inbox {
         let any = s.resync || !s.messages.is_empty();
         s.messages.clear();
         s.resync = false;
+        drop(s);
+        // A wake-up stored for what was just drained would end the next wait for nothing.
+        let _ = futures::FutureExt::now_or_never(self.changed.notified());
         any
     }
 
@@ -174,10 +177,16 @@ impl Router {
                     inbox.drop_subscription();
                 }
             }
+            // A node's connection closed: it may be gone for good (failed over), and whether
+            // the cluster connection re-subscribes on its successor is not ours to assume, so
+            // every subscriber subscribes again (harmless where it still is) and resyncs.
             PushKind::Disconnection => {
                 let inboxes: Vec<Arc<Inbox>> = self.lock().values().cloned().collect();
                 for inbox in inboxes {
-                    inbox.resync();
+                    inbox.with(|s| {
+                        s.resync = true;
+                        s.dropped = true;
+                    });
                 }
             }
             _ => {}
@@ -246,6 +255,16 @@ mod tests {
         assert_eq!(inbox.next().await, Some(Message::Resync));
         router.route(push(PushKind::SUnsubscribe, "c", None));
         assert_eq!(inbox.next().await, None, "a dropped subscription ends it");
+        router.route(PushInfo {
+            kind: PushKind::Disconnection,
+            data: vec![],
+        });
+        assert_eq!(inbox.next().await, None, "a lost node ends it too");
+        assert_eq!(
+            inbox.next().await,
+            Some(Message::Resync),
+            "then asks for a resync"
+        );
     }
 
     #[tokio::test]
@@ -255,5 +274,20 @@ mod tests {
         crate::timers::timeout(std::time::Duration::from_secs(5), inbox.changed())
             .await
             .expect("the stored wake-up ends the wait at once");
+    }
+
+    #[tokio::test]
+    async fn a_drain_takes_the_wake_up_of_what_it_drained() {
+        let router = Router::default();
+        let inbox = Arc::new(Inbox::default());
+        router.register("c", inbox.clone());
+        router.route(push(PushKind::SMessage, "c", Some("x")));
+        assert!(inbox.drain());
+        let waited =
+            crate::timers::timeout(std::time::Duration::from_millis(50), inbox.changed()).await;
+        assert!(
+            waited.is_err(),
+            "nothing new arrived, so the wait runs its course"
+        );
     }
 }

@@ -13,7 +13,7 @@ pub const NODE_TIMEOUT_MS: u64 = 1000;
 
 pub struct RedisCluster {
     nodes: Vec<Node>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 struct Node {
@@ -34,6 +34,36 @@ fn free_ports(count: usize) -> Vec<u16> {
     ports
 }
 
+/// One node on `port`, its data and `nodes.conf` in `dir/PORT` (so a restarted node
+/// rejoins the cluster it left).
+fn spawn(dir: &std::path::Path, port: u16) -> Child {
+    Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ])
+        .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+        ])
+        .arg("--dir")
+        .arg(dir.join(port.to_string()))
+        .arg("--logfile")
+        .arg(dir.join(port.to_string()).join("redis.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start redis-server ({e}); install it with `just deps`"))
+}
+
 impl RedisCluster {
     /// Starts the 6 nodes and waits until every node sees all 16384 slots served.
     pub fn start() -> RedisCluster {
@@ -41,33 +71,14 @@ impl RedisCluster {
         let nodes = free_ports(6)
             .into_iter()
             .map(|port| {
-                let node_dir = dir.path().join(port.to_string());
-                std::fs::create_dir(&node_dir).expect("a node's folder");
-                let child = Command::new("redis-server")
-                    .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                    .args([
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                    ])
-                    .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
-                    .args(["--save", "", "--appendonly", "no"])
-                    .arg("--dir")
-                    .arg(&node_dir)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap_or_else(|e| {
-                        panic!("cannot start redis-server ({e}); install it with `just deps`")
-                    });
+                std::fs::create_dir(dir.path().join(port.to_string())).expect("a node's folder");
                 Node {
                     port,
-                    child: Some(child),
+                    child: Some(spawn(dir.path(), port)),
                 }
             })
             .collect();
-        let cluster = RedisCluster { nodes, _dir: dir };
+        let cluster = RedisCluster { nodes, dir };
         for node in &cluster.nodes {
             poll_until(
                 Duration::from_secs(10),
@@ -97,7 +108,34 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         cluster.wait_until_healthy(Duration::from_secs(30));
+        cluster.wait_until_replicated(Duration::from_secs(30));
         cluster
+    }
+
+    /// Waits until every master has a replica that finished its initial synchronisation
+    /// and streams from it (`state=online` on the master's side, no sync in progress on the
+    /// replica's): a replica that has not cannot take over without losing everything.
+    pub fn wait_until_replicated(&self, timeout: Duration) {
+        poll_until(
+            timeout,
+            "every master to stream to an in-sync replica",
+            || {
+                let infos: Vec<String> = self
+                    .live_nodes()
+                    .filter_map(|n| n.info("INFO", "replication"))
+                    .collect();
+                let masters = infos.iter().filter(|i| i.contains("role:master"));
+                let replicas = infos.iter().filter(|i| i.contains("role:slave"));
+                let streaming = masters.clone().all(|i| {
+                    i.lines()
+                        .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
+                });
+                let synced = replicas.clone().all(|i| {
+                    i.contains("master_link_status:up") && i.contains("master_sync_in_progress:0")
+                });
+                (masters.count() == 3 && replicas.count() == 3 && streaming && synced).then_some(())
+            },
+        );
     }
 
     /// Waits until every live node says `cluster_state:ok` with every slot served.
@@ -166,6 +204,199 @@ impl RedisCluster {
     }
 }
 
+impl RedisCluster {
+    /// The port of the live master that serves `key`'s slot, as `CLUSTER NODES` on a live
+    /// node says; `None` while no healthy master serves it (during a failover).
+    pub fn master_of(&self, key: &str) -> Option<u16> {
+        let node = self.live_nodes().next()?;
+        let mut conn = node.connection()?;
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut conn)
+            .ok()?;
+        let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut conn).ok()?;
+        nodes
+            .lines()
+            .filter(|line| line.contains("master") && !line.contains("fail"))
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let serves = fields.iter().skip(8).any(|range| {
+                    let (low, high) = range.split_once('-').unwrap_or((range, range));
+                    matches!((low.parse::<u16>(), high.parse::<u16>()), (Ok(l), Ok(h)) if (l..=h).contains(&slot))
+                });
+                let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                serves.then_some(port)
+            })
+    }
+
+    /// Kills the master of `key`'s slot and waits until a replica serves it in its place
+    /// and every slot is served again; returns the killed node's port.
+    pub fn fail_over(&mut self, key: &str) -> u16 {
+        let master = self.master_of(key).expect("a master serves the key");
+        self.kill(master);
+        poll_until(
+            Duration::from_secs(30),
+            "a replica to take over the killed master's slots",
+            || self.master_of(key).filter(|&m| m != master),
+        );
+        self.wait_until_healthy(Duration::from_secs(30));
+        master
+    }
+
+    /// Moves the slot of `key` from its master to another one, as `redis-cli --cluster
+    /// reshard` does: `IMPORTING`/`MIGRATING`, `MIGRATE` of its keys in batches while clients
+    /// keep writing (they get `ASK` and `TRYAGAIN` meanwhile), then `SETSLOT NODE` on every
+    /// master (clients get `MOVED`). Returns the ports it moved from and to.
+    pub fn move_slot_of(&self, key: &str) -> (u16, u16) {
+        let from = self.master_of(key).expect("a master serves the key");
+        let node = |port: u16| {
+            self.nodes
+                .iter()
+                .find(|n| n.port == port)
+                .expect("a node on that port")
+                .connection()
+                .expect("a connection to the node")
+        };
+        let (mut source, masters) = (node(from), self.masters());
+        let to = *masters
+            .iter()
+            .find(|&&p| p != from)
+            .expect("another master");
+        let mut target = node(to);
+        let id = |conn: &mut redis::Connection| -> String {
+            redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query(conn)
+                .expect("CLUSTER MYID")
+        };
+        let (from_id, to_id) = (id(&mut source), id(&mut target));
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut source)
+            .expect("CLUSTER KEYSLOT");
+        let setslot = |conn: &mut redis::Connection, state: &str, node_id: &str| {
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(state)
+                .arg(node_id)
+                .query::<()>(conn)
+                .unwrap_or_else(|e| panic!("CLUSTER SETSLOT {slot} {state}: {e}"));
+        };
+        setslot(&mut target, "IMPORTING", &from_id);
+        setslot(&mut source, "MIGRATING", &to_id);
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query(&mut source)
+                .expect("CLUSTER GETKEYSINSLOT");
+            if keys.is_empty() {
+                break;
+            }
+            redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query::<()>(&mut source)
+                .expect("MIGRATE");
+        }
+        setslot(&mut target, "NODE", &to_id);
+        setslot(&mut source, "NODE", &to_id);
+        for port in masters.into_iter().filter(|&p| p != from && p != to) {
+            setslot(&mut node(port), "NODE", &to_id);
+        }
+        (from, to)
+    }
+
+    /// What each live node says of itself and of `key`: for diagnosing a test's failure.
+    pub fn describe(&self, key: &str) -> String {
+        self.live_nodes()
+            .map(|n| {
+                let Some(mut conn) = n.connection() else {
+                    return format!(":{} unreachable", n.port);
+                };
+                let myself: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query::<String>(&mut conn)
+                    .map(|all| {
+                        all.lines()
+                            .find(|l| l.contains("myself"))
+                            .unwrap_or("")
+                            .to_string()
+                    })
+                    .unwrap_or_else(|e| e.to_string());
+                let xlen = redis::cmd("XLEN")
+                    .arg(key)
+                    .query::<i64>(&mut conn)
+                    .map_or_else(|e| e.to_string(), |n| n.to_string());
+                let clients = n.info("INFO", "clients").unwrap_or_default();
+                let clients = clients
+                    .lines()
+                    .find(|l| l.starts_with("connected_clients"))
+                    .unwrap_or("");
+                format!(":{} {myself} | XLEN {xlen} | {clients}", n.port)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The ports of the live masters.
+    fn masters(&self) -> Vec<u16> {
+        self.live_nodes()
+            .filter(|n| {
+                n.info("INFO", "replication")
+                    .is_some_and(|i| i.contains("role:master"))
+            })
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// `kill -9` of the node on `port`: it dies with whatever it had not replicated.
+    pub fn kill(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node on that port");
+        if let Some(mut child) = node.child.take() {
+            child.kill().expect("kill -9 of a cluster node");
+            let _ = child.wait();
+        }
+    }
+}
+
+impl RedisCluster {
+    /// Starts the node on `port` again (after [`RedisCluster::kill`]); it rejoins the
+    /// cluster, as a replica if its slots were failed over meanwhile.
+    pub fn restart(&mut self, port: u16) {
+        let dir = self.dir.path().to_path_buf();
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node on that port");
+        assert!(node.child.is_none(), "node {port} is running");
+        node.child = Some(spawn(&dir, port));
+        poll_until(
+            Duration::from_secs(10),
+            "the restarted node to accept connections",
+            || {
+                redis::cmd("PING")
+                    .query::<String>(&mut node.connection()?)
+                    .ok()
+            },
+        );
+    }
+}
+
 impl Node {
     fn connection(&self) -> Option<redis::Connection> {
         redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
@@ -185,6 +416,14 @@ impl Node {
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
+        // LLMCHAT_KEEP_CLUSTER=DIR keeps the nodes' folders (logs, nodes.conf) for a post-mortem.
+        if let Some(keep) = std::env::var_os("LLMCHAT_KEEP_CLUSTER") {
+            let _ = Command::new("cp")
+                .arg("-r")
+                .arg(self.dir.path())
+                .arg(keep)
+                .status();
+        }
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
                 let _ = child.kill();

@@ -36,6 +36,8 @@ use scripts::{BURY, ENQUEUE, PROMOTE, READ, RECLAIM, RETRY, RETRY_DEAD};
 const GROUP: &str = "llmchat";
 /// Dead letters kept per queue (approximately: `MAXLEN ~`).
 const MAX_DEAD: u64 = 10_000;
+/// How often a cluster reader polls while a queue's doorbell cannot be subscribed.
+const DOORBELL_DOWN_POLL: Duration = Duration::from_millis(500);
 /// Delayed jobs promoted per script call; more wait for the next, immediate, call.
 const PROMOTE_BATCH: u64 = 500;
 
@@ -119,7 +121,8 @@ impl RedisQueue {
         }
     }
 
-    /// Runs a script; a `NOGROUP` error (the stream was deleted, e.g. by FLUSHALL) makes the
+    /// Runs a script whose first key is the queue's stream, durably (`[redis]
+    /// replica_acks`); a `NOGROUP` error (the stream was deleted, e.g. by FLUSHALL) makes the
     /// group again and retries once.
     async fn ack_script(
         &self,
@@ -128,11 +131,12 @@ impl RedisQueue {
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<i64, QueueError> {
+        let stream_key = keys[0].clone();
         for first in [true, false] {
             let (keys, args) = (keys.clone(), args.clone());
             let result = self
                 .pool
-                .run(|mut c| async move {
+                .run_durable(&stream_key, |mut c| async move {
                     let mut inv = script.prepare_invoke();
                     for k in &keys {
                         inv.key(k);
@@ -184,14 +188,25 @@ impl RedisQueue {
         let deadline = std::time::Instant::now() + wait.min(BLOCK_TIME);
         self.interrupted.store(false, Ordering::Relaxed);
         loop {
-            self.subscribe_doorbells(wants).await?;
+            // The doorbells only save polling: while one cannot be subscribed (its master is
+            // failing over), the queues are read anyway, and polled every DOORBELL_DOWN_POLL.
+            let ringing = match self.subscribe_doorbells(wants).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!("queue doorbells not subscribed yet, polling: {e}");
+                    false
+                }
+            };
             // Rings from before these reads are answered by them.
             self.doorbell.drain();
             let deliveries = self.read_each(wants).await?;
             if !deliveries.is_empty() || self.interrupted.swap(false, Ordering::Relaxed) {
                 return Ok(deliveries);
             }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !ringing {
+                left = left.min(DOORBELL_DOWN_POLL);
+            }
             if left.is_zero()
                 || crate::timers::timeout(left, self.doorbell.changed())
                     .await
@@ -355,9 +370,10 @@ impl QueueBackend for RedisQueue {
             new.max_waiting.to_string(),
             self.key(&q, "wake"),
         ];
+        let stream = keys[0].clone();
         let (status, value): (String, String) = self
             .pool
-            .run(|mut c| async move {
+            .run_durable(&stream, |mut c| async move {
                 let mut inv = ENQUEUE.prepare_invoke();
                 for k in &keys {
                     inv.key(k);
@@ -670,9 +686,10 @@ impl QueueBackend for RedisQueue {
             self.key(queue, "idle"),
         ];
         let (id, wake) = (id.unwrap_or("").to_string(), self.key(queue, "wake"));
+        let stream = keys[1].clone();
         let n: i64 = self
             .pool
-            .run(|mut c| async move {
+            .run_durable(&stream, |mut c| async move {
                 RETRY_DEAD
                     .key(&keys[0])
                     .key(&keys[1])
