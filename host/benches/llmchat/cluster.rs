@@ -23,6 +23,16 @@
 //!   master (the kv keys carry no hash tag and spread over all three), all feeding one
 //!   timestamped list.
 //!
+//! - **Replica acks** (issue 14, item 4): a third arm, a second private cluster built the
+//!   same way (3 masters with a replica each, the same slot ranges, so the queues land on
+//!   masters alike) whose host and enqueuer run with `[redis] replica_acks = 1`: every
+//!   enqueue (and retry, burial, kv write...) is followed by `WAIT 1` on its connection.
+//!   A second cluster rather than the first one again, because two hosts on the same
+//!   queues would take each other's jobs; its rounds interleave with the other two
+//!   (the order rotates each round). Besides jobs/s and enqueue→start, the enqueue call
+//!   itself is timed, under the fill's load ([`queues::EnqueueLoad`]: 256 in flight while
+//!   the host is frozen) and one at a time (the enqueue→start jobs, at 500/s).
+//!
 //! The target: the cluster costs at most 20% of single-Redis throughput on this machine.
 
 use anyhow::Result;
@@ -31,7 +41,10 @@ use crate::Paths;
 use crate::process::{RedisCluster, RedisServer};
 use crate::queues::{self, CONCURRENCIES, Latency, Nodes, RedisRig, Settings, Tally, Throughput};
 
-/// One Redis or the cluster: per concurrency (like [`CONCURRENCIES`]) and the latency.
+/// `[redis] replica_acks` of the third arm.
+pub const REPLICA_ACKS: u32 = 1;
+
+/// One Redis or a cluster: per concurrency (like [`CONCURRENCIES`]) and the latency.
 pub struct Arm {
     pub throughput: Vec<Throughput>,
     pub latency: Latency,
@@ -41,8 +54,11 @@ pub struct Results {
     pub settings: String,
     pub single: Arm,
     pub cluster: Arm,
-    /// Per queue (q0, q1, q2), the index of the master that holds it.
+    /// The second cluster, host and enqueuer with `replica_acks = REPLICA_ACKS`.
+    pub durable: Arm,
+    /// Per queue (q0, q1, q2), the index of the master that holds it, on each cluster.
     pub placement: Vec<usize>,
+    pub placement_durable: Vec<usize>,
 }
 
 pub fn measure(paths: &Paths, cache: &std::path::Path, s: &Settings) -> Result<Results> {
@@ -54,44 +70,70 @@ pub fn measure(paths: &Paths, cache: &std::path::Path, s: &Settings) -> Result<R
         unix: false,
     };
     let mut cluster = Nodes::Cluster(RedisCluster::start()?);
-    let mut placement = Vec::new();
-    let (mut single_t, mut cluster_t) = (Vec::new(), Vec::new());
+    let mut durable = Nodes::Cluster(RedisCluster::start()?);
+    let (mut placement, mut placement_durable) = (Vec::new(), Vec::new());
+    let (mut single_t, mut cluster_t, mut durable_t) = (Vec::new(), Vec::new(), Vec::new());
     for c in CONCURRENCIES {
-        let mut a = RedisRig::start(single, paths, cache, &noop, c, false)?;
-        let mut b = RedisRig::start(cluster, paths, cache, &noop, c, false)?;
-        placement = b.probes.placement();
-        a.warm_up(s)?;
-        b.warm_up(s)?;
-        let (mut ta, mut tb) = (Tally::default(), Tally::default());
+        let mut rigs = [
+            RedisRig::start(single, paths, cache, &noop, c, false)?,
+            RedisRig::start(cluster, paths, cache, &noop, c, false)?,
+            RedisRig::start_with_acks(durable, paths, cache, &noop, c, false, REPLICA_ACKS)?,
+        ];
+        placement = rigs[1].probes.placement();
+        placement_durable = rigs[2].probes.placement();
+        for rig in &mut rigs {
+            rig.warm_up(s)?;
+        }
+        let mut tallies = [Tally::default(), Tally::default(), Tally::default()];
+        // Round r starts with arm r mod 3, so that each arm goes first as often as the
+        // others and a drifting machine weighs on all alike.
         for round in 0..s.rounds {
-            if round % 2 == 0 {
-                a.measured_round(s, &mut ta)?;
-                b.measured_round(s, &mut tb)?;
-            } else {
-                b.measured_round(s, &mut tb)?;
-                a.measured_round(s, &mut ta)?;
+            for k in 0..rigs.len() {
+                let i = (round + k) % rigs.len();
+                rigs[i].measured_round(s, &mut tallies[i])?;
             }
         }
-        let (ta, tb) = (ta.finish(c), tb.finish(c));
+        let [ta, tb, tc] = tallies.map(|t| t.finish(c));
+        let rate = |t: &Throughput| t.jobs_per_sec().max(f64::MIN_POSITIVE);
+        let enqueue = |t: &Throughput| t.enqueue.as_ref().map_or(0.0, |e| e.per_sec());
         eprintln!(
-            "  3 × concurrency {c}: one Redis {:.0} jobs/s, cluster {:.0} jobs/s ({:.2}×)",
+            "  3 × concurrency {c}: one Redis {:.0} jobs/s, cluster {:.0} jobs/s ({:.2}×), \
+             cluster+acks {:.0} jobs/s ({:.2}× the cluster); enqueued at {:.0} / {:.0} / {:.0} \
+             jobs/s",
             ta.jobs_per_sec(),
             tb.jobs_per_sec(),
-            tb.jobs_per_sec() / ta.jobs_per_sec().max(f64::MIN_POSITIVE)
+            tb.jobs_per_sec() / rate(&ta),
+            tc.jobs_per_sec(),
+            tc.jobs_per_sec() / rate(&tb),
+            enqueue(&ta),
+            enqueue(&tb),
+            enqueue(&tc)
         );
         single_t.push(ta);
         cluster_t.push(tb);
+        durable_t.push(tc);
+        let [a, b, d] = rigs;
         single = a.stop();
         cluster = b.stop();
+        durable = d.stop();
     }
 
-    let latency = |nodes: Nodes| -> Result<Latency> {
-        let mut rig = RedisRig::start(nodes, paths, cache, &processor, CONCURRENCIES[0], true)?;
+    let latency = |nodes: Nodes, acks: u32| -> Result<Latency> {
+        let mut rig = RedisRig::start_with_acks(
+            nodes,
+            paths,
+            cache,
+            &processor,
+            CONCURRENCIES[0],
+            true,
+            acks,
+        )?;
         let events = rig.events()?;
         rig.start_latency(s, &events)
     };
-    let single_latency = latency(single)?;
-    let cluster_latency = latency(cluster)?;
+    let single_latency = latency(single, 0)?;
+    let cluster_latency = latency(cluster, 0)?;
+    let durable_latency = latency(durable, REPLICA_ACKS)?;
     Ok(Results {
         settings: s.describe(),
         single: Arm {
@@ -102,6 +144,11 @@ pub fn measure(paths: &Paths, cache: &std::path::Path, s: &Settings) -> Result<R
             throughput: cluster_t,
             latency: cluster_latency,
         },
+        durable: Arm {
+            throughput: durable_t,
+            latency: durable_latency,
+        },
         placement,
+        placement_durable,
     })
 }

@@ -418,6 +418,21 @@ impl RedisCluster {
             }
         }
         cluster.masters = cluster.masters()?.iter().map(|(a, _)| a.port()).collect();
+        // A write that waits for a replica (`[redis] replica_acks`) fails until its master
+        // has one in sync: wait until each master's replica is online.
+        for port in &cluster.masters {
+            let addr = SocketAddr::from(([127, 0, 0, 1], *port));
+            loop {
+                let info = replication_info(addr).unwrap_or_default();
+                if info.contains("connected_slaves:1") && info.contains("state=online") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("cluster master {addr} never had its replica in sync:\n{info}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         Ok(cluster)
     }
 
@@ -438,7 +453,8 @@ impl RedisCluster {
         urls.join(",")
     }
 
-    /// The masters and their slot ranges (inclusive), from `CLUSTER NODES`.
+    /// The masters and their slot ranges (inclusive), from `CLUSTER NODES`, lowest slots
+    /// first.
     pub fn masters(&self) -> Result<Vec<Master>> {
         let first = self.addrs()[0];
         let text = cluster_query(first, "NODES")?;
@@ -470,6 +486,9 @@ impl RedisCluster {
         if masters.len() != 3 {
             bail!("expected 3 masters serving slots in CLUSTER NODES, got:\n{text}");
         }
+        // Numbered by their slots (CLUSTER NODES lists them in no set order), so that a
+        // queue's master has the same index on two clusters built alike.
+        masters.sort_by_key(|(_, slots)| slots.first().map(|(lo, _)| *lo));
         Ok(masters)
     }
 
@@ -497,6 +516,18 @@ fn cluster_query(addr: SocketAddr, what: &str) -> Result<String> {
         .arg(what)
         .query(&mut conn)
         .with_context(|| format!("CLUSTER {what} on {addr}"))
+}
+
+/// `INFO replication` of one node.
+fn replication_info(addr: SocketAddr) -> Result<String> {
+    let mut conn = redis::Client::open(format!("redis://{addr}"))
+        .context("a Redis URL")?
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .with_context(|| format!("connecting to cluster node {addr}"))?;
+    redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut conn)
+        .with_context(|| format!("INFO replication on {addr}"))
 }
 
 /// `count` loopback ports that were free a moment ago, as were their cluster-bus ports

@@ -68,7 +68,7 @@ const POLL: Duration = Duration::from_millis(5);
 const STALL: Duration = Duration::from_secs(2);
 const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Enqueue calls in flight while filling the queues.
-const ENQUEUE_IN_FLIGHT: usize = 256;
+pub const ENQUEUE_IN_FLIGHT: usize = 256;
 /// Time for a freshly started host to finish its start-up traffic before "idle" begins.
 const SETTLE: Duration = Duration::from_secs(2);
 /// Immediate jobs are enqueued every 2 ms (500/s), delayed ones every 5 ms.
@@ -159,6 +159,24 @@ pub struct Throughput {
     pub cpu_us: Option<(f64, f64)>,
     /// Cluster only: the part of the redis-server CPU per job spent by the replicas, µs.
     pub replicas_cpu_us: f64,
+    /// Redis only: the enqueue calls that filled the measured rounds.
+    pub enqueue: Option<EnqueueLoad>,
+}
+
+/// The enqueue calls of a configuration's measured rounds: [`ENQUEUE_IN_FLIGHT`] at a
+/// time through the host library, while the host is frozen (so only the enqueuer talks
+/// to Redis).
+pub struct EnqueueLoad {
+    /// Jobs enqueued per second, per round.
+    pub rounds: Vec<f64>,
+    /// How long each enqueue call took, from its first poll to its answer, in ms.
+    pub calls_ms: Vec<f64>,
+}
+
+impl EnqueueLoad {
+    pub fn per_sec(&self) -> f64 {
+        median(self.rounds.clone())
+    }
 }
 
 impl Throughput {
@@ -233,6 +251,8 @@ impl Commands {
 pub struct Latency {
     pub jobs: usize,
     pub samples_ms: Vec<f64>,
+    /// Enqueue→start only: how long each enqueue call itself took, in ms (one at a time).
+    pub calls_ms: Vec<f64>,
 }
 
 impl Latency {
@@ -388,16 +408,21 @@ pub fn prime_cache(paths: &Paths, cache: &Path, noop: &Path, processor: &Path) -
 }
 
 /// A manifest with the 3 queues, all processed by `component` at `concurrency`; enough pool
-/// slots for every job that may run at once (the default 32 is fewer than 3 × 50).
+/// slots for every job that may run at once (the default 32 is fewer than 3 × 50). `redis`:
+/// the URL and `[redis] replica_acks` (0, the default, leaves it out).
 fn manifest_text(
-    redis_url: Option<&str>,
+    redis: Option<(&str, u32)>,
     component: &str,
     wasm: &Path,
     concurrency: u32,
 ) -> String {
     let mut m = String::new();
-    if let Some(url) = redis_url {
-        let _ = writeln!(m, "[redis]\nurl = {url:?}\n");
+    if let Some((url, replica_acks)) = redis {
+        let _ = writeln!(m, "[redis]\nurl = {url:?}");
+        if replica_acks > 0 {
+            let _ = writeln!(m, "replica_acks = {replica_acks}");
+        }
+        m.push('\n');
     }
     let instances = (QUEUES.len() as u32 * concurrency).max(32);
     let _ = writeln!(
@@ -425,18 +450,27 @@ fn trivial_payload(i: usize) -> String {
     format!(r#"{{"n":"{i:08}","pad":"{}"}}"#, "x".repeat(236))
 }
 
-/// `per_queue` jobs on each queue, interleaved, [`ENQUEUE_IN_FLIGHT`] at a time.
-async fn fill(queues: &Queues, per_queue: usize, payload: fn(usize) -> String) -> Result<()> {
+/// `per_queue` jobs on each queue, interleaved, [`ENQUEUE_IN_FLIGHT`] at a time; how long
+/// each enqueue call took, in ms, from its first poll to its answer.
+async fn fill(queues: &Queues, per_queue: usize, payload: fn(usize) -> String) -> Result<Vec<f64>> {
     let n = QUEUES.len();
     let results: Vec<_> = stream::iter(0..per_queue * n)
-        .map(|i| queues.enqueue(QUEUES[i % n], payload(i), EnqueueRequest::default()))
+        .map(|i| async move {
+            let started = Instant::now();
+            let r = queues
+                .enqueue(QUEUES[i % n], payload(i), EnqueueRequest::default())
+                .await;
+            (r, started.elapsed())
+        })
         .buffer_unordered(ENQUEUE_IN_FLIGHT)
         .collect()
         .await;
-    for r in results {
+    let mut calls_ms = Vec::with_capacity(results.len());
+    for (r, took) in results {
         r.context("enqueueing a benchmark job")?;
+        calls_ms.push(took.as_secs_f64() * 1e3);
     }
-    Ok(())
+    Ok(calls_ms)
 }
 
 fn memory_throughput(
@@ -547,6 +581,7 @@ fn memory_throughput(
         redis: None,
         cpu_us: None,
         replicas_cpu_us: 0.0,
+        enqueue: None,
     })
 }
 
@@ -571,17 +606,22 @@ impl Enqueuer {
         Ok(Self { rt, queues })
     }
 
-    fn fill(&self, per_queue: usize, payload: fn(usize) -> String) -> Result<()> {
-        self.rt.block_on(fill(&self.queues, per_queue, payload))
+    /// [`fill`], and how long it took in all.
+    fn fill(&self, per_queue: usize, payload: fn(usize) -> String) -> Result<(Vec<f64>, Duration)> {
+        let started = Instant::now();
+        let calls_ms = self.rt.block_on(fill(&self.queues, per_queue, payload))?;
+        Ok((calls_ms, started.elapsed()))
     }
 
-    fn one(&self, queue: &str, payload: &str) -> Result<String> {
+    /// One enqueue: the job's id, and how long the call took.
+    fn one(&self, queue: &str, payload: &str) -> Result<(String, Duration)> {
+        let started = Instant::now();
         let enqueued = self.rt.block_on(self.queues.enqueue(
             queue,
             payload.to_string(),
             EnqueueRequest::default(),
         ))?;
-        Ok(enqueued.id().to_string())
+        Ok((enqueued.id().to_string(), started.elapsed()))
     }
 }
 
@@ -601,6 +641,9 @@ struct Round {
     /// Every command Redis ran, script internals included, the bench's own taken out.
     all_commands: u64,
     calls: BTreeMap<String, u64>,
+    /// Each enqueue call's time, ms, and the whole fill's.
+    enqueue_ms: Vec<f64>,
+    enqueue_elapsed: Duration,
 }
 
 /// The measured rounds of one configuration, added up.
@@ -616,6 +659,8 @@ pub struct Tally {
     cpu_replicas: Duration,
     until_stall: Vec<f64>,
     calls: BTreeMap<String, u64>,
+    enqueue_rounds: Vec<f64>,
+    enqueue_ms: Vec<f64>,
 }
 
 impl Tally {
@@ -639,6 +684,10 @@ impl Tally {
                 crate::micros(self.cpu_redis) / jobs,
             )),
             replicas_cpu_us: crate::micros(self.cpu_replicas) / jobs,
+            enqueue: Some(EnqueueLoad {
+                rounds: self.enqueue_rounds,
+                calls_ms: self.enqueue_ms,
+            }),
         }
     }
 }
@@ -703,6 +752,8 @@ pub struct RedisRig {
     url: String,
     rss_warm: u64,
     redis: Nodes,
+    /// `[redis] replica_acks` of the host and the enqueuer.
+    replica_acks: u32,
     _dir: tempfile::TempDir,
 }
 
@@ -717,6 +768,20 @@ impl RedisRig {
         concurrency: u32,
         keyspace_events: bool,
     ) -> Result<Self> {
+        Self::start_with_acks(redis, paths, cache, wasm, concurrency, keyspace_events, 0)
+    }
+
+    /// [`RedisRig::start`] with `[redis] replica_acks` set in the host's manifest, which the
+    /// bench's enqueuer (the host library, from the same manifest) uses too.
+    pub fn start_with_acks(
+        redis: Nodes,
+        paths: &Paths,
+        cache: &Path,
+        wasm: &Path,
+        concurrency: u32,
+        keyspace_events: bool,
+        replica_acks: u32,
+    ) -> Result<Self> {
         let mut probes = redis.probes()?;
         if keyspace_events {
             probes.config_set("notify-keyspace-events", "K$")?;
@@ -724,7 +789,7 @@ impl RedisRig {
         let url = redis.url();
         // `proc` for the processor that records, whose kv keys the latency events match.
         let component = if keyspace_events { "proc" } else { "noop" };
-        let text = manifest_text(Some(&url), component, wasm, concurrency);
+        let text = manifest_text(Some((&url, replica_acks)), component, wasm, concurrency);
         let dir = tempfile::tempdir().context("creating a temp folder")?;
         let manifest = load_manifest(dir.path(), &text)?;
         let host = Llmchat::start_with_env(&paths.llmchat, &text, cache, &[], &["REDIS_URL"])?;
@@ -736,6 +801,7 @@ impl RedisRig {
             url,
             rss_warm: 0,
             redis,
+            replica_acks,
             _dir: dir,
         })
     }
@@ -755,7 +821,11 @@ impl RedisRig {
     }
 
     pub fn label(&self) -> &'static str {
-        self.redis.label()
+        match (self.redis.label(), self.replica_acks) {
+            (label, 0) => label,
+            ("cluster", _) => "cluster+acks",
+            _ => "redis+acks",
+        }
     }
 
     pub fn concurrency(&self) -> u32 {
@@ -808,7 +878,7 @@ impl RedisRig {
             None => None,
         };
         let stats_before = self.probes.stats()?;
-        self.enqueuer()?.fill(per_queue, trivial_payload)?;
+        let (enqueue_ms, enqueue_elapsed) = self.enqueuer()?.fill(per_queue, trivial_payload)?;
         let seen_enqueued = match monitor.as_deref_mut() {
             Some(m) => Some(m.sync(self.probes.first())?),
             None => None,
@@ -869,6 +939,8 @@ impl RedisRig {
                 },
                 all_commands: stats_before.others_since(&stats_after),
                 calls,
+                enqueue_ms,
+                enqueue_elapsed,
             },
             seen,
         ))
@@ -931,14 +1003,18 @@ impl RedisRig {
         let n = r.counters.processed.max(1) as f64;
         eprintln!(
             "    {} round: {} jobs in {:.3} s = {rate:.0} jobs/s, {:.2} commands/job with script \
-             internals, CPU/job: host {:.1} µs, redis {:.1} µs (replicas {:.1})",
+             internals, CPU/job: host {:.1} µs, redis {:.1} µs (replicas {:.1}); enqueued at \
+             {:.0}/s, call p50 {:.2} ms, p99 {:.2} ms",
             self.label(),
             r.counters.processed,
             r.elapsed.as_secs_f64(),
             r.all_commands as f64 / n,
             crate::micros(r.cpu_host) / n,
             crate::micros(r.cpu_redis) / n,
-            crate::micros(r.cpu_replicas) / n
+            crate::micros(r.cpu_replicas) / n,
+            r.enqueue_ms.len() as f64 / r.enqueue_elapsed.as_secs_f64().max(1e-9),
+            crate::percentile(&r.enqueue_ms, 50.0),
+            crate::percentile(&r.enqueue_ms, 99.0)
         );
         tally.rounds.push(rate);
         tally.errors += r.counters.failed + r.counters.retried;
@@ -949,6 +1025,10 @@ impl RedisRig {
         tally.cpu_replicas += r.cpu_replicas;
         tally.jobs += r.counters.processed;
         tally.all += r.all_commands;
+        tally
+            .enqueue_rounds
+            .push(r.enqueue_ms.len() as f64 / r.enqueue_elapsed.as_secs_f64().max(1e-9));
+        tally.enqueue_ms.extend(r.enqueue_ms);
         for (name, n) in r.calls {
             *tally.calls.entry(name).or_default() += n;
         }
@@ -995,21 +1075,28 @@ impl RedisRig {
 
         let enqueuer = self.enqueuer()?;
         let mut sent = Vec::with_capacity(s.latency_jobs);
+        let mut calls_ms = Vec::with_capacity(s.latency_jobs);
         let started = Instant::now();
         for i in 0..s.latency_jobs {
             sleep_until(started + LATENCY_PACE * i as u32);
             let at = Instant::now();
-            sent.push((enqueuer.one(QUEUES[i % QUEUES.len()], RECORD)?, at));
+            let (id, took) = enqueuer.one(QUEUES[i % QUEUES.len()], RECORD)?;
+            sent.push((id, at));
+            calls_ms.push(took.as_secs_f64() * 1e3);
         }
         events.wait_for(s.latency_jobs, Duration::from_secs(10))?;
-        let latency = match_events(&sent, events.take());
+        let mut latency = match_events(&sent, events.take());
+        latency.calls_ms = calls_ms;
         eprintln!(
-            "  {}: enqueue→start at 500/s: {} jobs, p50 {:.2} ms, p99 {:.2} ms, {} missing",
+            "  {}: enqueue→start at 500/s: {} jobs, p50 {:.2} ms, p99 {:.2} ms, {} missing; \
+             the enqueue call p50 {:.2} ms, p99 {:.2} ms",
             self.label(),
             latency.jobs,
             crate::percentile(&latency.samples_ms, 50.0),
             crate::percentile(&latency.samples_ms, 99.0),
-            latency.missing()
+            latency.missing(),
+            crate::percentile(&latency.calls_ms, 50.0),
+            crate::percentile(&latency.calls_ms, 99.0)
         );
         Ok(latency)
     }
@@ -1094,6 +1181,7 @@ fn match_events(sent: &[(String, Instant)], events: Vec<(String, Instant)>) -> L
     Latency {
         jobs: sent.len(),
         samples_ms,
+        calls_ms: Vec::new(),
     }
 }
 

@@ -1239,39 +1239,146 @@ fn cluster_rows(k: &cluster::Results) -> Vec<Row> {
             format!("host {host:.1} + redis {redis:.1} µs{replicas}")
         })
     };
-    for (single, cluster) in pairs() {
+    let acks = cluster::REPLICA_ACKS;
+    for (single, (cluster, durable)) in k
+        .single
+        .throughput
+        .iter()
+        .zip(k.cluster.throughput.iter().zip(&k.durable.throughput))
+    {
+        let ratio = durable.jobs_per_sec() / cluster.jobs_per_sec().max(f64::MIN_POSITIVE);
+        let mut result = format!(
+            "cluster+acks {} jobs/s ({}) vs cluster {} jobs/s: {ratio:.2}×; {:.2}× one Redis",
+            thousands(durable.jobs_per_sec()),
+            round_list(durable),
+            thousands(cluster.jobs_per_sec()),
+            durable.jobs_per_sec() / single.jobs_per_sec().max(f64::MIN_POSITIVE)
+        );
+        if durable.stalled > 0 {
+            let _ = write!(
+                result,
+                "; **STALLED**: {} jobs left after {STALL_NOTE}",
+                thousands(durable.stalled as f64)
+            );
+        }
+        rows.push(
+            Row::info(
+                &format!(
+                    "(k) jobs/s, 3 queues × concurrency {}, cluster with replica_acks = {acks} \
+                     / without",
+                    durable.concurrency
+                ),
+                result,
+            )
+            .with_errors(durable.errors + durable.stalled),
+        );
+    }
+    let arms = [
+        ("one Redis", &k.single),
+        ("cluster", &k.cluster),
+        ("cluster+acks", &k.durable),
+    ];
+    for (i, single) in k.single.throughput.iter().enumerate() {
+        let c = single.concurrency;
+        let (cluster, durable) = (&k.cluster.throughput[i], &k.durable.throughput[i]);
         rows.push(Row::info(
-            &format!(
-                "(k) Redis commands/job with script internals, concurrency {}",
-                single.concurrency
-            ),
+            &format!("(k) Redis commands/job with script internals, concurrency {c}"),
             format!(
-                "cluster {} (3 masters summed); one Redis {}",
+                "cluster {} (3 masters summed); cluster+acks {}; one Redis {}",
                 top(cluster),
+                top(durable),
                 top(single)
             ),
         ));
         rows.push(Row::info(
-            &format!("(k) CPU per job, concurrency {}", single.concurrency),
+            &format!("(k) CPU per job, concurrency {c}"),
             format!(
-                "cluster {} (6 nodes); one Redis {}",
+                "cluster {} (6 nodes); cluster+acks {}; one Redis {}",
                 cpu(cluster),
+                cpu(durable),
                 cpu(single)
             ),
         ));
     }
-    for (what, l) in [
-        ("one Redis", &k.single.latency),
-        ("cluster", &k.cluster.latency),
-    ] {
+    // The enqueue call under the fill's load: both concurrencies' measured rounds (the host
+    // is frozen meanwhile, so its concurrency does not matter).
+    let load = |arm: &cluster::Arm| -> (Vec<f64>, Vec<String>, f64) {
+        let mut calls = Vec::new();
+        let mut rates = Vec::new();
+        let mut all = Vec::new();
+        for t in &arm.throughput {
+            if let Some(e) = &t.enqueue {
+                calls.extend_from_slice(&e.calls_ms);
+                rates.push(thousands(e.per_sec()));
+                all.extend_from_slice(&e.rounds);
+            }
+        }
+        (calls, rates, median(all))
+    };
+    let cluster_load = load(&k.cluster);
+    for (what, arm) in arms {
+        let (calls, rates, rate) = load(arm);
+        let mut result = format!(
+            "{} calls, {} in flight; enqueued at {} jobs/s (c5 / c50 rounds' medians: {})",
+            thousands(calls.len() as f64),
+            queues::ENQUEUE_IN_FLIGHT,
+            thousands(rate),
+            rates.join(" / ")
+        );
+        if what == "cluster+acks" {
+            let _ = write!(
+                result,
+                "; vs cluster: p50 {:.2}×, p99 {:.2}×, rate {:.2}×",
+                percentile(&calls, 50.0) / percentile(&cluster_load.0, 50.0).max(1e-9),
+                percentile(&calls, 99.0) / percentile(&cluster_load.0, 99.0).max(1e-9),
+                rate / cluster_load.2.max(f64::MIN_POSITIVE)
+            );
+        }
         let mut row = Row::info(
-            &format!("(k) enqueue→start, {what}, 500 jobs/s"),
-            format!(
-                "{} jobs; to the job's first kv write",
-                thousands(l.jobs as f64)
-            ),
-        )
-        .with_errors(l.missing() as u64);
+            &format!("(k) enqueue call under load, {what} (host frozen)"),
+            result,
+        );
+        row.p50 = format!("{:.2} ms", percentile(&calls, 50.0));
+        row.p99 = format!("{:.2} ms", percentile(&calls, 99.0));
+        rows.push(row);
+    }
+    let cluster_calls = &k.cluster.latency.calls_ms;
+    for (what, arm) in arms {
+        let l = &arm.latency;
+        let mut result = format!(
+            "{} calls, one at a time at 500/s (the enqueue→start jobs)",
+            thousands(l.calls_ms.len() as f64)
+        );
+        if what == "cluster+acks" {
+            let _ = write!(
+                result,
+                "; vs cluster: p50 {:.2}×, p99 {:.2}×",
+                percentile(&l.calls_ms, 50.0) / percentile(cluster_calls, 50.0).max(1e-9),
+                percentile(&l.calls_ms, 99.0) / percentile(cluster_calls, 99.0).max(1e-9)
+            );
+        }
+        let mut row = Row::info(&format!("(k) enqueue call, {what}, 500 jobs/s"), result);
+        row.p50 = format!("{:.2} ms", percentile(&l.calls_ms, 50.0));
+        row.p99 = format!("{:.2} ms", percentile(&l.calls_ms, 99.0));
+        rows.push(row);
+    }
+    let cluster_start = &k.cluster.latency.samples_ms;
+    for (what, arm) in arms {
+        let l = &arm.latency;
+        let mut result = format!(
+            "{} jobs; to the job's first kv write",
+            thousands(l.jobs as f64)
+        );
+        if what == "cluster+acks" {
+            let _ = write!(
+                result,
+                "; vs cluster: p50 {:.2}×, p99 {:.2}×",
+                percentile(&l.samples_ms, 50.0) / percentile(cluster_start, 50.0).max(1e-9),
+                percentile(&l.samples_ms, 99.0) / percentile(cluster_start, 99.0).max(1e-9)
+            );
+        }
+        let mut row = Row::info(&format!("(k) enqueue→start, {what}, 500 jobs/s"), result)
+            .with_errors(l.missing() as u64);
         row.p50 = format!("{:.2} ms", percentile(&l.samples_ms, 50.0));
         row.p99 = format!("{:.2} ms", percentile(&l.samples_ms, 99.0));
         rows.push(row);
@@ -1323,6 +1430,86 @@ fn cluster_notes(k: &cluster::Results) -> String {
             (sh + sr) * single.jobs_per_sec() / 1e6,
             (ch + cr) * cluster.jobs_per_sec() / 1e6,
             std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
+    out.push_str(&durable_notes(k));
+    out
+}
+
+/// What `[redis] replica_acks` costs, and why.
+fn durable_notes(k: &cluster::Results) -> String {
+    let mut out = String::new();
+    let placement: Vec<String> = queues::QUEUES
+        .iter()
+        .zip(&k.placement_durable)
+        .map(|(q, m)| format!("{q} on master {m}"))
+        .collect();
+    let acks = cluster::REPLICA_ACKS;
+    let _ = writeln!(
+        out,
+        "\nReplica acks (issue 14, item 4): the cluster+acks arm is a second private cluster \
+         built the same way ({}; masters are numbered by their slots on both), whose host and \
+         the bench's enqueuer (the host library, from the same manifest) run with `[redis] \
+         replica_acks = {acks}`; a second cluster because two hosts on the same queues would \
+         take each other's jobs. Its rounds interleave with the other two arms' (the order \
+         rotates each round). \"Enqueue call under load\" times each `Queues::enqueue` of \
+         the measured rounds' fills ({} in flight, the host frozen, both concurrencies' rounds \
+         together); \"enqueue call, 500 jobs/s\" times the enqueue→start jobs' calls, one at \
+         a time.\n",
+        placement.join(", "),
+        queues::ENQUEUE_IN_FLIGHT
+    );
+    let _ = writeln!(
+        out,
+        "What `WAIT` costs: each durable write (an enqueue here) is its script followed by \
+         `WAIT {acks} <replica_timeout>` on the same connection, routed to the queue's \
+         master. The master answers only after asking its replica for its replication \
+         offset (`REPLCONF GETACK`) and hearing back: one more round trip, to a process \
+         that shares the 2 cores. And a client blocked in `WAIT` has no further command \
+         read until it is answered, so on the host library's multiplexed connections the \
+         enqueues pipelined behind it wait too: under load, each connection to a master \
+         carries about one enqueue per replica round trip instead of a pipeline of them. \
+         The jobs themselves (fetch, complete) do not wait, so jobs/s once the jobs are \
+         queued hardly move; the cost is in the enqueue call and in how many jobs per \
+         second one producer can enqueue."
+    );
+    for ((cluster, durable), single) in k
+        .cluster
+        .throughput
+        .iter()
+        .zip(&k.durable.throughput)
+        .zip(&k.single.throughput)
+    {
+        let all = |t: &queues::Throughput| t.redis.as_ref().map_or(0.0, |(all, _)| *all);
+        let wait = |t: &queues::Throughput| {
+            t.redis
+                .as_ref()
+                .and_then(|(_, per)| per.get("wait").copied())
+                .unwrap_or(0.0)
+        };
+        let cpu = |t: &queues::Throughput| {
+            let (h, r) = t.cpu_us.unwrap_or_default();
+            (h, r, t.replicas_cpu_us)
+        };
+        let ((_, cr, crr), (dh, dr, drr)) = (cpu(cluster), cpu(durable));
+        let rate = |t: &queues::Throughput| t.enqueue.as_ref().map_or(0.0, |e| e.per_sec());
+        let _ = writeln!(
+            out,
+            "- concurrency {}: cluster+acks {:.0}% of the cluster's jobs/s ({:.0}% of one \
+             Redis's); enqueued at {} vs {} jobs/s ({:.2}×). Per job: commands {:.2} → {:.2} \
+             (`WAIT` {:.2}); CPU while the jobs run (the fill is outside it): host {:.1} → \
+             {dh:.1} µs, redis-server {cr:.1} → {dr:.1} µs ({crr:.1} → {drr:.1} on the \
+             replicas).",
+            cluster.concurrency,
+            durable.jobs_per_sec() / cluster.jobs_per_sec().max(f64::MIN_POSITIVE) * 100.0,
+            durable.jobs_per_sec() / single.jobs_per_sec().max(f64::MIN_POSITIVE) * 100.0,
+            thousands(rate(durable)),
+            thousands(rate(cluster)),
+            rate(durable) / rate(cluster).max(f64::MIN_POSITIVE),
+            all(cluster),
+            all(durable),
+            wait(durable),
+            cpu(cluster).0,
         );
     }
     out
