@@ -228,3 +228,76 @@ fn two_hosts_run_every_feature_on_a_six_node_cluster_without_a_cross_slot_comman
         );
     }
 }
+
+/// Commands each master processed (script internals included), from `INFO commandstats`,
+/// without the replicas' `REPLCONF ACK`s (one a second), this test's `INFO`s and the
+/// `CLIENT LIST`s of other tests' checks.
+fn commands_per_master(cluster: &RedisCluster) -> Vec<u64> {
+    cluster
+        .master_infos("commandstats")
+        .iter()
+        .map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("cmdstat_"))
+                .filter(|l| {
+                    !["replconf:", "info:", "client|list:"]
+                        .iter()
+                        .any(|c| l.starts_with(c))
+                })
+                .filter_map(|l| {
+                    l.split_once("calls=")?
+                        .1
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// An idle host on a cluster: with 3 queues it sends at most 1 command a second in all,
+/// counted over 60 s on every master, and holds 3 connections per master (2 for commands,
+/// 1 for the queue doorbells and deploy notifications) whatever the number of queues.
+#[test]
+fn an_idle_host_on_a_cluster_sends_at_most_a_command_a_second_and_three_connections_a_master() {
+    let cluster = RedisCluster::start();
+    let queues: String = ["a", "b", "c"]
+        .iter()
+        .map(|q| format!("[[trigger.queue]]\nqueue = {q:?}\ncomponent = \"p\"\nconcurrency = 5\n"))
+        .collect();
+    let manifest = format!(
+        "[redis]\nurl = {}\n{}{queues}",
+        cluster.toml_urls(),
+        component_toml("p", &component("fixture-processor"), "")
+    );
+    let host = Host::start(&manifest);
+    // Start-up settles: groups made, first reads and promotions done, doorbells subscribed.
+    host.wait_for_log("llmchat listening", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    let before = commands_per_master(&cluster);
+    let window = Duration::from_secs(60);
+    std::thread::sleep(window);
+    let after = commands_per_master(&cluster);
+    let sent: u64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
+    println!(
+        "idle host on a cluster: {sent} commands in {window:?} over {} masters",
+        before.len()
+    );
+    assert!(
+        sent <= window.as_secs(),
+        "{sent} commands in {window:?} while idle"
+    );
+    for (port, clients) in cluster.master_client_lists() {
+        // Replicas' links are clients too (flags=S), and so is this test's connection.
+        let host_connections = clients
+            .lines()
+            .filter(|l| !l.contains("flags=S") && !l.contains("cmd=client|list"))
+            .count();
+        assert!(
+            host_connections <= 3,
+            "{host_connections} connections of the host on master :{port}:\n{clients}"
+        );
+    }
+}

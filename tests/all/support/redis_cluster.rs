@@ -348,6 +348,36 @@ impl RedisCluster {
             .join("\n")
     }
 
+    /// `INFO section` of each live master, in port order.
+    pub fn master_infos(&self, section: &str) -> Vec<String> {
+        let mut masters = self.masters();
+        masters.sort_unstable();
+        masters
+            .into_iter()
+            .filter_map(|port| {
+                self.nodes
+                    .iter()
+                    .find(|n| n.port == port)?
+                    .info("INFO", section)
+            })
+            .collect()
+    }
+
+    /// `CLIENT LIST` of each live master, with its port.
+    pub fn master_client_lists(&self) -> Vec<(u16, String)> {
+        self.masters()
+            .into_iter()
+            .filter_map(|port| {
+                let node = self.nodes.iter().find(|n| n.port == port)?;
+                let list = redis::cmd("CLIENT")
+                    .arg("LIST")
+                    .query(&mut node.connection()?)
+                    .ok()?;
+                Some((port, list))
+            })
+            .collect()
+    }
+
     /// The ports of the live masters.
     fn masters(&self) -> Vec<u16> {
         self.live_nodes()

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::Script;
@@ -38,6 +38,9 @@ const GROUP: &str = "llmchat";
 const MAX_DEAD: u64 = 10_000;
 /// How often a cluster reader polls while a queue's doorbell cannot be subscribed.
 const DOORBELL_DOWN_POLL: Duration = Duration::from_millis(500);
+/// How often a cluster reader reads an idle queue whose doorbell is subscribed: a safety net
+/// only, as every add rings, and a resubscription makes every queue be read again.
+const DOORBELL_POLL: Duration = Duration::from_secs(60);
 /// Delayed jobs promoted per script call; more wait for the next, immediate, call.
 const PROMOTE_BATCH: u64 = 500;
 
@@ -65,6 +68,9 @@ pub struct RedisQueue {
     doorbells: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Set by [`QueueBackend::interrupt_receive`] on a cluster, to end the wait.
     interrupted: std::sync::atomic::AtomicBool,
+    /// On a cluster: when each queue was last read empty (its idle flag set then), so it is
+    /// not read again before a ring or [`DOORBELL_POLL`].
+    quiet: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl RedisQueue {
@@ -90,6 +96,7 @@ impl RedisQueue {
             doorbell: Arc::new(Inbox::default()),
             doorbells: Default::default(),
             interrupted: Default::default(),
+            quiet: Default::default(),
         };
         for q in queues {
             // Redis may be down at start-up: groups are made again on first use then.
@@ -179,13 +186,14 @@ impl RedisQueue {
     /// A cluster's receive: no command may block on several slots, so each wanted queue is
     /// read without blocking ([`READ`], which sets the queue's idle flag when it finds
     /// nothing); when all are empty the reader waits for a doorbell and reads again, until
-    /// `wait` ends or it is interrupted. Idle, that is one read per queue per [`BLOCK_TIME`].
+    /// `wait` ends or it is interrupted. A queue read empty is not read again before a ring
+    /// or [`DOORBELL_POLL`]: idle, one read per queue a minute.
     async fn receive_by_doorbell(
         &self,
         wants: &[(String, usize)],
         wait: Duration,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let deadline = std::time::Instant::now() + wait.min(BLOCK_TIME);
+        let deadline = Instant::now() + wait.min(BLOCK_TIME);
         self.interrupted.store(false, Ordering::Relaxed);
         loop {
             // The doorbells only save polling: while one cannot be subscribed (its master is
@@ -197,15 +205,46 @@ impl RedisQueue {
                     false
                 }
             };
-            // Rings from before these reads are answered by them.
-            self.doorbell.drain();
-            let deliveries = self.read_each(wants).await?;
+            // Rings from before these reads are answered by them: every queue is read again.
+            if self.doorbell.drain() || !ringing {
+                self.lock_quiet().clear();
+            }
+            let now = Instant::now();
+            let due: Vec<(String, usize)> = {
+                let quiet = self.lock_quiet();
+                wants
+                    .iter()
+                    .filter(|(q, n)| {
+                        *n > 0 && quiet.get(q).is_none_or(|t| now - *t >= DOORBELL_POLL)
+                    })
+                    .cloned()
+                    .collect()
+            };
+            let deliveries = if due.is_empty() {
+                Vec::new()
+            } else {
+                self.read_each(&due).await?
+            };
+            {
+                let mut quiet = self.lock_quiet();
+                for (q, _) in &due {
+                    if deliveries.iter().any(|d| &d.job.queue == q) {
+                        quiet.remove(q);
+                    } else {
+                        quiet.insert(q.clone(), now);
+                    }
+                }
+            }
             if !deliveries.is_empty() || self.interrupted.swap(false, Ordering::Relaxed) {
                 return Ok(deliveries);
             }
-            let mut left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut left = deadline.saturating_duration_since(Instant::now());
             if !ringing {
                 left = left.min(DOORBELL_DOWN_POLL);
+            }
+            // A quiet queue is read again once its poll is due, doorbell or not.
+            if let Some(first) = self.lock_quiet().values().min() {
+                left = left.min((*first + DOORBELL_POLL).saturating_duration_since(Instant::now()));
             }
             if left.is_zero()
                 || crate::timers::timeout(left, self.doorbell.changed())
@@ -218,10 +257,14 @@ impl RedisQueue {
         }
     }
 
+    fn lock_quiet(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.quiet.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// One non-blocking [`READ`] per wanted queue, all at once. What was read is returned
     /// even if another queue's read failed; an error only when nothing was read.
     async fn read_each(&self, wants: &[(String, usize)]) -> Result<Vec<Delivery>, QueueError> {
-        let flag_ttl = (BLOCK_TIME * 2).as_millis().to_string();
+        let flag_ttl = (DOORBELL_POLL * 2).as_millis().to_string();
         let reads = wants.iter().filter(|(_, n)| *n > 0).map(|(q, n)| {
             let keys = [self.key(q, "stream"), self.key(q, "idle")];
             let args = [

@@ -85,6 +85,10 @@ pub(super) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
         r"
 -- KEYS: delayed, stream, idle flag
 -- ARGV: now_ms, batch, job hash prefix, wake channel
+-- Returns the due time of the earliest job left (-1: none). Nothing due costs one ZRANGE.
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #head == 0 then return -1 end
+if tonumber(head[2]) > tonumber(ARGV[1]) then return head[2] end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(due) do
   local job = ARGV[3] .. id
@@ -95,7 +99,7 @@ for _, id in ipairs(due) do
 end
 if #due > 0 then ring(KEYS[3], ARGV[4]) end
 if #due >= tonumber(ARGV[2]) then return ARGV[1] end
-local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #head == 0 then return -1 end
 return head[2]
 ",
