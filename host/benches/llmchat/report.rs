@@ -1471,7 +1471,12 @@ fn durable_notes(k: &cluster::Results) -> String {
          carries about one enqueue per replica round trip instead of a pipeline of them. \
          The jobs themselves (fetch, complete) do not wait, so jobs/s once the jobs are \
          queued hardly move; the cost is in the enqueue call and in how many jobs per \
-         second one producer can enqueue."
+         second one producer can enqueue. Nor does enqueue→start: the job can be read, \
+         and its doorbell rings, as soon as the master has run the script, before the \
+         `WAIT` answers; and the keyspace event of the job's kv write comes as the master \
+         applies it, before that write's own `WAIT`. Not measured here: while a \
+         connection waits, the host's other commands pipelined on it (a job's fetch, \
+         complete, heartbeat) wait as well, which jobs that write kv would feel."
     );
     for ((cluster, durable), single) in k
         .cluster
