@@ -357,3 +357,47 @@ fn redis_tls_files_are_anchored_at_the_manifest_and_must_exist_and_pair_up() {
         "{e}"
     );
 }
+
+#[test]
+fn redis_url_takes_one_node_or_a_clusters_seeds_and_bad_combinations_are_named() {
+    let dir = dir_with_wasm();
+    let m = parse_in(
+        dir.path(),
+        "[redis]\nurl = [\"redis://10.0.0.1:6379\", \"redis://10.0.0.2:6379\"]\nreplica_acks = 1\n",
+    )
+    .unwrap();
+    assert_eq!(
+        m.redis.url.as_deref(),
+        Some("redis://10.0.0.1:6379,redis://10.0.0.2:6379")
+    );
+    assert_eq!(m.redis.mode, RedisMode::Auto);
+    assert_eq!(m.redis.replica_acks, 1);
+    assert_eq!(
+        redis_seeds(" redis://a:1 ,, redis://b:2"),
+        ["redis://a:1", "redis://b:2"]
+    );
+    let cases = [
+        (
+            "[redis]\nurl = [\"redis://a:1\", \"redis://b:2\"]\nmode = \"single\"\n",
+            "`mode = \"single\"` takes one URL, and `url` names 2",
+        ),
+        (
+            "[redis]\nurl = [\"redis://a:1\", \"unix:///tmp/r.sock\"]\n",
+            "seed nodes are redis:// or rediss:// URLs, not unix sockets",
+        ),
+        (
+            "[redis]\nurl = [\"redis://a:1\", \"http://b:2\"]\n",
+            "\"http://b:2\" must start with redis://, rediss:// or unix://",
+        ),
+        ("[redis]\nurl = []\n", "field `url` is empty"),
+        ("[redis]\nmode = \"sharded\"\n", "unknown variant `sharded`"),
+        (
+            "[redis]\nreplica_acks = 1\nreplica_timeout = \"5s\"\ncommand_timeout = \"5s\"\n",
+            "`replica_timeout` (5s) must be shorter than `command_timeout` (5s)",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = err(dir.path(), text);
+        assert!(e.contains(expected), "{text}: {e}");
+    }
+}
