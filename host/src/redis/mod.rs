@@ -106,12 +106,29 @@ pub struct RedisPool {
     /// `[redis] replica_acks` and `replica_timeout`: see [`RedisPool::run_durable`].
     replica_acks: u32,
     replica_timeout: Duration,
+    /// With `replica_acks`: the connection durable writes and their `WAIT`s go through. A
+    /// connection in `WAIT` reads nothing else until it answers, so they get their own, and
+    /// the commands of other work never queue behind a replica's round trip.
+    durable: Option<Conn>,
     waiters: AtomicU64,
     waits: AtomicU64,
     wait_micros: AtomicU64,
     timeouts: AtomicU64,
     /// Where waits are observed for `/metrics`, once [`RedisPool::record_waits_in`] is called.
     wait_histogram: OnceLock<Histogram>,
+}
+
+/// How a connection to one node connects, times out and reconnects.
+fn single_config(
+    settings: &RedisSettings,
+    response_timeout: Option<Duration>,
+) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout.0))
+        .set_response_timeout(response_timeout)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_secs(2))
+        .set_number_of_retries(3)
 }
 
 /// How long a blocking read may block; also how often an idle host sends it.
@@ -171,6 +188,7 @@ impl RedisPool {
     /// Redis is down and recover when it returns.
     fn with_mode(settings: &RedisSettings, url: &str, cluster: bool) -> Result<Self> {
         let command_timeout = settings.command_timeout.0;
+        let mut durable_cluster = None;
         let links = if cluster {
             let router = Arc::new(pushes::Router::default());
             let client = client::cluster_client(settings, url, None)?;
@@ -180,6 +198,8 @@ impl RedisPool {
             let commands = (0..settings.connections.max(1))
                 .map(|_| client.get_pending_async_connection_with_config(config.clone()))
                 .collect();
+            durable_cluster = (settings.replica_acks > 0)
+                .then(|| client.get_pending_async_connection_with_config(config.clone()));
             let subscriber = client::cluster_client(settings, url, Some(router.clone()))?
                 .get_pending_async_connection_with_config(config);
             Links::Cluster {
@@ -189,6 +209,22 @@ impl RedisPool {
             }
         } else {
             Self::single(settings, url)?
+        };
+        let durable = if settings.replica_acks == 0 {
+            None
+        } else {
+            Some(match &links {
+                Links::Single { client, .. } => Conn::Single(
+                    ConnectionManager::new_lazy_with_config(
+                        client.clone(),
+                        single_config(settings, Some(command_timeout)),
+                    )
+                    .context("creating the Redis connection for durable writes")?,
+                ),
+                Links::Cluster { .. } => Conn::Cluster(
+                    durable_cluster.context("the cluster's connection for durable writes")?,
+                ),
+            })
         };
         let max_in_flight = settings.max_in_flight as usize;
         Ok(Self {
@@ -201,6 +237,7 @@ impl RedisPool {
             prefix: settings.prefix.clone(),
             replica_acks: settings.replica_acks,
             replica_timeout: settings.replica_timeout.0,
+            durable,
             waiters: AtomicU64::new(0),
             waits: AtomicU64::new(0),
             wait_micros: AtomicU64::new(0),
@@ -211,14 +248,7 @@ impl RedisPool {
 
     fn single(settings: &RedisSettings, url: &str) -> Result<Links> {
         let client = client::client(settings, url)?;
-        let config = |response_timeout: Option<Duration>| {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(settings.connect_timeout.0))
-                .set_response_timeout(response_timeout)
-                .set_min_delay(Duration::from_millis(50))
-                .set_max_delay(Duration::from_secs(2))
-                .set_number_of_retries(3)
-        };
+        let config = |response_timeout: Option<Duration>| single_config(settings, response_timeout);
         let command_timeout = settings.command_timeout.0;
         let commands = (0..settings.connections.max(1))
             .map(|_| {
@@ -272,12 +302,21 @@ impl RedisPool {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let _permit = self.acquire().await?;
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         let conn = match &self.links {
             Links::Single { commands, .. } => Conn::Single(commands[i % commands.len()].clone()),
             Links::Cluster { commands, .. } => Conn::Cluster(commands[i % commands.len()].clone()),
         };
+        self.run_on(conn, f).await
+    }
+
+    /// Runs `f` on `conn` under a permit and the command timeout.
+    async fn run_on<T, F, Fut>(&self, conn: Conn, f: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let _permit = self.acquire().await?;
         match crate::timers::timeout(self.command_timeout, f(conn)).await {
             Ok(result) => result.map_err(RedisError::from),
             Err(_) => Err(RedisError::Unavailable(format!(
@@ -298,11 +337,11 @@ impl RedisPool {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let (wanted, timeout) = (self.replica_acks, self.replica_timeout);
-        if wanted == 0 {
+        let Some(durable) = self.durable.clone().filter(|_| wanted > 0) else {
             return self.run(f).await;
-        }
+        };
         let (value, acked) = self
-            .run(|mut c| async move {
+            .run_on(durable, |mut c| async move {
                 let value = f(c.clone()).await?;
                 let acked = c.wait_for_replicas(key, wanted, timeout).await?;
                 Ok((value, acked))
@@ -370,7 +409,7 @@ impl RedisPool {
                 Links::Single { commands, .. } => commands.len() as u64 + 1,
                 // Per master: the command connections, and the subscriber's.
                 Links::Cluster { commands, .. } => commands.len() as u64 + 1,
-            },
+            } + u64::from(self.durable.is_some()),
             max_in_flight: self.max_in_flight as u64,
             in_flight: (self.max_in_flight - self.permits.available_permits()) as u64,
             waiters: self.waiters.load(Ordering::Relaxed),
