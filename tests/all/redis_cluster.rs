@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use reqwest::StatusCode;
-use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
 use crate::support::prometheus::{schedule_ticks, scrape};
 use crate::support::redis_cluster::RedisCluster;
-use crate::support::{Host, client, component, component_toml, get_json, poll_until};
+use crate::support::{Host, client, component, component_toml, deploy_hello, get_json, poll_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 const QUEUES: [&str; 3] = ["jobs", "mail", "reports"];
@@ -62,18 +61,6 @@ fn queue_stat(host: &Host, queue: &str, field: &str) -> u64 {
         .find(|q| q["queue"] == queue)
         .and_then(|q| q[field].as_u64())
         .unwrap_or(0)
-}
-
-fn deploy(host: &Host, name: &str, route: &str) {
-    let bytes = std::fs::read(component("hello")).expect("reading hello.wasm");
-    let response = client()
-        .put(host.url(&format!("/admin/components/{name}")))
-        .query(&[("route", route)])
-        .header(CONTENT_TYPE, "application/wasm")
-        .body(bytes)
-        .send()
-        .expect("PUT a component");
-    assert_eq!(response.status(), StatusCode::CREATED, "deploying {name}");
 }
 
 #[test]
@@ -204,7 +191,7 @@ fn two_hosts_run_every_feature_on_a_six_node_cluster_without_a_cross_slot_comman
     assert_eq!(admitted, 100, "exactly the burst across both hosts");
 
     // Deploys: a component put on one host is served by the other.
-    deploy(&a, "greeter", "/greet");
+    deploy_hello(&a, "greeter", "/greet");
     poll_until(
         WAIT,
         "the other host to serve the deployed component",

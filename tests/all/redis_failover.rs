@@ -38,6 +38,16 @@ struct Outcome {
     recovered_in: Duration,
 }
 
+impl Outcome {
+    fn assert_recovered_within(&self, bound: Duration) {
+        assert!(
+            self.recovered_in < bound,
+            "both hosts ran jobs again only after {:?}",
+            self.recovered_in
+        );
+    }
+}
+
 fn app(cluster: &RedisCluster, replica_acks: u32) -> String {
     format!(
         "[redis]\nurl = {}\nreplica_acks = {replica_acks}\n{}\
@@ -242,23 +252,15 @@ fn run_with(fault: Fault, replica_acks: u32) -> Outcome {
 fn with_replica_acks_a_master_killed_mid_run_loses_no_job() {
     let outcome = run_with(Fault::KillMaster, 1);
     assert_eq!(outcome.missing, 0, "jobs lost with the killed master");
-    let bound = Duration::from_millis(NODE_TIMEOUT_MS) + Duration::from_secs(15);
-    assert!(
-        outcome.recovered_in < bound,
-        "both hosts ran jobs again only after {:?}",
-        outcome.recovered_in
-    );
+    outcome
+        .assert_recovered_within(Duration::from_millis(NODE_TIMEOUT_MS) + Duration::from_secs(15));
 }
 
 #[test]
 fn without_replica_acks_a_failover_is_survived_and_its_losses_reported() {
     let outcome = run_with(Fault::KillMaster, 0);
-    let bound = Duration::from_millis(NODE_TIMEOUT_MS) + Duration::from_secs(15);
-    assert!(
-        outcome.recovered_in < bound,
-        "both hosts ran jobs again only after {:?}",
-        outcome.recovered_in
-    );
+    outcome
+        .assert_recovered_within(Duration::from_millis(NODE_TIMEOUT_MS) + Duration::from_secs(15));
     // Losses are possible here by design (asynchronous replication): reported above.
 }
 
@@ -266,11 +268,7 @@ fn without_replica_acks_a_failover_is_survived_and_its_losses_reported() {
 fn a_busy_queues_slot_moved_to_another_master_mid_run_loses_no_job() {
     let outcome = run_with(Fault::MoveSlot, 0);
     assert_eq!(outcome.missing, 0, "jobs lost while their slot moved");
-    assert!(
-        outcome.recovered_in < Duration::from_secs(15),
-        "both hosts ran jobs again only after {:?}",
-        outcome.recovered_in
-    );
+    outcome.assert_recovered_within(Duration::from_secs(15));
 }
 
 /// HTTP under a failover: 16 clients chat (each turn reads and writes the conversation's

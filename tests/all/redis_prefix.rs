@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use redis::Commands;
 use reqwest::StatusCode;
-use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
 use crate::support::prometheus::{schedule_ticks, scrape};
 use crate::support::redis::RedisServer;
-use crate::support::{Host, client, component, component_toml, get_json, poll_until};
+use crate::support::{Host, client, component, component_toml, deploy_hello, get_json, poll_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 const JOBS: usize = 20;
@@ -51,18 +50,6 @@ fn processed(host: &Host) -> u64 {
 /// Ticks of the `counter` schedule on `host` that ended with `outcome`.
 fn ticks(host: &Host, outcome: &str) -> f64 {
     schedule_ticks(&scrape(host), "counter", outcome)
-}
-
-fn deploy(host: &Host, name: &str, route: &str) {
-    let bytes = std::fs::read(component("hello")).expect("reading hello.wasm");
-    let response = client()
-        .put(host.url(&format!("/admin/components/{name}")))
-        .query(&[("route", route)])
-        .header(CONTENT_TYPE, "application/wasm")
-        .body(bytes)
-        .send()
-        .expect("PUT a component");
-    assert_eq!(response.status(), StatusCode::CREATED, "deploying {name}");
 }
 
 fn component_names(host: &Host) -> BTreeSet<String> {
@@ -127,8 +114,8 @@ fn two_apps_with_their_own_prefix_share_one_redis_and_nothing_else() {
     assert_eq!(ticks(&prod, "elsewhere"), 0.0);
 
     // Deploys: each app's records and notifications stay its own.
-    deploy(&staging, "greeter", "/greet");
-    deploy(&prod, "other", "/other");
+    deploy_hello(&staging, "greeter", "/greet");
+    deploy_hello(&prod, "other", "/other");
     assert!(component_names(&staging).contains("greeter"));
     assert!(!component_names(&staging).contains("other"));
     assert!(component_names(&prod).contains("other"));

@@ -291,3 +291,20 @@ where
         llmchat_host::timers::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Deploys the `hello` component as `name` on `route` through `host`'s admin API.
+pub fn deploy_hello(host: &Host, name: &str, route: &str) {
+    let bytes = std::fs::read(component("hello")).expect("reading hello.wasm");
+    let response = client()
+        .put(host.url(&format!("/admin/components/{name}")))
+        .query(&[("route", route)])
+        .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+        .body(bytes)
+        .send()
+        .expect("PUT a component");
+    assert_eq!(
+        response.status(),
+        reqwest::StatusCode::CREATED,
+        "deploying {name}"
+    );
+}
