@@ -106,9 +106,9 @@ pub struct RedisPool {
     /// `[redis] replica_acks` and `replica_timeout`: see [`RedisPool::run_durable`].
     replica_acks: u32,
     replica_timeout: Duration,
-    /// With `replica_acks`: the connection durable writes and their `WAIT`s go through. A
-    /// connection in `WAIT` reads nothing else until it answers, so they get their own, and
-    /// the commands of other work never queue behind a replica's round trip.
+    /// With `replica_acks` (and only then): the connection durable writes and their `WAIT`s
+    /// go through. A connection in `WAIT` reads nothing else until it answers, so they get
+    /// their own, and the commands of other work never queue behind a replica's round trip.
     durable: Option<Conn>,
     waiters: AtomicU64,
     waits: AtomicU64,
@@ -187,44 +187,10 @@ impl RedisPool {
     /// Connections are made lazily and re-made with backoff, so a host can start while
     /// Redis is down and recover when it returns.
     fn with_mode(settings: &RedisSettings, url: &str, cluster: bool) -> Result<Self> {
-        let command_timeout = settings.command_timeout.0;
-        let mut durable_cluster = None;
-        let links = if cluster {
-            let router = Arc::new(pushes::Router::default());
-            let client = client::cluster_client(settings, url, None)?;
-            let config = redis::cluster::ClusterConfig::new()
-                .set_connection_timeout(settings.connect_timeout.0)
-                .set_response_timeout(command_timeout);
-            let commands = (0..settings.connections.max(1))
-                .map(|_| client.get_pending_async_connection_with_config(config.clone()))
-                .collect();
-            durable_cluster = (settings.replica_acks > 0)
-                .then(|| client.get_pending_async_connection_with_config(config.clone()));
-            let subscriber = client::cluster_client(settings, url, Some(router.clone()))?
-                .get_pending_async_connection_with_config(config);
-            Links::Cluster {
-                commands,
-                subscriber,
-                router,
-            }
+        let (links, durable) = if cluster {
+            Self::cluster(settings, url)?
         } else {
             Self::single(settings, url)?
-        };
-        let durable = if settings.replica_acks == 0 {
-            None
-        } else {
-            Some(match &links {
-                Links::Single { client, .. } => Conn::Single(
-                    ConnectionManager::new_lazy_with_config(
-                        client.clone(),
-                        single_config(settings, Some(command_timeout)),
-                    )
-                    .context("creating the Redis connection for durable writes")?,
-                ),
-                Links::Cluster { .. } => Conn::Cluster(
-                    durable_cluster.context("the cluster's connection for durable writes")?,
-                ),
-            })
         };
         let max_in_flight = settings.max_in_flight as usize;
         Ok(Self {
@@ -233,7 +199,7 @@ impl RedisPool {
             permits: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
             acquire_timeout: settings.acquire_timeout.0,
-            command_timeout,
+            command_timeout: settings.command_timeout.0,
             prefix: settings.prefix.clone(),
             replica_acks: settings.replica_acks,
             replica_timeout: settings.replica_timeout.0,
@@ -246,29 +212,55 @@ impl RedisPool {
         })
     }
 
-    fn single(settings: &RedisSettings, url: &str) -> Result<Links> {
+    /// One node's connections, and the one for durable writes if `replica_acks` asks.
+    fn single(settings: &RedisSettings, url: &str) -> Result<(Links, Option<Conn>)> {
         let client = client::client(settings, url)?;
-        let config = |response_timeout: Option<Duration>| single_config(settings, response_timeout);
         let command_timeout = settings.command_timeout.0;
+        let connect = |response_timeout: Duration| {
+            ConnectionManager::new_lazy_with_config(
+                client.clone(),
+                single_config(settings, Some(response_timeout)),
+            )
+        };
         let commands = (0..settings.connections.max(1))
-            .map(|_| {
-                ConnectionManager::new_lazy_with_config(
-                    client.clone(),
-                    config(Some(command_timeout)),
-                )
-            })
+            .map(|_| connect(command_timeout))
             .collect::<redis::RedisResult<Vec<_>>>()
             .context("creating Redis connections")?;
-        let blocking = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            config(Some(BLOCK_TIME + command_timeout)),
-        )
-        .context("creating the blocking Redis connection")?;
-        Ok(Links::Single {
+        let blocking = connect(BLOCK_TIME + command_timeout)
+            .context("creating the blocking Redis connection")?;
+        let durable = (settings.replica_acks > 0)
+            .then(|| connect(command_timeout).map(Conn::Single))
+            .transpose()
+            .context("creating the Redis connection for durable writes")?;
+        let links = Links::Single {
             client,
             commands,
             blocking,
-        })
+        };
+        Ok((links, durable))
+    }
+
+    /// A cluster's connections: commands (RESP2), durable writes if `replica_acks` asks,
+    /// and the subscriber (RESP3, its pushes handed to the router).
+    fn cluster(settings: &RedisSettings, url: &str) -> Result<(Links, Option<Conn>)> {
+        let router = Arc::new(pushes::Router::default());
+        let client = client::cluster_client(settings, url, None)?;
+        let config = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(settings.connect_timeout.0)
+            .set_response_timeout(settings.command_timeout.0);
+        let connect = || client.get_pending_async_connection_with_config(config.clone());
+        let commands = (0..settings.connections.max(1))
+            .map(|_| connect())
+            .collect();
+        let durable = (settings.replica_acks > 0).then(|| Conn::Cluster(connect()));
+        let subscriber = client::cluster_client(settings, url, Some(router.clone()))?
+            .get_pending_async_connection_with_config(config.clone());
+        let links = Links::Cluster {
+            commands,
+            subscriber,
+            router,
+        };
+        Ok((links, durable))
     }
 
     /// Whether this is a Redis Cluster: no command may touch two slots, blocking reads
@@ -336,10 +328,10 @@ impl RedisPool {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let (wanted, timeout) = (self.replica_acks, self.replica_timeout);
-        let Some(durable) = self.durable.clone().filter(|_| wanted > 0) else {
+        let Some(durable) = self.durable.clone() else {
             return self.run(f).await;
         };
+        let (wanted, timeout) = (self.replica_acks, self.replica_timeout);
         let (value, acked) = self
             .run_on(durable, |mut c| async move {
                 let value = f(c.clone()).await?;
