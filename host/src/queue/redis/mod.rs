@@ -19,28 +19,25 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
 
 use super::{DeadJob, Delivery, Enqueued, Job, NewJob, QueueBackend, QueueError, QueueStats};
-use crate::redis::{BLOCK_TIME, Inbox, RedisError, RedisPool};
+use crate::redis::{BLOCK_TIME, RedisError, RedisPool};
 use crate::timers::now_ms;
 
+mod doorbell;
 mod entries;
 mod scripts;
 
-use scripts::{BURY, ENQUEUE, PROMOTE, READ, RECLAIM, RETRY, RETRY_DEAD};
+use doorbell::Doorbell;
+use scripts::{BURY, ENQUEUE, PROMOTE, RECLAIM, RETRY, RETRY_DEAD};
 
 const GROUP: &str = "llmchat";
 /// Dead letters kept per queue (approximately: `MAXLEN ~`).
 const MAX_DEAD: u64 = 10_000;
-/// How often a cluster reader polls while a queue's doorbell cannot be subscribed.
-const DOORBELL_DOWN_POLL: Duration = Duration::from_millis(500);
-/// How often a cluster reader reads an idle queue whose doorbell is subscribed: a safety net
-/// only, as every add rings, and a resubscription makes every queue be read again.
-const DOORBELL_POLL: Duration = Duration::from_secs(60);
 /// Delayed jobs promoted per script call; more wait for the next, immediate, call.
 const PROMOTE_BATCH: u64 = 500;
 
@@ -63,20 +60,24 @@ pub struct RedisQueue {
     /// `CLIENT ID` of the blocking connection, for `CLIENT UNBLOCK`; -1 until known, and
     /// again after an error (a reconnect gives the connection a new id).
     reader_id: AtomicI64,
-    /// On a cluster: where every queue's doorbell rings, and the queues subscribed to it.
-    doorbell: Arc<Inbox>,
-    doorbells: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Set by [`QueueBackend::interrupt_receive`] on a cluster, to end the wait.
-    interrupted: std::sync::atomic::AtomicBool,
-    /// On a cluster: when each queue was last read empty (its idle flag set then), so it is
-    /// not read again before a ring or [`DOORBELL_POLL`].
-    quiet: std::sync::Mutex<HashMap<String, Instant>>,
+    /// On a cluster: the readers' doorbell and what it keeps.
+    doorbell: Doorbell,
 }
 
 impl RedisQueue {
     /// `PREFIX:{QUEUE}:PART` of this application.
     fn key(&self, queue: &str, part: &str) -> String {
         queue_key(self.pool.prefix(), queue, part)
+    }
+
+    /// The channel the scripts that add to `queue`'s stream ring its doorbell on: its shard
+    /// channel on a cluster; on one node none (`""`), so they do not even look at the flag.
+    fn ring_channel(&self, queue: &str) -> String {
+        if self.pool.is_cluster() {
+            self.key(queue, "wake")
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -93,10 +94,7 @@ impl RedisQueue {
             pool,
             consumer,
             reader_id: AtomicI64::new(-1),
-            doorbell: Arc::new(Inbox::default()),
-            doorbells: Default::default(),
-            interrupted: Default::default(),
-            quiet: Default::default(),
+            doorbell: Doorbell::default(),
         };
         for q in queues {
             // Redis may be down at start-up: groups are made again on first use then.
@@ -182,160 +180,6 @@ impl RedisQueue {
         futures::future::try_join_all(sends).await?;
         Ok(())
     }
-
-    /// A cluster's receive: no command may block on several slots, so each wanted queue is
-    /// read without blocking ([`READ`], which sets the queue's idle flag when it finds
-    /// nothing); when all are empty the reader waits for a doorbell and reads again, until
-    /// `wait` ends or it is interrupted. A queue read empty is not read again before a ring
-    /// or [`DOORBELL_POLL`]: idle, one read per queue a minute.
-    async fn receive_by_doorbell(
-        &self,
-        wants: &[(String, usize)],
-        wait: Duration,
-    ) -> Result<Vec<Delivery>, QueueError> {
-        let deadline = Instant::now() + wait.min(BLOCK_TIME);
-        self.interrupted.store(false, Ordering::Relaxed);
-        loop {
-            // The doorbells only save polling: while one cannot be subscribed (its master is
-            // failing over), the queues are read anyway, and polled every DOORBELL_DOWN_POLL.
-            let ringing = match self.subscribe_doorbells(wants).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::debug!("queue doorbells not subscribed yet, polling: {e}");
-                    false
-                }
-            };
-            // Rings from before these reads are answered by them: every queue is read again.
-            if self.doorbell.drain() || !ringing {
-                self.lock_quiet().clear();
-            }
-            let now = Instant::now();
-            let due: Vec<(String, usize)> = {
-                let quiet = self.lock_quiet();
-                wants
-                    .iter()
-                    .filter(|(q, n)| {
-                        *n > 0 && quiet.get(q).is_none_or(|t| now - *t >= DOORBELL_POLL)
-                    })
-                    .cloned()
-                    .collect()
-            };
-            let deliveries = if due.is_empty() {
-                Vec::new()
-            } else {
-                self.read_each(&due).await?
-            };
-            {
-                let mut quiet = self.lock_quiet();
-                for (q, _) in &due {
-                    if deliveries.iter().any(|d| &d.job.queue == q) {
-                        quiet.remove(q);
-                    } else {
-                        quiet.insert(q.clone(), now);
-                    }
-                }
-            }
-            if !deliveries.is_empty() || self.interrupted.swap(false, Ordering::Relaxed) {
-                return Ok(deliveries);
-            }
-            let mut left = deadline.saturating_duration_since(Instant::now());
-            if !ringing {
-                left = left.min(DOORBELL_DOWN_POLL);
-            }
-            // A quiet queue is read again once its poll is due, doorbell or not.
-            if let Some(first) = self.lock_quiet().values().min() {
-                left = left.min((*first + DOORBELL_POLL).saturating_duration_since(Instant::now()));
-            }
-            if left.is_zero()
-                || crate::timers::timeout(left, self.doorbell.changed())
-                    .await
-                    .is_err()
-                || self.interrupted.swap(false, Ordering::Relaxed)
-            {
-                return Ok(Vec::new());
-            }
-        }
-    }
-
-    fn lock_quiet(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        self.quiet.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// One non-blocking [`READ`] per wanted queue, all at once. What was read is returned
-    /// even if another queue's read failed; an error only when nothing was read.
-    async fn read_each(&self, wants: &[(String, usize)]) -> Result<Vec<Delivery>, QueueError> {
-        let flag_ttl = (DOORBELL_POLL * 2).as_millis().to_string();
-        let reads = wants.iter().filter(|(_, n)| *n > 0).map(|(q, n)| {
-            let keys = [self.key(q, "stream"), self.key(q, "idle")];
-            let args = [
-                GROUP.to_string(),
-                self.consumer.clone(),
-                n.to_string(),
-                flag_ttl.clone(),
-            ];
-            async move {
-                let read = self
-                    .pool
-                    .run(|mut c| async move {
-                        let mut inv = READ.prepare_invoke();
-                        for k in &keys {
-                            inv.key(k);
-                        }
-                        for a in &args {
-                            inv.arg(a);
-                        }
-                        inv.invoke_async::<redis::Value>(&mut c).await
-                    })
-                    .await;
-                match read {
-                    Err(RedisError::Command(m)) if m.contains("NOGROUP") => {
-                        self.ensure_group(q).await?;
-                        Ok(redis::Value::Nil)
-                    }
-                    other => other.map_err(QueueError::from),
-                }
-            }
-        });
-        let mut deliveries = Vec::new();
-        let mut failure = None;
-        for reply in futures::future::join_all(reads).await {
-            match reply {
-                Ok(reply) => deliveries.extend(entries::deliveries(&reply, self.pool.prefix())),
-                Err(e) => failure = Some(e),
-            }
-        }
-        match failure {
-            Some(e) if deliveries.is_empty() => Err(e),
-            _ => Ok(deliveries),
-        }
-    }
-
-    /// Subscribes to the doorbell of each wanted queue not subscribed yet (again after the
-    /// server dropped a subscription because its slot moved).
-    async fn subscribe_doorbells(&self, wants: &[(String, usize)]) -> Result<(), QueueError> {
-        if self.doorbell.take_dropped() {
-            self.lock_doorbells().clear();
-        }
-        let missing: Vec<(String, String)> = {
-            let subscribed = self.lock_doorbells();
-            wants
-                .iter()
-                .filter(|(q, _)| !subscribed.contains(q))
-                .map(|(q, _)| (q.clone(), self.key(q, "wake")))
-                .collect()
-        };
-        for (queue, channel) in missing {
-            self.pool
-                .shard_subscribe(std::slice::from_ref(&channel), &self.doorbell)
-                .await?;
-            self.lock_doorbells().insert(queue);
-        }
-        Ok(())
-    }
-
-    fn lock_doorbells(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.doorbells.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 fn job_args(job: &Job, attempt: u32) -> [String; 6] {
@@ -411,7 +255,7 @@ impl QueueBackend for RedisQueue {
             due.to_string(),
             window_ms.to_string(),
             new.max_waiting.to_string(),
-            self.key(&q, "wake"),
+            self.ring_channel(&q),
         ];
         let stream = keys[0].clone();
         let (status, value): (String, String) = self
@@ -495,8 +339,7 @@ impl QueueBackend for RedisQueue {
 
     async fn interrupt_receive(&self) -> Result<(), QueueError> {
         if self.pool.is_cluster() {
-            self.interrupted.store(true, Ordering::Relaxed);
-            self.doorbell.wake();
+            self.doorbell.interrupt();
             return Ok(());
         }
         let id = self.reader_id.load(Ordering::Relaxed);
@@ -586,7 +429,7 @@ impl QueueBackend for RedisQueue {
                 now.to_string(),
                 PROMOTE_BATCH.to_string(),
                 self.key(q, "job:"),
-                self.key(q, "wake"),
+                self.ring_channel(q),
             ];
             let head: String = self
                 .pool
@@ -631,7 +474,7 @@ impl QueueBackend for RedisQueue {
             format!("stalled: not finished within the visibility timeout of {visibility:?}"),
             MAX_DEAD.to_string(),
             now_ms().to_string(),
-            self.key(queue, "wake"),
+            self.ring_channel(queue),
         ];
         Ok(self.ack_script(&RECLAIM, queue, keys, args).await?.max(0) as usize)
     }
@@ -728,7 +571,7 @@ impl QueueBackend for RedisQueue {
             self.key(queue, "stream"),
             self.key(queue, "idle"),
         ];
-        let (id, wake) = (id.unwrap_or("").to_string(), self.key(queue, "wake"));
+        let (id, wake) = (id.unwrap_or("").to_string(), self.ring_channel(queue));
         let stream = keys[1].clone();
         let n: i64 = self
             .pool

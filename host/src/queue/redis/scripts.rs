@@ -7,18 +7,19 @@
 //! every script that adds to the stream rings: if the flag was set, it deletes it and
 //! `SPUBLISH`es on the queue's `wake` shard channel. Flag and add are in one slot and one
 //! script each, so no wake-up is lost; a busy queue (no reader waiting) publishes nothing.
-//! On one node the flag is never set, so ringing costs one `DEL` of a missing key.
+//! On one node the scripts get no channel (`''`) and skip the doorbell entirely.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// `ring(flag, channel)`: the doorbell, for the scripts that add to a stream.
+/// `ring(flag, channel)`: the doorbell, for the scripts that add to a stream; a no-op
+/// without a channel (one node).
 macro_rules! ring_function {
     () => {
         r"
 local function ring(flag, channel)
-  if redis.call('DEL', flag) == 1 then redis.call('SPUBLISH', channel, '') end
+  if channel ~= '' and redis.call('DEL', flag) == 1 then redis.call('SPUBLISH', channel, '') end
 end"
     };
 }
