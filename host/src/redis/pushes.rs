@@ -2,10 +2,11 @@
 //!
 //! On one node a subscription is its own pub/sub connection (`SUBSCRIBE`). On a cluster,
 //! channels are *shard* channels (`SSUBSCRIBE`, Redis 7): each lives on the master of its
-//! slot, and the cluster connection delivers their messages as RESP3 pushes to the
-//! [`Router`], which hands each to the [`Inbox`] of its channel. The cluster connection
-//! re-subscribes by itself after a reconnect or a failover; since messages may have been
-//! missed meanwhile, the inbox then reads [`Message::Resync`].
+//! slot, and the pool's subscriber connection delivers their messages as RESP3 pushes to
+//! the [`Router`], which hands each to the [`Inbox`] of its channel. When a node's
+//! connection closes (it may have failed over) every inbox is marked dropped and resynced:
+//! its subscriber subscribes again and reads the truth from Redis, as messages may have
+//! been missed meanwhile.
 //!
 //! Every inbox is bounded ([`CAPACITY`] messages): a subscriber that falls further behind
 //! gets one `Resync` instead of the backlog, and reads the truth from Redis again.
@@ -48,8 +49,12 @@ struct InboxState {
 }
 
 impl Inbox {
+    fn state(&self) -> std::sync::MutexGuard<'_, InboxState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut InboxState) -> R) -> R {
-        let r = f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        let r = f(&mut self.state());
         self.changed.notify_one();
         r
     }
@@ -93,7 +98,7 @@ impl Inbox {
 
     /// `Some(next)` if something is there now, without waiting.
     fn try_next(&self) -> Option<Option<Message>> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state();
         if s.dropped {
             s.dropped = false;
             return Some(None);
@@ -109,13 +114,13 @@ impl Inbox {
     /// Whether the server dropped a subscription since the last call (it must be made
     /// again); clears that mark.
     pub fn take_dropped(&self) -> bool {
-        std::mem::take(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()).dropped)
+        std::mem::take(&mut self.state().dropped)
     }
 
     /// Empties the inbox of messages and resyncs (not of a drop: see
     /// [`Inbox::take_dropped`]); true if anything was there.
     pub fn drain(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state();
         let any = s.resync || !s.messages.is_empty();
         s.messages.clear();
         s.resync = false;

@@ -156,6 +156,20 @@ impl RedisCluster {
         );
     }
 
+    fn node(&self, port: u16) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .expect("a node on that port")
+    }
+
+    fn node_mut(&mut self, port: u16) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node on that port")
+    }
+
     fn live_nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().filter(|n| n.child.is_some())
     }
@@ -251,10 +265,7 @@ impl RedisCluster {
     pub fn move_slot_of(&self, key: &str) -> (u16, u16) {
         let from = self.master_of(key).expect("a master serves the key");
         let node = |port: u16| {
-            self.nodes
-                .iter()
-                .find(|n| n.port == port)
-                .expect("a node on that port")
+            self.node(port)
                 .connection()
                 .expect("a connection to the node")
         };
@@ -354,12 +365,7 @@ impl RedisCluster {
         masters.sort_unstable();
         masters
             .into_iter()
-            .filter_map(|port| {
-                self.nodes
-                    .iter()
-                    .find(|n| n.port == port)?
-                    .info("INFO", section)
-            })
+            .filter_map(|port| self.node(port).info("INFO", section))
             .collect()
     }
 
@@ -368,7 +374,7 @@ impl RedisCluster {
         self.masters()
             .into_iter()
             .filter_map(|port| {
-                let node = self.nodes.iter().find(|n| n.port == port)?;
+                let node = self.node(port);
                 let list = redis::cmd("CLIENT")
                     .arg("LIST")
                     .query(&mut node.connection()?)
@@ -391,11 +397,7 @@ impl RedisCluster {
 
     /// `kill -9` of the node on `port`: it dies with whatever it had not replicated.
     pub fn kill(&mut self, port: u16) {
-        let node = self
-            .nodes
-            .iter_mut()
-            .find(|n| n.port == port)
-            .expect("a node on that port");
+        let node = self.node_mut(port);
         if let Some(mut child) = node.child.take() {
             child.kill().expect("kill -9 of a cluster node");
             let _ = child.wait();
@@ -408,11 +410,7 @@ impl RedisCluster {
     /// cluster, as a replica if its slots were failed over meanwhile.
     pub fn restart(&mut self, port: u16) {
         let dir = self.dir.path().to_path_buf();
-        let node = self
-            .nodes
-            .iter_mut()
-            .find(|n| n.port == port)
-            .expect("a node on that port");
+        let node = self.node_mut(port);
         assert!(node.child.is_none(), "node {port} is running");
         node.child = Some(spawn(&dir, port));
         poll_until(
