@@ -88,10 +88,29 @@ test: deps build-components
 test-one NAME: deps build-components
     cargo test --locked --release --workspace -- {{NAME}}
 
-# Benchmarks: per-invocation cost, HTTP load vs wasmtime serve, RSS, queues vs BullMQ (~4 min).
+# Benchmarks: per-invocation cost, HTTP load vs wasmtime serve, RSS, queues vs BullMQ (BullMQ
+# runs in the same run, on its own private redis-server; `bench-deps` installs it).
 # Prints a markdown table and writes it to target/bench-report.md.
-bench: deps build
+bench: deps build bench-deps
     env -u RUST_BACKTRACE cargo bench --locked -p llmchat-host --bench llmchat
+
+# The queue benchmark's BullMQ side is host/benches/bullmq: `npm ci` runs when its node_modules
+# is missing or older than its package-lock.json, which pins every package exactly. Without
+# node and npm this only says so, and the bench reports BullMQ as not run.
+# Install the npm packages of the benchmark's BullMQ side.
+bench-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dir=host/benches/bullmq
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "note: node and npm are not installed; the bench will report BullMQ as not run (install Node.js >= 20 with npm)" >&2
+        exit 0
+    fi
+    stamp=$dir/node_modules/.package-lock.json
+    if [[ ! -f $stamp || $dir/package-lock.json -nt $stamp ]]; then
+        echo "bench-deps: npm ci in $dir"
+        npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+    fi
 
 # Start a local Redis Cluster for manual use: 6 nodes (3 masters, 3 replicas) on
 # 127.0.0.1:7000-7005 (or from LLMCHAT_CLUSTER_PORT), data under target/redis-cluster/. Point

@@ -13,7 +13,10 @@
 //!   `ab -n 10000 -c 100` (no keep-alive, issue 13) against llmchat and tuned `wasmtime serve`.
 //! - [`memory`]: (d) the host's RSS idle, and before and after 200 memory-bomb requests.
 //! - [`queues`]: (q) queue throughput on the redis and memory backends, Redis commands per
-//!   job, enqueue→start latency, delayed-job lateness, idle cost, and the host's RSS.
+//!   job, enqueue→start latency, delayed-job lateness, idle cost, and the host's RSS; beside
+//!   the redis rounds, interleaved with them ([`interleave`], [`peers`]), BullMQ run in the
+//!   same run on its own private Redis ([`bullmq`], `host/benches/bullmq/`), and llmchat
+//!   keeping completed jobs.
 //! - [`cluster`]: (k) the queue benchmark on one Redis and on a private 3-master Redis
 //!   Cluster, rounds alternating: jobs/s and their ratio, Redis commands and CPU per job,
 //!   enqueue→start (`LLMCHAT_BENCH_ONLY=cluster` runs it alone).
@@ -45,14 +48,17 @@
 //!   keep log or kv floods running into their timeout, and alone (issue 11;
 //!   `LLMCHAT_BENCH_ONLY=fairness` runs it alone, ~75 s).
 
+mod bullmq;
 mod cluster;
 mod deploy;
 mod fairness;
 mod footprint;
+mod interleave;
 mod invocation;
 mod limits;
 mod load;
 mod memory;
+mod peers;
 mod polyglot;
 mod process;
 mod queues;

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -65,11 +65,33 @@ impl Captured {
 impl ChildGuard {
     /// Spawns `command` with stderr captured and `RUST_BACKTRACE` removed.
     pub fn spawn(name: &str, mut command: Command) -> Result<Self> {
-        command
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        command.stdin(Stdio::null()).stdout(Stdio::null());
+        Self::spawn_with(name, command)
+    }
+
+    /// [`ChildGuard::spawn`] with the child's stdin and stdout piped to the caller, for a
+    /// child driven line by line (the BullMQ peer of the queue benchmark).
+    pub fn spawn_piped(
+        name: &str,
+        mut command: Command,
+    ) -> Result<(Self, ChildStdin, ChildStdout)> {
+        command.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut guard = Self::spawn_with(name, command)?;
+        let stdin = guard
+            .child
+            .stdin
+            .take()
+            .context("the child's stdin is piped")?;
+        let stdout = guard
+            .child
+            .stdout
+            .take()
+            .context("the child's stdout is piped")?;
+        Ok((guard, stdin, stdout))
+    }
+
+    fn spawn_with(name: &str, mut command: Command) -> Result<Self> {
+        command.env_remove("RUST_BACKTRACE").stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {name}: {command:?}"))?;
@@ -334,6 +356,11 @@ impl RedisServer {
     /// What hosts and the enqueuer connect to.
     pub fn unix_url(&self) -> String {
         format!("unix://{}", self.socket.display())
+    }
+
+    /// Its unix socket, where BullMQ connects (as hosts do, through [`Self::unix_url`]).
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
     }
 
     /// The loopback port the bench's probes use.

@@ -28,7 +28,11 @@
 //!   taken out) and `MONITOR` over a quiet window, and the unix-socket connections.
 //! - **RSS** of the redis host: idle after start-up, after the warm-up, and after at least
 //!   [`Settings::rss_jobs`] jobs.
+//! - **Peers** ([`peers`]): the redis rounds of each concurrency are interleaved with BullMQ's
+//!   (keeping nothing, and keeping 1,000 completed jobs) and with a second llmchat host's
+//!   that keeps completed jobs, all in this run; BullMQ's enqueue→start follows llmchat's.
 
+use std::borrow::BorrowMut;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -53,6 +57,8 @@ use llmchat_host::runtime::ComponentEngine;
 use llmchat_host::triggers::Trigger;
 use llmchat_host::triggers::queue::QueueWorker;
 
+use crate::interleave;
+use crate::peers::{self, Peers};
 use crate::process::{Llmchat, RedisCluster, RedisServer, pause};
 use crate::redis_probe::{Counters, KeyspaceEvents, Monitor, Probes, Seen};
 use crate::report::thousands;
@@ -83,7 +89,7 @@ pub struct Settings {
     pub quick: bool,
     pub per_queue: usize,
     pub rounds: usize,
-    warm_up_per_queue: usize,
+    pub warm_up_per_queue: usize,
     monitor_per_queue: usize,
     pub rss_jobs: u64,
     pub idle: Duration,
@@ -298,6 +304,8 @@ pub struct Results {
     pub delayed: Latency,
     pub idle: Idle,
     pub rss: Rss,
+    /// BullMQ, and llmchat keeping completed jobs, measured beside the redis rows.
+    pub peers: peers::Results,
 }
 
 pub fn measure(paths: &Paths, cache: &Path, s: &Settings) -> Result<Results> {
@@ -316,6 +324,7 @@ pub fn measure(paths: &Paths, cache: &Path, s: &Settings) -> Result<Results> {
         memory.push(t);
     }
 
+    let mut peers = Peers::start(paths, &noop)?;
     let mut redis = Vec::new();
     let mut commands = Vec::new();
     let mut rig = RedisRig::start(Nodes::unix()?, paths, cache, &noop, CONCURRENCIES[0], false)?;
@@ -334,7 +343,9 @@ pub fn measure(paths: &Paths, cache: &Path, s: &Settings) -> Result<Results> {
         idle.sent,
         idle.connections
     );
-    let (t, c) = rig.throughput(s)?;
+    let mut beside = peers.at(paths, cache, &noop, CONCURRENCIES[0], s)?;
+    let (t, c) = rig.throughput(s, &mut beside.arms())?;
+    peers.collect(beside);
     let rss_warm = rig.rss_warm;
     redis.push(t);
     commands.push(c);
@@ -364,7 +375,9 @@ pub fn measure(paths: &Paths, cache: &Path, s: &Settings) -> Result<Results> {
     drop(rig);
 
     let mut rig = RedisRig::start(Nodes::unix()?, paths, cache, &noop, CONCURRENCIES[1], false)?;
-    let (t, c) = rig.throughput(s)?;
+    let mut beside = peers.at(paths, cache, &noop, CONCURRENCIES[1], s)?;
+    let (t, c) = rig.throughput(s, &mut beside.arms())?;
+    peers.collect(beside);
     redis.push(t);
     commands.push(c);
     rig.enqueuer = None;
@@ -382,6 +395,7 @@ pub fn measure(paths: &Paths, cache: &Path, s: &Settings) -> Result<Results> {
     )?;
     let redis_version = rig.probes.first().server_version()?;
     let (latency, delayed) = rig.latencies(s)?;
+    let peers = peers.finish(s);
     Ok(Results {
         settings: s.describe(),
         redis_version,
@@ -392,13 +406,14 @@ pub fn measure(paths: &Paths, cache: &Path, s: &Settings) -> Result<Results> {
         delayed,
         idle,
         rss,
+        peers,
     })
 }
 
 /// Starts a memory-backend host with both processors once, so that their compiled artifacts
 /// are in the cache before anything is measured.
 pub fn prime_cache(paths: &Paths, cache: &Path, noop: &Path, processor: &Path) -> Result<()> {
-    let mut m = manifest_text(None, "noop", noop, 5);
+    let mut m = manifest_text(None, "noop", noop, 5, false);
     m.push_str(&format!(
         "[component.proc]\nsource = {:?}\n\n[[trigger.queue]]\nqueue = \"prime\"\ncomponent = \"proc\"\n",
         processor.display().to_string()
@@ -409,12 +424,14 @@ pub fn prime_cache(paths: &Paths, cache: &Path, noop: &Path, processor: &Path) -
 
 /// A manifest with the 3 queues, all processed by `component` at `concurrency`; enough pool
 /// slots for every job that may run at once (the default 32 is fewer than 3 × 50). `redis`:
-/// the URL and `[redis] replica_acks` (0, the default, leaves it out).
+/// the URL and `[redis] replica_acks` (0, the default, leaves it out). `keep_completed`:
+/// each queue keeps its finished jobs as [`peers::KEEP_COMPLETED`] says.
 fn manifest_text(
     redis: Option<(&str, u32)>,
     component: &str,
     wasm: &Path,
     concurrency: u32,
+    keep_completed: bool,
 ) -> String {
     let mut m = String::new();
     if let Some((url, replica_acks)) = redis {
@@ -433,10 +450,25 @@ fn manifest_text(
     for q in QUEUES {
         let _ = writeln!(
             m,
-            "[[trigger.queue]]\nqueue = {q:?}\ncomponent = {component:?}\nconcurrency = {concurrency}\n"
+            "[[trigger.queue]]\nqueue = {q:?}\ncomponent = {component:?}\nconcurrency = {concurrency}"
         );
+        if keep_completed {
+            let _ = writeln!(m, "{}", peers::KEEP_COMPLETED);
+        }
+        m.push('\n');
     }
     m
+}
+
+/// Whether this host's manifest accepts [`peers::KEEP_COMPLETED`] in `[[trigger.queue]]`:
+/// `Err` with the manifest's complaint when it does not (yet).
+pub fn accepts_keep_completed(wasm: &Path) -> std::result::Result<(), String> {
+    let text = manifest_text(Some(("redis://127.0.0.1:6379", 0)), "noop", wasm, 5, true);
+    tempfile::tempdir()
+        .context("creating a temp folder")
+        .and_then(|dir| load_manifest(dir.path(), &text))
+        .map(drop)
+        .map_err(|e| format!("{e:#}"))
 }
 
 fn load_manifest(dir: &Path, text: &str) -> Result<Manifest> {
@@ -480,7 +512,10 @@ fn memory_throughput(
     s: &Settings,
 ) -> Result<Throughput> {
     let dir = tempfile::tempdir().context("creating a temp folder")?;
-    let manifest = load_manifest(dir.path(), &manifest_text(None, "noop", wasm, concurrency))?;
+    let manifest = load_manifest(
+        dir.path(),
+        &manifest_text(None, "noop", wasm, concurrency, false),
+    )?;
     let engine = Arc::new(ComponentEngine::new(
         PoolSizing::from_manifest(&manifest),
         Some(cache.to_path_buf()),
@@ -692,6 +727,37 @@ impl Tally {
     }
 }
 
+/// A [`RedisRig`] (owned or borrowed) as an arm of an interleaved comparison, its measured
+/// rounds added up in a [`Tally`].
+pub struct RigArm<R: BorrowMut<RedisRig>> {
+    rig: R,
+    tally: Tally,
+}
+
+impl<R: BorrowMut<RedisRig>> RigArm<R> {
+    pub fn new(rig: R) -> Self {
+        Self {
+            rig,
+            tally: Tally::default(),
+        }
+    }
+
+    /// The measured rounds' figures.
+    pub fn finish(self, concurrency: u32) -> Throughput {
+        self.tally.finish(concurrency)
+    }
+}
+
+impl<R: BorrowMut<RedisRig>> interleave::Arm for RigArm<R> {
+    fn warm_up(&mut self, s: &Settings) -> Result<()> {
+        self.rig.borrow_mut().warm_up(s)
+    }
+
+    fn measured_round(&mut self, s: &Settings) -> Result<()> {
+        self.rig.borrow_mut().measured_round(s, &mut self.tally)
+    }
+}
+
 /// Where a [`RedisRig`]'s Redis runs.
 pub enum Nodes {
     /// One private `redis-server`; the host and the enqueuer reach it over its unix socket
@@ -703,7 +769,7 @@ pub enum Nodes {
 
 impl Nodes {
     /// One `redis-server` on a unix socket, as the (q) benchmarks use.
-    fn unix() -> Result<Self> {
+    pub fn unix() -> Result<Self> {
         Ok(Self::Single {
             server: RedisServer::start()?,
             unix: true,
@@ -754,7 +820,20 @@ pub struct RedisRig {
     redis: Nodes,
     /// `[redis] replica_acks` of the host and the enqueuer.
     replica_acks: u32,
+    keep_completed: bool,
     _dir: tempfile::TempDir,
+}
+
+/// How a [`RedisRig`]'s host is set up beyond its queues and their concurrency.
+#[derive(Clone, Copy, Default)]
+pub struct RigOptions {
+    /// Keyspace notifications on, and `fixture-processor` as the component: the latency
+    /// benchmarks.
+    pub keyspace_events: bool,
+    /// `[redis] replica_acks` (0 leaves it out).
+    pub replica_acks: u32,
+    /// Each queue keeps its finished jobs ([`peers::KEEP_COMPLETED`]).
+    pub keep_completed: bool,
 }
 
 impl RedisRig {
@@ -782,6 +861,28 @@ impl RedisRig {
         keyspace_events: bool,
         replica_acks: u32,
     ) -> Result<Self> {
+        let options = RigOptions {
+            keyspace_events,
+            replica_acks,
+            keep_completed: false,
+        };
+        Self::start_with(redis, paths, cache, wasm, concurrency, options)
+    }
+
+    /// [`RedisRig::start`] with every option.
+    pub fn start_with(
+        redis: Nodes,
+        paths: &Paths,
+        cache: &Path,
+        wasm: &Path,
+        concurrency: u32,
+        options: RigOptions,
+    ) -> Result<Self> {
+        let RigOptions {
+            keyspace_events,
+            replica_acks,
+            keep_completed,
+        } = options;
         let mut probes = redis.probes()?;
         if keyspace_events {
             probes.config_set("notify-keyspace-events", "K$")?;
@@ -789,7 +890,13 @@ impl RedisRig {
         let url = redis.url();
         // `proc` for the processor that records, whose kv keys the latency events match.
         let component = if keyspace_events { "proc" } else { "noop" };
-        let text = manifest_text(Some((&url, replica_acks)), component, wasm, concurrency);
+        let text = manifest_text(
+            Some((&url, replica_acks)),
+            component,
+            wasm,
+            concurrency,
+            keep_completed,
+        );
         let dir = tempfile::tempdir().context("creating a temp folder")?;
         let manifest = load_manifest(dir.path(), &text)?;
         let host = Llmchat::start_with_env(&paths.llmchat, &text, cache, &[], &["REDIS_URL"])?;
@@ -802,6 +909,7 @@ impl RedisRig {
             rss_warm: 0,
             redis,
             replica_acks,
+            keep_completed,
             _dir: dir,
         })
     }
@@ -821,9 +929,10 @@ impl RedisRig {
     }
 
     pub fn label(&self) -> &'static str {
-        match (self.redis.label(), self.replica_acks) {
-            (label, 0) => label,
-            ("cluster", _) => "cluster+acks",
+        match (self.redis.label(), self.replica_acks, self.keep_completed) {
+            (_, 0, true) => "redis+keep_completed",
+            (label, 0, false) => label,
+            ("cluster", _, _) => "cluster+acks",
             _ => "redis+acks",
         }
     }
@@ -946,10 +1055,18 @@ impl RedisRig {
         ))
     }
 
-    /// Warm-up, a `MONITOR`ed round, then the measured rounds.
-    fn throughput(&mut self, s: &Settings) -> Result<(Throughput, Commands)> {
+    /// Warm-up, a `MONITOR`ed round, then the measured rounds, interleaved with those of
+    /// `peers` (BullMQ, llmchat keeping completed jobs), who warm up after this rig.
+    fn throughput(
+        &mut self,
+        s: &Settings,
+        peers: &mut [&mut dyn interleave::Arm],
+    ) -> Result<(Throughput, Commands)> {
         let concurrency = self.concurrency();
         self.warm_up(s)?;
+        for peer in peers.iter_mut() {
+            peer.warm_up(s)?;
+        }
 
         let mut monitor = Monitor::start(self.probes.addrs()[0])?;
         let (round, seen) = self.round(s.monitor_per_queue, Some(&mut monitor))?;
@@ -982,11 +1099,15 @@ impl RedisRig {
             commands.lua
         );
 
-        let mut tally = Tally::default();
-        for _ in 0..s.rounds {
-            self.measured_round(s, &mut tally)?;
-        }
-        Ok((tally.finish(concurrency), commands))
+        let mut own = RigArm::new(self);
+        let mut arms: Vec<&mut dyn interleave::Arm> = vec![&mut own];
+        arms.extend(
+            peers
+                .iter_mut()
+                .map(|p| &mut **p as &mut dyn interleave::Arm),
+        );
+        interleave::rounds(&mut arms, s)?;
+        Ok((own.finish(concurrency), commands))
     }
 
     /// The warm-up round, and the host's RSS after it.
