@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use llmchat_host::manifest::{QueueTrigger, RedisSettings};
 use llmchat_host::queue::memory::MemoryQueue;
 use llmchat_host::queue::redis::RedisQueue;
-use llmchat_host::queue::{Delivery, EnqueueRequest, Enqueued, QueueBackend, QueueError, Queues};
+use llmchat_host::queue::{
+    Delivery, EnqueueRequest, Enqueued, Finished, JobInfo, JobState, QueueBackend, QueueError,
+    Queues,
+};
 use llmchat_host::redis::RedisPool;
 use llmchat_host::timers::now_ms;
 
@@ -79,6 +82,61 @@ impl Subject {
     async fn stats(&self) -> llmchat_host::queue::QueueStats {
         self.backend().stats("jobs").await.expect("stats")
     }
+
+    /// Acknowledges `d` with `result`, under the queue's `keep_completed`.
+    async fn complete(&self, d: &Delivery, result: &str) {
+        let finished = Finished {
+            delivery: d.clone(),
+            result: result.to_string(),
+            started_at_ms: now_ms() - 1,
+            finished_at_ms: now_ms(),
+            keep: self.queues.trigger("jobs").unwrap().keep_completed,
+        };
+        self.backend()
+            .complete(&[finished])
+            .await
+            .expect("complete");
+    }
+
+    async fn bury(&self, d: &Delivery, error: &str) {
+        let keep = self.queues.trigger("jobs").unwrap().keep_failed;
+        self.backend().bury(d, error, keep).await.expect("bury");
+    }
+
+    async fn reclaim(&self, visibility: Duration) -> usize {
+        let keep = self.queues.trigger("jobs").unwrap().keep_failed;
+        self.backend()
+            .reclaim_stalled("jobs", visibility, 100, keep)
+            .await
+            .expect("reclaim")
+    }
+
+    async fn job(&self, id: &str) -> Option<JobInfo> {
+        self.backend().job("jobs", id).await.expect("job")
+    }
+
+    async fn state(&self, id: &str) -> Option<JobState> {
+        self.job(id).await.map(|info| info.state)
+    }
+
+    async fn listed(&self, state: JobState) -> Vec<String> {
+        let jobs = self.backend().jobs("jobs", state, 100).await.expect("jobs");
+        assert!(jobs.iter().all(|j| j.state == state), "{jobs:?}");
+        jobs.into_iter().map(|j| j.job.id).collect()
+    }
+
+    async fn enqueue_delayed(&self, payload: &str, delay: Duration) -> String {
+        let request = EnqueueRequest {
+            delay: Some(delay),
+            ..EnqueueRequest::default()
+        };
+        self.queues
+            .enqueue("jobs", payload.to_string(), request)
+            .await
+            .expect("enqueue")
+            .id()
+            .to_string()
+    }
 }
 
 fn trigger(extra: &str) -> QueueTrigger {
@@ -145,7 +203,7 @@ conformance! {
         assert_eq!((d.job.id.as_str(), d.job.payload.as_str(), d.job.attempt), (id.as_str(), r#"{"n":1}"#, 1));
         assert_eq!(q.stats().await.in_flight, 1);
         assert!(q.receive(Duration::from_millis(100)).await.is_empty(), "an in-flight job is not delivered twice");
-        q.backend().complete(std::slice::from_ref(&d)).await.unwrap();
+        q.complete(&d, "ok").await;
         let s = q.stats().await;
         assert_eq!((s.waiting, s.in_flight, s.processed), (0, 0, 1), "{s:?}");
     }
@@ -216,7 +274,7 @@ conformance! {
     buried_jobs_are_dead_letters_that_can_be_retried_or_purged("", q) {
         let id = q.enqueue(r#"{"x":true}"#).await;
         let d = q.receive_one().await;
-        q.backend().bury(&d, "boom").await.unwrap();
+        q.bury(&d, "boom").await;
         let dead = q.backend().dead_letters("jobs", 10).await.unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!((dead[0].job.id.as_str(), dead[0].error.as_str(), dead[0].job.payload.as_str()), (id.as_str(), "boom", r#"{"x":true}"#));
@@ -227,7 +285,7 @@ conformance! {
         assert_eq!(q.backend().retry_dead("jobs", Some(&id)).await.unwrap(), 1);
         let revived = q.receive_one().await;
         assert_eq!((revived.job.id.as_str(), revived.job.attempt), (id.as_str(), 1));
-        q.backend().bury(&revived, "boom again").await.unwrap();
+        q.bury(&revived, "boom again").await;
         assert_eq!(q.backend().purge_dead("jobs").await.unwrap(), 1);
         assert_eq!(q.stats().await.dead, 0);
     }
@@ -257,16 +315,16 @@ conformance! {
     stalled_jobs_are_requeued_then_dead_lettered("max_attempts = 2", q) {
         let visibility = Duration::from_millis(200);
         let first = q.receive_one_after_enqueue().await;
-        assert_eq!(q.backend().reclaim_stalled("jobs", visibility, 100).await.unwrap(), 0, "not stalled yet");
+        assert_eq!(q.reclaim(visibility).await, 0, "not stalled yet");
         llmchat_host::timers::sleep(visibility + Duration::from_millis(50)).await;
-        assert_eq!(q.backend().reclaim_stalled("jobs", visibility, 100).await.unwrap(), 1);
+        assert_eq!(q.reclaim(visibility).await, 1);
         let second = q.receive_one().await;
         assert_eq!((second.job.id.as_str(), second.job.attempt), (first.job.id.as_str(), 2));
         // The first holder can no longer finish it.
-        q.backend().bury(&first, "late").await.unwrap();
+        q.bury(&first, "late").await;
         assert!(q.backend().dead_letters("jobs", 10).await.unwrap().is_empty());
         llmchat_host::timers::sleep(visibility + Duration::from_millis(50)).await;
-        assert_eq!(q.backend().reclaim_stalled("jobs", visibility, 100).await.unwrap(), 1);
+        assert_eq!(q.reclaim(visibility).await, 1);
         let dead = q.backend().dead_letters("jobs", 10).await.unwrap();
         assert_eq!(dead.len(), 1, "out of attempts: dead-lettered");
         assert!(dead[0].error.contains("stalled"), "{}", dead[0].error);
@@ -279,10 +337,139 @@ conformance! {
             llmchat_host::timers::sleep(Duration::from_millis(100)).await;
             q.backend().heartbeat(std::slice::from_ref(&d)).await.unwrap();
         }
-        assert_eq!(q.backend().reclaim_stalled("jobs", visibility, 100).await.unwrap(), 0);
-        q.backend().complete(std::slice::from_ref(&d)).await.unwrap();
+        assert_eq!(q.reclaim(visibility).await, 0);
+        q.complete(&d, "ok").await;
         assert_eq!(q.stats().await.processed, 1);
     }
+}
+
+conformance! {
+    a_job_is_seen_in_each_state_with_its_progress_result_and_times("keep_completed = { count = 10 }", q) {
+        let id = q.enqueue(r#"{"n":1}"#).await;
+        let other = q.enqueue(r#"{"n":2}"#).await;
+        let waiting = q.job(&id).await.expect("a waiting job is found");
+        assert_eq!((waiting.state, waiting.job.payload.as_str(), waiting.job.attempt), (JobState::Waiting, r#"{"n":1}"#, 1));
+        assert_eq!(q.listed(JobState::Waiting).await, vec![id.clone(), other.clone()]);
+        let deliveries = q.receive(Duration::from_secs(2)).await;
+        assert_eq!(deliveries.len(), 2);
+        let d = deliveries.iter().find(|d| d.job.id == id).unwrap().clone();
+        assert_eq!(q.state(&id).await, Some(JobState::Active));
+        assert!(q.listed(JobState::Waiting).await.is_empty());
+        let mut active = q.listed(JobState::Active).await;
+        active.sort();
+        let mut both = vec![id.clone(), other.clone()];
+        both.sort();
+        assert_eq!(active, both);
+        q.backend().progress(&d, r#"{"done":40}"#).await.unwrap();
+        assert_eq!(q.job(&id).await.unwrap().progress.as_deref(), Some(r#"{"done":40}"#));
+        q.complete(&d, "summary written").await;
+        let done = q.job(&id).await.expect("kept under keep_completed");
+        assert_eq!(done.state, JobState::Completed);
+        assert_eq!(done.result.as_deref(), Some("summary written"));
+        assert_eq!(done.progress.as_deref(), Some(r#"{"done":40}"#));
+        assert!(done.started_at_ms.is_some() && done.finished_at_ms >= done.started_at_ms, "{done:?}");
+        assert_eq!(done.job.payload, r#"{"n":1}"#);
+        assert_eq!(q.listed(JobState::Completed).await, vec![id.clone()]);
+        // Progress after the end changes nothing.
+        q.backend().progress(&d, r#"{"done":99}"#).await.unwrap();
+        assert_eq!(q.job(&id).await.unwrap().progress.as_deref(), Some(r#"{"done":40}"#));
+        assert_eq!(q.job("0123").await, None, "an unknown id");
+        assert_eq!(q.stats().await.processed, 1);
+    }
+
+    completed_jobs_are_not_kept_by_default("", q) {
+        let d = q.receive_one_after_enqueue().await;
+        q.complete(&d, "ok").await;
+        assert_eq!(q.job(&d.job.id).await, None);
+        assert!(q.listed(JobState::Completed).await.is_empty());
+        assert_eq!(q.stats().await.processed, 1);
+    }
+
+    retention_keeps_the_newest_completed_jobs_by_count("keep_completed = { count = 2 }", q) {
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let d = q.receive_one_after_enqueue().await;
+            q.complete(&d, "ok").await;
+            ids.push(d.job.id);
+        }
+        assert_eq!(q.listed(JobState::Completed).await, vec![ids[2].clone(), ids[1].clone()], "newest first, the oldest dropped");
+        assert_eq!(q.job(&ids[0]).await, None);
+    }
+
+    retention_drops_completed_jobs_past_their_age("keep_completed = { count = 100, age = \"300ms\" }", q) {
+        let old = q.receive_one_after_enqueue().await;
+        q.complete(&old, "ok").await;
+        assert_eq!(q.state(&old.job.id).await, Some(JobState::Completed));
+        // Time passing is what is under test here.
+        llmchat_host::timers::sleep(Duration::from_millis(400)).await;
+        let new = q.receive_one_after_enqueue().await;
+        q.complete(&new, "ok").await;
+        assert_eq!(q.job(&old.job.id).await, None, "older than 300ms");
+        assert_eq!(q.listed(JobState::Completed).await, vec![new.job.id.clone()]);
+    }
+
+    delayed_failed_and_dead_jobs_are_told_apart("max_attempts = 2\nkeep_failed = { count = 1 }", q) {
+        let later = q.enqueue_delayed("{}", Duration::from_secs(60)).await;
+        let info = q.job(&later).await.unwrap();
+        assert_eq!(info.state, JobState::Delayed);
+        assert!(info.due_at_ms.unwrap() > now_ms() + 50_000, "{info:?}");
+        let d = q.receive_one_after_enqueue().await;
+        q.backend().retry(&d, now_ms() + 60_000, "flaky upstream").await.unwrap();
+        let failed = q.job(&d.job.id).await.unwrap();
+        assert_eq!((failed.state, failed.error.as_deref(), failed.job.attempt), (JobState::Failed, Some("flaky upstream"), 2));
+        assert_eq!(q.listed(JobState::Failed).await, vec![d.job.id.clone()]);
+        assert_eq!(q.listed(JobState::Delayed).await, vec![later.clone()]);
+        let first = q.receive_one_after_enqueue().await;
+        q.bury(&first, "broken payload").await;
+        let dead = q.job(&first.job.id).await.unwrap();
+        assert_eq!((dead.state, dead.error.as_deref()), (JobState::Dead, Some("broken payload")));
+        assert!(dead.finished_at_ms.is_some());
+        let second = q.receive_one_after_enqueue().await;
+        q.bury(&second, "also broken").await;
+        assert_eq!(q.job(&first.job.id).await, None, "keep_failed count = 1 dropped the older dead letter");
+        assert_eq!(q.listed(JobState::Dead).await, vec![second.job.id.clone()]);
+        assert_eq!(q.stats().await.dead, 1);
+        // A revived dead letter waits again, carrying its last error.
+        assert_eq!(q.backend().retry_dead("jobs", Some(&second.job.id)).await.unwrap(), 1);
+        let revived = q.job(&second.job.id).await.unwrap();
+        assert_eq!((revived.state, revived.error.as_deref()), (JobState::Waiting, Some("also broken")));
+    }
+
+    waiting_delayed_and_failed_jobs_can_be_removed_but_running_ones_cannot("", q) {
+        let waiting = q.enqueue("{}").await;
+        assert_eq!(q.backend().remove("jobs", &waiting).await.unwrap(), Some(JobState::Waiting));
+        assert_eq!(q.job(&waiting).await, None);
+        assert!(q.receive(Duration::from_millis(100)).await.is_empty(), "a removed job is never delivered");
+        let later = q.enqueue_delayed("{}", Duration::from_secs(60)).await;
+        assert_eq!(q.backend().remove("jobs", &later).await.unwrap(), Some(JobState::Delayed));
+        assert_eq!(q.stats().await.delayed, 0);
+        let d = q.receive_one_after_enqueue().await;
+        let e = q.backend().remove("jobs", &d.job.id).await.unwrap_err();
+        assert!(matches!(&e, QueueError::Invalid(m) if m.contains("is active")), "{e}");
+        assert_eq!(q.state(&d.job.id).await, Some(JobState::Active), "a refused removal changes nothing");
+        q.backend().retry(&d, now_ms() + 60_000, "again").await.unwrap();
+        assert_eq!(q.backend().remove("jobs", &d.job.id).await.unwrap(), Some(JobState::Failed));
+        assert_eq!(q.backend().remove("jobs", "nope").await.unwrap(), None);
+        let s = q.stats().await;
+        assert_eq!((s.waiting, s.in_flight, s.delayed), (0, 0, 0), "{s:?}");
+    }
+
+    a_watcher_is_woken_by_progress_and_by_the_end("", q) {
+        let d = q.receive_one_after_enqueue().await;
+        let mut watch = q.backend().watch("jobs", &d.job.id).await.unwrap();
+        q.backend().progress(&d, r#"{"step":1}"#).await.unwrap();
+        assert!(woken(&mut watch).await, "progress wakes the watcher");
+        assert_eq!(q.job(&d.job.id).await.unwrap().progress.as_deref(), Some(r#"{"step":1}"#));
+        q.complete(&d, "ok").await;
+        assert!(woken(&mut watch).await, "completion wakes the watcher");
+    }
+}
+
+/// Whether `watch` wakes within 5 s.
+async fn woken(watch: &mut llmchat_host::queue::watch::JobWatch) -> bool {
+    tokio::time::timeout(Duration::from_secs(5), watch.changed())
+        .await
+        .is_ok()
 }
 
 impl Subject {

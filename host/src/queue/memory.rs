@@ -3,29 +3,120 @@
 //! number of waiting jobs per queue, delays, retries, dead letters, stalled-job requeue.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::{DeadJob, Delivery, Enqueued, Job, NewJob, QueueBackend, QueueError, QueueStats};
+use super::watch::{JobWatch, Watchers};
+use super::{
+    DeadJob, Delivery, Enqueued, Finished, Job, JobInfo, JobState, NewJob, QueueBackend,
+    QueueError, QueueStats,
+};
+use crate::manifest::KeepJobs;
 use crate::timers::now_ms;
 
-/// Dead letters kept per queue; beyond it the oldest are dropped with a warning.
-const MAX_DEAD: usize = 10_000;
 /// Dedup keys remembered across all queues.
 const MAX_DEDUP_KEYS: usize = 100_000;
+
+/// A job being processed.
+struct Running {
+    job: Job,
+    /// Its last sign of life (delivery or heartbeat).
+    seen: Instant,
+    started_at_ms: u64,
+    progress: Option<String>,
+}
 
 #[derive(Default)]
 struct QueueState {
     ready: VecDeque<Job>,
     /// Keyed by (due ms, sequence) so equal due times keep their order.
     delayed: BTreeMap<(u64, u64), Job>,
-    /// Receipt → (job, last sign of life).
-    in_flight: HashMap<String, (Job, Instant)>,
+    /// Receipt → the running job.
+    in_flight: HashMap<String, Running>,
     dead: VecDeque<DeadJob>,
+    /// Completed jobs kept under `keep_completed`, by id, and their ids oldest first.
+    completed: HashMap<String, JobInfo>,
+    completed_order: VecDeque<(u64, String)>,
     stats: QueueStats,
+}
+
+impl QueueState {
+    /// Drops completed jobs beyond `keep` (the oldest first).
+    fn trim_completed(&mut self, keep: KeepJobs, now: u64) {
+        let oldest = keep.age_ms().map_or(0, |age| now.saturating_sub(age));
+        while let Some((finished, id)) = self.completed_order.front() {
+            if self.completed_order.len() as u64 <= keep.count && *finished >= oldest {
+                break;
+            }
+            self.completed.remove(id);
+            self.completed_order.pop_front();
+        }
+    }
+
+    /// Drops dead letters beyond `keep` (the oldest first).
+    fn trim_dead(&mut self, keep: KeepJobs, now: u64) {
+        let oldest = keep.age_ms().map_or(0, |age| now.saturating_sub(age));
+        while let Some(dead) = self.dead.front() {
+            if self.dead.len() as u64 <= keep.count && dead.failed_at_ms >= oldest {
+                break;
+            }
+            self.dead.pop_front();
+        }
+    }
+
+    fn push_dead(&mut self, dead: DeadJob, keep: KeepJobs) {
+        self.dead.push_back(dead);
+        self.stats.failed += 1;
+        self.trim_dead(keep, now_ms());
+    }
+
+    fn find(&self, id: &str) -> Option<JobInfo> {
+        if let Some(job) = self.ready.iter().find(|j| j.id == id) {
+            return Some(JobInfo::new(job.clone(), JobState::Waiting));
+        }
+        if let Some(r) = self.in_flight.values().find(|r| r.job.id == id) {
+            return Some(active(r));
+        }
+        if let Some(((due, _), job)) = self.delayed.iter().find(|(_, j)| j.id == id) {
+            return Some(delayed(job, *due));
+        }
+        if let Some(info) = self.completed.get(id) {
+            return Some(info.clone());
+        }
+        self.dead.iter().rev().find(|d| d.job.id == id).map(dead)
+    }
+}
+
+fn active(r: &Running) -> JobInfo {
+    JobInfo {
+        started_at_ms: Some(r.started_at_ms),
+        progress: r.progress.clone(),
+        ..JobInfo::new(r.job.clone(), JobState::Active)
+    }
+}
+
+/// A job in the delayed set: a retry waiting for its backoff is `failed`.
+fn delayed(job: &Job, due: u64) -> JobInfo {
+    let state = if job.last_error.is_some() {
+        JobState::Failed
+    } else {
+        JobState::Delayed
+    };
+    JobInfo {
+        due_at_ms: Some(due),
+        ..JobInfo::new(job.clone(), state)
+    }
+}
+
+fn dead(d: &DeadJob) -> JobInfo {
+    JobInfo {
+        finished_at_ms: Some(d.failed_at_ms),
+        error: Some(d.error.clone()),
+        ..JobInfo::new(d.job.clone(), JobState::Dead)
+    }
 }
 
 #[derive(Default)]
@@ -53,6 +144,7 @@ pub struct MemoryQueue {
     state: Mutex<State>,
     ready: Notify,
     interrupt: Notify,
+    watchers: Arc<Watchers>,
 }
 
 impl MemoryQueue {
@@ -65,22 +157,16 @@ impl MemoryQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn take_in_flight(&self, state: &mut State, delivery: &Delivery) -> Option<Job> {
-        state
+    fn take_in_flight(&self, state: &mut State, delivery: &Delivery) -> Option<Running> {
+        let running = state
             .queue(&delivery.job.queue)
             .in_flight
-            .remove(&delivery.receipt)
-            .map(|(job, _)| job)
+            .remove(&delivery.receipt);
+        if running.is_some() {
+            self.watchers.notify(&delivery.job.queue, &delivery.job.id);
+        }
+        running
     }
-}
-
-fn push_dead(queue: &mut QueueState, dead: DeadJob) {
-    if queue.dead.len() >= MAX_DEAD {
-        queue.dead.pop_front();
-        tracing::warn!(queue = %dead.job.queue, "dead letters full ({MAX_DEAD}); dropped the oldest");
-    }
-    queue.dead.push_back(dead);
-    queue.stats.failed += 1;
 }
 
 #[async_trait]
@@ -154,10 +240,14 @@ impl QueueBackend for MemoryQueue {
                             break;
                         };
                         let receipt = format!("m{}", state.next());
-                        state
-                            .queue(name)
-                            .in_flight
-                            .insert(receipt.clone(), (job.clone(), Instant::now()));
+                        self.watchers.notify(name, &job.id);
+                        let running = Running {
+                            job: job.clone(),
+                            seen: Instant::now(),
+                            started_at_ms: now_ms(),
+                            progress: None,
+                        };
+                        state.queue(name).in_flight.insert(receipt.clone(), running);
                         out.push(Delivery { job, receipt });
                     }
                 }
@@ -181,12 +271,29 @@ impl QueueBackend for MemoryQueue {
         Ok(())
     }
 
-    async fn complete(&self, done: &[Delivery]) -> Result<(), QueueError> {
+    async fn complete(&self, done: &[Finished]) -> Result<(), QueueError> {
         let mut state = self.lock();
-        for d in done {
-            if self.take_in_flight(&mut state, d).is_some() {
-                state.queue(&d.job.queue).stats.processed += 1;
+        for f in done {
+            let Some(running) = self.take_in_flight(&mut state, &f.delivery) else {
+                continue;
+            };
+            let queue = state.queue(&f.delivery.job.queue);
+            queue.stats.processed += 1;
+            if !f.keep.keeps() {
+                continue;
             }
+            let id = running.job.id.clone();
+            let info = JobInfo {
+                started_at_ms: Some(f.started_at_ms),
+                finished_at_ms: Some(f.finished_at_ms),
+                result: Some(super::jobs::bounded(&f.result, super::jobs::MAX_RESULT)),
+                progress: running.progress,
+                ..JobInfo::new(running.job, JobState::Completed)
+            };
+            if queue.completed.insert(id.clone(), info).is_none() {
+                queue.completed_order.push_back((f.finished_at_ms, id));
+            }
+            queue.trim_completed(f.keep, now_ms());
         }
         Ok(())
     }
@@ -195,13 +302,14 @@ impl QueueBackend for MemoryQueue {
         &self,
         delivery: &Delivery,
         retry_at_ms: u64,
-        _error: &str,
+        error: &str,
     ) -> Result<(), QueueError> {
         let mut state = self.lock();
-        let Some(mut job) = self.take_in_flight(&mut state, delivery) else {
+        let Some(Running { mut job, .. }) = self.take_in_flight(&mut state, delivery) else {
             return Ok(());
         };
         job.attempt += 1;
+        job.last_error = Some(error.to_string());
         let sequence = state.next();
         let queue = state.queue(&delivery.job.queue);
         queue.delayed.insert((retry_at_ms, sequence), job);
@@ -209,20 +317,22 @@ impl QueueBackend for MemoryQueue {
         Ok(())
     }
 
-    async fn bury(&self, delivery: &Delivery, error: &str) -> Result<(), QueueError> {
+    async fn bury(
+        &self,
+        delivery: &Delivery,
+        error: &str,
+        keep: KeepJobs,
+    ) -> Result<(), QueueError> {
         let mut state = self.lock();
-        let Some(job) = self.take_in_flight(&mut state, delivery) else {
+        let Some(Running { job, .. }) = self.take_in_flight(&mut state, delivery) else {
             return Ok(());
         };
-        let queue = state.queue(&delivery.job.queue);
-        push_dead(
-            queue,
-            DeadJob {
-                job,
-                error: error.to_string(),
-                failed_at_ms: now_ms(),
-            },
-        );
+        let dead = DeadJob {
+            job,
+            error: error.to_string(),
+            failed_at_ms: now_ms(),
+        };
+        state.queue(&delivery.job.queue).push_dead(dead, keep);
         Ok(())
     }
 
@@ -238,7 +348,9 @@ impl QueueBackend for MemoryQueue {
                     next = Some(next.map_or(due, |n| n.min(due)));
                     break;
                 }
-                queue.ready.push_back(entry.remove());
+                let job = entry.remove();
+                self.watchers.notify(name, &job.id);
+                queue.ready.push_back(job);
                 promoted = true;
             }
         }
@@ -254,6 +366,7 @@ impl QueueBackend for MemoryQueue {
         queue: &str,
         visibility: Duration,
         max: usize,
+        keep: KeepJobs,
     ) -> Result<usize, QueueError> {
         let now = Instant::now();
         let mut state = self.lock();
@@ -261,28 +374,27 @@ impl QueueBackend for MemoryQueue {
         let stalled: Vec<String> = q
             .in_flight
             .iter()
-            .filter(|(_, (_, seen))| now.duration_since(*seen) > visibility)
+            .filter(|(_, r)| now.duration_since(r.seen) > visibility)
             .map(|(receipt, _)| receipt.clone())
             .take(max)
             .collect();
         for receipt in &stalled {
-            let Some((mut job, _)) = q.in_flight.remove(receipt) else {
+            let Some(Running { mut job, .. }) = q.in_flight.remove(receipt) else {
                 continue;
             };
+            self.watchers.notify(queue, &job.id);
+            let error =
+                format!("stalled: not finished within the visibility timeout of {visibility:?}");
             if job.attempt >= job.max_attempts {
-                let error = format!(
-                    "stalled: not finished within the visibility timeout of {visibility:?}"
-                );
-                push_dead(
-                    q,
-                    DeadJob {
-                        job,
-                        error,
-                        failed_at_ms: now_ms(),
-                    },
-                );
+                let dead = DeadJob {
+                    job,
+                    error,
+                    failed_at_ms: now_ms(),
+                };
+                q.push_dead(dead, keep);
             } else {
                 job.attempt += 1;
+                job.last_error = Some(error);
                 q.ready.push_back(job);
             }
         }
@@ -297,8 +409,8 @@ impl QueueBackend for MemoryQueue {
         let now = Instant::now();
         let mut state = self.lock();
         for d in alive {
-            if let Some((_, seen)) = state.queue(&d.job.queue).in_flight.get_mut(&d.receipt) {
-                *seen = now;
+            if let Some(running) = state.queue(&d.job.queue).in_flight.get_mut(&d.receipt) {
+                running.seen = now;
             }
         }
         Ok(())
@@ -339,6 +451,8 @@ impl QueueBackend for MemoryQueue {
         for dead in revive {
             let mut job = dead.job;
             job.attempt = 1;
+            job.last_error = Some(dead.error);
+            self.watchers.notify(queue, &job.id);
             q.ready.push_back(job);
         }
         drop(state);
@@ -353,4 +467,105 @@ impl QueueBackend for MemoryQueue {
         q.dead.clear();
         Ok(n)
     }
+
+    async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>, QueueError> {
+        Ok(self.lock().queue(queue).find(id))
+    }
+
+    async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>, QueueError> {
+        let mut all = self.lock();
+        let q = all.queue(queue);
+        Ok(match state {
+            JobState::Waiting => q
+                .ready
+                .iter()
+                .take(limit)
+                .map(|j| JobInfo::new(j.clone(), JobState::Waiting))
+                .collect(),
+            JobState::Delayed | JobState::Failed => q
+                .delayed
+                .iter()
+                .map(|((due, _), job)| delayed(job, *due))
+                .filter(|info| info.state == state)
+                .take(limit)
+                .collect(),
+            JobState::Active => {
+                let mut running: Vec<JobInfo> = q.in_flight.values().map(active).collect();
+                running.sort_by_key(|info| std::cmp::Reverse(info.started_at_ms));
+                running.truncate(limit);
+                running
+            }
+            JobState::Completed => q
+                .completed_order
+                .iter()
+                .rev()
+                .filter_map(|(_, id)| q.completed.get(id).cloned())
+                .take(limit)
+                .collect(),
+            JobState::Dead => q.dead.iter().rev().take(limit).map(dead).collect(),
+        })
+    }
+
+    async fn remove(&self, queue: &str, id: &str) -> Result<Option<JobState>, QueueError> {
+        let mut all = self.lock();
+        let q = all.queue(queue);
+        let removed = if let Some(i) = q.ready.iter().position(|j| j.id == id) {
+            q.ready.remove(i);
+            Some(JobState::Waiting)
+        } else if let Some((key, job)) = q.delayed.iter().find(|(_, j)| j.id == id) {
+            let (key, state) = (*key, delayed(job, key.0).state);
+            q.delayed.remove(&key);
+            Some(state)
+        } else {
+            match q.find(id) {
+                Some(info) => return Err(refuse_removal(&info)),
+                None => None,
+            }
+        };
+        drop(all);
+        if removed.is_some() {
+            self.watchers.notify(queue, id);
+        }
+        Ok(removed)
+    }
+
+    async fn progress(&self, delivery: &Delivery, progress: &str) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        let queue = state.queue(&delivery.job.queue);
+        if let Some(running) = queue.in_flight.get_mut(&delivery.receipt) {
+            running.progress = Some(progress.to_string());
+            self.watchers.notify(&delivery.job.queue, &delivery.job.id);
+        }
+        Ok(())
+    }
+
+    async fn watch(&self, queue: &str, id: &str) -> Result<JobWatch, QueueError> {
+        self.watchers.watch(queue, id).ok_or_else(too_many_watchers)
+    }
+}
+
+/// Why an active or finished job cannot be removed.
+pub(super) fn refuse_removal(info: &JobInfo) -> QueueError {
+    QueueError::Invalid(format!(
+        "job `{}` is {}: only a waiting, delayed or failed job can be removed{}",
+        info.job.id,
+        info.state,
+        match info.state {
+            JobState::Dead => " (retry or purge dead letters instead)",
+            JobState::Active => " (it may finish, fail or be reclaimed first)",
+            _ => "",
+        }
+    ))
+}
+
+pub(super) fn too_many_watchers() -> QueueError {
+    QueueError::Full(format!(
+        "{} jobs are watched on this host, the most it follows at once",
+        super::watch::MAX_WATCHED
+    ))
 }

@@ -7,8 +7,10 @@
 //! and checks every job against them before a backend sees it. The queue trigger
 //! (`triggers::queue`) runs the jobs.
 
+pub mod jobs;
 pub mod memory;
 pub mod redis;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +19,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::manifest::{Backoff, QueueTrigger};
+pub use self::jobs::{Finished, JobInfo, JobState};
+use self::watch::JobWatch;
+use crate::manifest::{Backoff, KeepJobs, QueueTrigger};
 use crate::metrics::QueueSource;
 pub use crate::metrics::QueueStats;
 use crate::scheduler::EntryWaker;
@@ -51,6 +55,8 @@ pub struct Job {
     pub backoff: Backoff,
     /// When the job was first enqueued, in ms since the Unix epoch.
     pub enqueued_at_ms: u64,
+    /// The error of the attempt before this one, when this is a retry.
+    pub last_error: Option<String>,
 }
 
 /// A job handed to a worker, with the backend's handle to acknowledge it.
@@ -123,8 +129,9 @@ pub trait QueueBackend: Send + Sync {
         Ok(())
     }
 
-    /// Acknowledges finished jobs (any queues), in one round trip where possible.
-    async fn complete(&self, done: &[Delivery]) -> Result<(), QueueError>;
+    /// Acknowledges finished jobs (any queues), in one round trip per queue, keeping each
+    /// with its result when its queue's `keep_completed` says so.
+    async fn complete(&self, done: &[Finished]) -> Result<(), QueueError>;
 
     /// Takes a failed job back and schedules attempt + 1 at `retry_at_ms`.
     async fn retry(
@@ -134,20 +141,26 @@ pub trait QueueBackend: Send + Sync {
         error: &str,
     ) -> Result<(), QueueError>;
 
-    /// Moves a job to its queue's dead letters.
-    async fn bury(&self, delivery: &Delivery, error: &str) -> Result<(), QueueError>;
+    /// Moves a job to its queue's dead letters, which keep `keep` (the queue's `keep_failed`).
+    async fn bury(
+        &self,
+        delivery: &Delivery,
+        error: &str,
+        keep: KeepJobs,
+    ) -> Result<(), QueueError>;
 
     /// Moves delayed jobs that are due to their queues; returns when the next one is due.
     async fn promote_due(&self, queues: &[String], now_ms: u64) -> Result<Option<u64>, QueueError>;
 
     /// Requeues jobs of `queue` delivered more than `visibility` ago, never finished and not
-    /// heartbeated (their host died), as attempt + 1; a job out of attempts is buried.
-    /// Returns how many were requeued or buried.
+    /// heartbeated (their host died), as attempt + 1; a job out of attempts is buried under
+    /// `keep`. Returns how many were requeued or buried.
     async fn reclaim_stalled(
         &self,
         queue: &str,
         visibility: Duration,
         max: usize,
+        keep: KeepJobs,
     ) -> Result<usize, QueueError>;
 
     /// Tells the backend these deliveries are still being worked on.
@@ -162,6 +175,30 @@ pub trait QueueBackend: Send + Sync {
 
     /// Deletes a queue's dead letters; returns how many.
     async fn purge_dead(&self, queue: &str) -> Result<usize, QueueError>;
+
+    /// Job `id` of `queue` as it stands; `None` when it is unknown (never enqueued, or
+    /// finished and not kept).
+    async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>, QueueError>;
+
+    /// Up to `limit` jobs of `queue` in `state`: oldest first for waiting, delayed and failed
+    /// (the order they run in), newest first for active, completed and dead.
+    async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>, QueueError>;
+
+    /// Removes a waiting, delayed or failed job; returns the state it was in, `None` when
+    /// there is no such job. An active or finished job is refused with `Invalid`.
+    async fn remove(&self, queue: &str, id: &str) -> Result<Option<JobState>, QueueError>;
+
+    /// Keeps `progress` (JSON, already checked) as the last progress of a job being
+    /// processed, and tells its watchers; ignored once the job has finished.
+    async fn progress(&self, delivery: &Delivery, progress: &str) -> Result<(), QueueError>;
+
+    /// A ticket that wakes when job `id` of `queue` may have changed, wherever it runs.
+    async fn watch(&self, queue: &str, id: &str) -> Result<JobWatch, QueueError>;
 }
 
 /// A new random job id: 128 bits, hex.
@@ -342,6 +379,7 @@ impl Queues {
                 max_attempts,
                 backoff,
                 enqueued_at_ms: now_ms(),
+                last_error: None,
             },
             delay: request.delay.unwrap_or_default(),
             dedup,

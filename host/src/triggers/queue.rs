@@ -25,7 +25,7 @@ use crate::engine::InvocationError;
 use crate::limits::{Limit, RateLimiter};
 use crate::manifest::{QueueTrigger, Rate};
 use crate::metrics::{self, ComponentMetrics, Metrics};
-use crate::queue::{Delivery, QueueBackend, QueueError, Queues};
+use crate::queue::{Delivery, Finished, QueueBackend, QueueError, Queues};
 use crate::registry::{LoadedComponent, Registry};
 use crate::runtime::ComponentEngine;
 use crate::runtime::{Invoked, invoke};
@@ -182,7 +182,7 @@ impl QueueWorker {
     }
 
     /// The single reader: asks for as many jobs as there are free slots, per queue.
-    async fn read(&self, shutdown: CancellationToken, acks: mpsc::Sender<Delivery>) {
+    async fn read(&self, shutdown: CancellationToken, acks: mpsc::Sender<Finished>) {
         let backend = self.queues.backend().clone();
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
@@ -279,7 +279,7 @@ impl QueueWorker {
         }
     }
 
-    fn start_job(&self, delivery: Delivery, acks: mpsc::Sender<Delivery>) {
+    fn start_job(&self, delivery: Delivery, acks: mpsc::Sender<Finished>) {
         let Some(runner) = self.runners().get(&delivery.job.queue).cloned() else {
             tracing::warn!(queue = %delivery.job.queue, "received a job for a queue this host no longer runs; it is left for redelivery");
             return;
@@ -309,12 +309,18 @@ impl QueueWorker {
                 wait_for_rate(limiter.as_ref(), &runner.trigger.queue, rate).await;
             }
             let started = Instant::now();
+            let started_at_ms = now_ms();
             let outcome = run_attempt(&runner, &engine, &services, &delivery).await;
             in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&delivery.receipt);
-            finish(&queues, &runner, delivery, outcome, started, acks).await;
+            let attempt = Attempt {
+                delivery,
+                started,
+                started_at_ms,
+            };
+            finish(&queues, &runner, attempt, outcome, acks).await;
             queues.note_activity();
             drop(permit);
             slot_freed.notify_one();
@@ -322,7 +328,7 @@ impl QueueWorker {
     }
 
     /// Acknowledges finished jobs in batches until every sender is gone.
-    async fn acker(&self, mut done: mpsc::Receiver<Delivery>) {
+    async fn acker(&self, mut done: mpsc::Receiver<Finished>) {
         let backend = self.queues.backend().clone();
         let mut batch = Vec::with_capacity(ACK_BATCH);
         while done.recv_many(&mut batch, ACK_BATCH).await > 0 {
@@ -386,7 +392,8 @@ impl QueueWorker {
                     let backend = worker.queues.backend();
                     for runner in runners.values() {
                         let (q, visibility) = (&runner.trigger.queue, runner.trigger.visibility.0);
-                        match backend.reclaim_stalled(q, visibility, RECLAIM_BATCH).await {
+                        let keep = runner.trigger.keep_failed;
+                        match backend.reclaim_stalled(q, visibility, RECLAIM_BATCH, keep).await {
                             Ok(0) => {}
                             Ok(n) => tracing::warn!(queue = %q, jobs = n, "requeued stalled jobs (their host stopped without finishing them)"),
                             Err(e) => tracing::warn!(queue = %q, "reclaiming stalled jobs failed: {e}"),
@@ -508,23 +515,43 @@ async fn run_attempt(
     }
 }
 
-/// Records how the attempt ended: ack, retry with backoff, or dead letter.
+/// One attempt of a job on this host.
+struct Attempt {
+    delivery: Delivery,
+    started: Instant,
+    started_at_ms: u64,
+}
+
+/// Records how the attempt ended: ack (keeping the result under `keep_completed`), retry
+/// with backoff, or dead letter.
 async fn finish(
     queues: &Queues,
     runner: &QueueRunner,
-    delivery: Delivery,
+    attempt: Attempt,
     outcome: Outcome,
-    started: Instant,
-    acks: mpsc::Sender<Delivery>,
+    acks: mpsc::Sender<Finished>,
 ) {
     let backend = queues.backend();
+    let Attempt {
+        delivery,
+        started,
+        started_at_ms,
+    } = attempt;
     let job = &delivery.job;
     let elapsed_us = started.elapsed().as_micros() as u64;
+    let keep_failed = runner.trigger.keep_failed;
     let result = match outcome {
         Outcome::Done(output) => {
             tracing::debug!(queue = %job.queue, job = %job.id, attempt = job.attempt, elapsed_us, "job done: {output}");
+            let finished = Finished {
+                delivery,
+                result: output,
+                started_at_ms,
+                finished_at_ms: now_ms(),
+                keep: runner.trigger.keep_completed,
+            };
             // If the acker is gone (shutdown), the job stays pending and is redelivered.
-            let _ = acks.send(delivery).await;
+            let _ = acks.send(finished).await;
             return;
         }
         Outcome::Retryable(error) if job.attempt < job.max_attempts => {
@@ -540,11 +567,11 @@ async fn finish(
         Outcome::Retryable(error) => {
             let error = format!("{error} (attempt {} of {})", job.attempt, job.max_attempts);
             tracing::warn!(queue = %job.queue, job = %job.id, "job dead-lettered: {error}");
-            backend.bury(&delivery, &error).await
+            backend.bury(&delivery, &error, keep_failed).await
         }
         Outcome::Permanent(error) => {
             tracing::warn!(queue = %job.queue, job = %job.id, "job failed permanently, dead-lettered: {error}");
-            backend.bury(&delivery, &error).await
+            backend.bury(&delivery, &error, keep_failed).await
         }
     };
     if let Err(e) = result {

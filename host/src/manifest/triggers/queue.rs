@@ -45,6 +45,41 @@ pub struct QueueTriggerConfig {
         serialize_with = "as_text"
     )]
     pub rate: Option<Rate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_completed: Option<KeepJobs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_failed: Option<KeepJobs>,
+}
+
+/// How many finished jobs a queue keeps, and for how long: `{ count = 1000, age = "1h" }`.
+/// A job is dropped when either bound is passed (the oldest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepJobs {
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age: Option<HumanDuration>,
+}
+
+/// Most finished jobs a queue may keep per kind: the records are Redis memory.
+pub const MAX_KEEP: u64 = 1_000_000;
+
+impl KeepJobs {
+    /// Keeps nothing: completed jobs are deleted when acknowledged (the default).
+    pub const NONE: KeepJobs = KeepJobs {
+        count: 0,
+        age: None,
+    };
+
+    /// The age bound in ms, if any.
+    pub fn age_ms(&self) -> Option<u64> {
+        self.age.map(|a| a.0.as_millis() as u64)
+    }
+
+    /// Whether anything is kept at all.
+    pub fn keeps(&self) -> bool {
+        self.count > 0 && self.age.is_none_or(|a| !a.0.is_zero())
+    }
 }
 
 /// A queue and the component that processes its jobs, checked. It also reads from TOML with
@@ -82,6 +117,14 @@ pub struct QueueTrigger {
     /// over the rate waits in its slot (it is not failed).
     #[serde(default)]
     pub rate: Option<Rate>,
+    /// Completed jobs kept with their result, for `llmchat job` and the queue page; none
+    /// by default, so the default costs nothing.
+    #[serde(default = "defaults::keep_completed")]
+    pub keep_completed: KeepJobs,
+    /// Dead letters kept (jobs out of attempts or failed for good): the newest 10,000 by
+    /// default, with no age limit.
+    #[serde(default = "defaults::keep_failed")]
+    pub keep_failed: KeepJobs,
 }
 
 impl QueueTriggerConfig {
@@ -122,6 +165,10 @@ impl TriggerKind for QueueTrigger {
             max_waiting: config.max_waiting.unwrap_or_else(defaults::max_waiting),
             dedup_window: config.dedup_window.unwrap_or_else(defaults::dedup_window),
             rate: config.rate,
+            keep_completed: config
+                .keep_completed
+                .unwrap_or_else(defaults::keep_completed),
+            keep_failed: config.keep_failed.unwrap_or_else(defaults::keep_failed),
         };
         trigger.check(components, seen)?;
         Ok(trigger)
@@ -167,6 +214,27 @@ impl TriggerKind for QueueTrigger {
         if t.max_payload.bytes() == 0 || t.max_waiting == 0 {
             bail!("fields `max_payload` and `max_waiting` must be greater than zero");
         }
+        for (field, keep) in [
+            ("keep_completed", t.keep_completed),
+            ("keep_failed", t.keep_failed),
+        ] {
+            if keep.count > MAX_KEEP {
+                bail!(
+                    "field `{field}`: count {} is above the maximum of {MAX_KEEP}",
+                    keep.count
+                );
+            }
+            if keep.age.is_some_and(|a| a.0.is_zero()) {
+                bail!(
+                    "field `{field}`: age must be greater than zero (leave it out for no age limit)"
+                );
+            }
+        }
+        if t.keep_failed.count == 0 {
+            bail!(
+                "field `keep_failed`: count must be at least 1: dead letters are how failures are found"
+            );
+        }
         Ok(())
     }
 
@@ -193,7 +261,7 @@ impl TriggerKind for QueueTrigger {
 }
 
 mod defaults {
-    use super::{Backoff, ByteSize, HumanDuration};
+    use super::{Backoff, ByteSize, HumanDuration, KeepJobs};
     use std::time::Duration;
 
     pub fn concurrency() -> u32 {
@@ -219,6 +287,15 @@ mod defaults {
     }
     pub fn max_waiting() -> u64 {
         100_000
+    }
+    pub fn keep_completed() -> KeepJobs {
+        KeepJobs::NONE
+    }
+    pub fn keep_failed() -> KeepJobs {
+        KeepJobs {
+            count: 10_000,
+            age: None,
+        }
     }
     pub fn dedup_window() -> HumanDuration {
         HumanDuration(Duration::from_secs(3600))

@@ -9,22 +9,59 @@ use redis::Value;
 use super::queue_of_stream;
 use crate::queue::{Delivery, Job};
 
-/// A stream entry: its id and the fields this module knows, borrowed from the reply.
+/// The fields of a job this module knows, borrowed from a reply: a stream entry's, a delayed
+/// job's hash, a completed job's record or a dead letter.
 #[derive(Default)]
-pub(super) struct Entry<'a> {
-    pub id: &'a str,
+pub(super) struct Fields<'a> {
     job_id: Option<&'a str>,
     payload: Option<&'a str>,
     attempt: Option<&'a str>,
     max_attempts: Option<&'a str>,
     backoff: Option<&'a str>,
     enqueued_at: Option<&'a str>,
+    /// The previous attempt's error (`e`), on a retry.
+    last_error: Option<&'a str>,
+    /// A dead letter's error and time.
     pub error: Option<&'a str>,
     pub failed_at: Option<&'a str>,
+    /// A completed record's result and times (`r`, `s`, `f`).
+    pub result: Option<&'a str>,
+    pub started: Option<&'a str>,
+    pub finished: Option<&'a str>,
+    /// The last progress (`g`).
+    pub progress: Option<&'a str>,
 }
 
-impl Entry<'_> {
-    /// The job the entry holds; `None` when a field is missing or malformed.
+impl<'a> Fields<'a> {
+    /// Reads a flat `[field, value, ...]` list; unknown fields are skipped.
+    pub fn read(values: &'a [Value]) -> Self {
+        let mut f = Fields::default();
+        for pair in values.chunks_exact(2) {
+            let value = text(&pair[1]);
+            let Some(name) = text(&pair[0]) else {
+                continue;
+            };
+            match name {
+                "id" => f.job_id = value,
+                "p" => f.payload = value,
+                "a" => f.attempt = value,
+                "m" => f.max_attempts = value,
+                "b" => f.backoff = value,
+                "t" => f.enqueued_at = value,
+                "e" => f.last_error = value.filter(|e| !e.is_empty()),
+                "error" => f.error = value,
+                "failed_at" => f.failed_at = value,
+                "r" => f.result = value,
+                "s" => f.started = value,
+                "f" => f.finished = value,
+                "g" => f.progress = value,
+                _ => {}
+            }
+        }
+        f
+    }
+
+    /// The job the fields hold; `None` when a field is missing or malformed.
     pub fn job(&self, queue: &str) -> Option<Job> {
         Some(Job {
             id: self.job_id?.to_string(),
@@ -34,11 +71,24 @@ impl Entry<'_> {
             max_attempts: self.max_attempts?.parse().ok()?,
             backoff: self.backoff?.parse().ok()?,
             enqueued_at_ms: self.enqueued_at?.parse().ok()?,
+            last_error: self.last_error.map(str::to_string),
         })
     }
 }
 
-fn text(v: &Value) -> Option<&str> {
+/// A stream entry: its id and its fields.
+pub(super) struct Entry<'a> {
+    pub id: &'a str,
+    pub fields: Fields<'a>,
+}
+
+impl Entry<'_> {
+    pub fn job(&self, queue: &str) -> Option<Job> {
+        self.fields.job(queue)
+    }
+}
+
+pub(super) fn text(v: &Value) -> Option<&str> {
     match v {
         Value::BulkString(b) => std::str::from_utf8(b).ok(),
         Value::SimpleString(s) => Some(s),
@@ -54,25 +104,10 @@ pub(super) fn entry(value: &Value) -> Option<Entry<'_>> {
     let [id, Value::Array(fields)] = parts.as_slice() else {
         return None;
     };
-    let mut entry = Entry {
+    Some(Entry {
         id: text(id)?,
-        ..Entry::default()
-    };
-    for pair in fields.chunks_exact(2) {
-        let value = text(&pair[1]);
-        match text(&pair[0])? {
-            "id" => entry.job_id = value,
-            "p" => entry.payload = value,
-            "a" => entry.attempt = value,
-            "m" => entry.max_attempts = value,
-            "b" => entry.backoff = value,
-            "t" => entry.enqueued_at = value,
-            "error" => entry.error = value,
-            "failed_at" => entry.failed_at = value,
-            _ => {}
-        }
-    }
-    Some(entry)
+        fields: Fields::read(fields),
+    })
 }
 
 /// The deliveries in an `XREADGROUP` reply (RESP2 array or RESP3 map; nil when it timed out).

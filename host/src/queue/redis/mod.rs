@@ -9,6 +9,13 @@
 //! - `llmchat:{q}:dead`: dead letters, a capped stream with the last error;
 //! - `llmchat:{q}:dedup:<key>`: `SET NX PX` dedup markers;
 //! - `llmchat:{q}:stats`: processed / failed / retried counters;
+//! - `llmchat:{q}:ids`: job id → stream entry, for the jobs in the stream (waiting, active),
+//!   and `llmchat:{q}:dead:ids`, job id → dead letter entry: how one job is found by id;
+//! - `llmchat:{q}:progress`: job id → the last progress JSON of a running job;
+//! - `llmchat:{q}:done:<id>` + `llmchat:{q}:completed`: completed jobs kept under
+//!   `keep_completed`, a record each and a sorted set by finish time (none by default);
+//! - `llmchat:{q}:watched`: job id → until when some host watches it, so only watched jobs
+//!   publish their changes (see `events`);
 //! - `llmchat:{q}:idle` and the shard channel `llmchat:{q}:wake`: the doorbell of a Redis
 //!   Cluster, where a reader cannot block on several queues (see `scripts`).
 //!
@@ -24,20 +31,26 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Script;
 
-use super::{DeadJob, Delivery, Enqueued, Job, NewJob, QueueBackend, QueueError, QueueStats};
+use super::watch::JobWatch;
+use super::{
+    DeadJob, Delivery, Enqueued, Finished, Job, JobInfo, JobState, NewJob, QueueBackend,
+    QueueError, QueueStats,
+};
+use crate::manifest::KeepJobs;
 use crate::redis::{BLOCK_TIME, RedisError, RedisPool};
 use crate::timers::now_ms;
 
 mod doorbell;
 mod entries;
+mod events;
+mod lookup;
 mod scripts;
 
 use doorbell::Doorbell;
-use scripts::{BURY, ENQUEUE, PROMOTE, RECLAIM, RETRY, RETRY_DEAD};
+use events::{Events, WATCH_TTL};
+use scripts::{BURY, COMPLETE, ENQUEUE, PROMOTE, RECLAIM, RETRY, RETRY_DEAD};
 
 const GROUP: &str = "llmchat";
-/// Dead letters kept per queue (approximately: `MAXLEN ~`).
-const MAX_DEAD: u64 = 10_000;
 /// Delayed jobs promoted per script call; more wait for the next, immediate, call.
 const PROMOTE_BATCH: u64 = 500;
 
@@ -62,6 +75,8 @@ pub struct RedisQueue {
     reader_id: AtomicI64,
     /// On a cluster: the readers' doorbell and what it keeps.
     doorbell: Doorbell,
+    /// The jobs watched on this host, and the listener that hears their changes.
+    events: Events,
 }
 
 impl RedisQueue {
@@ -79,6 +94,24 @@ impl RedisQueue {
             String::new()
         }
     }
+
+    /// Where the scripts publish a watched job's changes: on a cluster the queue's shard
+    /// channel (a script may publish only in its own slot), on one node one channel.
+    fn events_channel(&self, queue: &str) -> String {
+        if self.pool.is_cluster() {
+            self.key(queue, "events")
+        } else {
+            self.pool.key("jobs:events")
+        }
+    }
+
+    /// `keep`'s count and its oldest allowed time in ms (0: no age bound), as script args.
+    fn keep_args(keep: KeepJobs) -> [String; 2] {
+        let oldest = keep
+            .age_ms()
+            .map_or(0, |age| now_ms().saturating_sub(age).max(1));
+        [keep.count.to_string(), oldest.to_string()]
+    }
 }
 
 impl RedisQueue {
@@ -95,6 +128,7 @@ impl RedisQueue {
             consumer,
             reader_id: AtomicI64::new(-1),
             doorbell: Doorbell::default(),
+            events: Events::default(),
         };
         for q in queues {
             // Redis may be down at start-up: groups are made again on first use then.
@@ -243,6 +277,7 @@ impl QueueBackend for RedisQueue {
             dedup_key,
             self.key(&q, &format!("job:{}", new.job.id)),
             self.key(&q, "idle"),
+            self.key(&q, "ids"),
         ];
         let [id, payload, attempt, max, backoff, t] = job_args(&new.job, new.job.attempt);
         let args = [
@@ -358,28 +393,66 @@ impl QueueBackend for RedisQueue {
         Ok(())
     }
 
-    async fn complete(&self, done: &[Delivery]) -> Result<(), QueueError> {
+    async fn complete(&self, done: &[Finished]) -> Result<(), QueueError> {
         if done.is_empty() {
             return Ok(());
         }
-        self.per_queue(done, |queue, ids, pipe| {
-            let stream = self.key(queue, "stream");
-            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(ids).ignore();
-            pipe.cmd("XDEL").arg(&stream).arg(ids).ignore();
-            pipe.cmd("HINCRBY")
-                .arg(self.key(queue, "stats"))
-                .arg("processed")
-                .arg(ids.len())
-                .ignore();
-        })
-        .await
+        let mut by_queue: BTreeMap<&str, Vec<&Finished>> = BTreeMap::new();
+        for f in done {
+            by_queue.entry(&f.delivery.job.queue).or_default().push(f);
+        }
+        // One script per queue (a queue is one slot), all sent at once.
+        let sends = by_queue.into_iter().map(|(queue, jobs)| {
+            let keep = jobs[0].keep;
+            let keys = [
+                self.key(queue, "stream"),
+                self.key(queue, "ids"),
+                self.key(queue, "stats"),
+                self.key(queue, "progress"),
+                self.key(queue, "completed"),
+                self.key(queue, "watched"),
+            ];
+            let [count, oldest] = Self::keep_args(keep);
+            let count = if keep.keeps() { count } else { "0".into() };
+            let mut args = vec![
+                GROUP.to_string(),
+                count,
+                oldest,
+                keep.age_ms().unwrap_or(0).to_string(),
+                self.key(queue, "done:"),
+            ];
+            args.extend(self.events_args(queue));
+            for f in &jobs {
+                args.push(f.delivery.receipt.clone());
+                args.push(f.delivery.job.id.clone());
+                args.push(if keep.keeps() {
+                    super::jobs::bounded(&f.result, super::jobs::MAX_RESULT)
+                } else {
+                    String::new()
+                });
+                args.push(f.started_at_ms.to_string());
+                args.push(f.finished_at_ms.to_string());
+            }
+            self.pool.run(move |mut c| async move {
+                let mut inv = COMPLETE.prepare_invoke();
+                for k in &keys {
+                    inv.key(k);
+                }
+                for a in &args {
+                    inv.arg(a);
+                }
+                inv.invoke_async::<i64>(&mut c).await
+            })
+        });
+        futures::future::try_join_all(sends).await?;
+        Ok(())
     }
 
     async fn retry(
         &self,
         delivery: &Delivery,
         retry_at_ms: u64,
-        _error: &str,
+        error: &str,
     ) -> Result<(), QueueError> {
         let job = &delivery.job;
         let q = &job.queue;
@@ -388,6 +461,9 @@ impl QueueBackend for RedisQueue {
             self.key(q, "delayed"),
             self.key(q, &format!("job:{}", job.id)),
             self.key(q, "stats"),
+            self.key(q, "ids"),
+            self.key(q, "progress"),
+            self.key(q, "watched"),
         ];
         let mut args = vec![
             delivery.receipt.clone(),
@@ -395,25 +471,34 @@ impl QueueBackend for RedisQueue {
             retry_at_ms.to_string(),
         ];
         args.extend(job_args(job, job.attempt + 1));
+        args.push(error.to_string());
+        args.extend(self.events_args(q));
         self.ack_script(&RETRY, q, keys, args).await.map(|_| ())
     }
 
-    async fn bury(&self, delivery: &Delivery, error: &str) -> Result<(), QueueError> {
+    async fn bury(
+        &self,
+        delivery: &Delivery,
+        error: &str,
+        keep: KeepJobs,
+    ) -> Result<(), QueueError> {
         let job = &delivery.job;
         let q = &job.queue;
         let keys = vec![
             self.key(q, "stream"),
             self.key(q, "dead"),
             self.key(q, "stats"),
+            self.key(q, "ids"),
+            self.key(q, "progress"),
+            self.key(q, "dead:ids"),
+            self.key(q, "watched"),
         ];
-        let mut args = vec![
-            delivery.receipt.clone(),
-            GROUP.to_string(),
-            MAX_DEAD.to_string(),
-        ];
+        let mut args = vec![delivery.receipt.clone(), GROUP.to_string()];
+        args.extend(Self::keep_args(keep));
         args.extend(job_args(job, job.attempt));
         args.push(error.to_string());
         args.push(now_ms().to_string());
+        args.extend(self.events_args(q));
         self.ack_script(&BURY, q, keys, args).await.map(|_| ())
     }
 
@@ -424,12 +509,18 @@ impl QueueBackend for RedisQueue {
                 self.key(q, "delayed"),
                 self.key(q, "stream"),
                 self.key(q, "idle"),
+                self.key(q, "ids"),
+                self.key(q, "watched"),
             ];
+            let [channel, publish, queue, _] = self.events_args(q);
             let args = [
                 now.to_string(),
                 PROMOTE_BATCH.to_string(),
                 self.key(q, "job:"),
                 self.ring_channel(q),
+                channel,
+                publish,
+                queue,
             ];
             let head: String = self
                 .pool
@@ -459,23 +550,31 @@ impl QueueBackend for RedisQueue {
         queue: &str,
         visibility: Duration,
         max: usize,
+        keep: KeepJobs,
     ) -> Result<usize, QueueError> {
         let keys = vec![
             self.key(queue, "stream"),
             self.key(queue, "dead"),
             self.key(queue, "stats"),
             self.key(queue, "idle"),
+            self.key(queue, "ids"),
+            self.key(queue, "progress"),
+            self.key(queue, "dead:ids"),
+            self.key(queue, "watched"),
         ];
-        let args = vec![
+        let [count, oldest] = Self::keep_args(keep);
+        let mut args = vec![
             GROUP.to_string(),
             self.consumer.clone(),
             visibility.as_millis().to_string(),
             max.to_string(),
             format!("stalled: not finished within the visibility timeout of {visibility:?}"),
-            MAX_DEAD.to_string(),
+            count,
             now_ms().to_string(),
             self.ring_channel(queue),
+            oldest,
         ];
+        args.extend(self.events_args(queue));
         Ok(self.ack_script(&RECLAIM, queue, keys, args).await?.max(0) as usize)
     }
 
@@ -558,8 +657,8 @@ impl QueueBackend for RedisQueue {
             .filter_map(|e| {
                 Some(DeadJob {
                     job: e.job(queue)?,
-                    error: e.error.unwrap_or_default().to_string(),
-                    failed_at_ms: e.failed_at.and_then(|t| t.parse().ok()).unwrap_or(0),
+                    error: e.fields.error.unwrap_or_default().to_string(),
+                    failed_at_ms: e.fields.failed_at.and_then(|t| t.parse().ok()).unwrap_or(0),
                 })
             })
             .collect())
@@ -570,27 +669,31 @@ impl QueueBackend for RedisQueue {
             self.key(queue, "dead"),
             self.key(queue, "stream"),
             self.key(queue, "idle"),
+            self.key(queue, "ids"),
+            self.key(queue, "dead:ids"),
+            self.key(queue, "watched"),
         ];
-        let (id, wake) = (id.unwrap_or("").to_string(), self.ring_channel(queue));
+        let mut args = vec![id.unwrap_or("").to_string(), self.ring_channel(queue)];
+        args.extend(self.events_args(queue));
         let stream = keys[1].clone();
         let n: i64 = self
             .pool
             .run_durable(&stream, |mut c| async move {
-                RETRY_DEAD
-                    .key(&keys[0])
-                    .key(&keys[1])
-                    .key(&keys[2])
-                    .arg(&id)
-                    .arg(&wake)
-                    .invoke_async(&mut c)
-                    .await
+                let mut inv = RETRY_DEAD.prepare_invoke();
+                for k in &keys {
+                    inv.key(k);
+                }
+                for a in &args {
+                    inv.arg(a);
+                }
+                inv.invoke_async(&mut c).await
             })
             .await?;
         Ok(n.max(0) as usize)
     }
 
     async fn purge_dead(&self, queue: &str) -> Result<usize, QueueError> {
-        let dead = self.key(queue, "dead");
+        let (dead, ids) = (self.key(queue, "dead"), self.key(queue, "dead:ids"));
         let (n, _): (u64, u64) = self
             .pool
             .run(|mut c| async move {
@@ -600,11 +703,59 @@ impl QueueBackend for RedisQueue {
                     .arg(&dead)
                     .cmd("DEL")
                     .arg(&dead)
+                    .arg(&ids)
                     .query_async(&mut c)
                     .await
             })
             .await?;
         Ok(n as usize)
+    }
+
+    async fn job(&self, queue: &str, id: &str) -> Result<Option<JobInfo>, QueueError> {
+        self.find_job(queue, id).await
+    }
+
+    async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        limit: usize,
+    ) -> Result<Vec<JobInfo>, QueueError> {
+        self.list_jobs(queue, state, limit).await
+    }
+
+    async fn remove(&self, queue: &str, id: &str) -> Result<Option<JobState>, QueueError> {
+        self.remove_job(queue, id).await
+    }
+
+    async fn progress(&self, delivery: &Delivery, progress: &str) -> Result<(), QueueError> {
+        let job = &delivery.job;
+        self.record_progress(&job.queue, &job.id, &delivery.receipt, progress)
+            .await
+    }
+
+    async fn watch(&self, queue: &str, id: &str) -> Result<JobWatch, QueueError> {
+        let ticket = self
+            .events
+            .watchers
+            .watch(queue, id)
+            .ok_or_else(super::memory::too_many_watchers)?;
+        self.events
+            .listen(&self.pool, queue, self.events_channel(queue))
+            .await?;
+        let (watched, id) = (self.key(queue, "watched"), id.to_string());
+        let until = (now_ms() + WATCH_TTL.as_millis() as u64).to_string();
+        self.pool
+            .run(|mut c| async move {
+                redis::cmd("HSET")
+                    .arg(&watched)
+                    .arg(&id)
+                    .arg(&until)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(ticket)
     }
 }
 

@@ -24,11 +24,51 @@ end"
     };
 }
 
+/// `tell(watched, id, events)`: publishes `queue id` on the events channel when a host
+/// watches job `id` (its entry in the `watched` hash has not expired). `events` is
+/// `{channel, publish command, queue, now ms}`; `final` drops the watch entry too.
+macro_rules! tell_function {
+    () => {
+        r"
+local function tell(watched, id, events, final)
+  local until_ms = redis.call('HGET', watched, id)
+  if not until_ms then return end
+  if final or tonumber(until_ms) < tonumber(events[4]) then redis.call('HDEL', watched, id) end
+  if tonumber(until_ms) >= tonumber(events[4]) then
+    redis.call(events[2], events[1], events[3] .. ' ' .. id)
+  end
+end"
+    };
+}
+
+pub(super) use tell_function;
+
+/// `trim_dead(dead, deadids, count, oldest_ms)`: drops dead letters beyond `count`, and those
+/// older than `oldest_ms` (0: no age bound), with their index entries.
+macro_rules! trim_dead_function {
+    () => {
+        r"
+local function drop_dead(dead, deadids, entries)
+  for _, e in ipairs(entries) do
+    redis.call('XDEL', dead, e[1])
+    if e[2] and e[2][2] then redis.call('HDEL', deadids, e[2][2]) end
+  end
+end
+local function trim_dead(dead, deadids, count, oldest_ms)
+  local over = redis.call('XLEN', dead) - tonumber(count)
+  if over > 0 then drop_dead(dead, deadids, redis.call('XRANGE', dead, '-', '+', 'COUNT', over)) end
+  if tonumber(oldest_ms) > 0 then
+    drop_dead(dead, deadids, redis.call('XRANGE', dead, '-', tostring(tonumber(oldest_ms) - 1), 'COUNT', 1000))
+  end
+end"
+    };
+}
+
 pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         ring_function!(),
         r"
--- KEYS: stream, delayed, dedup, job hash, idle flag
+-- KEYS: stream, delayed, dedup, job hash, idle flag, ids
 -- ARGV: id, payload, attempt, max, backoff, enqueued_at, due_ms (0 = now), dedup_window_ms (0 = none), max_waiting, wake channel
 if ARGV[8] ~= '0' then
   local existing = redis.call('GET', KEYS[3])
@@ -39,7 +79,7 @@ if waiting >= tonumber(ARGV[9]) then return {'full', tostring(waiting)} end
 if ARGV[8] ~= '0' then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[8]) end
 local fields = {'id', ARGV[1], 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6]}
 if ARGV[7] == '0' then
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
+  redis.call('HSET', KEYS[6], ARGV[1], redis.call('XADD', KEYS[1], '*', unpack(fields)))
   ring(KEYS[5], ARGV[10])
 else
   redis.call('HSET', KEYS[4], unpack(fields))
@@ -51,41 +91,127 @@ return {'ok', ARGV[1]}
 });
 
 pub(super) static RETRY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        tell_function!(),
         r"
--- KEYS: stream, delayed, job hash, stats
--- ARGV: entry id, group, due_ms, id, payload, next attempt, max, backoff, enqueued_at
+-- KEYS: stream, delayed, job hash, stats, ids, progress, watched
+-- ARGV: entry id, group, due_ms, id, payload, next attempt, max, backoff, enqueued_at, error,
+--       events channel, publish command, queue, now
 if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[3], 'id', ARGV[4], 'p', ARGV[5], 'a', ARGV[6], 'm', ARGV[7], 'b', ARGV[8], 't', ARGV[9])
+if redis.call('HGET', KEYS[5], ARGV[4]) == ARGV[1] then redis.call('HDEL', KEYS[5], ARGV[4]) end
+redis.call('HDEL', KEYS[6], ARGV[4])
+redis.call('HSET', KEYS[3], 'id', ARGV[4], 'p', ARGV[5], 'a', ARGV[6], 'm', ARGV[7], 'b', ARGV[8], 't', ARGV[9], 'e', ARGV[10])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'retried', 1)
+tell(KEYS[7], ARGV[4], {ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, false)
 return 1
 ",
-    )
+    ))
 });
 
 pub(super) static BURY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        tell_function!(),
+        trim_dead_function!(),
         r"
--- KEYS: stream, dead, stats
--- ARGV: entry id, group, max dead, id, payload, attempt, max, backoff, enqueued_at, error, failed_at
+-- KEYS: stream, dead, stats, ids, progress, dead ids, watched
+-- ARGV: entry id, group, keep count, keep oldest ms (0 = no age bound), id, payload, attempt,
+--       max, backoff, enqueued_at, error, failed_at, events channel, publish command, queue, now
 if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[4], 'p', ARGV[5], 'a', ARGV[6],
-  'm', ARGV[7], 'b', ARGV[8], 't', ARGV[9], 'error', ARGV[10], 'failed_at', ARGV[11])
+if redis.call('HGET', KEYS[4], ARGV[5]) == ARGV[1] then redis.call('HDEL', KEYS[4], ARGV[5]) end
+local g = redis.call('HGET', KEYS[5], ARGV[5])
+redis.call('HDEL', KEYS[5], ARGV[5])
+local fields = {'id', ARGV[5], 'p', ARGV[6], 'a', ARGV[7], 'm', ARGV[8], 'b', ARGV[9], 't', ARGV[10],
+  'error', ARGV[11], 'failed_at', ARGV[12]}
+if g then fields[#fields + 1] = 'g'; fields[#fields + 1] = g end
+redis.call('HSET', KEYS[6], ARGV[5], redis.call('XADD', KEYS[2], '*', unpack(fields)))
 redis.call('HINCRBY', KEYS[3], 'failed', 1)
+trim_dead(KEYS[2], KEYS[6], ARGV[3], ARGV[4])
+tell(KEYS[7], ARGV[5], {ARGV[13], ARGV[14], ARGV[15], ARGV[16]}, true)
 return 1
 ",
-    )
+    ))
+});
+
+/// Acknowledges a batch of finished jobs of one queue, keeping each with its result when
+/// the queue's `keep_completed` says so. A job reclaimed meanwhile by another host (its
+/// entry gone from `ids`) keeps its new entry's index and progress.
+pub(super) static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        tell_function!(),
+        r"
+-- KEYS: stream, ids, stats, progress, completed, watched
+-- ARGV: group, keep count (0 = keep none), keep oldest ms (0 = no age bound), keep age ms,
+--       record prefix, events channel, publish command, queue, now,
+--       then per job: entry id, job id, result, started ms, finished ms
+local n = (#ARGV - 9) / 5
+local entries, ids = {}, {}
+for i = 0, n - 1 do
+  entries[i + 1] = ARGV[10 + i * 5]
+  ids[i + 1] = ARGV[11 + i * 5]
+end
+local indexed = redis.call('HMGET', KEYS[2], unpack(ids))
+local mine = {}
+for i = 1, n do
+  if indexed[i] == entries[i] then mine[#mine + 1] = i end
+end
+if tonumber(ARGV[2]) > 0 and #mine > 0 then
+  local mine_ids = {}
+  for j, i in ipairs(mine) do mine_ids[j] = ids[i] end
+  local progress = redis.call('HMGET', KEYS[4], unpack(mine_ids))
+  for j, i in ipairs(mine) do
+    local entry = redis.call('XRANGE', KEYS[1], entries[i], entries[i])
+    if #entry > 0 then
+      local record = ARGV[5] .. ids[i]
+      local fields = entry[1][2]
+      local base = 10 + (i - 1) * 5
+      fields[#fields + 1] = 'r'; fields[#fields + 1] = ARGV[base + 2]
+      fields[#fields + 1] = 's'; fields[#fields + 1] = ARGV[base + 3]
+      fields[#fields + 1] = 'f'; fields[#fields + 1] = ARGV[base + 4]
+      if progress[j] then fields[#fields + 1] = 'g'; fields[#fields + 1] = progress[j] end
+      redis.call('HSET', record, unpack(fields))
+      if ARGV[4] ~= '0' then redis.call('PEXPIRE', record, ARGV[4]) end
+      redis.call('ZADD', KEYS[5], ARGV[base + 4], ids[i])
+    end
+  end
+  local over = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[2])
+  if over > 0 then
+    local gone = redis.call('ZPOPMIN', KEYS[5], over)
+    for k = 1, #gone, 2 do redis.call('DEL', ARGV[5] .. gone[k]) end
+  end
+  if ARGV[3] ~= '0' then
+    local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[3], 'LIMIT', 0, 1000)
+    for _, id in ipairs(old) do redis.call('DEL', ARGV[5] .. id) end
+    if #old > 0 then redis.call('ZREM', KEYS[5], unpack(old)) end
+  end
+end
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(entries))
+redis.call('XDEL', KEYS[1], unpack(entries))
+if #mine > 0 then
+  local mine_ids = {}
+  for j, i in ipairs(mine) do mine_ids[j] = ids[i] end
+  redis.call('HDEL', KEYS[2], unpack(mine_ids))
+  redis.call('HDEL', KEYS[4], unpack(mine_ids))
+  local watched = redis.call('HMGET', KEYS[6], unpack(mine_ids))
+  for j, w in ipairs(watched) do
+    if w then tell(KEYS[6], mine_ids[j], {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}, true) end
+  end
+end
+if acked > 0 then redis.call('HINCRBY', KEYS[3], 'processed', acked) end
+return acked
+",
+    ))
 });
 
 pub(super) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         ring_function!(),
+        tell_function!(),
         r"
--- KEYS: delayed, stream, idle flag
--- ARGV: now_ms, batch, job hash prefix, wake channel
+-- KEYS: delayed, stream, idle flag, ids, watched
+-- ARGV: now_ms, batch, job hash prefix, wake channel, events channel, publish command, queue
 -- Returns the due time of the earliest job left (-1: none). Nothing due costs one ZRANGE.
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #head == 0 then return -1 end
@@ -94,9 +220,10 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, AR
 for _, id in ipairs(due) do
   local job = ARGV[3] .. id
   local fields = redis.call('HGETALL', job)
-  if #fields > 0 then redis.call('XADD', KEYS[2], '*', unpack(fields)) end
+  if #fields > 0 then redis.call('HSET', KEYS[4], id, redis.call('XADD', KEYS[2], '*', unpack(fields))) end
   redis.call('DEL', job)
   redis.call('ZREM', KEYS[1], id)
+  tell(KEYS[5], id, {ARGV[5], ARGV[6], ARGV[7], ARGV[1]}, false)
 end
 if #due > 0 then ring(KEYS[3], ARGV[4]) end
 if #due >= tonumber(ARGV[2]) then return ARGV[1] end
@@ -110,30 +237,39 @@ return head[2]
 pub(super) static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         ring_function!(),
+        tell_function!(),
+        trim_dead_function!(),
         r"
--- KEYS: stream, dead, stats, idle flag
--- ARGV: group, consumer, min idle ms, count, error, max dead, failed_at, wake channel
+-- KEYS: stream, dead, stats, idle flag, ids, progress, dead ids, watched
+-- ARGV: group, consumer, min idle ms, count, error, keep count, failed_at, wake channel,
+--       keep oldest ms, events channel, publish command, queue, now
 local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
 local n = 0
+local buried = false
 for _, entry in ipairs(claimed[2]) do
   local f = entry[2]
   if f then
     local h = {}
     for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
     local a = tonumber(h['a'])
+    redis.call('HDEL', KEYS[6], h['id'])
     if a >= tonumber(h['m']) then
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'id', h['id'], 'p', h['p'], 'a', h['a'],
-        'm', h['m'], 'b', h['b'], 't', h['t'], 'error', ARGV[5], 'failed_at', ARGV[7])
+      redis.call('HSET', KEYS[7], h['id'], redis.call('XADD', KEYS[2], '*', 'id', h['id'], 'p', h['p'],
+        'a', h['a'], 'm', h['m'], 'b', h['b'], 't', h['t'], 'error', ARGV[5], 'failed_at', ARGV[7]))
+      redis.call('HDEL', KEYS[5], h['id'])
       redis.call('HINCRBY', KEYS[3], 'failed', 1)
+      buried = true
     else
-      redis.call('XADD', KEYS[1], '*', 'id', h['id'], 'p', h['p'], 'a', tostring(a + 1), 'm', h['m'],
-        'b', h['b'], 't', h['t'])
+      redis.call('HSET', KEYS[5], h['id'], redis.call('XADD', KEYS[1], '*', 'id', h['id'], 'p', h['p'],
+        'a', tostring(a + 1), 'm', h['m'], 'b', h['b'], 't', h['t'], 'e', ARGV[5]))
     end
+    tell(KEYS[8], h['id'], {ARGV[10], ARGV[11], ARGV[12], ARGV[13]}, false)
   end
   redis.call('XACK', KEYS[1], ARGV[1], entry[1])
   redis.call('XDEL', KEYS[1], entry[1])
   n = n + 1
 end
+if buried then trim_dead(KEYS[2], KEYS[7], ARGV[6], ARGV[9]) end
 if n > 0 then ring(KEYS[4], ARGV[8]) end
 return n
 ",
@@ -143,18 +279,29 @@ return n
 pub(super) static RETRY_DEAD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         ring_function!(),
+        tell_function!(),
         r"
--- KEYS: dead, stream, idle flag
--- ARGV: job id ('' = all), wake channel
-local entries = redis.call('XRANGE', KEYS[1], '-', '+')
+-- KEYS: dead, stream, idle flag, ids, dead ids, watched
+-- ARGV: job id ('' = all), wake channel, events channel, publish command, queue, now
+local entries
+if ARGV[1] == '' then
+  entries = redis.call('XRANGE', KEYS[1], '-', '+')
+else
+  local at = redis.call('HGET', KEYS[5], ARGV[1])
+  if not at then return 0 end
+  entries = redis.call('XRANGE', KEYS[1], at, at)
+end
 local n = 0
 for _, entry in ipairs(entries) do
   local f = entry[2]
   local h = {}
   for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
   if ARGV[1] == '' or h['id'] == ARGV[1] then
-    redis.call('XADD', KEYS[2], '*', 'id', h['id'], 'p', h['p'], 'a', '1', 'm', h['m'], 'b', h['b'], 't', h['t'])
+    redis.call('HSET', KEYS[4], h['id'], redis.call('XADD', KEYS[2], '*', 'id', h['id'], 'p', h['p'],
+      'a', '1', 'm', h['m'], 'b', h['b'], 't', h['t'], 'e', h['error'] or ''))
     redis.call('XDEL', KEYS[1], entry[1])
+    redis.call('HDEL', KEYS[5], h['id'])
+    tell(KEYS[6], h['id'], {ARGV[3], ARGV[4], ARGV[5], ARGV[6]}, false)
     n = n + 1
   end
 end
