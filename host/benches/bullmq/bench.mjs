@@ -11,11 +11,12 @@
 //
 // ADDR is a unix socket path or host:port. MODE:
 // - `throughput`: a warm-up round (WARM-UP-PER-QUEUE jobs per queue, default a tenth of
-//   PER-QUEUE), then ROUNDS measured rounds; the figure is the median of their jobs/s. Each round starts from an
-//   empty Redis (FLUSHALL, so rounds and arms never see each other's keys), makes the 3
-//   Queues and the 3 Workers (`autorun: false`, connected), enqueues PER-QUEUE jobs per
-//   queue with `addBulk` (chunks of 1,000, queues in turn), then starts the workers: the clock
-//   runs from `worker.run()` until the workers have emitted `completed` for every job.
+//   PER-QUEUE), then ROUNDS measured rounds; the figure is the median of their jobs/s. Each
+//   round starts from an empty Redis (FLUSHALL, so rounds and arms never see each other's
+//   keys), makes the 3 Queues and the 3 Workers (`autorun: false`, connected), enqueues
+//   PER-QUEUE jobs per queue with `addBulk` (chunks of 1,000, queues in turn), then starts the
+//   workers: the clock runs from `worker.run()` until they have emitted `completed` for every
+//   job (the event itself stops it, no polling).
 //   Per round, over enqueue + processing: Redis's `total_commands_processed` delta (every
 //   command, those run inside scripts included, this script's own INFO taken out: the
 //   method of llmchat's "commands/job with script internals" row) and `INFO commandstats`
