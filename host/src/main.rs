@@ -75,6 +75,14 @@ enum Command {
     Queues(cli::queues::QueuesArgs),
     /// List a queue's dead jobs, or retry or purge them.
     Dead(cli::queues::DeadArgs),
+    /// Show one job: state, attempts, times, result or error, progress (or `--remove` it).
+    Job(cli::jobs::JobArgs),
+    /// List a queue's jobs in one state.
+    Jobs(cli::jobs::JobsArgs),
+    /// Pause a queue on every host: its jobs wait (running ones finish).
+    Pause(cli::jobs::PauseArgs),
+    /// Resume a paused queue.
+    Resume(cli::jobs::PauseArgs),
     /// Deploy (create or replace) a component on a running host from a .wasm file.
     Deploy(cli::components::DeployArgs),
     /// List a running host's components: version, origin, exports, triggers, invocations.
@@ -156,6 +164,10 @@ fn main() -> ExitCode {
                     Command::Enqueue(args) => cli::queues::enqueue(args).await,
                     Command::Queues(args) => cli::queues::queues(args).await,
                     Command::Dead(args) => cli::queues::dead(args).await,
+                    Command::Job(args) => cli::jobs::job(args).await,
+                    Command::Jobs(args) => cli::jobs::jobs(args).await,
+                    Command::Pause(args) => cli::jobs::pause(args, true).await,
+                    Command::Resume(args) => cli::jobs::pause(args, false).await,
                     Command::Deploy(args) => cli::components::deploy(args).await,
                     Command::Components(args) => cli::components::components(args).await,
                     Command::Rollback(args) => cli::components::rollback(args).await,
@@ -244,6 +256,11 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
     llmchat_host::engine::return_freed_memory();
     let (kv, queue_backend, redis) = storage(&manifest).await.with_context(in_manifest)?;
     let queues = Arc::new(Queues::new(queue_backend, &manifest.triggers.queue));
+    // Redis may be down at start-up: the deploy watcher reads the paused queues again on
+    // subscribing.
+    if let Err(e) = queues.refresh_paused().await {
+        tracing::warn!("reading the paused queues failed: {e}");
+    }
     let pool = redis.clone().map(|pool| pool as Arc<dyn PoolSource>);
     let metrics = Arc::new(Metrics::new(queues.clone(), pool));
     // Rate limits live in Redis when there is one (shared by every host), else here.
@@ -310,6 +327,7 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         triggers,
         metrics: metrics.clone(),
         redis: redis.clone(),
+        queues: queues.clone(),
     };
     let state_dir = args
         .state_dir

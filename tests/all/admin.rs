@@ -66,7 +66,7 @@ fn dead_jobs(host: &Host) -> Vec<Value> {
 }
 
 /// Runs `llmchat ARGS --host BASE`, with `LLMCHAT_ADMIN_TOKEN` only when `token` is given.
-fn cli(base: &str, args: &[&str], token: Option<&str>) -> Output {
+pub(crate) fn cli(base: &str, args: &[&str], token: Option<&str>) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_llmchat"));
     command
         .args(args)
@@ -79,7 +79,7 @@ fn cli(base: &str, args: &[&str], token: Option<&str>) -> Output {
 }
 
 /// stdout of a command that must succeed.
-fn cli_ok(base: &str, args: &[&str], token: Option<&str>) -> String {
+pub(crate) fn cli_ok(base: &str, args: &[&str], token: Option<&str>) -> String {
     let out = cli(base, args, token);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "llmchat {args:?} failed: {stderr}");
@@ -87,7 +87,7 @@ fn cli_ok(base: &str, args: &[&str], token: Option<&str>) -> String {
 }
 
 /// (exit code, stderr) of a command that must fail.
-fn cli_err(base: &str, args: &[&str], token: Option<&str>) -> (i32, String) {
+pub(crate) fn cli_err(base: &str, args: &[&str], token: Option<&str>) -> (i32, String) {
     let out = cli(base, args, token);
     assert!(!out.status.success(), "llmchat {args:?} should fail");
     let code = out.status.code().expect("an exit code");

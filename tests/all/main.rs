@@ -15,6 +15,7 @@ mod deploy;
 mod fixtures;
 mod host_memory;
 mod idle_code;
+mod jobs;
 mod kv_conformance;
 mod lifecycle;
 mod logs;

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod components;
+pub mod jobs;
 mod queues;
 
 use std::sync::Arc;
@@ -64,12 +65,22 @@ where
             post(components::rollback),
         )
         .route("/admin/queues", get(queues::list))
-        .route("/admin/queues/{queue}/jobs", post(queues::enqueue))
+        .route(
+            "/admin/queues/{queue}/jobs",
+            post(queues::enqueue).get(jobs::list),
+        )
+        .route(
+            "/admin/queues/{queue}/jobs/{id}",
+            get(jobs::get).delete(jobs::remove),
+        )
+        .route("/admin/queues/{queue}/jobs/{id}/events", get(jobs::events))
         .route(
             "/admin/queues/{queue}/dead",
             get(queues::dead).delete(queues::purge),
         )
         .route("/admin/queues/{queue}/dead/retry", post(queues::retry))
+        .route("/admin/queues/{queue}/pause", post(queues::pause))
+        .route("/admin/queues/{queue}/resume", post(queues::resume))
         .route("/admin", any(not_found))
         .route("/admin/", any(not_found))
         .route("/admin/{*rest}", any(not_found))

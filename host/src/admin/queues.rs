@@ -15,6 +15,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::jobs::JsonOrText;
 use crate::manifest::HumanDuration;
 use crate::queue::{DeadJob, EnqueueRequest, Enqueued, QueueError, QueueStats, Queues};
 use crate::triggers::http::{ApiError, read_body};
@@ -101,6 +102,7 @@ struct QueueRow<'a> {
     queue: &'a str,
     component: &'a str,
     concurrency: u32,
+    paused: bool,
     #[serde(flatten)]
     stats: QueueStats,
 }
@@ -113,6 +115,7 @@ pub async fn list(State(queues): State<Arc<Queues>>) -> Result<Response, ApiErro
             queue: &trigger.queue,
             component: &trigger.component,
             concurrency: trigger.concurrency,
+            paused: queues.is_paused(&trigger.queue),
             stats: queues.backend().stats(&trigger.queue).await?,
         });
     }
@@ -129,14 +132,6 @@ pub struct DeadQuery {
     limit: Option<usize>,
 }
 
-/// A stored payload: JSON as it was enqueued, or a string when it is not JSON.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Payload {
-    Json(Box<RawValue>),
-    Text(String),
-}
-
 #[derive(Serialize)]
 struct DeadList {
     queue: String,
@@ -146,7 +141,7 @@ struct DeadList {
 #[derive(Serialize)]
 struct DeadRow {
     id: String,
-    payload: Payload,
+    payload: JsonOrText,
     attempt: u32,
     max_attempts: u32,
     error: String,
@@ -157,13 +152,9 @@ struct DeadRow {
 impl From<DeadJob> for DeadRow {
     fn from(dead: DeadJob) -> Self {
         let job = dead.job;
-        let payload = match serde_json::from_str::<Box<RawValue>>(&job.payload) {
-            Ok(json) => Payload::Json(json),
-            Err(_) => Payload::Text(job.payload),
-        };
         Self {
             id: job.id,
-            payload,
+            payload: JsonOrText::of(job.payload),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             error: dead.error,
@@ -233,6 +224,26 @@ pub async fn retry(
         ));
     }
     Ok(Json(serde_json::json!({ "retried": retried })).into_response())
+}
+
+/// `POST /admin/queues/{queue}/pause` and `/resume`: on every host.
+pub async fn pause(
+    State(queues): State<Arc<Queues>>,
+    Path(queue): Path<String>,
+) -> Result<Response, ApiError> {
+    set_paused(&queues, queue, true).await
+}
+
+pub async fn resume(
+    State(queues): State<Arc<Queues>>,
+    Path(queue): Path<String>,
+) -> Result<Response, ApiError> {
+    set_paused(&queues, queue, false).await
+}
+
+async fn set_paused(queues: &Queues, queue: String, paused: bool) -> Result<Response, ApiError> {
+    queues.set_paused(&queue, paused).await?;
+    Ok(Json(serde_json::json!({ "queue": queue, "paused": paused })).into_response())
 }
 
 pub async fn purge(

@@ -66,6 +66,8 @@ pub struct CapabilityCtx {
     log_lines: u32,
     /// This invocation's number in the process, on its log lines ([`CapabilityCtx::invocation`]).
     invocation: u64,
+    /// The job a queue processor runs, for `queue.progress`.
+    job: Option<queue::RunningJob>,
 }
 
 /// The last invocation number handed out.
@@ -86,6 +88,19 @@ impl CapabilityCtx {
             streams,
             log_lines: 0,
             invocation: INVOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            job: None,
+        }
+    }
+
+    /// Makes this invocation the processing of `delivery` (its `progress` goes to that job).
+    pub fn set_job(&mut self, delivery: crate::queue::Delivery) {
+        self.job = Some(queue::RunningJob::new(delivery));
+    }
+
+    /// Writes a progress value held back by the rate bound, when the attempt ends.
+    pub async fn flush_progress(&mut self) {
+        if let Some(job) = &mut self.job {
+            job.flush(&self.services.queues).await;
         }
     }
 

@@ -10,6 +10,7 @@
 mod client;
 pub mod compile;
 pub mod components;
+pub mod jobs;
 pub mod new;
 pub mod queues;
 mod table;

@@ -250,8 +250,8 @@ fn jobs(n: usize) -> String {
     }
 }
 
-/// A queue name as one URL path segment.
-fn segment(name: &str) -> String {
+/// A queue name (or job id) as one URL path segment.
+pub(super) fn segment(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

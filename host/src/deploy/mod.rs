@@ -91,6 +91,8 @@ pub struct LiveParts {
     pub metrics: Arc<Metrics>,
     /// Where deployments are shared with the other hosts; `None` without Redis.
     pub redis: Option<Arc<RedisPool>>,
+    /// Told when another host pauses or resumes a queue (on the deploy channel).
+    pub queues: Arc<crate::queue::Queues>,
 }
 
 /// The components and triggers of an application: the manifest's, with deployments applied.
@@ -444,6 +446,11 @@ impl Deployer {
                         break;
                     }
                     Some(crate::redis::Message::Resync) => self.sync_all(cluster).await,
+                    Some(crate::redis::Message::Payload(name))
+                        if name == crate::queue::redis::PAUSED_MESSAGE.as_bytes() =>
+                    {
+                        self.refresh_paused().await
+                    }
                     Some(crate::redis::Message::Payload(name)) => {
                         if let Ok(name) = String::from_utf8(name) {
                             self.sync(cluster, &name).await;
@@ -454,7 +461,16 @@ impl Deployer {
         }
     }
 
+    /// Another host paused or resumed a queue (it shares this channel: see
+    /// `queue::redis::PAUSED_MESSAGE`).
+    async fn refresh_paused(&self) {
+        if let Err(e) = self.parts.queues.refresh_paused().await {
+            tracing::warn!("reading the paused queues failed: {e}");
+        }
+    }
+
     async fn sync_all(&self, cluster: &ClusterStore) {
+        self.refresh_paused().await;
         match cluster.names().await {
             Ok(names) => {
                 for name in names {

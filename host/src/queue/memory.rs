@@ -2,7 +2,7 @@
 //! so). It follows the same rules as Redis, so a dev run behaves like production: a bounded
 //! number of waiting jobs per queue, delays, retries, dead letters, stalled-job requeue.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,7 @@ fn dead(d: &DeadJob) -> JobInfo {
 #[derive(Default)]
 struct State {
     queues: HashMap<String, QueueState>,
+    paused: BTreeSet<String>,
     /// (queue, key) → (job id, expiry).
     dedup: HashMap<(String, String), (String, Instant)>,
     sequence: u64,
@@ -546,6 +547,20 @@ impl QueueBackend for MemoryQueue {
 
     async fn watch(&self, queue: &str, id: &str) -> Result<JobWatch, QueueError> {
         self.watchers.watch(queue, id).ok_or_else(too_many_watchers)
+    }
+
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        if paused {
+            state.paused.insert(queue.to_string());
+        } else {
+            state.paused.remove(queue);
+        }
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<BTreeSet<String>, QueueError> {
+        Ok(self.lock().paused.clone())
     }
 }
 

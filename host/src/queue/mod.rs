@@ -12,7 +12,7 @@ pub mod memory;
 pub mod redis;
 pub mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
@@ -199,6 +199,12 @@ pub trait QueueBackend: Send + Sync {
 
     /// A ticket that wakes when job `id` of `queue` may have changed, wherever it runs.
     async fn watch(&self, queue: &str, id: &str) -> Result<JobWatch, QueueError>;
+
+    /// Pauses or resumes `queue` for every host sharing the backend (jobs still arrive).
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError>;
+
+    /// The paused queues.
+    async fn paused(&self) -> Result<BTreeSet<String>, QueueError>;
 }
 
 /// A new random job id: 128 bits, hex.
@@ -229,6 +235,10 @@ pub struct Queues {
     /// Bumped by every enqueue, delivery and finish on this host: the dashboard re-reads the
     /// queues' counts only when it moved (or a minute went by), so an idle host stays quiet.
     activity: AtomicU64,
+    /// The paused queues as last read from the backend; the reader skips them.
+    paused: RwLock<Arc<BTreeSet<String>>>,
+    /// Told when `paused` changes, so the reader starts its read again without them.
+    paused_changed: tokio::sync::Notify,
 }
 
 /// What `/metrics` reads at scrape time: every queue's counts, from the backend.
@@ -254,7 +264,44 @@ impl Queues {
             triggers: RwLock::new(Arc::new(triggers)),
             promotion: OnceLock::new(),
             activity: AtomicU64::new(0),
+            paused: RwLock::default(),
+            paused_changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Whether `queue` is paused (as last read: see [`Queues::refresh_paused`]).
+    pub fn is_paused(&self, queue: &str) -> bool {
+        self.paused
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(queue)
+    }
+
+    /// Resolves when the set of paused queues changes.
+    pub async fn paused_changed(&self) {
+        self.paused_changed.notified().await
+    }
+
+    /// Reads the paused queues from the backend: at start-up, after a pause or resume here,
+    /// and when another host says it paused or resumed one.
+    pub async fn refresh_paused(&self) -> Result<(), QueueError> {
+        let paused = self.backend.paused().await?;
+        let mut current = self.paused.write().unwrap_or_else(|p| p.into_inner());
+        if **current != paused {
+            tracing::info!(paused = ?paused, "paused queues changed");
+            *current = Arc::new(paused);
+            drop(current);
+            self.paused_changed.notify_waiters();
+            self.note_activity();
+        }
+        Ok(())
+    }
+
+    /// Pauses (or resumes) `queue` on every host: its jobs wait, running ones finish.
+    pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
+        self.trigger(queue)?;
+        self.backend.set_paused(queue, paused).await?;
+        self.refresh_paused().await
     }
 
     pub fn backend(&self) -> &Arc<dyn QueueBackend> {

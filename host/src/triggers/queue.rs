@@ -192,6 +192,7 @@ impl QueueWorker {
             let runners = self.runners();
             let wants: Vec<(String, usize)> = runners
                 .iter()
+                .filter(|(q, _)| !self.queues.is_paused(q))
                 .map(|(q, r)| (q.clone(), r.slots.available_permits()))
                 .filter(|(_, free)| *free > 0)
                 .collect();
@@ -199,6 +200,7 @@ impl QueueWorker {
                 tokio::select! {
                     () = &mut freed => continue,
                     () = self.reconfigured.notified() => continue,
+                    () = self.queues.paused_changed() => continue,
                     () = shutdown.cancelled() => break,
                 }
             }
@@ -262,8 +264,9 @@ impl QueueWorker {
                         retry_interrupt = Some((tokio::time::Instant::now() + INTERRUPT_RETRY, 1));
                     }
                 }
-                // New queues (a deploy): the read must start again with them.
-                () = self.reconfigured.notified(), if retry_interrupt.is_none() => {
+                // New queues (a deploy), or paused or resumed ones: the read must start
+                // again with the queues of now.
+                () = reconfigured(&self.reconfigured, &self.queues), if retry_interrupt.is_none() => {
                     interrupt(backend.as_ref()).await;
                     retry_interrupt = Some((tokio::time::Instant::now() + INTERRUPT_RETRY, 1));
                 }
@@ -458,6 +461,14 @@ async fn wait_for_rate(limiter: &dyn RateLimiter, queue: &str, rate: Rate) {
     }
 }
 
+/// Resolves when the queues to read change: a deploy, a pause or a resume.
+async fn reconfigured(deployed: &Notify, queues: &Queues) {
+    tokio::select! {
+        () = deployed.notified() => {}
+        () = queues.paused_changed() => {}
+    }
+}
+
 async fn interrupt(backend: &dyn QueueBackend) {
     if let Err(e) = backend.interrupt_receive().await {
         tracing::debug!("interrupting the queue read failed: {e}");
@@ -487,7 +498,8 @@ async fn run_attempt(
             component.name()
         ));
     };
-    let store = component.new_store(engine, services);
+    let mut store = component.new_store(engine, services);
+    store.data_mut().caps.set_job(delivery.clone());
     let job = WitJob {
         id: delivery.job.id.clone(),
         queue: delivery.job.queue.clone(),
@@ -496,11 +508,12 @@ async fn run_attempt(
         max_attempts: delivery.job.max_attempts,
     };
     let timeout = runner.trigger.timeout.0;
-    let Invoked { result, store } =
+    let Invoked { result, mut store } =
         invoke(component.name(), store, timeout, &runner.metrics, |store| {
             Box::pin(async move { pre.process(store, &job).await })
         })
         .await;
+    store.data_mut().caps.flush_progress().await;
     match result {
         Ok(Ok(output)) => Outcome::Done(output),
         Ok(Err(WitJobError::Retry(m))) => Outcome::Retryable(m),

@@ -757,7 +757,52 @@ impl QueueBackend for RedisQueue {
             .await?;
         Ok(ticket)
     }
+
+    /// The paused set lives in the application's control slot `{deploy}`, beside the deploy
+    /// records, and a change is announced on their channel (`:paused`, never a component
+    /// name): every host already listens there, so pausing needs no connection of its own.
+    async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
+        let (key, channel) = (self.pool.key(PAUSED), self.pool.key(CONTROL_CHANNEL));
+        let (queue, publish) = (queue.to_string(), self.pool.publish_command());
+        self.pool
+            .run_durable(&key.clone(), |mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd(if paused { "SADD" } else { "SREM" })
+                    .arg(&key)
+                    .arg(&queue)
+                    .ignore()
+                    .cmd(publish)
+                    .arg(&channel)
+                    .arg(PAUSED_MESSAGE)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<std::collections::BTreeSet<String>, QueueError> {
+        let key = self.pool.key(PAUSED);
+        Ok(self
+            .pool
+            .run(|mut c| async move {
+                redis::cmd("SMEMBERS")
+                    .arg(&key)
+                    .query_async::<std::collections::BTreeSet<String>>(&mut c)
+                    .await
+            })
+            .await?)
+    }
 }
+
+/// The set of paused queues (in the `{deploy}` control slot).
+const PAUSED: &str = "{deploy}:paused-queues";
+/// The deployer's channel, where every host listens for application-wide changes.
+const CONTROL_CHANNEL: &str = "{deploy}:notify";
+/// What a pause or resume publishes there: not a component name (names have no `:`).
+pub const PAUSED_MESSAGE: &str = ":paused";
 
 #[cfg(test)]
 mod tests {

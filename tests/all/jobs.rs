@@ -1,0 +1,245 @@
+//! Jobs users can see and steer, under the real binary on a private Redis: one job by id
+//! (admin API and `llmchat job`), jobs by state, removal, a processor's progress and its own
+//! status, the job's events as SSE from a host that does not run it, and pause / resume
+//! across two hosts.
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::admin::{cli_err, cli_ok};
+use crate::support::redis::RedisServer;
+use crate::support::{Host, client, component, component_toml, get_json, poll_until};
+
+/// Queue `jobs` processed by `fixture-processor`, keeping completed jobs.
+fn manifest(redis_url: &str, extra: &str) -> String {
+    format!(
+        "[redis]\nurl = {redis_url:?}\n{}[[trigger.queue]]\nqueue = \"jobs\"\ncomponent = \"p\"\n\
+         keep_completed = {{ count = 100 }}\n{extra}\n",
+        component_toml("p", &component("fixture-processor"), ""),
+    )
+}
+
+fn enqueue(host: &Host, payload: Value) -> String {
+    let response = client()
+        .post(host.url("/admin/queues/jobs/jobs"))
+        .json(&json!({ "payload": payload }))
+        .send()
+        .expect("enqueue");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().expect("JSON");
+    body["id"].as_str().expect("an id").to_string()
+}
+
+fn job(host: &Host, id: &str) -> (StatusCode, Value) {
+    let response = client()
+        .get(host.url(&format!("/admin/queues/jobs/jobs/{id}")))
+        .send()
+        .expect("GET job");
+    (response.status(), response.json().expect("JSON"))
+}
+
+fn wait_for_state(host: &Host, id: &str, state: &str) -> Value {
+    poll_until(
+        Duration::from_secs(20),
+        &format!("job {id} {state}"),
+        || {
+            let (status, body) = job(host, id);
+            (status == StatusCode::OK && body["state"] == state).then_some(body)
+        },
+    )
+}
+
+#[test]
+fn a_job_is_followed_by_id_through_the_admin_api_and_the_cli() {
+    let redis = RedisServer::start();
+    let host = Host::start(&manifest(&redis.url(), ""));
+    let base = host.url("");
+    let id = enqueue(&host, json!({"action": "ok"}));
+    let done = wait_for_state(&host, &id, "completed");
+    assert_eq!(done["result"], "ok");
+    assert_eq!(done["payload"], json!({"action": "ok"}));
+    assert!(done["finished_at_ms"].as_u64() >= done["started_at_ms"].as_u64());
+
+    let printed: Value = serde_json::from_str(&cli_ok(&base, &["job", "jobs", &id], None))
+        .expect("`llmchat job` prints JSON");
+    assert_eq!(
+        (printed["id"].as_str(), printed["state"].as_str()),
+        (Some(id.as_str()), Some("completed"))
+    );
+    let listed = cli_ok(&base, &["jobs", "jobs", "--state", "completed"], None);
+    assert!(listed.contains(&id) && listed.contains("ok"), "{listed}");
+
+    let (code, stderr) = cli_err(&base, &["jobs", "jobs", "--state", "finished"], None);
+    assert_eq!(code, 2, "a bad state is a usage error");
+    assert!(
+        stderr.contains("unknown job state \"finished\""),
+        "{stderr}"
+    );
+    let (status, body) = job(&host, "feed");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no job `feed` in queue `jobs`"),
+        "{body}"
+    );
+    let response = client()
+        .get(host.url("/admin/queues/jobs/jobs?state=done"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // A dead job carries its error; a delayed one can be removed from the CLI.
+    let dead = enqueue(&host, json!({"action": "fail"}));
+    let body = wait_for_state(&host, &dead, "dead");
+    assert_eq!(body["error"], "permanent failure requested");
+    let response = client()
+        .post(host.url("/admin/queues/jobs/jobs"))
+        .json(&json!({ "payload": {"action": "ok"}, "delay": "1h" }))
+        .send()
+        .unwrap();
+    let later = response.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(job(&host, &later).1["state"], "delayed");
+    let removed = cli_ok(&base, &["job", "jobs", &later, "--remove"], None);
+    assert!(
+        removed.contains("removed") && removed.contains("delayed"),
+        "{removed}"
+    );
+    assert_eq!(job(&host, &later).0, StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn a_processor_reports_progress_and_reads_its_own_status() {
+    let redis = RedisServer::start();
+    let host = Host::start(&manifest(&redis.url(), ""));
+    let me = enqueue(&host, json!({"action": "status-of-self"}));
+    assert_eq!(wait_for_state(&host, &me, "completed")["result"], "active");
+    let steps = enqueue(&host, json!({"action": "progress", "steps": 3, "ms": 1}));
+    let done = wait_for_state(&host, &steps, "completed");
+    assert_eq!(done["result"], "did 3 steps");
+    assert_eq!(
+        done["progress"],
+        json!({"step": 3, "of": 3}),
+        "the last value is kept, even when coalesced"
+    );
+}
+
+/// Reads SSE events `(name, data)` from `response` until the stream ends or `deadline`.
+fn read_events(response: reqwest::blocking::Response, deadline: Duration) -> Vec<(String, String)> {
+    let end = Instant::now() + deadline;
+    let mut events = Vec::new();
+    let (mut name, mut data) = (String::new(), String::new());
+    for line in BufReader::new(response).lines() {
+        let line = line.expect("reading the event stream");
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            data = d.to_string();
+        } else if line.is_empty() && !name.is_empty() {
+            events.push((std::mem::take(&mut name), std::mem::take(&mut data)));
+        }
+        assert!(Instant::now() < end, "the stream did not end: {events:?}");
+    }
+    events
+}
+
+#[test]
+fn job_events_stream_from_a_host_that_does_not_run_the_job() {
+    let redis = RedisServer::start();
+    let manifest = manifest(&redis.url(), "");
+    let runner = Host::start(&manifest);
+    // 20 steps of 150 ms: long enough for the second host to start and follow it.
+    let id = enqueue(
+        &runner,
+        json!({"action": "progress", "steps": 20, "ms": 150}),
+    );
+    wait_for_state(&runner, &id, "active");
+    let follower = Host::start(&manifest);
+    let response = client()
+        .get(follower.url(&format!("/admin/queues/jobs/jobs/{id}/events")))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .expect("events");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let events = read_events(response, Duration::from_secs(30));
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"state"), "{events:?}");
+    let progress: Vec<Value> = events
+        .iter()
+        .filter(|(n, _)| n == "progress")
+        .map(|(_, d)| serde_json::from_str(d).expect("progress JSON"))
+        .collect();
+    assert!(
+        progress.len() >= 3,
+        "progress streamed while the job ran elsewhere: {events:?}"
+    );
+    let steps: Vec<u64> = progress.iter().filter_map(|p| p["step"].as_u64()).collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "in order: {steps:?}");
+    let (last, data) = events.last().expect("a last event");
+    assert_eq!(last, "completed", "{events:?}");
+    let completed: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(completed["result"], "did 20 steps");
+
+    // A client that comes after the end gets the final state at once, and the end.
+    let started = Instant::now();
+    let late = client()
+        .get(follower.url(&format!("/admin/queues/jobs/jobs/{id}/events")))
+        .send()
+        .unwrap();
+    let events = read_events(late, Duration::from_secs(5));
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "completed");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let unknown = client()
+        .get(follower.url("/admin/queues/jobs/jobs/beef/events"))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn pausing_a_queue_on_one_host_holds_its_jobs_on_every_host_until_resumed() {
+    let redis = RedisServer::start();
+    let manifest = manifest(&redis.url(), "");
+    let (a, b) = (Host::start(&manifest), Host::start(&manifest));
+    let paused = cli_ok(&a.url(""), &["pause", "jobs"], None);
+    assert!(paused.contains("paused"), "{paused}");
+    poll_until(Duration::from_secs(10), "host b sees the pause", || {
+        (get_json(&b.url("/admin/queues"))["queues"][0]["paused"] == true).then_some(())
+    });
+    let ids: Vec<String> = (0..5)
+        .map(|_| enqueue(&b, json!({"action": "ok"})))
+        .collect();
+    // Nothing may start while paused: watch for a second that every job stays waiting.
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        for id in &ids {
+            assert_eq!(
+                job(&a, id).1["state"],
+                "waiting",
+                "job {id} ran on a paused queue"
+            );
+        }
+    }
+    cli_ok(&b.url(""), &["resume", "jobs"], None);
+    for id in &ids {
+        wait_for_state(&a, id, "completed");
+    }
+    assert_eq!(
+        get_json(&a.url("/admin/queues"))["queues"][0]["paused"],
+        false
+    );
+    let unknown = client()
+        .post(a.url("/admin/queues/nope/pause"))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
