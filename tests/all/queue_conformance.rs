@@ -467,7 +467,7 @@ conformance! {
 
 /// Whether `watch` wakes within 5 s.
 async fn woken(watch: &mut llmchat_host::queue::watch::JobWatch) -> bool {
-    tokio::time::timeout(Duration::from_secs(5), watch.changed())
+    llmchat_host::timers::timeout(Duration::from_secs(5), watch.changed())
         .await
         .is_ok()
 }

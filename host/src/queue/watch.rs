@@ -137,7 +137,7 @@ mod tests {
         watchers.notify("q", "1");
         a.changed().await;
         b.changed().await;
-        let pending = tokio::time::timeout(std::time::Duration::from_millis(20), other.changed());
+        let pending = crate::timers::timeout(std::time::Duration::from_millis(20), other.changed());
         assert!(pending.await.is_err(), "job 2 did not change");
         assert_eq!(watchers.len(), 2);
         drop(a);
