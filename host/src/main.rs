@@ -296,6 +296,11 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         Some(pool) => Arc::new(RedisClaims::new(pool.clone())),
         None => Arc::new(LocalClaims),
     };
+    worker.repeat_with(Arc::new(llmchat_host::triggers::repeat::Repeats::new(
+        queues.clone(),
+        claims.clone(),
+        scheduler.handle(),
+    )));
     let schedules = Arc::new(Schedules::new(
         engine.clone(),
         services.clone(),

@@ -243,3 +243,42 @@ fn pausing_a_queue_on_one_host_holds_its_jobs_on_every_host_until_resumed() {
         .unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 }
+
+#[test]
+fn a_repeat_entry_enqueues_each_tick_once_across_two_hosts() {
+    let redis = RedisServer::start();
+    let manifest = manifest(
+        &redis.url(),
+        "repeat = [{ every = \"500ms\", payload = { action = \"ok\" } }]",
+    );
+    let (a, _b) = (Host::start(&manifest), Host::start(&manifest));
+    let completed = || -> Vec<Value> {
+        let list = get_json(&a.url("/admin/queues/jobs/jobs?state=completed&limit=1000"));
+        list["jobs"].as_array().cloned().unwrap_or_default()
+    };
+    let jobs = poll_until(Duration::from_secs(20), "six repeat ticks", || {
+        let jobs = completed();
+        (jobs.len() >= 6).then_some(jobs)
+    });
+    for job in &jobs {
+        assert_eq!(job["payload"], json!({"action": "ok"}));
+    }
+    let mut enqueued: Vec<u64> = jobs
+        .iter()
+        .filter_map(|j| j["enqueued_at_ms"].as_u64())
+        .collect();
+    enqueued.sort();
+    let span = enqueued[enqueued.len() - 1] - enqueued[0];
+    let ticks = (span as f64 / 500.0).round() as usize + 1;
+    assert_eq!(
+        enqueued.len(),
+        ticks,
+        "one job per tick though both hosts tick: {enqueued:?}"
+    );
+    for pair in enqueued.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 250,
+            "two jobs for one tick: {enqueued:?}"
+        );
+    }
+}

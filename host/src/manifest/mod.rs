@@ -42,8 +42,9 @@ pub use rules::{
 };
 pub use schedule::{DashboardSettings, ScheduleTrigger, ScheduleTriggerConfig, When, parse_cron};
 pub use triggers::{
-    Export, HttpTrigger, HttpTriggerConfig, KeepJobs, MAX_CONCURRENCY, MAX_KEEP, QueueTrigger,
-    QueueTriggerConfig, Registered, TriggerConfigs, TriggerKind, Triggers,
+    Export, HttpTrigger, HttpTriggerConfig, KeepJobs, MAX_CONCURRENCY, MAX_KEEP, MAX_REPEATS,
+    QueueTrigger, QueueTriggerConfig, Registered, Repeat, RepeatConfig, TriggerConfigs,
+    TriggerKind, Triggers,
 };
 pub use units::{ByteSize, HumanDuration};
 

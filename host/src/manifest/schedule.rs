@@ -39,6 +39,31 @@ pub enum When {
 }
 
 impl When {
+    /// The `every` or `cron` field of a table (exactly one of them), checked.
+    pub fn from_fields(every: Option<HumanDuration>, cron: Option<String>) -> Result<When> {
+        Ok(match (every, cron) {
+            (Some(_), Some(_)) => bail!("fields `every` and `cron`: give one, not both"),
+            (None, None) => {
+                bail!(
+                    "field `every` or `cron` is required (e.g. every = \"30s\" or cron = \"0 3 * * *\")"
+                )
+            }
+            (Some(every), None) => {
+                if every.0 < MIN_EVERY {
+                    bail!(
+                        "field `every`: {every} is below the minimum of {}",
+                        HumanDuration(MIN_EVERY)
+                    );
+                }
+                When::Every(every.0)
+            }
+            (None, Some(text)) => {
+                let cron = parse_cron(&text).map_err(|e| anyhow::anyhow!("field `cron`: {e}"))?;
+                When::Cron(Box::new(cron), text)
+            }
+        })
+    }
+
     /// The first tick strictly after `after_ms` (ms since the epoch), in ms since the epoch.
     pub fn next_after(&self, after_ms: u64) -> Option<u64> {
         match self {
@@ -110,27 +135,7 @@ impl TriggerKind for ScheduleTrigger {
         let name = config.name.unwrap_or_else(|| component.clone());
         check_name(&name).map_err(|e| anyhow::anyhow!("field `name`: {e}"))?;
         check_unique(&name, seen)?;
-        let when = match (config.every, config.cron) {
-            (Some(_), Some(_)) => bail!("fields `every` and `cron`: give one, not both"),
-            (None, None) => {
-                bail!(
-                    "field `every` or `cron` is required (e.g. every = \"30s\" or cron = \"0 3 * * *\")"
-                )
-            }
-            (Some(every), None) => {
-                if every.0 < MIN_EVERY {
-                    bail!(
-                        "field `every`: {every} is below the minimum of {}",
-                        HumanDuration(MIN_EVERY)
-                    );
-                }
-                When::Every(every.0)
-            }
-            (None, Some(text)) => {
-                let cron = parse_cron(&text).map_err(|e| anyhow::anyhow!("field `cron`: {e}"))?;
-                When::Cron(Box::new(cron), text)
-            }
-        };
+        let when = When::from_fields(config.every, config.cron)?;
         let timeout = config.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
         if timeout.is_zero() {
             bail!("field `timeout`: must be greater than zero");

@@ -218,6 +218,82 @@ fn queue_triggers_parse_with_defaults_and_are_checked() {
 }
 
 #[test]
+fn retention_and_repeat_entries_parse_and_bad_ones_are_named() {
+    let dir = dir_with_wasm();
+    let base = "[component.p]\nsource = \"a.wasm\"\n[[trigger.queue]]\nqueue = \"jobs\"\ncomponent = \"p\"\n";
+    let m = parse_in(
+        dir.path(),
+        &format!(
+            "{base}keep_completed = {{ count = 1000, age = \"1h\" }}\n\
+             repeat = [{{ every = \"5m\", payload = {{ kind = \"digest\" }} }}, {{ cron = \"0 3 * * *\", payload = 1 }}]\n"
+        ),
+    )
+    .unwrap();
+    let t = &m.triggers.queue[0];
+    assert_eq!(t.keep_completed.count, 1000);
+    assert_eq!(t.keep_completed.age_ms(), Some(3_600_000));
+    assert_eq!(
+        t.keep_failed.count, 10_000,
+        "dead letters: today's bound by default"
+    );
+    assert_eq!(t.repeat.len(), 2);
+    assert_eq!(t.repeat[0].payload, r#"{"kind":"digest"}"#);
+    assert!(
+        t.repeat[0].key.starts_with("repeat:jobs:"),
+        "{}",
+        t.repeat[0].key
+    );
+    assert_ne!(t.repeat[0].key, t.repeat[1].key);
+    let defaults = parse_in(dir.path(), base).unwrap();
+    assert!(
+        !defaults.triggers.queue[0].keep_completed.keeps(),
+        "nothing kept by default"
+    );
+    for (extra, want) in [
+        (
+            "keep_completed = { count = 2000000 }",
+            "keep_completed`: count 2000000 is above",
+        ),
+        (
+            "keep_completed = { count = 5, age = \"0s\" }",
+            "age must be greater than zero",
+        ),
+        (
+            "keep_failed = { count = 0 }",
+            "keep_failed`: count must be at least 1",
+        ),
+        (
+            "keep_completed = { count = 5, ttl = \"1h\" }",
+            "unknown field `ttl`",
+        ),
+        (
+            "repeat = [{ payload = 1 }]",
+            "`every` or `cron` is required",
+        ),
+        (
+            "repeat = [{ every = \"1s\", cron = \"* * * * *\", payload = 1 }]",
+            "give one, not both",
+        ),
+        (
+            "repeat = [{ cron = \"61 * * * *\", payload = 1 }]",
+            "not a cron expression",
+        ),
+        ("repeat = [{ every = \"1s\" }]", "missing field `payload`"),
+        (
+            "max_payload = \"8B\"\nrepeat = [{ every = \"1s\", payload = \"a long string\" }]",
+            "above the queue's max_payload",
+        ),
+        (
+            "repeat = [{ every = \"1s\", payload = 1 }, { every = \"1s\", payload = 1 }]",
+            "entry 2: the same schedule and payload twice",
+        ),
+    ] {
+        let e = err(dir.path(), &format!("{base}{extra}\n"));
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+}
+
+#[test]
 fn redis_settings_are_checked() {
     let dir = dir_with_wasm();
     let e = err(dir.path(), "[redis]\nurl = \"http://x\"\n");

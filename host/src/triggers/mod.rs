@@ -17,6 +17,7 @@
 
 pub mod http;
 pub mod queue;
+pub mod repeat;
 pub mod schedule;
 
 use std::future::Future;

@@ -82,6 +82,8 @@ pub struct QueueWorker {
     slot_freed: Arc<Notify>,
     /// Tells the reader that the runners changed, so it reads the new set of queues.
     reconfigured: Notify,
+    /// The queues' `repeat` entries, when the host runs them (`main` sets it).
+    repeats: std::sync::OnceLock<Arc<crate::triggers::repeat::Repeats>>,
     tasks: TaskTracker,
 }
 
@@ -105,8 +107,15 @@ impl QueueWorker {
             in_flight: Arc::default(),
             slot_freed: Arc::new(Notify::new()),
             reconfigured: Notify::new(),
+            repeats: std::sync::OnceLock::new(),
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// Runs the queues' `repeat` entries with `repeats` from now on (before the first
+    /// [`Trigger::apply`]).
+    pub fn repeat_with(&self, repeats: Arc<crate::triggers::repeat::Repeats>) {
+        let _ = self.repeats.set(repeats);
     }
 
     /// Builds the runners for `triggers` with the components of `registry`, or refuses
@@ -620,6 +629,9 @@ impl Trigger for QueueWorker {
         let runners = self.runners_for(triggers, registry)?;
         self.queues.set_triggers(triggers);
         *self.runners.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(runners);
+        if let Some(repeats) = self.repeats.get() {
+            repeats.apply(triggers);
+        }
         self.reconfigured.notify_one();
         Ok(())
     }

@@ -22,7 +22,10 @@ use super::ComponentSpec;
 use super::schedule::ScheduleTrigger;
 
 pub use http::{HttpTrigger, HttpTriggerConfig};
-pub use queue::{KeepJobs, MAX_CONCURRENCY, MAX_KEEP, QueueTrigger, QueueTriggerConfig};
+pub use queue::{
+    KeepJobs, MAX_CONCURRENCY, MAX_KEEP, MAX_REPEATS, QueueTrigger, QueueTriggerConfig, Repeat,
+    RepeatConfig,
+};
 
 /// The export a component must have to be the target of a kind of trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::{Export, TriggerKind, as_text, check_declared, component_of};
-use crate::manifest::{Backoff, ByteSize, ComponentSpec, HumanDuration, Rate, check_name};
+use crate::manifest::{Backoff, ByteSize, ComponentSpec, HumanDuration, Rate, When, check_name};
 
 /// Most jobs of one queue a host processes at once.
 pub const MAX_CONCURRENCY: u32 = 10_000;
@@ -49,6 +49,60 @@ pub struct QueueTriggerConfig {
     pub keep_completed: Option<KeepJobs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_failed: Option<KeepJobs>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repeat: Vec<RepeatConfig>,
+}
+
+/// One `repeat = [{ every = "5m", payload = {...} }]` entry as written (or `cron`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    pub payload: serde_json::Value,
+}
+
+/// A job enqueued at every tick of `when`, once across every host sharing the Redis.
+#[derive(Debug, Clone)]
+pub struct Repeat {
+    pub when: When,
+    /// JSON text.
+    pub payload: String,
+    /// Names the tick claim and the dedup key: the queue, and a hash of `when` and the
+    /// payload, so a deploy that keeps an entry keeps its claims.
+    pub key: String,
+}
+
+/// Most `repeat` entries of one queue.
+pub const MAX_REPEATS: usize = 64;
+
+impl Repeat {
+    fn from_config(queue: &str, config: RepeatConfig, max_payload: u64) -> Result<Repeat> {
+        let when = When::from_fields(config.every, config.cron)?;
+        if when.next_after(crate::timers::now_ms()).is_none() {
+            bail!("{when} never ticks");
+        }
+        let payload = serde_json::to_string(&config.payload)?;
+        if payload.len() as u64 > max_payload {
+            bail!(
+                "field `payload`: {} bytes, above the queue's max_payload of {max_payload}",
+                payload.len()
+            );
+        }
+        // FNV-1a: stable across builds and hosts, unlike std's hasher.
+        let hash = format!("{when}|{payload}")
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        Ok(Repeat {
+            when,
+            payload,
+            key: format!("repeat:{queue}:{hash:016x}"),
+        })
+    }
 }
 
 /// How many finished jobs a queue keeps, and for how long: `{ count = 1000, age = "1h" }`.
@@ -125,6 +179,9 @@ pub struct QueueTrigger {
     /// default, with no age limit.
     #[serde(default = "defaults::keep_failed")]
     pub keep_failed: KeepJobs,
+    /// Jobs enqueued on a schedule (`repeat = [...]`).
+    #[serde(skip)]
+    pub repeat: Vec<Repeat>,
 }
 
 impl QueueTriggerConfig {
@@ -169,7 +226,27 @@ impl TriggerKind for QueueTrigger {
                 .keep_completed
                 .unwrap_or_else(defaults::keep_completed),
             keep_failed: config.keep_failed.unwrap_or_else(defaults::keep_failed),
+            repeat: Vec::new(),
         };
+        if config.repeat.len() > MAX_REPEATS {
+            bail!(
+                "field `repeat`: {} entries, the most is {MAX_REPEATS}",
+                config.repeat.len()
+            );
+        }
+        let mut trigger = trigger;
+        let max_payload = trigger.max_payload.bytes();
+        for (i, entry) in config.repeat.into_iter().enumerate() {
+            let repeat = Repeat::from_config(&trigger.queue, entry, max_payload)
+                .map_err(|e| anyhow::anyhow!("field `repeat` entry {}: {e:#}", i + 1))?;
+            if trigger.repeat.iter().any(|r| r.key == repeat.key) {
+                bail!(
+                    "field `repeat` entry {}: the same schedule and payload twice",
+                    i + 1
+                );
+            }
+            trigger.repeat.push(repeat);
+        }
         trigger.check(components, seen)?;
         Ok(trigger)
     }
