@@ -285,3 +285,89 @@ fn conversations_get_a_title_and_a_summary_from_the_queues() {
         },
     );
 }
+
+/// `POST /api/conversations/{id}/summarize` answers with a job, whose progress and end
+/// stream from `GET /api/jobs/{id}/events` for that conversation only.
+#[test]
+fn a_summary_asked_for_streams_its_progress_to_the_conversations_owner_only() {
+    let host = Host::start(&default_manifest());
+    let (status, first) = chat(&host, json!({"agent": "general", "message": "hello there"}));
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let conversation = first["conversation_id"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    let response = client()
+        .post(host.url(&format!("/api/conversations/{conversation}/summarize")))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().unwrap();
+    let job = accepted["job_id"].as_str().expect("a job id").to_string();
+    let events_path = accepted["events"]
+        .as_str()
+        .expect("an events path")
+        .to_string();
+    assert_eq!(
+        events_path,
+        format!("/api/jobs/{job}/events?conversation={conversation}")
+    );
+
+    let body = client()
+        .get(host.url(&events_path))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .unwrap();
+    assert_eq!(body.headers()["content-type"], "text/event-stream");
+    let events = sse_events(&body.text().expect("the stream ends with the job"));
+    let (last, data) = events.last().expect("events");
+    assert_eq!(last, "completed", "{events:?}");
+    assert!(
+        data["result"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("summarized"),
+        "{data}"
+    );
+    assert_eq!(
+        data["progress"],
+        json!({"step": "saving the summary"}),
+        "{data}"
+    );
+    poll_until(Duration::from_secs(5), "the summary is stored", || {
+        let c: Value = client()
+            .get(host.url(&format!("/api/conversations/{conversation}")))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        c["summary"].is_string().then_some(())
+    });
+
+    // Another conversation's caller, an unknown job, or no conversation: refused.
+    let (_, other) = chat(
+        &host,
+        json!({"agent": "general", "message": "someone else"}),
+    );
+    let other = other["conversation_id"].as_str().unwrap();
+    for (path, status) in [
+        (
+            format!("/api/jobs/{job}/events?conversation={other}"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            format!("/api/jobs/ffff/events?conversation={conversation}"),
+            StatusCode::NOT_FOUND,
+        ),
+        (format!("/api/jobs/{job}/events"), StatusCode::BAD_REQUEST),
+    ] {
+        let response = client().get(host.url(&path)).send().unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert!(!error_of(response).is_empty());
+    }
+    let response = client()
+        .post(host.url("/api/conversations/nope-nope/summarize"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}

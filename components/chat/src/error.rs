@@ -28,6 +28,8 @@ pub enum ApiError {
     UnknownAgent(String),
     /// No history is stored for the conversation in the path (never created, or expired).
     UnknownConversation(String),
+    /// No job of this id belongs to the conversation named (or it is unknown).
+    UnknownJob(String),
     /// The component's own config is missing or wrong: an operator error, not the client's.
     Config { key: &'static str, reason: String },
     /// The llm capability failed.
@@ -43,9 +45,10 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NoRoute { .. } | Self::UnknownAgent(_) | Self::UnknownConversation(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Self::NoRoute { .. }
+            | Self::UnknownAgent(_)
+            | Self::UnknownConversation(_)
+            | Self::UnknownJob(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Config { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Llm(llm::Error::Timeout) => StatusCode::GATEWAY_TIMEOUT,
@@ -85,6 +88,7 @@ impl ApiError {
             ),
             Self::UnknownAgent(id) => format!("unknown agent `{id}`"),
             Self::UnknownConversation(id) => format!("unknown conversation `{id}`"),
+            Self::UnknownJob(id) => format!("unknown job `{id}` for this conversation"),
             Self::Config { key, reason } => {
                 format!("component config `{key}` is invalid: {reason}")
             }

@@ -71,6 +71,16 @@ pub fn request_summary(
     }
 }
 
+/// Asks for a summary now (`POST /api/conversations/{id}/summarize`) and returns the job id;
+/// not deduplicated, as the conversation may have grown since the last summary.
+pub fn request_summary_now(conversation_id: &str, queue_name: &str) -> Result<String, ApiError> {
+    let job = TitleJob {
+        conversation_id,
+        kind: Kind::Summary,
+    };
+    enqueue(queue_name, &job, &default_options())
+}
+
 /// Asks for a title after the first exchange of a conversation; logs a failure.
 ///
 /// `previous` is how many messages the conversation held before this turn (see

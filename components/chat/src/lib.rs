@@ -26,6 +26,7 @@ mod routes;
 mod server;
 mod settings;
 mod sse;
+mod summaries;
 
 use wstd::http::{Body, Request, Response};
 

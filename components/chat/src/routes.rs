@@ -8,7 +8,7 @@
 use crate::agents::{self, PublicAgent};
 use crate::error::ApiError;
 use crate::response;
-use crate::{chat, conversations};
+use crate::{chat, conversations, summaries};
 use serde::Serialize;
 use wstd::http::{Body, Method, Request, Response, StatusCode};
 
@@ -27,6 +27,10 @@ enum Route<'a> {
     Chat,
     /// `/api/conversations/{id}`
     Conversation(&'a str),
+    /// `/api/conversations/{id}/summarize`
+    Summarize(&'a str),
+    /// `/api/jobs/{id}/events`
+    JobEvents(&'a str),
 }
 
 /// A handler: a route together with one of its methods.
@@ -37,6 +41,8 @@ enum Endpoint<'a> {
     Chat,
     GetConversation(&'a str),
     DeleteConversation(&'a str),
+    Summarize(&'a str),
+    JobEvents(&'a str),
 }
 
 impl Route<'_> {
@@ -44,7 +50,8 @@ impl Route<'_> {
     fn allow(self) -> &'static [Method] {
         match self {
             Self::Agents | Self::Agent(_) => GET,
-            Self::Chat => POST,
+            Self::Chat | Self::Summarize(_) => POST,
+            Self::JobEvents(_) => GET,
             Self::Conversation(_) => GET_OR_DELETE,
         }
     }
@@ -58,6 +65,14 @@ fn route(path: &str) -> Option<Route<'_>> {
     }
     .or_else(|| segment(path, "/api/agents/").map(Route::Agent))
     .or_else(|| segment(path, "/api/conversations/").map(Route::Conversation))
+    .or_else(|| {
+        let id = path.strip_suffix("/summarize")?;
+        segment(id, "/api/conversations/").map(Route::Summarize)
+    })
+    .or_else(|| {
+        let id = path.strip_suffix("/events")?;
+        segment(id, "/api/jobs/").map(Route::JobEvents)
+    })
 }
 
 /// The one non-empty path segment after `prefix`.
@@ -79,6 +94,8 @@ fn endpoint<'a>(method: &Method, path: &'a str) -> Result<Endpoint<'a>, ApiError
         (Route::Chat, &Method::POST) => Ok(Endpoint::Chat),
         (Route::Conversation(id), &Method::GET) => Ok(Endpoint::GetConversation(id)),
         (Route::Conversation(id), &Method::DELETE) => Ok(Endpoint::DeleteConversation(id)),
+        (Route::Summarize(id), &Method::POST) => Ok(Endpoint::Summarize(id)),
+        (Route::JobEvents(id), &Method::GET) => Ok(Endpoint::JobEvents(id)),
         _ => Err(ApiError::MethodNotAllowed {
             method: method.clone(),
             path: path.to_owned(),
@@ -95,6 +112,8 @@ pub async fn handle(request: Request<Body>) -> Result<Response<Body>, ApiError> 
         Endpoint::Chat => chat::handle(request).await,
         Endpoint::GetConversation(id) => conversations::get(id),
         Endpoint::DeleteConversation(id) => conversations::delete(id),
+        Endpoint::Summarize(id) => summaries::summarize(id),
+        Endpoint::JobEvents(id) => summaries::events(id, request.uri().query()),
     }
 }
 
@@ -135,6 +154,11 @@ mod tests {
             route("/api/conversations/c-1"),
             Some(Route::Conversation("c-1"))
         );
+        assert_eq!(
+            route("/api/conversations/c-1/summarize"),
+            Some(Route::Summarize("c-1"))
+        );
+        assert_eq!(route("/api/jobs/j1/events"), Some(Route::JobEvents("j1")));
     }
 
     #[test]
@@ -149,6 +173,9 @@ mod tests {
             "/api/conversations",
             "/api/conversations/",
             "/api/conversations/a/b",
+            "/api/conversations//summarize",
+            "/api/jobs/j1",
+            "/api/jobs//events",
         ] {
             assert_eq!(route(path), None, "{path}");
         }
@@ -174,6 +201,8 @@ mod tests {
             "/api/agents/a",
             "/api/chat",
             "/api/conversations/c",
+            "/api/conversations/c/summarize",
+            "/api/jobs/j/events",
         ] {
             let allow = route(path).expect("known path").allow();
             for method in &METHODS {

@@ -10,4 +10,4 @@ wit_bindgen::generate!({
 });
 
 pub use exports::llmchat::runtime::processor::{Guest, Job, JobError};
-pub use llmchat::runtime::{config, kv, llm};
+pub use llmchat::runtime::{config, kv, llm, queue};

@@ -19,7 +19,7 @@ mod prompt;
 mod settings;
 mod title;
 
-use bindings::{Guest, Job, JobError, kv, llm};
+use bindings::{Guest, Job, JobError, kv, llm, queue};
 use conversation_store::{Message, history_key, summary_key, title_key};
 use job::Kind;
 
@@ -39,10 +39,13 @@ impl Guest for Summarizer {
 bindings::export!(Summarizer with_types_in bindings);
 
 fn summarize(id: &str, settings: &settings::Settings) -> Result<String, JobError> {
+    progress("reading the conversation");
     let Some(messages) = history(id)? else {
         return Ok("nothing to summarize".to_owned());
     };
+    progress("asking the model");
     let summary = ask(&settings.prompt, &messages)?;
+    progress("saving the summary");
     let summary = summary.trim();
     if summary.is_empty() {
         return Err(JobError::Retry(
@@ -65,6 +68,12 @@ fn give_title(id: &str, settings: &settings::Settings) -> Result<String, JobErro
     }
     kv::set(&title_key(id), title.as_bytes(), Some(settings.ttl_ms)).map_err(failure::kv)?;
     Ok(format!("titled {id}"))
+}
+
+/// Tells whoever follows the job (chat's `GET /api/jobs/{id}/events`) which step runs now.
+/// Progress is a courtesy: failing to report it never fails the summary.
+fn progress(step: &str) {
+    let _ = queue::progress(&serde_json::json!({ "step": step }).to_string());
 }
 
 /// The stored messages of a conversation; `None` when it has none (never saved, expired or

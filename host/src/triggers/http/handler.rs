@@ -23,6 +23,7 @@ use super::HttpInvoker;
 use super::cut::{CutAware, FailedFlag};
 use super::error::ApiError;
 use super::inline::{Inline, Until};
+use super::job_events;
 use super::observed::{AccessEntry, observe};
 use super::routes::{Route, RouteMatch};
 use crate::engine::InvocationError;
@@ -200,6 +201,11 @@ async fn handle(
         },
     };
     match head {
+        Ok(response) if response.headers().contains_key(job_events::HANDOFF_HEADER) => {
+            let mut response = handoff(&app.services.queues, component, response.headers()).await?;
+            add_headers(&mut response, &limit_headers);
+            Ok(response)
+        }
         Ok(response) => {
             let mut response = response.map(|body| Body::new(CutAware::new(body, failed)));
             add_headers(&mut response, &limit_headers);
@@ -216,6 +222,40 @@ async fn handle(
                 ),
             ))
         }
+    }
+}
+
+/// A component handed its response to a job's events ([`job_events::HANDOFF_HEADER`],
+/// `queue/id`, the job it checked the caller may follow): the job's SSE stream, or a 404
+/// when the job is unknown. Its own body is dropped.
+async fn handoff(
+    queues: &Arc<crate::queue::Queues>,
+    component: &LoadedComponent,
+    headers: &http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let bad = |why: String| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "component `{}` handed over to job events wrongly: {why}",
+                component.name()
+            ),
+        )
+    };
+    let value = headers
+        .get(job_events::HANDOFF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some((queue, id)) = value.split_once('/') else {
+        return Err(bad(format!("{value:?} is not `queue/id`")));
+    };
+    queues.trigger(queue).map_err(|e| bad(e.to_string()))?;
+    match queues.backend().job(queue, id).await? {
+        Some(first) => Ok(job_events::response(queues.clone(), first)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no job `{id}` (it may have finished and not been kept)"),
+        )),
     }
 }
 

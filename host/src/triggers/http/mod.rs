@@ -8,6 +8,7 @@ mod cut;
 mod error;
 mod handler;
 mod inline;
+pub mod job_events;
 mod observed;
 mod routes;
 
