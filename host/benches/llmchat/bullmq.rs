@@ -60,10 +60,19 @@ impl Retention {
         }
     }
 
+    /// BullMQ's setting.
     pub fn describe(self) -> &'static str {
         match self {
             Self::Remove => "removeOnComplete: true",
             Self::Keep => "removeOnComplete: { count: 1000, age: 3600 }",
+        }
+    }
+
+    /// What both sides keep, in words.
+    pub fn keeping(self) -> &'static str {
+        match self {
+            Self::Remove => "keeping nothing",
+            Self::Keep => "keeping 1,000 completed for 1 h",
         }
     }
 }

@@ -125,8 +125,10 @@ impl Peers {
         } = beside;
         if let Some(arm) = keep {
             let t = arm.finish(concurrency);
+            let commands = t.redis.as_ref().map_or(0.0, |(all, _)| *all);
             eprintln!(
-                "  llmchat keeping completed jobs, 3 × concurrency {concurrency}: {:.0} jobs/s",
+                "  llmchat keeping completed jobs, 3 × concurrency {concurrency}: {:.0} jobs/s, \
+                 {commands:.2} commands/job with script internals",
                 t.jobs_per_sec()
             );
             self.keep.push(t);

@@ -194,7 +194,11 @@ pub(super) fn notes(q: &queues::Results) -> String {
          and processing, script internals included, the bench's own INFO taken out (the \
          method of llmchat's row). CPU per job: utime + stime of node and redis-server over \
          the processing (llmchat's: the host and its redis-server). Enqueue→start: `queue.add` \
-         awaited, one every 2 ms, to the processor's first line.\n"
+         awaited, one every 2 ms, to the processor's first line. Keeping 1,000 completed for \
+         1 h: BullMQ's `removeOnComplete` and `removeOnFail` `{{ count: 1000, age: 3600 }}`, \
+         and a second llmchat host on its own Redis with `{}` on its queues, its rounds \
+         interleaved with the others.\n",
+        crate::peers::KEEP_COMPLETED
     );
     let _ = writeln!(out, "| | BullMQ | llmchat (redis) | llmchat / BullMQ |");
     let _ = writeln!(out, "|---|---|---|---|");
@@ -214,7 +218,7 @@ pub(super) fn notes(q: &queues::Results) -> String {
             };
             let peer = b.get(c, retention).map(|p| p.jobs_per_sec);
             line(
-                format!("jobs/s, 3 × concurrency {c}, {}", retention.describe()),
+                format!("jobs/s, 3 × concurrency {c}, {}", retention.keeping()),
                 peer.as_ref().map_or_else(|r| cell(r), |r| thousands(*r)),
                 ours.as_ref().map_or_else(|r| cell(r), |r| thousands(*r)),
                 match (&ours, &peer) {
@@ -224,35 +228,35 @@ pub(super) fn notes(q: &queues::Results) -> String {
             );
         }
     }
-    for (i, c) in CONCURRENCIES.into_iter().enumerate() {
-        let Ok(peer) = b.get(c, Retention::Remove) else {
-            continue;
-        };
-        let Some(ours) = q.redis.get(i) else {
-            continue;
-        };
-        let all = ours.redis.as_ref().map_or(0.0, |(all, _)| *all);
-        line(
-            format!("Redis commands/job with script internals, concurrency {c}"),
-            format!("{:.2}", peer.commands_per_job),
-            format!("{all:.2}"),
-            format!("{:.2}×", all / peer.commands_per_job.max(f64::MIN_POSITIVE)),
-        );
-        if let Some((host, redis)) = ours.cpu_us {
+    for retention in Retention::ALL {
+        for (i, c) in CONCURRENCIES.into_iter().enumerate() {
+            let ours = match retention {
+                Retention::Remove => q.redis.get(i),
+                Retention::Keep => q.peers.keep_completed.as_ref().ok().and_then(|t| t.get(i)),
+            };
+            let (Some(ours), Ok(peer)) = (ours, b.get(c, retention)) else {
+                continue;
+            };
+            let keeping = retention.keeping();
+            let all = ours.redis.as_ref().map_or(0.0, |(all, _)| *all);
             line(
-                format!("CPU/job, concurrency {c}: worker + redis-server"),
-                format!(
-                    "{:.1} + {:.1} µs",
-                    peer.cpu_node_us_per_job, peer.cpu_redis_us_per_job
-                ),
-                format!("{host:.1} + {redis:.1} µs"),
-                format!(
-                    "{:.2}×",
-                    (host + redis)
-                        / (peer.cpu_node_us_per_job + peer.cpu_redis_us_per_job)
-                            .max(f64::MIN_POSITIVE)
-                ),
+                format!("Redis commands/job with script internals, concurrency {c}, {keeping}"),
+                format!("{:.2}", peer.commands_per_job),
+                format!("{all:.2}"),
+                format!("{:.2}×", all / peer.commands_per_job.max(f64::MIN_POSITIVE)),
             );
+            if let Some((host, redis)) = ours.cpu_us {
+                let peer_cpu = peer.cpu_node_us_per_job + peer.cpu_redis_us_per_job;
+                line(
+                    format!("CPU/job, concurrency {c}, {keeping}: worker + redis-server"),
+                    format!(
+                        "{:.1} + {:.1} µs",
+                        peer.cpu_node_us_per_job, peer.cpu_redis_us_per_job
+                    ),
+                    format!("{host:.1} + {redis:.1} µs"),
+                    format!("{:.2}×", (host + redis) / peer_cpu.max(f64::MIN_POSITIVE)),
+                );
+            }
         }
     }
     if let Ok(l) = &b.latency {
