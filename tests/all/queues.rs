@@ -87,6 +87,42 @@ impl Producer {
     }
 }
 
+impl Producer {
+    /// Pauses or resumes `jobs` for every host (through Redis, as `llmchat pause` does).
+    fn set_paused(&self, paused: bool) {
+        self.rt
+            .block_on(self.queues.set_paused("jobs", paused))
+            .expect("pause or resume");
+    }
+
+    /// Once nothing runs, nothing starts for half a second: the queue is held.
+    fn assert_held(&self, what: &str) {
+        let settled = self.wait_for(what, Duration::from_secs(30), |s| s.in_flight == 0);
+        // A window with no progress is what is under test here.
+        std::thread::sleep(Duration::from_millis(500));
+        let later = self.stats();
+        assert_eq!(
+            later.processed, settled.processed,
+            "{what}: jobs ran while paused"
+        );
+        assert!(
+            later.waiting > 0,
+            "{what}: jobs are left to hold: {later:?}"
+        );
+    }
+
+    /// Every job is found completed, with its result (`keep_completed`).
+    fn assert_all_completed(&self, ids: &[String]) {
+        let backend = self.queues.backend();
+        for id in ids {
+            let job = self.rt.block_on(backend.job("jobs", id)).expect("job");
+            let job = job.unwrap_or_else(|| panic!("job {id} is not kept"));
+            assert_eq!(job.state, llmchat_host::queue::JobState::Completed, "{id}");
+            assert!(job.result.is_some_and(|r| r.starts_with("slept")), "{id}");
+        }
+    }
+}
+
 /// How often the processor ran each job (its `runs:{id}` counter in kv namespace `p`).
 fn runs(redis: &mut redis::Connection, ids: &[String]) -> Vec<u64> {
     ids.chunks(500)
@@ -292,7 +328,8 @@ fn an_idle_host_sends_almost_no_commands_and_holds_four_connections() {
 #[test]
 fn two_hosts_share_the_queue_and_lose_nothing_when_one_is_killed() {
     let redis = RedisServer::start();
-    let trigger = "visibility = \"2s\"\nmax_attempts = 5\nbackoff = \"fixed:10ms\"";
+    let trigger = "visibility = \"2s\"\nmax_attempts = 5\nbackoff = \"fixed:10ms\"\n\
+                   keep_completed = { count = 10000 }";
     let manifest = manifest(&redis.url(), trigger, "");
     let producer = Producer::new(&redis.url(), trigger);
     let ids: Vec<String> = (0..5000)
@@ -303,12 +340,16 @@ fn two_hosts_share_the_queue_and_lose_nothing_when_one_is_killed() {
     producer.wait_for("some progress", Duration::from_secs(60), |s| {
         s.processed >= 500
     });
+    // Paused while a host dies: the pause holds on the survivor, and resuming loses nothing.
+    producer.set_paused(true);
     let victim_pid = victim.pid();
     std::process::Command::new("kill")
         .args(["-9", &victim_pid.to_string()])
         .status()
         .unwrap();
     drop(victim);
+    producer.assert_held("paused after a host died");
+    producer.set_paused(false);
     let s = producer.wait_for("every job", Duration::from_secs(120), |s| {
         s.processed >= 5000 && s.in_flight == 0 && s.waiting == 0
     });
@@ -318,13 +359,15 @@ fn two_hosts_share_the_queue_and_lose_nothing_when_one_is_killed() {
     let duplicates: u64 = counts.iter().map(|&n| n.saturating_sub(1)).sum();
     println!("two hosts, one killed with -9: 5000 jobs, {missing} missing, {duplicates} run twice");
     assert_eq!(missing, 0, "every job completed at least once");
+    producer.assert_all_completed(&ids);
     survivor.wait_for_log("requeued stalled jobs", Duration::from_secs(10));
 }
 
 #[test]
 fn a_redis_restart_mid_run_loses_no_job() {
     let mut redis = RedisServer::start();
-    let trigger = "visibility = \"2s\"\nmax_attempts = 10\nbackoff = \"fixed:100ms\"";
+    let trigger = "visibility = \"2s\"\nmax_attempts = 10\nbackoff = \"fixed:100ms\"\n\
+                   keep_completed = { count = 10000 }";
     let producer = Producer::new(&redis.url(), trigger);
     let ids: Vec<String> = (0..2000)
         .map(|_| producer.enqueue(r#"{"action":"sleep","ms":1}"#))
@@ -333,8 +376,11 @@ fn a_redis_restart_mid_run_loses_no_job() {
     producer.wait_for("some progress", Duration::from_secs(60), |s| {
         s.processed >= 200
     });
+    producer.set_paused(true);
     redis.restart();
     let producer = Producer::new(&redis.url(), trigger);
+    producer.assert_held("paused across a Redis restart");
+    producer.set_paused(false);
     producer.wait_for(
         "every job after the restart",
         Duration::from_secs(120),
@@ -344,6 +390,7 @@ fn a_redis_restart_mid_run_loses_no_job() {
     let missing = counts.iter().filter(|&&n| n == 0).count();
     println!("redis restart: 2000 jobs, {missing} missing");
     assert_eq!(missing, 0);
+    producer.assert_all_completed(&ids);
 }
 
 #[test]
