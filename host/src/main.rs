@@ -83,6 +83,8 @@ enum Command {
     Pause(cli::jobs::PauseArgs),
     /// Resume a paused queue.
     Resume(cli::jobs::PauseArgs),
+    /// List a queue's repeat entries, or `--remove` one added with `enqueue --every/--cron`.
+    Repeats(cli::jobs::RepeatsArgs),
     /// Deploy (create or replace) a component on a running host from a .wasm file.
     Deploy(cli::components::DeployArgs),
     /// List a running host's components: version, origin, exports, triggers, invocations.
@@ -168,6 +170,7 @@ fn main() -> ExitCode {
                     Command::Jobs(args) => cli::jobs::jobs(args).await,
                     Command::Pause(args) => cli::jobs::pause(args, true).await,
                     Command::Resume(args) => cli::jobs::pause(args, false).await,
+                    Command::Repeats(args) => cli::jobs::repeats(args).await,
                     Command::Deploy(args) => cli::components::deploy(args).await,
                     Command::Components(args) => cli::components::components(args).await,
                     Command::Rollback(args) => cli::components::rollback(args).await,
@@ -296,11 +299,13 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         Some(pool) => Arc::new(RedisClaims::new(pool.clone())),
         None => Arc::new(LocalClaims),
     };
-    worker.repeat_with(Arc::new(llmchat_host::triggers::repeat::Repeats::new(
+    let repeats = Arc::new(llmchat_host::triggers::repeat::Repeats::new(
         queues.clone(),
         claims.clone(),
         scheduler.handle(),
-    )));
+    ));
+    repeats.schedule_refresh();
+    worker.repeat_with(repeats);
     let schedules = Arc::new(Schedules::new(
         engine.clone(),
         services.clone(),

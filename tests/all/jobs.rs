@@ -282,3 +282,68 @@ fn a_repeat_entry_enqueues_each_tick_once_across_two_hosts() {
         );
     }
 }
+
+#[test]
+fn a_repeat_added_at_run_time_ticks_on_every_host_once_until_removed() {
+    let redis = RedisServer::start();
+    let manifest = manifest(&redis.url(), "");
+    let (a, b) = (Host::start(&manifest), Host::start(&manifest));
+    let key = cli_ok(
+        &a.url(""),
+        &[
+            "enqueue",
+            "jobs",
+            r#"{"action":"ok","n":7}"#,
+            "--every",
+            "300ms",
+        ],
+        None,
+    )
+    .trim()
+    .to_string();
+    assert!(key.starts_with("repeat:jobs:"), "{key}");
+    let listed = cli_ok(&b.url(""), &["repeats", "jobs"], None);
+    assert!(
+        listed.contains(&key) && listed.contains("api") && listed.contains("every 300ms"),
+        "{listed}"
+    );
+    let completed = || -> Vec<u64> {
+        let list = get_json(&a.url("/admin/queues/jobs/jobs?state=completed&limit=1000"));
+        let mut at: Vec<u64> = list["jobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|j| j["payload"]["n"] == 7)
+            .filter_map(|j| j["enqueued_at_ms"].as_u64())
+            .collect();
+        at.sort();
+        at
+    };
+    let ticks = poll_until(Duration::from_secs(20), "four run-time ticks", || {
+        let at = completed();
+        (at.len() >= 4).then_some(at)
+    });
+    for pair in ticks.windows(2) {
+        assert!(pair[1] - pair[0] >= 150, "two jobs for one tick: {ticks:?}");
+    }
+    let removed = cli_ok(&b.url(""), &["repeats", "jobs", "--remove", &key], None);
+    assert!(removed.contains("removed"), "{removed}");
+    // Both hosts stop: the count settles (a tick already claimed may still land).
+    let settled = poll_until(Duration::from_secs(10), "the ticks stop", || {
+        let before = completed().len();
+        std::thread::sleep(Duration::from_millis(700));
+        (completed().len() == before).then_some(before)
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(completed().len(), settled, "no tick after the removal");
+    let (code, stderr) = cli_err(&a.url(""), &["repeats", "jobs", "--remove", &key], None);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no run-time repeat entry"), "{stderr}");
+    let (code, stderr) = cli_err(
+        &a.url(""),
+        &["enqueue", "jobs", "{}", "--cron", "61 * * * *"],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not a cron expression"), "{stderr}");
+}

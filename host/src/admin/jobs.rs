@@ -111,3 +111,100 @@ pub async fn events(
     let first = find(&queues, &queue, &id).await?;
     Ok(job_events::response(queues, first))
 }
+
+/// The body of `POST /admin/queues/{queue}/repeats`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatBody {
+    every: Option<crate::manifest::HumanDuration>,
+    cron: Option<String>,
+    payload: Box<serde_json::value::RawValue>,
+}
+
+/// `POST /admin/queues/{queue}/repeats`: a repeat entry added at run time, for every host.
+pub async fn add_repeat(
+    State(queues): State<Arc<Queues>>,
+    Path(queue): Path<String>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let limit = queues.trigger(&queue)?.max_payload.bytes();
+    let body = crate::triggers::http::read_body(body, limit.saturating_mul(2) + (64 << 10)).await?;
+    let body: RepeatBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+        )
+    })?;
+    let record = queues
+        .add_repeat(
+            &queue,
+            body.every,
+            body.cron,
+            body.payload.get().to_string(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+#[derive(Serialize)]
+struct RepeatRow {
+    key: String,
+    origin: &'static str,
+    schedule: String,
+    payload: JsonOrText,
+}
+
+/// `GET /admin/queues/{queue}/repeats`: the manifest's entries and the run-time ones.
+pub async fn repeats(
+    State(queues): State<Arc<Queues>>,
+    Path(queue): Path<String>,
+) -> Result<Response, ApiError> {
+    let trigger = queues.trigger(&queue)?;
+    let mut rows: Vec<RepeatRow> = trigger
+        .repeat
+        .iter()
+        .map(|r| RepeatRow {
+            key: r.key.clone(),
+            origin: "manifest",
+            schedule: r.when.to_string(),
+            payload: JsonOrText::of(r.payload.clone()),
+        })
+        .collect();
+    for record in queues.backend().repeats().await? {
+        if record.queue != queue {
+            continue;
+        }
+        let schedule = match (&record.every, &record.cron) {
+            (Some(every), _) => format!("every {every}"),
+            (None, Some(cron)) => format!("cron {cron:?} (UTC)"),
+            (None, None) => String::new(),
+        };
+        rows.push(RepeatRow {
+            key: record.key,
+            origin: "api",
+            schedule,
+            payload: JsonOrText::of(record.payload),
+        });
+    }
+    Ok(Json(serde_json::json!({ "queue": queue, "repeats": rows })).into_response())
+}
+
+/// `DELETE /admin/queues/{queue}/repeats/{key}`: a run-time entry (manifest ones stay).
+pub async fn remove_repeat(
+    State(queues): State<Arc<Queues>>,
+    Path((queue, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if queues.remove_repeat(&queue, &key).await? {
+        return Ok(Json(serde_json::json!({ "removed": key })).into_response());
+    }
+    let in_manifest = queues.trigger(&queue)?.repeat.iter().any(|r| r.key == key);
+    let why = if in_manifest {
+        "; it is the manifest's, which only a manifest change removes"
+    } else {
+        ""
+    };
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no run-time repeat entry `{key}` on queue `{queue}`{why}"),
+    ))
+}

@@ -75,6 +75,14 @@ where
         )
         .route("/admin/queues/{queue}/jobs/{id}/events", get(jobs::events))
         .route(
+            "/admin/queues/{queue}/repeats",
+            get(jobs::repeats).post(jobs::add_repeat),
+        )
+        .route(
+            "/admin/queues/{queue}/repeats/{key}",
+            axum::routing::delete(jobs::remove_repeat),
+        )
+        .route(
             "/admin/queues/{queue}/dead",
             get(queues::dead).delete(queues::purge),
         )

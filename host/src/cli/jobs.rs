@@ -145,3 +145,59 @@ pub async fn pause(args: PauseArgs, paused: bool) -> Result<()> {
     );
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct RepeatsArgs {
+    pub queue: String,
+    /// Remove the run-time entry with this key (as `llmchat enqueue --every` printed it).
+    #[arg(long, value_name = "KEY")]
+    pub remove: Option<String>,
+    #[command(flatten)]
+    pub host: HostArg,
+}
+
+#[derive(Deserialize)]
+struct RepeatList {
+    repeats: Vec<RepeatRow>,
+}
+
+#[derive(Deserialize)]
+struct RepeatRow {
+    key: String,
+    origin: String,
+    schedule: String,
+    payload: Value,
+}
+
+/// Lists a queue's repeat entries (the manifest's and the run-time ones), or removes one.
+pub async fn repeats(args: RepeatsArgs) -> Result<()> {
+    let client = AdminClient::new(&args.host.url)?;
+    let path = format!("/admin/queues/{}/repeats", segment(&args.queue));
+    if let Some(key) = &args.remove {
+        let _: Value = client.delete(&format!("{path}/{}", segment(key))).await?;
+        println!("removed {key}");
+        return Ok(());
+    }
+    let list: RepeatList = client.get(&path).await?;
+    if list.repeats.is_empty() {
+        println!("no repeat entries on queue `{}`", args.queue);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .repeats
+        .into_iter()
+        .map(|r| {
+            vec![
+                r.key,
+                r.origin,
+                r.schedule,
+                table::truncate(&r.payload.to_string(), CELL_CHARS),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(&["KEY", "ORIGIN", "SCHEDULE", "PAYLOAD"], &rows)
+    );
+    Ok(())
+}

@@ -30,6 +30,13 @@ pub struct EnqueueArgs {
     /// Wait between attempts, "fixed:1s" or "exponential:100ms..30s" [default: the queue's].
     #[arg(long, value_name = "SPEC", value_parser = parse_backoff)]
     pub backoff: Option<String>,
+    /// Enqueue this payload at every multiple of this period instead (every host, each tick
+    /// once); prints the entry's key, for `llmchat repeats --remove`.
+    #[arg(long, value_parser = |s: &str| s.parse::<HumanDuration>(), conflicts_with_all = ["cron", "delay", "dedup", "max_attempts", "backoff"])]
+    pub every: Option<HumanDuration>,
+    /// Enqueue this payload at every match of this cron expression (UTC) instead.
+    #[arg(long, value_name = "EXPR", conflicts_with_all = ["delay", "dedup", "max_attempts", "backoff"])]
+    pub cron: Option<String>,
     #[command(flatten)]
     pub host: HostArg,
 }
@@ -89,6 +96,17 @@ pub async fn enqueue(args: EnqueueArgs) -> Result<()> {
     let payload: Box<RawValue> = serde_json::from_str(&args.json)
         .map_err(|e| UsageError(format!("the job payload is not valid JSON: {e}")))?;
     let client = AdminClient::new(&args.host.url)?;
+    if args.every.is_some() || args.cron.is_some() {
+        let body = serde_json::json!({
+            "every": args.every.map(|e| e.to_string()),
+            "cron": args.cron,
+            "payload": &payload,
+        });
+        let path = format!("/admin/queues/{}/repeats", segment(&args.queue));
+        let answer: serde_json::Value = client.post(&path, &body).await?;
+        println!("{}", answer["key"].as_str().unwrap_or_default());
+        return Ok(());
+    }
     let body = EnqueueBody {
         payload: &payload,
         delay: args.delay.map(|d| d.to_string()),

@@ -451,6 +451,11 @@ impl Deployer {
                     {
                         self.refresh_paused().await
                     }
+                    Some(crate::redis::Message::Payload(name))
+                        if name == crate::queue::redis::REPEATS_MESSAGE.as_bytes() =>
+                    {
+                        self.parts.queues.note_repeats_changed()
+                    }
                     Some(crate::redis::Message::Payload(name)) => {
                         if let Ok(name) = String::from_utf8(name) {
                             self.sync(cluster, &name).await;
@@ -471,6 +476,7 @@ impl Deployer {
 
     async fn sync_all(&self, cluster: &ClusterStore) {
         self.refresh_paused().await;
+        self.parts.queues.note_repeats_changed();
         match cluster.names().await {
             Ok(names) => {
                 for name in names {

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use super::watch::{JobWatch, Watchers};
 use super::{
     DeadJob, Delivery, Enqueued, Finished, Job, JobInfo, JobState, NewJob, QueueBackend,
-    QueueError, QueueStats,
+    QueueError, QueueStats, RepeatRecord,
 };
 use crate::manifest::KeepJobs;
 use crate::timers::now_ms;
@@ -123,6 +123,7 @@ fn dead(d: &DeadJob) -> JobInfo {
 struct State {
     queues: HashMap<String, QueueState>,
     paused: BTreeSet<String>,
+    repeats: Vec<RepeatRecord>,
     /// (queue, key) → (job id, expiry).
     dedup: HashMap<(String, String), (String, Instant)>,
     sequence: u64,
@@ -561,6 +562,32 @@ impl QueueBackend for MemoryQueue {
 
     async fn paused(&self) -> Result<BTreeSet<String>, QueueError> {
         Ok(self.lock().paused.clone())
+    }
+
+    async fn repeats(&self) -> Result<Vec<RepeatRecord>, QueueError> {
+        Ok(self.lock().repeats.clone())
+    }
+
+    async fn save_repeat(&self, record: &RepeatRecord) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        if state.repeats.iter().any(|r| r.key == record.key) {
+            return Ok(());
+        }
+        if state.repeats.len() >= super::MAX_RUNTIME_REPEATS {
+            return Err(QueueError::Full(format!(
+                "{} repeat entries exist, the most",
+                super::MAX_RUNTIME_REPEATS
+            )));
+        }
+        state.repeats.push(record.clone());
+        Ok(())
+    }
+
+    async fn delete_repeat(&self, key: &str) -> Result<bool, QueueError> {
+        let mut state = self.lock();
+        let before = state.repeats.len();
+        state.repeats.retain(|r| r.key != key);
+        Ok(state.repeats.len() < before)
     }
 }
 

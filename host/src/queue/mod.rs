@@ -205,7 +205,32 @@ pub trait QueueBackend: Send + Sync {
 
     /// The paused queues.
     async fn paused(&self) -> Result<BTreeSet<String>, QueueError>;
+
+    /// The repeat entries added at run time, for every host.
+    async fn repeats(&self) -> Result<Vec<RepeatRecord>, QueueError>;
+
+    /// Adds (or keeps) a run-time repeat entry; refused `full` beyond [`MAX_RUNTIME_REPEATS`].
+    async fn save_repeat(&self, record: &RepeatRecord) -> Result<(), QueueError>;
+
+    /// Deletes a run-time repeat entry; whether it existed.
+    async fn delete_repeat(&self, key: &str) -> Result<bool, QueueError>;
 }
+
+/// A repeat entry added at run time (`llmchat enqueue --every`), shared by every host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RepeatRecord {
+    pub key: String,
+    pub queue: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<crate::manifest::HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+    /// JSON text.
+    pub payload: String,
+}
+
+/// Most repeat entries added at run time, over every queue.
+pub const MAX_RUNTIME_REPEATS: usize = 1000;
 
 /// A new random job id: 128 bits, hex.
 pub fn new_job_id() -> String {
@@ -239,6 +264,8 @@ pub struct Queues {
     paused: RwLock<Arc<BTreeSet<String>>>,
     /// Told when `paused` changes, so the reader starts its read again without them.
     paused_changed: tokio::sync::Notify,
+    /// Wakes the entry that reads the run-time repeat entries again; set by the worker.
+    repeats: OnceLock<EntryWaker>,
 }
 
 /// What `/metrics` reads at scrape time: every queue's counts, from the backend.
@@ -266,7 +293,67 @@ impl Queues {
             activity: AtomicU64::new(0),
             paused: RwLock::default(),
             paused_changed: tokio::sync::Notify::new(),
+            repeats: OnceLock::new(),
         }
+    }
+
+    pub(crate) fn wake_repeats_with(&self, waker: EntryWaker) {
+        let _ = self.repeats.set(waker);
+    }
+
+    /// The run-time repeat entries changed (here, or on another host): read them again.
+    pub fn note_repeats_changed(&self) {
+        if let Some(waker) = self.repeats.get() {
+            waker.wake_at(tokio::time::Instant::now());
+        }
+    }
+
+    /// Adds a repeat entry to `queue` at run time, checked as a manifest one is; returns it.
+    pub async fn add_repeat(
+        &self,
+        queue: &str,
+        every: Option<crate::manifest::HumanDuration>,
+        cron: Option<String>,
+        payload: String,
+    ) -> Result<RepeatRecord, QueueError> {
+        let trigger = self.trigger(queue)?;
+        let json: serde_json::Value = serde_json::from_str(&payload)
+            .map_err(|e| QueueError::Invalid(format!("payload is not valid JSON: {e}")))?;
+        let config = crate::manifest::RepeatConfig {
+            every,
+            cron: cron.clone(),
+            payload: json,
+        };
+        let repeat =
+            crate::manifest::Repeat::from_config(queue, config, trigger.max_payload.bytes())
+                .map_err(|e| QueueError::Invalid(format!("{e:#}")))?;
+        let record = RepeatRecord {
+            key: format!("{}:api", repeat.key),
+            queue: queue.to_string(),
+            every,
+            cron,
+            payload: repeat.payload,
+        };
+        self.backend.save_repeat(&record).await?;
+        self.note_repeats_changed();
+        Ok(record)
+    }
+
+    /// Deletes a run-time repeat entry of `queue`; whether it existed.
+    pub async fn remove_repeat(&self, queue: &str, key: &str) -> Result<bool, QueueError> {
+        self.trigger(queue)?;
+        let exists = self
+            .backend
+            .repeats()
+            .await?
+            .iter()
+            .any(|r| r.key == key && r.queue == queue);
+        if !exists {
+            return Ok(false);
+        }
+        let deleted = self.backend.delete_repeat(key).await?;
+        self.note_repeats_changed();
+        Ok(deleted)
     }
 
     /// Whether `queue` is paused (as last read: see [`Queues::refresh_paused`]).

@@ -79,7 +79,8 @@ pub struct Repeat {
 pub const MAX_REPEATS: usize = 64;
 
 impl Repeat {
-    fn from_config(queue: &str, config: RepeatConfig, max_payload: u64) -> Result<Repeat> {
+    /// One entry, checked: a schedule that ticks, a payload within `max_payload`.
+    pub fn from_config(queue: &str, config: RepeatConfig, max_payload: u64) -> Result<Repeat> {
         let when = When::from_fields(config.every, config.cron)?;
         if when.next_after(crate::timers::now_ms()).is_none() {
             bail!("{when} never ticks");

@@ -783,6 +783,75 @@ impl QueueBackend for RedisQueue {
         Ok(())
     }
 
+    async fn repeats(&self) -> Result<Vec<super::RepeatRecord>, QueueError> {
+        let key = self.pool.key(REPEATS);
+        let records: HashMap<String, String> = self
+            .pool
+            .run(|mut c| async move { redis::cmd("HGETALL").arg(&key).query_async(&mut c).await })
+            .await?;
+        Ok(records
+            .into_values()
+            .filter_map(|json| match serde_json::from_str(&json) {
+                Ok(record) => Some(record),
+                Err(e) => {
+                    tracing::warn!("skipping an unreadable repeat entry: {e}");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    async fn save_repeat(&self, record: &super::RepeatRecord) -> Result<(), QueueError> {
+        let json = serde_json::to_string(record)
+            .map_err(|e| QueueError::Invalid(format!("repeat entry: {e}")))?;
+        let (key, channel) = (self.pool.key(REPEATS), self.pool.key(CONTROL_CHANNEL));
+        let (field, publish) = (record.key.clone(), self.pool.publish_command());
+        let saved: i64 = self
+            .pool
+            .run_durable(&key.clone(), |mut c| async move {
+                SAVE_REPEAT
+                    .key(&key)
+                    .arg(&field)
+                    .arg(&json)
+                    .arg(super::MAX_RUNTIME_REPEATS)
+                    .arg(publish)
+                    .arg(&channel)
+                    .arg(REPEATS_MESSAGE)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if saved == 0 {
+            return Err(QueueError::Full(format!(
+                "{} repeat entries exist, the most",
+                super::MAX_RUNTIME_REPEATS
+            )));
+        }
+        Ok(())
+    }
+
+    async fn delete_repeat(&self, key: &str) -> Result<bool, QueueError> {
+        let (hash, channel) = (self.pool.key(REPEATS), self.pool.key(CONTROL_CHANNEL));
+        let (field, publish) = (key.to_string(), self.pool.publish_command());
+        let (deleted,): (i64,) = self
+            .pool
+            .run_durable(&hash.clone(), |mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("HDEL")
+                    .arg(&hash)
+                    .arg(&field)
+                    .cmd(publish)
+                    .arg(&channel)
+                    .arg(REPEATS_MESSAGE)
+                    .ignore()
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(deleted > 0)
+    }
+
     async fn paused(&self) -> Result<std::collections::BTreeSet<String>, QueueError> {
         let key = self.pool.key(PAUSED);
         Ok(self
@@ -799,6 +868,26 @@ impl QueueBackend for RedisQueue {
 
 /// The set of paused queues (in the `{deploy}` control slot).
 const PAUSED: &str = "{deploy}:paused-queues";
+/// The run-time repeat entries, key → JSON record (in the `{deploy}` control slot).
+const REPEATS: &str = "{deploy}:repeats";
+/// What a change of the run-time repeat entries publishes on the control channel.
+pub const REPEATS_MESSAGE: &str = ":repeats";
+
+/// Adds a repeat entry unless there are too many (`HSETNX` keeps an existing one), and tells
+/// every host.
+static SAVE_REPEAT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: repeats; ARGV: key, record, most, publish command, channel, message
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call(ARGV[4], ARGV[5], ARGV[6])
+return 1
+",
+    )
+});
 /// The deployer's channel, where every host listens for application-wide changes.
 const CONTROL_CHANNEL: &str = "{deploy}:notify";
 /// What a pause or resume publishes there: not a component name (names have no `:`).
