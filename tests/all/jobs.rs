@@ -347,3 +347,38 @@ fn a_repeat_added_at_run_time_ticks_on_every_host_once_until_removed() {
     assert_eq!(code, 1);
     assert!(stderr.contains("not a cron expression"), "{stderr}");
 }
+
+#[test]
+fn global_concurrency_holds_exactly_across_two_hosts() {
+    let redis = RedisServer::start();
+    let manifest = manifest(&redis.url(), "concurrency = 5\nglobal_concurrency = 2");
+    let (a, _b) = (Host::start(&manifest), Host::start(&manifest));
+    let ids: Vec<String> = (0..24)
+        .map(|_| enqueue(&a, json!({"action": "span", "ms": 40})))
+        .collect();
+    for id in &ids {
+        wait_for_state(&a, id, "completed");
+    }
+    let mut conn = redis.connection();
+    let mut edges: Vec<(u64, i32)> = Vec::new();
+    for id in &ids {
+        let span: String = redis::cmd("GET")
+            .arg(format!("llmchat:kv:p:span:{id}"))
+            .query(&mut conn)
+            .expect("the job stored its span");
+        let (start, end) = span.split_once('-').expect("start-end");
+        edges.push((start.parse().unwrap(), 1));
+        edges.push((end.parse().unwrap(), -1));
+    }
+    // Ends before starts at the same ms: a job that ended lets the next one start.
+    edges.sort_by_key(|&(at, delta)| (at, delta));
+    let (mut running, mut most) = (0, 0);
+    for (_, delta) in edges {
+        running += delta;
+        most = most.max(running);
+    }
+    assert_eq!(
+        most, 2,
+        "at most 2 at once across both hosts, and the 2 were used"
+    );
+}

@@ -465,6 +465,32 @@ conformance! {
     }
 }
 
+conformance! {
+    global_concurrency_leases_are_bounded_renewed_given_back_and_lapse("", q) {
+        let (b, ttl) = (q.backend(), Duration::from_secs(30));
+        assert_eq!(b.acquire_lease("jobs", 2, "t1", ttl).await.unwrap(), None);
+        assert_eq!(b.acquire_lease("jobs", 2, "t2", ttl).await.unwrap(), None);
+        assert_eq!(b.acquire_lease("jobs", 2, "t1", ttl).await.unwrap(), None, "a held lease is held again");
+        let wait = b.acquire_lease("jobs", 2, "t3", ttl).await.unwrap().expect("all taken");
+        assert!(wait > Duration::from_secs(20) && wait <= ttl, "until the earliest lapses: {wait:?}");
+        assert_eq!(b.acquire_lease("other", 2, "t3", ttl).await.unwrap(), None, "leases are per queue");
+        let mut watch = b.watch_leases("jobs").await.unwrap();
+        b.release_lease("jobs", "t1").await.unwrap();
+        assert!(woken(&mut watch).await, "a lease given back wakes the waiters");
+        assert_eq!(b.acquire_lease("jobs", 2, "t3", ttl).await.unwrap(), None);
+        // A lease not renewed lapses (its host died); a renewed one does not.
+        let short = Duration::from_millis(200);
+        b.renew_leases(&[("jobs".into(), "t2".into())], ttl).await.unwrap();
+        b.release_lease("jobs", "t3").await.unwrap();
+        assert_eq!(b.acquire_lease("jobs", 2, "t4", short).await.unwrap(), None);
+        assert!(b.acquire_lease("jobs", 2, "t5", ttl).await.unwrap().is_some());
+        // Time passing is what is under test here.
+        llmchat_host::timers::sleep(Duration::from_millis(300)).await;
+        assert_eq!(b.acquire_lease("jobs", 2, "t5", ttl).await.unwrap(), None, "t4 lapsed");
+        assert!(b.acquire_lease("jobs", 2, "t6", ttl).await.unwrap().is_some(), "t2 was renewed");
+    }
+}
+
 /// Whether `watch` wakes within 5 s.
 async fn woken(watch: &mut llmchat_host::queue::watch::JobWatch) -> bool {
     llmchat_host::timers::timeout(Duration::from_secs(5), watch.changed())

@@ -124,6 +124,8 @@ struct State {
     queues: HashMap<String, QueueState>,
     paused: BTreeSet<String>,
     repeats: Vec<RepeatRecord>,
+    /// queue → lease token → when it lapses.
+    leases: HashMap<String, HashMap<String, Instant>>,
     /// (queue, key) → (job id, expiry).
     dedup: HashMap<(String, String), (String, Instant)>,
     sequence: u64,
@@ -562,6 +564,60 @@ impl QueueBackend for MemoryQueue {
 
     async fn paused(&self) -> Result<BTreeSet<String>, QueueError> {
         Ok(self.lock().paused.clone())
+    }
+
+    async fn acquire_lease(
+        &self,
+        queue: &str,
+        limit: u32,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Option<Duration>, QueueError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let leases = state.leases.entry(queue.to_string()).or_default();
+        leases.retain(|_, lapses| *lapses > now);
+        if leases.contains_key(token) || leases.len() < limit as usize {
+            leases.insert(token.to_string(), now + ttl);
+            return Ok(None);
+        }
+        let earliest = leases.values().min().copied().unwrap_or(now + ttl);
+        Ok(Some(
+            earliest
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+        ))
+    }
+
+    async fn release_lease(&self, queue: &str, token: &str) -> Result<(), QueueError> {
+        let released = self
+            .lock()
+            .leases
+            .get_mut(queue)
+            .is_some_and(|leases| leases.remove(token).is_some());
+        if released {
+            self.watchers.notify(queue, super::LEASE_WATCH);
+        }
+        Ok(())
+    }
+
+    async fn renew_leases(
+        &self,
+        leases: &[(String, String)],
+        ttl: Duration,
+    ) -> Result<(), QueueError> {
+        let lapses = Instant::now() + ttl;
+        let mut state = self.lock();
+        for (queue, token) in leases {
+            if let Some(lease) = state.leases.get_mut(queue).and_then(|l| l.get_mut(token)) {
+                *lease = lapses;
+            }
+        }
+        Ok(())
+    }
+
+    async fn watch_leases(&self, queue: &str) -> Result<JobWatch, QueueError> {
+        self.watch(queue, super::LEASE_WATCH).await
     }
 
     async fn repeats(&self) -> Result<Vec<RepeatRecord>, QueueError> {

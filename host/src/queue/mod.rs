@@ -206,6 +206,31 @@ pub trait QueueBackend: Send + Sync {
     /// The paused queues.
     async fn paused(&self) -> Result<BTreeSet<String>, QueueError>;
 
+    /// Takes one of `limit` leases of `queue` shared by every host, named `token`, for
+    /// `ttl` (renewed by [`QueueBackend::renew_leases`]; a dead host's lapse). `None` when
+    /// granted; else how long until the earliest lease lapses (try again then at the latest,
+    /// or when [`QueueBackend::watch_leases`] wakes).
+    async fn acquire_lease(
+        &self,
+        queue: &str,
+        limit: u32,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Option<Duration>, QueueError>;
+
+    /// Gives a lease back and wakes the hosts waiting for one.
+    async fn release_lease(&self, queue: &str, token: &str) -> Result<(), QueueError>;
+
+    /// Extends the leases `(queue, token)` held here by `ttl`.
+    async fn renew_leases(
+        &self,
+        leases: &[(String, String)],
+        ttl: Duration,
+    ) -> Result<(), QueueError>;
+
+    /// Wakes when a lease of `queue` may have been given back.
+    async fn watch_leases(&self, queue: &str) -> Result<JobWatch, QueueError>;
+
     /// The repeat entries added at run time, for every host.
     async fn repeats(&self) -> Result<Vec<RepeatRecord>, QueueError>;
 
@@ -231,6 +256,9 @@ pub struct RepeatRecord {
 
 /// Most repeat entries added at run time, over every queue.
 pub const MAX_RUNTIME_REPEATS: usize = 1000;
+
+/// The pseudo job id whose watchers wait for a lease of their queue (not a hex job id).
+pub const LEASE_WATCH: &str = "*leases";
 
 /// A new random job id: 128 bits, hex.
 pub fn new_job_id() -> String {

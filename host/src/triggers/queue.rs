@@ -320,9 +320,16 @@ impl QueueWorker {
             if let Some(rate) = runner.trigger.rate {
                 wait_for_rate(limiter.as_ref(), &runner.trigger.queue, rate).await;
             }
+            let lease = match runner.trigger.global_concurrency {
+                Some(limit) => Some(wait_for_lease(&queues, &runner, limit, &delivery).await),
+                None => None,
+            };
             let started = Instant::now();
             let started_at_ms = now_ms();
             let outcome = run_attempt(&runner, &engine, &services, &delivery).await;
+            if let Some(token) = lease {
+                release_lease(&queues, &runner.trigger.queue, &token).await;
+            }
             in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -433,10 +440,39 @@ impl QueueWorker {
                     if let Err(e) = worker.queues.backend().heartbeat(&alive).await {
                         tracing::warn!(jobs = alive.len(), "heartbeat failed: {e}");
                     }
+                    worker.renew_leases(&alive).await;
                     Some(tokio::time::Instant::now() + min_visibility(&worker.runners()) / 3)
                 })
             }),
         );
+    }
+}
+
+impl QueueWorker {
+    /// Extends the global concurrency leases of the jobs running here (a job still waiting
+    /// for one holds none: renewing only extends what exists).
+    async fn renew_leases(&self, alive: &[Delivery]) {
+        let runners = self.runners();
+        let mut by_ttl: BTreeMap<Duration, Vec<(String, String)>> = BTreeMap::new();
+        for d in alive {
+            if let Some(r) = runners
+                .get(&d.job.queue)
+                .filter(|r| r.trigger.global_concurrency.is_some())
+            {
+                by_ttl
+                    .entry(r.trigger.visibility.0)
+                    .or_default()
+                    .push((d.job.queue.clone(), d.receipt.clone()));
+            }
+        }
+        for (ttl, leases) in by_ttl {
+            if let Err(e) = self.queues.backend().renew_leases(&leases, ttl).await {
+                tracing::warn!(
+                    leases = leases.len(),
+                    "renewing global concurrency leases failed: {e}"
+                );
+            }
+        }
     }
 }
 
@@ -448,6 +484,52 @@ fn min_visibility(runners: &Runners) -> Duration {
         .map(|r| r.trigger.visibility.0)
         .min()
         .unwrap_or(Duration::from_secs(60))
+}
+
+/// Waits for one of the queue's `global_concurrency` leases (shared by every host), as for
+/// the rate: the job waits in its slot, heartbeated. Woken when another job of the queue
+/// gives its lease back (on any host), or when the earliest lease would lapse (its host
+/// died). Returns the lease's token.
+async fn wait_for_lease(
+    queues: &Queues,
+    runner: &QueueRunner,
+    limit: u32,
+    delivery: &Delivery,
+) -> String {
+    let (backend, queue) = (queues.backend(), &runner.trigger.queue);
+    let token = delivery.receipt.clone();
+    let ttl = runner.trigger.visibility.0;
+    let mut failures = 0u32;
+    loop {
+        // Watching before trying, so a lease given back in between wakes the wait.
+        let watch = backend.watch_leases(queue).await.ok();
+        let wait = match backend.acquire_lease(queue, limit, &token, ttl).await {
+            Ok(None) => return token,
+            Ok(Some(lapse)) => lapse,
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(queue = %queue, "taking a global concurrency lease failed ({failures}×): {e}");
+                }
+                Duration::from_millis(100 * u64::from(failures.min(10)))
+            }
+        };
+        match watch {
+            Some(mut watch) => {
+                let _ = crate::timers::timeout(wait, watch.changed()).await;
+            }
+            None => crate::timers::sleep(wait.min(Duration::from_secs(1))).await,
+        }
+    }
+}
+
+async fn release_lease(queues: &Queues, queue: &str, token: &str) {
+    if let Err(e) = queues.backend().release_lease(queue, token).await {
+        tracing::warn!(
+            queue,
+            "giving a global concurrency lease back failed: {e}; it lapses after the visibility timeout"
+        );
+    }
 }
 
 /// Waits until the queue's rate admits one more job start, as BullMQ's limiter does: the job

@@ -46,6 +46,8 @@ pub struct QueueTriggerConfig {
     )]
     pub rate: Option<Rate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_concurrency: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_completed: Option<KeepJobs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_failed: Option<KeepJobs>,
@@ -172,6 +174,10 @@ pub struct QueueTrigger {
     /// over the rate waits in its slot (it is not failed).
     #[serde(default)]
     pub rate: Option<Rate>,
+    /// Jobs of this queue running at once across every host sharing the backend; a job
+    /// over it waits in its slot for a lease (it is not failed).
+    #[serde(default)]
+    pub global_concurrency: Option<u32>,
     /// Completed jobs kept with their result, for `llmchat job` and the queue page; none
     /// by default, so the default costs nothing.
     #[serde(default = "defaults::keep_completed")]
@@ -223,6 +229,7 @@ impl TriggerKind for QueueTrigger {
             max_waiting: config.max_waiting.unwrap_or_else(defaults::max_waiting),
             dedup_window: config.dedup_window.unwrap_or_else(defaults::dedup_window),
             rate: config.rate,
+            global_concurrency: config.global_concurrency,
             keep_completed: config
                 .keep_completed
                 .unwrap_or_else(defaults::keep_completed),
@@ -288,6 +295,11 @@ impl TriggerKind for QueueTrigger {
                 "field `visibility`: {} is below the minimum of 1s",
                 t.visibility
             );
+        }
+        if let Some(n) = t.global_concurrency
+            && !(1..=MAX_CONCURRENCY).contains(&n)
+        {
+            bail!("field `global_concurrency`: {n} is outside 1..={MAX_CONCURRENCY}");
         }
         if t.max_payload.bytes() == 0 || t.max_waiting == 0 {
             bail!("fields `max_payload` and `max_waiting` must be greater than zero");

@@ -783,6 +783,79 @@ impl QueueBackend for RedisQueue {
         Ok(())
     }
 
+    async fn acquire_lease(
+        &self,
+        queue: &str,
+        limit: u32,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Option<Duration>, QueueError> {
+        let key = self.key(queue, "leases");
+        let now = now_ms();
+        let args = [
+            limit.to_string(),
+            token.to_string(),
+            now.to_string(),
+            (now + ttl.as_millis() as u64).to_string(),
+        ];
+        let wait: i64 = self
+            .pool
+            .run(|mut c| async move {
+                ACQUIRE_LEASE
+                    .key(&key)
+                    .arg(&args[..])
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok((wait > 0).then(|| Duration::from_millis(wait as u64)))
+    }
+
+    async fn release_lease(&self, queue: &str, token: &str) -> Result<(), QueueError> {
+        let keys = [self.key(queue, "leases"), self.key(queue, "watched")];
+        let mut args = vec![token.to_string(), super::LEASE_WATCH.to_string()];
+        args.extend(self.events_args(queue));
+        self.pool
+            .run(|mut c| async move {
+                RELEASE_LEASE
+                    .key(&keys[..])
+                    .arg(&args[..])
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn renew_leases(
+        &self,
+        leases: &[(String, String)],
+        ttl: Duration,
+    ) -> Result<(), QueueError> {
+        let lapses = now_ms() + ttl.as_millis() as u64;
+        let mut by_queue: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (queue, token) in leases {
+            by_queue.entry(queue).or_default().push(token);
+        }
+        // One command per queue: a queue is one slot.
+        let sends = by_queue.into_iter().map(|(queue, tokens)| {
+            let key = self.key(queue, "leases");
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(&key).arg("XX");
+            for token in tokens {
+                cmd.arg(lapses).arg(token);
+            }
+            self.pool
+                .run(move |mut c| async move { cmd.query_async::<i64>(&mut c).await })
+        });
+        futures::future::try_join_all(sends).await?;
+        Ok(())
+    }
+
+    async fn watch_leases(&self, queue: &str) -> Result<JobWatch, QueueError> {
+        self.watch(queue, super::LEASE_WATCH).await
+    }
+
     async fn repeats(&self) -> Result<Vec<super::RepeatRecord>, QueueError> {
         let key = self.pool.key(REPEATS);
         let records: HashMap<String, String> = self
@@ -868,6 +941,37 @@ impl QueueBackend for RedisQueue {
 
 /// The set of paused queues (in the `{deploy}` control slot).
 const PAUSED: &str = "{deploy}:paused-queues";
+/// Takes a lease of a queue's global concurrency: 0 when granted, else the ms until the
+/// earliest lease lapses.
+static ACQUIRE_LEASE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: leases; ARGV: limit, token, now ms, lapses at ms
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+  return 0
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(first[2]) - tonumber(ARGV[3]))
+",
+    )
+});
+
+/// Gives a lease back, telling the hosts that wait for one (they watch `*leases`).
+static RELEASE_LEASE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(concat!(
+        scripts::tell_function!(),
+        r"
+-- KEYS: leases, watched; ARGV: token, lease watch id, events channel, publish command, queue, now
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  tell(KEYS[2], ARGV[2], {ARGV[3], ARGV[4], ARGV[5], ARGV[6]}, false)
+end
+return 1
+",
+    ))
+});
+
 /// The run-time repeat entries, key → JSON record (in the `{deploy}` control slot).
 const REPEATS: &str = "{deploy}:repeats";
 /// What a change of the run-time repeat entries publishes on the control channel.
