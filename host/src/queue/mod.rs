@@ -67,6 +67,26 @@ pub struct Delivery {
     pub receipt: String,
 }
 
+impl Delivery {
+    /// The delivery without its payload: what names the job and its attempt (for progress),
+    /// without copying a payload of up to `max_payload` per job.
+    pub fn handle(&self) -> Delivery {
+        Delivery {
+            job: Job {
+                id: self.job.id.clone(),
+                queue: self.job.queue.clone(),
+                payload: String::new(),
+                attempt: self.job.attempt,
+                max_attempts: self.job.max_attempts,
+                backoff: self.job.backoff,
+                enqueued_at_ms: self.job.enqueued_at_ms,
+                last_error: None,
+            },
+            receipt: self.receipt.clone(),
+        }
+    }
+}
+
 /// A job that ran out of attempts or failed permanently.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadJob {

@@ -590,7 +590,7 @@ async fn run_attempt(
         ));
     };
     let mut store = component.new_store(engine, services);
-    store.data_mut().caps.set_job(delivery.clone());
+    store.data_mut().caps.set_job(delivery.handle());
     let job = WitJob {
         id: delivery.job.id.clone(),
         queue: delivery.job.queue.clone(),
