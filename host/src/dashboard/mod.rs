@@ -1,10 +1,12 @@
 //! The live dashboard: a bounded history of the key series, sampled by the scheduler,
-//! served as JSON at `/dashboard/history` and drawn by the static page at `/dashboard`.
+//! served as JSON at `/dashboard/history` and drawn by the static page at `/dashboard`;
+//! and the queue page at `/dashboard/queues` ([`queues`]), drawn from the admin API.
 //!
 //! The history is a ring of `[dashboard] samples` entries allocated once (360 × 10 s = one
 //! hour by default), so it never grows; older samples are overwritten. Long-term history is
 //! Prometheus's job, through `/metrics`.
 
+pub mod queues;
 mod sample;
 
 use std::collections::VecDeque;

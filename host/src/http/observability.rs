@@ -1,7 +1,8 @@
 //! The host's own observability endpoints: `GET /metrics` (Prometheus), `/health`
-//! (liveness), `/ready` (readiness), and `/dashboard` with its `/dashboard/history` JSON.
-//! They are matched before the component routes, so no manifest route, not even `/...`, can
-//! shadow them.
+//! (liveness), `/ready` (readiness), and `/dashboard` with its `/dashboard/history` JSON;
+//! also the static queue page `/dashboard/queues`, whose data and buttons go through the
+//! admin API and its rule. They are matched before the component routes, so no manifest
+//! route, not even `/...`, can shadow them.
 //!
 //! None of them is behind the admin token: `/metrics` is meant for a Prometheus scraper on
 //! a private network, which is how Prometheus endpoints are deployed, and `/health` and
@@ -39,13 +40,14 @@ pub struct ObservabilityState {
 
 /// Each endpoint's path and handler. The paths are [`crate::manifest::OBSERVABILITY_PATHS`],
 /// which the manifest refuses as component routes (a test holds the two lists equal).
-fn endpoints() -> [(&'static str, MethodRouter<Arc<ObservabilityState>>); 5] {
+fn endpoints() -> [(&'static str, MethodRouter<Arc<ObservabilityState>>); 6] {
     [
         ("/metrics", get(metrics)),
         ("/health", get(health)),
         ("/ready", get(ready)),
         ("/dashboard", get(dashboard_page)),
         ("/dashboard/history", get(dashboard_history)),
+        ("/dashboard/queues", get(queues_page)),
     ]
 }
 
@@ -95,6 +97,19 @@ async fn dashboard_page() -> Response {
             ),
         ],
         dashboard::PAGE,
+    )
+        .into_response()
+}
+
+/// The queue page: static like the dashboard; its data and buttons go through the admin API,
+/// which applies the admin rule (see [`dashboard::queues`]).
+async fn queues_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, dashboard::queues::CSP),
+        ],
+        dashboard::queues::PAGE,
     )
         .into_response()
 }

@@ -10,12 +10,13 @@ const ADMIN: &str = "/admin";
 
 /// The host's own observability endpoints (`/metrics`, `/health`, `/ready` and the
 /// dashboard), matched before any component route.
-pub const OBSERVABILITY_PATHS: [&str; 5] = [
+pub const OBSERVABILITY_PATHS: [&str; 6] = [
     "/metrics",
     "/health",
     "/ready",
     "/dashboard",
     "/dashboard/history",
+    "/dashboard/queues",
 ];
 
 /// Component, queue, kv namespace and schedule names: 1 to 64 of a-z, 0-9, '-' and '_', as
