@@ -11,6 +11,7 @@ mod components_guard;
 mod config_env;
 mod connections;
 mod dashboard;
+mod dashboard_queues;
 mod deploy;
 mod fixtures;
 mod host_memory;
