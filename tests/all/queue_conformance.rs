@@ -83,14 +83,20 @@ impl Subject {
         self.backend().stats("jobs").await.expect("stats")
     }
 
-    /// Acknowledges `d` with `result`, under the queue's `keep_completed`.
+    /// Acknowledges `d` with `result`, under the queue's `keep_completed`; each in a later
+    /// millisecond than the last, so "newest first" is well defined.
     async fn complete(&self, d: &Delivery, result: &str) {
+        let before = now_ms();
+        while now_ms() == before {
+            std::hint::spin_loop();
+        }
         let finished = Finished {
             delivery: d.clone(),
             result: result.to_string(),
             started_at_ms: now_ms() - 1,
             finished_at_ms: now_ms(),
             keep: self.queues.trigger("jobs").unwrap().keep_completed,
+            progressed: true,
         };
         self.backend()
             .complete(&[finished])

@@ -97,10 +97,15 @@ impl CapabilityCtx {
         self.job = Some(queue::RunningJob::new(delivery));
     }
 
-    /// Writes a progress value held back by the rate bound, when the attempt ends.
-    pub async fn flush_progress(&mut self) {
-        if let Some(job) = &mut self.job {
-            job.flush(&self.services.queues).await;
+    /// Writes a progress value held back by the rate bound, when the attempt ends; returns
+    /// whether the attempt reported any progress.
+    pub async fn flush_progress(&mut self) -> bool {
+        match &mut self.job {
+            Some(job) => {
+                job.flush(&self.services.queues).await;
+                job.reported
+            }
+            None => false,
         }
     }
 

@@ -20,6 +20,8 @@ pub struct RunningJob {
     last_write: Option<Instant>,
     /// A value held back by [`PROGRESS_INTERVAL`], written by the next call or at the end.
     pending: Option<String>,
+    /// Whether any progress was reported.
+    pub reported: bool,
 }
 
 impl RunningJob {
@@ -28,10 +30,12 @@ impl RunningJob {
             delivery,
             last_write: None,
             pending: None,
+            reported: false,
         }
     }
 
     async fn report(&mut self, queues: &Queues, json: String) -> Result<(), QueueError> {
+        self.reported = true;
         let due = self
             .last_write
             .is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL);

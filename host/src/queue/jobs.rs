@@ -124,6 +124,8 @@ pub struct Finished {
     pub finished_at_ms: u64,
     /// The queue's `keep_completed`.
     pub keep: KeepJobs,
+    /// Whether the attempt reported progress (so its progress is cleaned up, or kept).
+    pub progressed: bool,
 }
 
 /// Longest progress JSON a processor may report.

@@ -48,7 +48,8 @@ const RECLAIM_BATCH: usize = 1000;
 
 /// How one attempt ended.
 enum Outcome {
-    Done(String),
+    /// The output, and whether the attempt reported progress.
+    Done(String, bool),
     /// Retry when attempts remain (guest `retry` errors, traps, timeouts).
     Retryable(String),
     /// Dead-letter now (guest `fail` errors).
@@ -604,9 +605,9 @@ async fn run_attempt(
             Box::pin(async move { pre.process(store, &job).await })
         })
         .await;
-    store.data_mut().caps.flush_progress().await;
+    let progressed = store.data_mut().caps.flush_progress().await;
     match result {
-        Ok(Ok(output)) => Outcome::Done(output),
+        Ok(Ok(output)) => Outcome::Done(output, progressed),
         Ok(Err(WitJobError::Retry(m))) => Outcome::Retryable(m),
         Ok(Err(WitJobError::Fail(m))) => Outcome::Permanent(m),
         Err(e) => {
@@ -645,7 +646,7 @@ async fn finish(
     let elapsed_us = started.elapsed().as_micros() as u64;
     let keep_failed = runner.trigger.keep_failed;
     let result = match outcome {
-        Outcome::Done(output) => {
+        Outcome::Done(output, progressed) => {
             tracing::debug!(queue = %job.queue, job = %job.id, attempt = job.attempt, elapsed_us, "job done: {output}");
             let finished = Finished {
                 delivery,
@@ -653,6 +654,7 @@ async fn finish(
                 started_at_ms,
                 finished_at_ms: now_ms(),
                 keep: runner.trigger.keep_completed,
+                progressed,
             };
             // If the acker is gone (shutdown), the job stays pending and is redelivered.
             let _ = acks.send(finished).await;

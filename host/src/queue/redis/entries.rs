@@ -61,10 +61,11 @@ impl<'a> Fields<'a> {
         f
     }
 
-    /// The job the fields hold; `None` when a field is missing or malformed.
-    pub fn job(&self, queue: &str) -> Option<Job> {
+    /// The job the fields hold; `None` when a field is missing or malformed. A stream entry
+    /// without an `id` field is a job enqueued there directly: its id is `entry`'s.
+    pub fn job(&self, queue: &str, entry: Option<&str>) -> Option<Job> {
         Some(Job {
-            id: self.job_id?.to_string(),
+            id: self.job_id.or(entry)?.to_string(),
             queue: queue.to_string(),
             payload: self.payload?.to_string(),
             attempt: self.attempt?.parse().ok()?,
@@ -84,7 +85,7 @@ pub(super) struct Entry<'a> {
 
 impl Entry<'_> {
     pub fn job(&self, queue: &str) -> Option<Job> {
-        self.fields.job(queue)
+        self.fields.job(queue, Some(self.id))
     }
 }
 

@@ -1,8 +1,10 @@
 //! Reading and steering single jobs on Redis: `job`, `jobs`, `remove` and `progress`.
 //!
-//! A job is found through the queue's `ids` hash (job id → stream entry, kept by every
-//! script that adds to or takes from the stream), then its delayed hash, its completed
-//! record, or the dead letters' `dead:ids` index: each lookup is one script, so a job moving
+//! A job in the stream is found by its id: an immediate job's id IS its first stream entry's
+//! id (so enqueueing and finishing it cost no index), and a job that moved to another entry
+//! (retried, promoted, reclaimed, revived) is in the queue's `ids` hash (job id → entry),
+//! its entry carrying the id as `id`. Else it is found in its delayed hash, its completed
+//! record, or the dead letters' `dead:ids` index. Each lookup is one script, so a job moving
 //! between states meanwhile is seen in one of them, never in none.
 
 use std::sync::LazyLock;
@@ -17,20 +19,40 @@ use crate::timers::now_ms;
 /// Delayed jobs scanned at most to find `limit` failed (or delayed) ones.
 const SCAN_DELAYED: usize = 2000;
 
-/// One job, wherever it is: `{state, fields, extra}` or nil.
+/// `locate(ids, stream, id)`: the stream entry id and fields of job `id`, if it is in the
+/// stream (see the module doc).
+macro_rules! locate_function {
+    () => {
+        r"
+local function locate(ids, stream, id)
+  local e = redis.call('HGET', ids, id)
+  if not e then
+    if not string.match(id, '^%d+%-%d+$') then return nil end
+    e = id
+  end
+  local entry = redis.call('XRANGE', stream, e, e)
+  if #entry == 0 then return nil end
+  local f = entry[1][2]
+  local own = e
+  for i = 1, #f, 2 do if f[i] == 'id' then own = f[i + 1] end end
+  if own ~= id then return nil end
+  return e, f
+end"
+    };
+}
+
+/// One job, wherever it is: `{state, fields, extra, entry id}` or nil.
 static FIND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        locate_function!(),
         r"
 -- KEYS: ids, stream, delayed, progress, dead ids, dead
 -- ARGV: id, group, job hash prefix, record prefix
-local e = redis.call('HGET', KEYS[1], ARGV[1])
+local e, f = locate(KEYS[1], KEYS[2], ARGV[1])
 if e then
-  local entry = redis.call('XRANGE', KEYS[2], e, e)
-  if #entry > 0 then
-    local state = 'waiting'
-    if #redis.call('XPENDING', KEYS[2], ARGV[2], e, e, 1) > 0 then state = 'active' end
-    return {state, entry[1][2], redis.call('HGET', KEYS[4], ARGV[1])}
-  end
+  local state = 'waiting'
+  if #redis.call('XPENDING', KEYS[2], ARGV[2], e, e, 1) > 0 then state = 'active' end
+  return {state, f, redis.call('HGET', KEYS[4], ARGV[1]), e}
 end
 local h = redis.call('HGETALL', ARGV[3] .. ARGV[1])
 if #h > 0 then return {'delayed', h, redis.call('ZSCORE', KEYS[3], ARGV[1])} end
@@ -43,7 +65,7 @@ if d then
 end
 return false
 ",
-    )
+    ))
 });
 
 /// Up to `limit` jobs in one state: a list of `{state, fields, extra}`.
@@ -67,7 +89,7 @@ if state == 'waiting' then
     if name == ARGV[3] then last = at end
   end
   for _, e in ipairs(redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', limit)) do
-    out[#out + 1] = {'waiting', e[2], false}
+    out[#out + 1] = {'waiting', e[2], false, e[1]}
   end
 elseif state == 'active' then
   local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[3], '-', '+', limit)
@@ -76,7 +98,9 @@ elseif state == 'active' then
     local entry = redis.call('XRANGE', KEYS[1], p[1], p[1])
     if #entry > 0 then
       local f = entry[1][2]
-      out[#out + 1] = {'active', f, redis.call('HGET', KEYS[3], f[2])}
+      local id = p[1]
+      for i = 1, #f, 2 do if f[i] == 'id' then id = f[i + 1] end end
+      out[#out + 1] = {'active', f, redis.call('HGET', KEYS[3], id), p[1]}
     end
   end
 elseif state == 'delayed' or state == 'failed' then
@@ -107,11 +131,12 @@ return out
 static REMOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         super::scripts::tell_function!(),
+        locate_function!(),
         r"
 -- KEYS: ids, stream, delayed, progress, dead ids, watched
 -- ARGV: id, group, job hash prefix, record prefix, events channel, publish command, queue, now
 local events = {ARGV[5], ARGV[6], ARGV[7], ARGV[8]}
-local e = redis.call('HGET', KEYS[1], ARGV[1])
+local e = locate(KEYS[1], KEYS[2], ARGV[1])
 if e then
   if #redis.call('XPENDING', KEYS[2], ARGV[2], e, e, 1) > 0 then return 'active' end
   redis.call('XDEL', KEYS[2], e)
@@ -140,10 +165,11 @@ return false
 static PROGRESS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         super::scripts::tell_function!(),
+        locate_function!(),
         r"
--- KEYS: ids, progress, watched
+-- KEYS: ids, progress, watched, stream
 -- ARGV: id, entry id, json, events channel, publish command, queue, now
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if locate(KEYS[1], KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 tell(KEYS[3], ARGV[1], {ARGV[4], ARGV[5], ARGV[6], ARGV[7]}, false)
 return 1
@@ -188,14 +214,10 @@ impl RedisQueue {
         queue: &str,
         id: &str,
     ) -> Result<Option<JobInfo>, QueueError> {
-        let keys = vec![
-            self.key(queue, "ids"),
-            self.key(queue, "stream"),
-            self.key(queue, "delayed"),
-            self.key(queue, "progress"),
-            self.key(queue, "dead:ids"),
-            self.key(queue, "dead"),
-        ];
+        let keys = self.keys(
+            queue,
+            &["ids", "stream", "delayed", "progress", "dead:ids", "dead"],
+        );
         let args = vec![
             id.to_string(),
             GROUP.to_string(),
@@ -215,13 +237,10 @@ impl RedisQueue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let keys = vec![
-            self.key(queue, "stream"),
-            self.key(queue, "delayed"),
-            self.key(queue, "progress"),
-            self.key(queue, "completed"),
-            self.key(queue, "dead"),
-        ];
+        let keys = self.keys(
+            queue,
+            &["stream", "delayed", "progress", "completed", "dead"],
+        );
         let args = vec![
             state.as_str().to_string(),
             limit.to_string(),
@@ -246,14 +265,12 @@ impl RedisQueue {
         queue: &str,
         id: &str,
     ) -> Result<Option<JobState>, QueueError> {
-        let keys = vec![
-            self.key(queue, "ids"),
-            self.key(queue, "stream"),
-            self.key(queue, "delayed"),
-            self.key(queue, "progress"),
-            self.key(queue, "dead:ids"),
-            self.key(queue, "watched"),
-        ];
+        let keys = self.keys(
+            queue,
+            &[
+                "ids", "stream", "delayed", "progress", "dead:ids", "watched",
+            ],
+        );
         let mut args = vec![
             id.to_string(),
             GROUP.to_string(),
@@ -286,11 +303,7 @@ impl RedisQueue {
         entry: &str,
         json: &str,
     ) -> Result<(), QueueError> {
-        let keys = vec![
-            self.key(queue, "ids"),
-            self.key(queue, "progress"),
-            self.key(queue, "watched"),
-        ];
+        let keys = self.keys(queue, &["ids", "progress", "watched", "stream"]);
         let mut args = vec![id.to_string(), entry.to_string(), json.to_string()];
         args.extend(self.events_args(queue));
         self.invoke(&PROGRESS, keys, args).await?;
@@ -317,12 +330,14 @@ fn job_info(reply: &Value, queue: &str) -> Option<JobInfo> {
     let Value::Array(parts) = reply else {
         return None;
     };
-    let [state, Value::Array(fields), extra] = parts.as_slice() else {
-        return None;
+    let (state, fields, extra, entry) = match parts.as_slice() {
+        [state, Value::Array(fields), extra] => (state, fields, extra, None),
+        [state, Value::Array(fields), extra, entry] => (state, fields, extra, entries::text(entry)),
+        _ => return None,
     };
     let mut state: JobState = entries::text(state)?.parse().ok()?;
     let f = Fields::read(fields);
-    let job = f.job(queue)?;
+    let job = f.job(queue, entry)?;
     let extra = entries::text(extra);
     if state == JobState::Delayed && job.last_error.is_some() {
         state = JobState::Failed;

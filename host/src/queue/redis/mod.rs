@@ -9,8 +9,9 @@
 //! - `llmchat:{q}:dead`: dead letters, a capped stream with the last error;
 //! - `llmchat:{q}:dedup:<key>`: `SET NX PX` dedup markers;
 //! - `llmchat:{q}:stats`: processed / failed / retried counters;
-//! - `llmchat:{q}:ids`: job id → stream entry, for the jobs in the stream (waiting, active),
-//!   and `llmchat:{q}:dead:ids`, job id → dead letter entry: how one job is found by id;
+//! - `llmchat:{q}:ids`: job id → stream entry, for the jobs in the stream whose entry is not
+//!   their id (an immediate job's id is its entry's: see `lookup`), and
+//!   `llmchat:{q}:dead:ids`, job id → dead letter entry: how one job is found by id;
 //! - `llmchat:{q}:progress`: job id → the last progress JSON of a running job;
 //! - `llmchat:{q}:done:<id>` + `llmchat:{q}:completed`: completed jobs kept under
 //!   `keep_completed`, a record each and a sorted set by finish time (none by default);
@@ -83,6 +84,11 @@ impl RedisQueue {
     /// `PREFIX:{QUEUE}:PART` of this application.
     fn key(&self, queue: &str, part: &str) -> String {
         queue_key(self.pool.prefix(), queue, part)
+    }
+
+    /// The keys `PREFIX:{QUEUE}:PART` of `parts`, in order: a script's KEYS.
+    fn keys(&self, queue: &str, parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|part| self.key(queue, part)).collect()
     }
 
     /// The channel the scripts that add to `queue`'s stream ring its doorbell on: its shard
@@ -277,7 +283,6 @@ impl QueueBackend for RedisQueue {
             dedup_key,
             self.key(&q, &format!("job:{}", new.job.id)),
             self.key(&q, "idle"),
-            self.key(&q, "ids"),
         ];
         let [id, payload, attempt, max, backoff, t] = job_args(&new.job, new.job.attempt);
         let args = [
@@ -423,8 +428,11 @@ impl QueueBackend for RedisQueue {
             ];
             args.extend(self.events_args(queue));
             for f in &jobs {
+                let moved = f.delivery.receipt != f.delivery.job.id;
                 args.push(f.delivery.receipt.clone());
                 args.push(f.delivery.job.id.clone());
+                args.push(if moved { "1" } else { "0" }.to_string());
+                args.push(if f.progressed { "1" } else { "0" }.to_string());
                 args.push(if keep.keeps() {
                     super::jobs::bounded(&f.result, super::jobs::MAX_RESULT)
                 } else {
@@ -484,15 +492,12 @@ impl QueueBackend for RedisQueue {
     ) -> Result<(), QueueError> {
         let job = &delivery.job;
         let q = &job.queue;
-        let keys = vec![
-            self.key(q, "stream"),
-            self.key(q, "dead"),
-            self.key(q, "stats"),
-            self.key(q, "ids"),
-            self.key(q, "progress"),
-            self.key(q, "dead:ids"),
-            self.key(q, "watched"),
-        ];
+        let keys = self.keys(
+            q,
+            &[
+                "stream", "dead", "stats", "ids", "progress", "dead:ids", "watched",
+            ],
+        );
         let mut args = vec![delivery.receipt.clone(), GROUP.to_string()];
         args.extend(Self::keep_args(keep));
         args.extend(job_args(job, job.attempt));
@@ -552,16 +557,12 @@ impl QueueBackend for RedisQueue {
         max: usize,
         keep: KeepJobs,
     ) -> Result<usize, QueueError> {
-        let keys = vec![
-            self.key(queue, "stream"),
-            self.key(queue, "dead"),
-            self.key(queue, "stats"),
-            self.key(queue, "idle"),
-            self.key(queue, "ids"),
-            self.key(queue, "progress"),
-            self.key(queue, "dead:ids"),
-            self.key(queue, "watched"),
-        ];
+        let keys = self.keys(
+            queue,
+            &[
+                "stream", "dead", "stats", "idle", "ids", "progress", "dead:ids", "watched",
+            ],
+        );
         let [count, oldest] = Self::keep_args(keep);
         let mut args = vec![
             GROUP.to_string(),

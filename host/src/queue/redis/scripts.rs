@@ -68,24 +68,26 @@ pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         ring_function!(),
         r"
--- KEYS: stream, delayed, dedup, job hash, idle flag, ids
+-- KEYS: stream, delayed, dedup, job hash, idle flag
 -- ARGV: id, payload, attempt, max, backoff, enqueued_at, due_ms (0 = now), dedup_window_ms (0 = none), max_waiting, wake channel
+-- An immediate job's id is its stream entry's id (no `id` field, no index: see `lookup`); a
+-- delayed job keeps ARGV id, which its entry carries as `id` once promoted.
 if ARGV[8] ~= '0' then
   local existing = redis.call('GET', KEYS[3])
   if existing then return {'dup', existing} end
 end
 local waiting = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
 if waiting >= tonumber(ARGV[9]) then return {'full', tostring(waiting)} end
-if ARGV[8] ~= '0' then redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[8]) end
-local fields = {'id', ARGV[1], 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6]}
+local id = ARGV[1]
 if ARGV[7] == '0' then
-  redis.call('HSET', KEYS[6], ARGV[1], redis.call('XADD', KEYS[1], '*', unpack(fields)))
+  id = redis.call('XADD', KEYS[1], '*', 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6])
   ring(KEYS[5], ARGV[10])
 else
-  redis.call('HSET', KEYS[4], unpack(fields))
-  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])
+  redis.call('HSET', KEYS[4], 'id', id, 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6])
+  redis.call('ZADD', KEYS[2], ARGV[7], id)
 end
-return {'ok', ARGV[1]}
+if ARGV[8] ~= '0' then redis.call('SET', KEYS[3], id, 'PX', ARGV[8]) end
+return {'ok', id}
 ",
     ))
 });
@@ -136,8 +138,10 @@ return 1
 });
 
 /// Acknowledges a batch of finished jobs of one queue, keeping each with its result when
-/// the queue's `keep_completed` says so. A job reclaimed meanwhile by another host (its
-/// entry gone from `ids`) keeps its new entry's index and progress.
+/// the queue's `keep_completed` says so. Only what the host flags is cleaned: the index of a
+/// job that moved (its entry is not its id), and the progress of a job that reported some;
+/// the common job costs the script XACK, XDEL, one HMGET of the watched jobs and HINCRBY.
+/// A job reclaimed meanwhile by another host (its entry gone) is not recorded here.
 pub(super) static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         tell_function!(),
@@ -145,35 +149,36 @@ pub(super) static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
 -- KEYS: stream, ids, stats, progress, completed, watched
 -- ARGV: group, keep count (0 = keep none), keep oldest ms (0 = no age bound), keep age ms,
 --       record prefix, events channel, publish command, queue, now,
---       then per job: entry id, job id, result, started ms, finished ms
-local n = (#ARGV - 9) / 5
-local entries, ids = {}, {}
+--       then per job: entry id, job id, moved (1/0), reported progress (1/0), result,
+--       started ms, finished ms
+local n = (#ARGV - 9) / 7
+local entries, ids, progressed = {}, {}, {}
 for i = 0, n - 1 do
-  entries[i + 1] = ARGV[10 + i * 5]
-  ids[i + 1] = ARGV[11 + i * 5]
+  local base = 10 + i * 7
+  entries[i + 1] = ARGV[base]
+  ids[i + 1] = ARGV[base + 1]
+  if ARGV[base + 3] == '1' then progressed[#progressed + 1] = ARGV[base + 1] end
 end
-local indexed = redis.call('HMGET', KEYS[2], unpack(ids))
-local mine = {}
-for i = 1, n do
-  if indexed[i] == entries[i] then mine[#mine + 1] = i end
-end
-if tonumber(ARGV[2]) > 0 and #mine > 0 then
-  local mine_ids = {}
-  for j, i in ipairs(mine) do mine_ids[j] = ids[i] end
-  local progress = redis.call('HMGET', KEYS[4], unpack(mine_ids))
-  for j, i in ipairs(mine) do
+if tonumber(ARGV[2]) > 0 then
+  local progress = {}
+  if #progressed > 0 then
+    local values = redis.call('HMGET', KEYS[4], unpack(progressed))
+    for j, id in ipairs(progressed) do progress[id] = values[j] end
+  end
+  for i = 1, n do
     local entry = redis.call('XRANGE', KEYS[1], entries[i], entries[i])
     if #entry > 0 then
+      local base = 10 + (i - 1) * 7
       local record = ARGV[5] .. ids[i]
       local fields = entry[1][2]
-      local base = 10 + (i - 1) * 5
-      fields[#fields + 1] = 'r'; fields[#fields + 1] = ARGV[base + 2]
-      fields[#fields + 1] = 's'; fields[#fields + 1] = ARGV[base + 3]
-      fields[#fields + 1] = 'f'; fields[#fields + 1] = ARGV[base + 4]
-      if progress[j] then fields[#fields + 1] = 'g'; fields[#fields + 1] = progress[j] end
+      fields[#fields + 1] = 'id'; fields[#fields + 1] = ids[i]
+      fields[#fields + 1] = 'r'; fields[#fields + 1] = ARGV[base + 4]
+      fields[#fields + 1] = 's'; fields[#fields + 1] = ARGV[base + 5]
+      fields[#fields + 1] = 'f'; fields[#fields + 1] = ARGV[base + 6]
+      if progress[ids[i]] then fields[#fields + 1] = 'g'; fields[#fields + 1] = progress[ids[i]] end
       redis.call('HSET', record, unpack(fields))
       if ARGV[4] ~= '0' then redis.call('PEXPIRE', record, ARGV[4]) end
-      redis.call('ZADD', KEYS[5], ARGV[base + 4], ids[i])
+      redis.call('ZADD', KEYS[5], ARGV[base + 6], ids[i])
     end
   end
   local over = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[2])
@@ -189,15 +194,15 @@ if tonumber(ARGV[2]) > 0 and #mine > 0 then
 end
 local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(entries))
 redis.call('XDEL', KEYS[1], unpack(entries))
-if #mine > 0 then
-  local mine_ids = {}
-  for j, i in ipairs(mine) do mine_ids[j] = ids[i] end
-  redis.call('HDEL', KEYS[2], unpack(mine_ids))
-  redis.call('HDEL', KEYS[4], unpack(mine_ids))
-  local watched = redis.call('HMGET', KEYS[6], unpack(mine_ids))
-  for j, w in ipairs(watched) do
-    if w then tell(KEYS[6], mine_ids[j], {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}, true) end
+for i = 1, n do
+  if ARGV[10 + (i - 1) * 7 + 2] == '1' and redis.call('HGET', KEYS[2], ids[i]) == entries[i] then
+    redis.call('HDEL', KEYS[2], ids[i])
   end
+end
+if #progressed > 0 then redis.call('HDEL', KEYS[4], unpack(progressed)) end
+local watched = redis.call('HMGET', KEYS[6], unpack(ids))
+for i, w in ipairs(watched) do
+  if w then tell(KEYS[6], ids[i], {ARGV[6], ARGV[7], ARGV[8], ARGV[9]}, true) end
 end
 if acked > 0 then redis.call('HINCRBY', KEYS[3], 'processed', acked) end
 return acked
@@ -252,18 +257,19 @@ for _, entry in ipairs(claimed[2]) do
     local h = {}
     for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
     local a = tonumber(h['a'])
-    redis.call('HDEL', KEYS[6], h['id'])
+    local id = h['id'] or entry[1]
+    redis.call('HDEL', KEYS[6], id)
     if a >= tonumber(h['m']) then
-      redis.call('HSET', KEYS[7], h['id'], redis.call('XADD', KEYS[2], '*', 'id', h['id'], 'p', h['p'],
+      redis.call('HSET', KEYS[7], id, redis.call('XADD', KEYS[2], '*', 'id', id, 'p', h['p'],
         'a', h['a'], 'm', h['m'], 'b', h['b'], 't', h['t'], 'error', ARGV[5], 'failed_at', ARGV[7]))
-      redis.call('HDEL', KEYS[5], h['id'])
+      redis.call('HDEL', KEYS[5], id)
       redis.call('HINCRBY', KEYS[3], 'failed', 1)
       buried = true
     else
-      redis.call('HSET', KEYS[5], h['id'], redis.call('XADD', KEYS[1], '*', 'id', h['id'], 'p', h['p'],
+      redis.call('HSET', KEYS[5], id, redis.call('XADD', KEYS[1], '*', 'id', id, 'p', h['p'],
         'a', tostring(a + 1), 'm', h['m'], 'b', h['b'], 't', h['t'], 'e', ARGV[5]))
     end
-    tell(KEYS[8], h['id'], {ARGV[10], ARGV[11], ARGV[12], ARGV[13]}, false)
+    tell(KEYS[8], id, {ARGV[10], ARGV[11], ARGV[12], ARGV[13]}, false)
   end
   redis.call('XACK', KEYS[1], ARGV[1], entry[1])
   redis.call('XDEL', KEYS[1], entry[1])
