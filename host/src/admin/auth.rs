@@ -81,6 +81,56 @@ impl AdminAuth {
     }
 }
 
+impl AdminAuth {
+    /// Without a token, loopback is trusted, and a browser on this machine is a loopback
+    /// client too: a web page could send it a cross-site request (CSRF), or reach it under
+    /// its own name through DNS rebinding. So then a request must name the host as loopback
+    /// (`Host`: 127.0.0.1, `[::1]` or `localhost`), and a browser's request must come from
+    /// that same origin. The CLI sends no `Origin`; the queue page is same-origin. With a
+    /// token nothing changes: a browser never adds the bearer token by itself.
+    pub fn check_browser(&self, headers: &http::HeaderMap) -> Result<(), ApiError> {
+        if self.token_digest.is_some() {
+            return Ok(());
+        }
+        let refuse = |why: String| ApiError::new(StatusCode::FORBIDDEN, why);
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if !host.is_empty() && !is_loopback_name(host) {
+            return Err(refuse(format!(
+                "the admin API answers `Host: {host}` only with a token: without {TOKEN_ENV} it is for 127.0.0.1, [::1] or localhost"
+            )));
+        }
+        if headers
+            .get("sec-fetch-site")
+            .is_some_and(|s| s.as_bytes() == b"cross-site")
+        {
+            return Err(refuse("cross-site admin requests are refused".into()));
+        }
+        if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            if origin_host != host {
+                return Err(refuse(format!(
+                    "admin requests from origin {origin} are refused (only the host's own pages may call it)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `host` (a `Host` header: name or address, with an optional port) names this
+/// machine's loopback.
+fn is_loopback_name(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(is_loopback)
+}
+
 /// The middleware in front of every admin route.
 pub async fn require_admin(
     State(auth): State<AdminAuth>,
@@ -91,7 +141,10 @@ pub async fn require_admin(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| *addr);
-    match auth.authorize(peer, request.headers().get(header::AUTHORIZATION)) {
+    let allowed = auth
+        .authorize(peer, request.headers().get(header::AUTHORIZATION))
+        .and_then(|()| auth.check_browser(request.headers()));
+    match allowed {
         Ok(()) => next.run(request).await,
         Err(e) => {
             tracing::debug!(peer = ?peer, path = %request.uri().path(), "admin call refused: {}", e.message);
@@ -131,6 +184,61 @@ fn digests_match(a: &[u8; 32], b: &[u8; 32]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn without_a_token_browsers_must_be_same_origin_on_a_loopback_name() {
+        let auth = AdminAuth::new(None);
+        for ok in [
+            vec![("host", "127.0.0.1:3001")],
+            vec![
+                ("host", "localhost:3001"),
+                ("origin", "http://localhost:3001"),
+            ],
+            vec![("host", "[::1]:3001"), ("origin", "http://[::1]:3001")],
+            vec![
+                ("host", "127.0.0.1:3001"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            vec![],
+        ] {
+            assert!(auth.check_browser(&headers(&ok)).is_ok(), "{ok:?}");
+        }
+        for (bad, says) in [
+            (vec![("host", "evil.example:3001")], "Host: evil.example"),
+            (
+                vec![
+                    ("host", "127.0.0.1:3001"),
+                    ("origin", "https://evil.example"),
+                ],
+                "origin https://evil.example",
+            ),
+            (
+                vec![("host", "127.0.0.1:3001"), ("sec-fetch-site", "cross-site")],
+                "cross-site",
+            ),
+        ] {
+            let e = auth.check_browser(&headers(&bad)).unwrap_err();
+            assert_eq!(e.status, StatusCode::FORBIDDEN);
+            assert!(e.message.contains(says), "{bad:?}: {}", e.message);
+        }
+        let with_token = AdminAuth::new(Some("t"));
+        let remote = headers(&[
+            ("host", "admin.internal"),
+            ("origin", "https://admin.internal"),
+        ]);
+        assert!(
+            with_token.check_browser(&remote).is_ok(),
+            "a token is never sent by a browser alone"
+        );
+    }
 
     fn peer(addr: &str) -> Option<SocketAddr> {
         Some(addr.parse().expect("a socket address"))
