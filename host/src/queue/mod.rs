@@ -310,8 +310,9 @@ pub struct Queues {
     activity: AtomicU64,
     /// The paused queues as last read from the backend; the reader skips them.
     paused: RwLock<Arc<BTreeSet<String>>>,
-    /// Told when `paused` changes, so the reader starts its read again without them.
-    paused_changed: tokio::sync::Notify,
+    /// Bumped when `paused` changes, so the reader starts its read again without them (a
+    /// watch, not a `Notify`: a change while the reader is between two waits is not lost).
+    paused_changed: tokio::sync::watch::Sender<u64>,
     /// Wakes the entry that reads the run-time repeat entries again; set by the worker.
     repeats: OnceLock<EntryWaker>,
 }
@@ -340,7 +341,7 @@ impl Queues {
             promotion: OnceLock::new(),
             activity: AtomicU64::new(0),
             paused: RwLock::default(),
-            paused_changed: tokio::sync::Notify::new(),
+            paused_changed: tokio::sync::watch::Sender::new(0),
             repeats: OnceLock::new(),
         }
     }
@@ -412,9 +413,9 @@ impl Queues {
             .contains(queue)
     }
 
-    /// Resolves when the set of paused queues changes.
-    pub async fn paused_changed(&self) {
-        self.paused_changed.notified().await
+    /// A receiver that sees every change of the set of paused queues.
+    pub fn paused_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.paused_changed.subscribe()
     }
 
     /// Reads the paused queues from the backend: at start-up, after a pause or resume here,
@@ -426,7 +427,7 @@ impl Queues {
             tracing::info!(paused = ?paused, "paused queues changed");
             *current = Arc::new(paused);
             drop(current);
-            self.paused_changed.notify_waiters();
+            self.paused_changed.send_modify(|n| *n += 1);
             self.note_activity();
         }
         Ok(())

@@ -195,7 +195,10 @@ impl QueueWorker {
     async fn read(&self, shutdown: CancellationToken, acks: mpsc::Sender<Finished>) {
         let backend = self.queues.backend().clone();
         let mut failures = 0u32;
+        let mut paused = self.queues.paused_changes();
         while !shutdown.is_cancelled() {
+            // Seen now: a pause or resume from here on ends the wait or read below.
+            paused.mark_unchanged();
             // Registered before looking at the slots, so a slot freed meanwhile is not missed.
             let mut freed = Box::pin(self.slot_freed.notified());
             freed.as_mut().enable();
@@ -210,13 +213,13 @@ impl QueueWorker {
                 tokio::select! {
                     () = &mut freed => continue,
                     () = self.reconfigured.notified() => continue,
-                    () = self.queues.paused_changed() => continue,
+                    _ = paused.changed() => continue,
                     () = shutdown.cancelled() => break,
                 }
             }
             // `receive` watches for freed slots itself; a wake-up now is kept for it.
             drop(freed);
-            let Some(received) = self.receive(&wants, &shutdown).await else {
+            let Some(received) = self.receive(&wants, &shutdown, &mut paused).await else {
                 break;
             };
             match received {
@@ -250,6 +253,7 @@ impl QueueWorker {
         &self,
         wants: &[(String, usize)],
         shutdown: &CancellationToken,
+        paused: &mut tokio::sync::watch::Receiver<u64>,
     ) -> Option<Result<Vec<Delivery>, QueueError>> {
         let backend = self.queues.backend();
         let runners = self.runners();
@@ -276,7 +280,7 @@ impl QueueWorker {
                 }
                 // New queues (a deploy), or paused or resumed ones: the read must start
                 // again with the queues of now.
-                () = reconfigured(&self.reconfigured, &self.queues), if retry_interrupt.is_none() => {
+                () = reconfigured(&self.reconfigured, paused), if retry_interrupt.is_none() => {
                     interrupt(backend.as_ref()).await;
                     retry_interrupt = Some((tokio::time::Instant::now() + INTERRUPT_RETRY, 1));
                 }
@@ -318,6 +322,7 @@ impl QueueWorker {
                 Some(permit) => Some(permit),
                 None => runner.slots.clone().acquire_owned().await.ok(),
             };
+            wait_while_paused(&queues, &runner.trigger.queue).await;
             if let Some(rate) = runner.trigger.rate {
                 wait_for_rate(limiter.as_ref(), &runner.trigger.queue, rate).await;
             }
@@ -487,6 +492,17 @@ fn min_visibility(runners: &Runners) -> Duration {
         .unwrap_or(Duration::from_secs(60))
 }
 
+/// A job delivered as its queue was paused (the read was already on its way) waits in its
+/// slot, heartbeated, until the queue is resumed: a paused queue starts nothing.
+async fn wait_while_paused(queues: &Queues, queue: &str) {
+    let mut changes = queues.paused_changes();
+    while queues.is_paused(queue) {
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Waits for one of the queue's `global_concurrency` leases (shared by every host), as for
 /// the rate: the job waits in its slot, heartbeated. Woken when another job of the queue
 /// gives its lease back (on any host), or when the earliest lease would lapse (its host
@@ -554,10 +570,10 @@ async fn wait_for_rate(limiter: &dyn RateLimiter, queue: &str, rate: Rate) {
 }
 
 /// Resolves when the queues to read change: a deploy, a pause or a resume.
-async fn reconfigured(deployed: &Notify, queues: &Queues) {
+async fn reconfigured(deployed: &Notify, paused: &mut tokio::sync::watch::Receiver<u64>) {
     tokio::select! {
         () = deployed.notified() => {}
-        () = queues.paused_changed() => {}
+        _ = paused.changed() => {}
     }
 }
 

@@ -19,6 +19,8 @@ pub(super) struct Fields<'a> {
     max_attempts: Option<&'a str>,
     backoff: Option<&'a str>,
     enqueued_at: Option<&'a str>,
+    /// An immediate job's id suffix (`x`): its id is `ENTRY.SUFFIX`.
+    suffix: Option<&'a str>,
     /// The previous attempt's error (`e`), on a retry.
     last_error: Option<&'a str>,
     /// A dead letter's error and time.
@@ -49,6 +51,7 @@ impl<'a> Fields<'a> {
                 "b" => f.backoff = value,
                 "t" => f.enqueued_at = value,
                 "e" => f.last_error = value.filter(|e| !e.is_empty()),
+                "x" => f.suffix = value,
                 "error" => f.error = value,
                 "failed_at" => f.failed_at = value,
                 "r" => f.result = value,
@@ -62,10 +65,15 @@ impl<'a> Fields<'a> {
     }
 
     /// The job the fields hold; `None` when a field is missing or malformed. A stream entry
-    /// without an `id` field is a job enqueued there directly: its id is `entry`'s.
+    /// without an `id` field is a job enqueued there directly: its id is `ENTRY.SUFFIX`.
     pub fn job(&self, queue: &str, entry: Option<&str>) -> Option<Job> {
+        let id = match (self.job_id, entry, self.suffix) {
+            (Some(id), _, _) => id.to_string(),
+            (None, Some(entry), Some(suffix)) => format!("{entry}.{suffix}"),
+            _ => return None,
+        };
         Some(Job {
-            id: self.job_id.or(entry)?.to_string(),
+            id,
             queue: queue.to_string(),
             payload: self.payload?.to_string(),
             attempt: self.attempt?.parse().ok()?,

@@ -1,7 +1,8 @@
 //! Reading and steering single jobs on Redis: `job`, `jobs`, `remove` and `progress`.
 //!
-//! A job in the stream is found by its id: an immediate job's id IS its first stream entry's
-//! id (so enqueueing and finishing it cost no index), and a job that moved to another entry
+//! A job in the stream is found by its id: an immediate job's id is `ENTRY.SUFFIX`, its first
+//! stream entry's id and a random suffix (kept in the entry as `x`, so ids are unique across
+//! queues), so enqueueing and finishing it cost no index; a job that moved to another entry
 //! (retried, promoted, reclaimed, revived) is in the queue's `ids` hash (job id → entry),
 //! its entry carrying the id as `id`. Else it is found in its delayed hash, its completed
 //! record, or the dead letters' `dead:ids` index. Each lookup is one script, so a job moving
@@ -24,19 +25,22 @@ const SCAN_DELAYED: usize = 2000;
 macro_rules! locate_function {
     () => {
         r"
+local function own_id(e, f)
+  local id, x = nil, ''
+  for i = 1, #f, 2 do
+    if f[i] == 'id' then id = f[i + 1] elseif f[i] == 'x' then x = f[i + 1] end
+  end
+  return id or (e .. '.' .. x)
+end
 local function locate(ids, stream, id)
   local e = redis.call('HGET', ids, id)
   if not e then
-    if not string.match(id, '^%d+%-%d+$') then return nil end
-    e = id
+    e = string.match(id, '^(%d+%-%d+)%.%x+$')
+    if not e then return nil end
   end
   local entry = redis.call('XRANGE', stream, e, e)
-  if #entry == 0 then return nil end
-  local f = entry[1][2]
-  local own = e
-  for i = 1, #f, 2 do if f[i] == 'id' then own = f[i + 1] end end
-  if own ~= id then return nil end
-  return e, f
+  if #entry == 0 or own_id(e, entry[1][2]) ~= id then return nil end
+  return e, entry[1][2]
 end"
     };
 }
@@ -68,9 +72,10 @@ return false
     ))
 });
 
-/// Up to `limit` jobs in one state: a list of `{state, fields, extra}`.
+/// Up to `limit` jobs in one state: a list of `{state, fields, extra, entry id}`.
 static LIST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(concat!(
+        locate_function!(),
         r"
 -- KEYS: stream, delayed, progress, completed, dead
 -- ARGV: state, limit, group, job hash prefix, record prefix, delayed scan bound
@@ -98,9 +103,7 @@ elseif state == 'active' then
     local entry = redis.call('XRANGE', KEYS[1], p[1], p[1])
     if #entry > 0 then
       local f = entry[1][2]
-      local id = p[1]
-      for i = 1, #f, 2 do if f[i] == 'id' then id = f[i + 1] end end
-      out[#out + 1] = {'active', f, redis.call('HGET', KEYS[3], id), p[1]}
+      out[#out + 1] = {'active', f, redis.call('HGET', KEYS[3], own_id(p[1], f)), p[1]}
     end
   end
 elseif state == 'delayed' or state == 'failed' then
@@ -124,7 +127,7 @@ elseif state == 'dead' then
 end
 return out
 ",
-    )
+    ))
 });
 
 /// Removes a waiting, delayed or failed job: returns the state it was in, or why not.

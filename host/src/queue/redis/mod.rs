@@ -74,6 +74,9 @@ pub struct RedisQueue {
     /// `CLIENT ID` of the blocking connection, for `CLIENT UNBLOCK`; -1 until known, and
     /// again after an error (a reconnect gives the connection a new id).
     reader_id: AtomicI64,
+    /// Set by `interrupt_receive`: a read about to block returns at once instead (an
+    /// `UNBLOCK` can only end a read already blocking).
+    interrupted: std::sync::atomic::AtomicBool,
     /// On a cluster: the readers' doorbell and what it keeps.
     doorbell: Doorbell,
     /// The jobs watched on this host, and the listener that hears their changes.
@@ -133,6 +136,7 @@ impl RedisQueue {
             pool,
             consumer,
             reader_id: AtomicI64::new(-1),
+            interrupted: std::sync::atomic::AtomicBool::new(false),
             doorbell: Doorbell::default(),
             events: Events::default(),
         };
@@ -233,6 +237,13 @@ fn job_args(job: &Job, attempt: u32) -> [String; 6] {
     ]
 }
 
+/// Whether `receipt` is the entry job `id` was enqueued as (`ENTRY.SUFFIX`): such a job has
+/// no entry in the `ids` index.
+fn is_first_entry(id: &str, receipt: &str) -> bool {
+    id.strip_prefix(receipt)
+        .is_some_and(|rest| rest.starts_with('.'))
+}
+
 /// The stream entry ids of `deliveries`, per queue, for one command per queue.
 fn receipts_by_queue(deliveries: &[Delivery]) -> BTreeMap<&str, Vec<&str>> {
     let mut by_queue: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -285,6 +296,12 @@ impl QueueBackend for RedisQueue {
             self.key(&q, "idle"),
         ];
         let [id, payload, attempt, max, backoff, t] = job_args(&new.job, new.job.attempt);
+        // An immediate job's id is ENTRY.SUFFIX (see `scripts::ENQUEUE`): 64 random bits.
+        let id = if due == 0 {
+            id[..16.min(id.len())].to_string()
+        } else {
+            id
+        };
         let args = [
             id,
             payload,
@@ -344,6 +361,9 @@ impl QueueBackend for RedisQueue {
                 .await?;
             self.reader_id.store(id, Ordering::Relaxed);
         }
+        if self.interrupted.swap(false, Ordering::AcqRel) {
+            return Ok(Vec::new());
+        }
         let reply: Result<redis::Value, RedisError> = self
             .pool
             .run_blocking(|mut c| async move {
@@ -358,6 +378,8 @@ impl QueueBackend for RedisQueue {
                 cmd.query_async(&mut c).await
             })
             .await;
+        // This read is over: an interrupt sent for it has done its work.
+        self.interrupted.store(false, Ordering::Release);
         let reply = match reply {
             Err(RedisError::Command(m)) if m.contains("NOGROUP") => {
                 // The stream or group is gone (first use, or Redis lost its data): make them.
@@ -382,10 +404,13 @@ impl QueueBackend for RedisQueue {
             self.doorbell.interrupt();
             return Ok(());
         }
+        // A read not sent yet (its connection's id unknown, or on its way) sees the flag.
+        self.interrupted.store(true, Ordering::Release);
         let id = self.reader_id.load(Ordering::Relaxed);
         if id >= 0 {
             // Ends the blocked XREADGROUP as if it had timed out; 0 when nothing was blocked.
-            self.pool
+            let unblocked = self
+                .pool
                 .run(|mut c| async move {
                     redis::cmd("CLIENT")
                         .arg("UNBLOCK")
@@ -394,6 +419,7 @@ impl QueueBackend for RedisQueue {
                         .await
                 })
                 .await?;
+            tracing::trace!(reader = id, unblocked, "interrupted the queue read");
         }
         Ok(())
     }
@@ -428,7 +454,7 @@ impl QueueBackend for RedisQueue {
             ];
             args.extend(self.events_args(queue));
             for f in &jobs {
-                let moved = f.delivery.receipt != f.delivery.job.id;
+                let moved = !is_first_entry(&f.delivery.job.id, &f.delivery.receipt);
                 args.push(f.delivery.receipt.clone());
                 args.push(f.delivery.job.id.clone());
                 args.push(if moved { "1" } else { "0" }.to_string());

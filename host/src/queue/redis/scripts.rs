@@ -69,9 +69,11 @@ pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
         ring_function!(),
         r"
 -- KEYS: stream, delayed, dedup, job hash, idle flag
--- ARGV: id, payload, attempt, max, backoff, enqueued_at, due_ms (0 = now), dedup_window_ms (0 = none), max_waiting, wake channel
--- An immediate job's id is its stream entry's id (no `id` field, no index: see `lookup`); a
--- delayed job keeps ARGV id, which its entry carries as `id` once promoted.
+-- ARGV: id (a delayed job's) or suffix (an immediate job's), payload, attempt, max, backoff,
+--       enqueued_at, due_ms (0 = now), dedup_window_ms (0 = none), max_waiting, wake channel
+-- An immediate job's id is `ENTRY.SUFFIX`: its stream entry's id (found without an index:
+-- see `lookup`) and ARGV suffix (random, stored as `x`), so ids stay unique across queues.
+-- A delayed job keeps ARGV id, which its entry carries as `id` once promoted.
 if ARGV[8] ~= '0' then
   local existing = redis.call('GET', KEYS[3])
   if existing then return {'dup', existing} end
@@ -80,7 +82,7 @@ local waiting = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
 if waiting >= tonumber(ARGV[9]) then return {'full', tostring(waiting)} end
 local id = ARGV[1]
 if ARGV[7] == '0' then
-  id = redis.call('XADD', KEYS[1], '*', 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6])
+  id = redis.call('XADD', KEYS[1], '*', 'x', ARGV[1], 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6]) .. '.' .. ARGV[1]
   ring(KEYS[5], ARGV[10])
 else
   redis.call('HSET', KEYS[4], 'id', id, 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6])
@@ -257,7 +259,7 @@ for _, entry in ipairs(claimed[2]) do
     local h = {}
     for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
     local a = tonumber(h['a'])
-    local id = h['id'] or entry[1]
+    local id = h['id'] or (entry[1] .. '.' .. (h['x'] or ''))
     redis.call('HDEL', KEYS[6], id)
     if a >= tonumber(h['m']) then
       redis.call('HSET', KEYS[7], id, redis.call('XADD', KEYS[2], '*', 'id', id, 'p', h['p'],
