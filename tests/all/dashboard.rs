@@ -200,24 +200,7 @@ fn assert_self_contained(page: &str) {
     for quoted in ["\"//", "'//", "`//", "url(//", "url(\"//", "url('//"] {
         assert!(!lower.contains(quoted), "protocol-relative URL {quoted:?}");
     }
-    // Every URL-valued attribute is a data: URI or a path on this host.
-    for (tag, attrs) in chromium::start_tags(page) {
-        for name in [
-            "src",
-            "href",
-            "action",
-            "formaction",
-            "poster",
-            "srcset",
-            "data",
-        ] {
-            if let Some(url) = attrs.get(name) {
-                let local =
-                    url.starts_with("data:") || (url.starts_with('/') && !url.starts_with("//"));
-                assert!(local, "<{tag} {name}={url:?}> points outside the host");
-            }
-        }
-    }
+    chromium::assert_local_url_attributes(page);
     for (i, _) in lower.match_indices("url(") {
         let target = lower[i + 4..].trim_start_matches(['"', '\'']);
         assert!(

@@ -373,23 +373,7 @@ fn queue_page_is_one_html_page_that_loads_nothing_from_elsewhere() {
     ] {
         assert!(!lower.contains(external), "the page mentions {external:?}");
     }
-    for (tag, attrs) in chromium::start_tags(&page) {
-        for name in [
-            "src",
-            "href",
-            "action",
-            "formaction",
-            "poster",
-            "srcset",
-            "data",
-        ] {
-            if let Some(url) = attrs.get(name) {
-                let local =
-                    url.starts_with("data:") || (url.starts_with('/') && !url.starts_with("//"));
-                assert!(local, "<{tag} {name}={url:?}> points outside the host");
-            }
-        }
-    }
+    chromium::assert_local_url_attributes(&page);
     // Job data is user data: the page never parses anything as HTML.
     for sink in [
         "innerhtml",

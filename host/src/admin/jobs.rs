@@ -127,14 +127,7 @@ pub async fn add_repeat(
     Path(queue): Path<String>,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let limit = queues.trigger(&queue)?.max_payload.bytes();
-    let body = crate::triggers::http::read_body(body, limit.saturating_mul(2) + (64 << 10)).await?;
-    let body: RepeatBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid request body: {e}"),
-        )
-    })?;
+    let body: RepeatBody = super::queues::read_payload_json(&queues, &queue, body).await?;
     let record = queues
         .add_repeat(
             &queue,

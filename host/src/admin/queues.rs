@@ -68,8 +68,7 @@ pub async fn enqueue(
     Path(queue): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let limit = queues.trigger(&queue)?.max_payload.bytes();
-    let body: EnqueueBody = read_json(body, limit.saturating_mul(2) + BODY_SLACK).await?;
+    let body: EnqueueBody = read_payload_json(&queues, &queue, body).await?;
     let delay = body
         .delay
         .map(|d| d.parse::<HumanDuration>())
@@ -253,6 +252,17 @@ pub async fn purge(
     queues.trigger(&queue)?;
     let purged = queues.backend().purge_dead(&queue).await?;
     Ok(Json(serde_json::json!({ "purged": purged })).into_response())
+}
+
+/// A JSON request body carrying a job payload for `queue` (which must exist), bounded by the
+/// queue's `max_payload` plus [`BODY_SLACK`].
+pub(super) async fn read_payload_json<T: serde::de::DeserializeOwned>(
+    queues: &Queues,
+    queue: &str,
+    body: Body,
+) -> Result<T, ApiError> {
+    let limit = queues.trigger(queue)?.max_payload.bytes();
+    read_json(body, limit.saturating_mul(2) + BODY_SLACK).await
 }
 
 /// A JSON request body of at most `limit` bytes, or a 400 (413) naming the problem.

@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use super::{Delivery, Job};
+use super::{Delivery, Job, QueueError};
 use crate::manifest::KeepJobs;
 
 /// Where a job is in its life.
@@ -111,6 +111,22 @@ impl JobInfo {
             error,
             progress: None,
         }
+    }
+}
+
+impl JobInfo {
+    /// Why this job (active or finished) cannot be removed: the same words on every backend.
+    pub fn refuse_removal(&self) -> QueueError {
+        QueueError::Invalid(format!(
+            "job `{}` is {}: only a waiting, delayed or failed job can be removed{}",
+            self.job.id,
+            self.state,
+            match self.state {
+                JobState::Dead => " (retry or purge dead letters instead)",
+                JobState::Active => " (it may finish, fail or be reclaimed first)",
+                _ => "",
+            }
+        ))
     }
 }
 

@@ -527,7 +527,7 @@ impl QueueBackend for MemoryQueue {
             Some(state)
         } else {
             match q.find(id) {
-                Some(info) => return Err(refuse_removal(&info)),
+                Some(info) => return Err(info.refuse_removal()),
                 None => None,
             }
         };
@@ -549,7 +549,7 @@ impl QueueBackend for MemoryQueue {
     }
 
     async fn watch(&self, queue: &str, id: &str) -> Result<JobWatch, QueueError> {
-        self.watchers.watch(queue, id).ok_or_else(too_many_watchers)
+        self.watchers.watch(queue, id)
     }
 
     async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), QueueError> {
@@ -645,25 +645,4 @@ impl QueueBackend for MemoryQueue {
         state.repeats.retain(|r| r.key != key);
         Ok(state.repeats.len() < before)
     }
-}
-
-/// Why an active or finished job cannot be removed.
-pub(super) fn refuse_removal(info: &JobInfo) -> QueueError {
-    QueueError::Invalid(format!(
-        "job `{}` is {}: only a waiting, delayed or failed job can be removed{}",
-        info.job.id,
-        info.state,
-        match info.state {
-            JobState::Dead => " (retry or purge dead letters instead)",
-            JobState::Active => " (it may finish, fail or be reclaimed first)",
-            _ => "",
-        }
-    ))
-}
-
-pub(super) fn too_many_watchers() -> QueueError {
-    QueueError::Full(format!(
-        "{} jobs are watched on this host, the most it follows at once",
-        super::watch::MAX_WATCHED
-    ))
 }

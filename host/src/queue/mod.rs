@@ -391,18 +391,16 @@ impl Queues {
     /// Deletes a run-time repeat entry of `queue`; whether it existed.
     pub async fn remove_repeat(&self, queue: &str, key: &str) -> Result<bool, QueueError> {
         self.trigger(queue)?;
-        let exists = self
-            .backend
-            .repeats()
-            .await?
-            .iter()
-            .any(|r| r.key == key && r.queue == queue);
-        if !exists {
+        // A key names its queue (`repeat:QUEUE:HASH:api`, see `add_repeat`).
+        let ours = key
+            .strip_prefix("repeat:")
+            .and_then(|rest| rest.strip_prefix(queue))
+            .is_some_and(|rest| rest.starts_with(':'));
+        if !ours || !self.backend.delete_repeat(key).await? {
             return Ok(false);
         }
-        let deleted = self.backend.delete_repeat(key).await?;
         self.note_repeats_changed();
-        Ok(deleted)
+        Ok(true)
     }
 
     /// Whether `queue` is paused (as last read: see [`Queues::refresh_paused`]).

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use super::QueueError;
+
 /// Jobs watched at once on one host; a watch beyond it is refused, not queued.
 pub const MAX_WATCHED: usize = 10_000;
 
@@ -27,18 +29,21 @@ impl Watchers {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A ticket for job `id` of `queue`; `None` when [`MAX_WATCHED`] jobs are watched.
-    pub fn watch(self: &Arc<Self>, queue: &str, id: &str) -> Option<JobWatch> {
+    /// A ticket for job `id` of `queue`; refused `full` when [`MAX_WATCHED`] jobs are
+    /// watched.
+    pub fn watch(self: &Arc<Self>, queue: &str, id: &str) -> Result<JobWatch, QueueError> {
         let key = (queue.to_string(), id.to_string());
         let mut jobs = self.lock();
         if !jobs.contains_key(&key) && jobs.len() >= MAX_WATCHED {
-            return None;
+            return Err(QueueError::Full(format!(
+                "{MAX_WATCHED} jobs are watched on this host, the most it follows at once"
+            )));
         }
         let receiver = jobs
             .entry(key.clone())
             .or_insert_with(|| watch::channel(0).0)
             .subscribe();
-        Some(JobWatch {
+        Ok(JobWatch {
             watchers: self.clone(),
             key,
             receiver,
@@ -62,19 +67,6 @@ impl Watchers {
         for sender in self.lock().values() {
             sender.send_modify(|n| *n += 1);
         }
-    }
-
-    /// Whether anyone on this host watches a job of `queue`.
-    pub fn watches_queue(&self, queue: &str) -> bool {
-        self.lock().keys().any(|(q, _)| q == queue)
-    }
-
-    /// The queues with a watched job.
-    pub fn queues(&self) -> Vec<String> {
-        let mut queues: Vec<String> = self.lock().keys().map(|(q, _)| q.clone()).collect();
-        queues.sort();
-        queues.dedup();
-        queues
     }
 
     pub fn len(&self) -> usize {
@@ -144,7 +136,6 @@ mod tests {
         assert_eq!(watchers.len(), 2, "b still watches job 1");
         drop(b);
         assert_eq!(watchers.len(), 1);
-        assert!(watchers.watches_queue("q"));
         drop(other);
         assert!(watchers.is_empty());
     }

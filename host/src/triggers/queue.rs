@@ -495,6 +495,10 @@ fn min_visibility(runners: &Runners) -> Duration {
 /// A job delivered as its queue was paused (the read was already on its way) waits in its
 /// slot, heartbeated, until the queue is resumed: a paused queue starts nothing.
 async fn wait_while_paused(queues: &Queues, queue: &str) {
+    // Every job passes here: the common case is one read lock and no subscription.
+    if !queues.is_paused(queue) {
+        return;
+    }
     let mut changes = queues.paused_changes();
     while queues.is_paused(queue) {
         if changes.changed().await.is_err() {
@@ -517,9 +521,13 @@ async fn wait_for_lease(
     let token = delivery.receipt.clone();
     let ttl = runner.trigger.visibility.0;
     let mut failures = 0u32;
+    // Watching before the first try, so a lease given back in between wakes the wait; the
+    // one watch lasts the whole wait (it is made again only if it could not be made).
+    let mut watch = None;
     loop {
-        // Watching before trying, so a lease given back in between wakes the wait.
-        let watch = backend.watch_leases(queue).await.ok();
+        if watch.is_none() {
+            watch = backend.watch_leases(queue).await.ok();
+        }
         let wait = match backend.acquire_lease(queue, limit, &token, ttl).await {
             Ok(None) => return token,
             Ok(Some(lapse)) => lapse,
@@ -531,8 +539,8 @@ async fn wait_for_lease(
                 Duration::from_millis(100 * u64::from(failures.min(10)))
             }
         };
-        match watch {
-            Some(mut watch) => {
+        match &mut watch {
+            Some(watch) => {
                 let _ = crate::timers::timeout(wait, watch.changed()).await;
             }
             None => crate::timers::sleep(wait.min(Duration::from_secs(1))).await,

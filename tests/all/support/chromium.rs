@@ -149,6 +149,28 @@ impl Page {
     }
 }
 
+/// Every URL-valued attribute of `page` is a `data:` URI or a path on this host.
+pub fn assert_local_url_attributes(page: &str) {
+    const URL_ATTRIBUTES: [&str; 7] = [
+        "src",
+        "href",
+        "action",
+        "formaction",
+        "poster",
+        "srcset",
+        "data",
+    ];
+    for (tag, attrs) in start_tags(page) {
+        for name in URL_ATTRIBUTES {
+            if let Some(url) = attrs.get(name) {
+                let local =
+                    url.starts_with("data:") || (url.starts_with('/') && !url.starts_with("//"));
+                assert!(local, "<{tag} {name}={url:?}> points outside the host");
+            }
+        }
+    }
+}
+
 /// Every start tag of an HTML document in order, as (lower-case name, attributes), with
 /// entities in attribute values decoded. Comments, doctypes and the raw text of `<script>`
 /// and `<style>` are skipped, so code that mentions `<canvas` is not taken for an element.

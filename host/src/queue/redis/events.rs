@@ -61,6 +61,18 @@ impl Default for Events {
     }
 }
 
+/// Wakes the watchers a message concerns: its job's, or all of them after a resync.
+fn wake(watchers: &Watchers, message: Message) {
+    match message {
+        Message::Payload(p) => {
+            if let Some((queue, id)) = parse(&p) {
+                watchers.notify(queue, id);
+            }
+        }
+        Message::Resync => watchers.notify_all(),
+    }
+}
+
 /// `queue id` as published, split.
 fn parse(payload: &[u8]) -> Option<(&str, &str)> {
     std::str::from_utf8(payload).ok()?.split_once(' ')
@@ -141,12 +153,7 @@ impl Events {
                 loop {
                     tokio::select! {
                         message = subscription.next() => match message {
-                            Some(Message::Payload(p)) => {
-                                if let Some((queue, id)) = parse(&p) {
-                                    watchers.notify(queue, id);
-                                }
-                            }
-                            Some(Message::Resync) => watchers.notify_all(),
+                            Some(message) => wake(&watchers, message),
                             None => break,
                         },
                         () = stop.cancelled() => return,
@@ -162,7 +169,8 @@ impl Events {
     }
 
     /// Cluster: reads the shard channels' inbox. A dropped subscription is made again by the
-    /// next `listen` (every watcher re-listens when woken).
+    /// next `listen` (a new watch, or one renewed); the watchers, woken, read their jobs and
+    /// fall back on their periodic re-read meanwhile.
     fn spawn_shard_reader(&self) {
         let (watchers, inbox, stop) =
             (self.watchers.clone(), self.inbox.clone(), self.stop.clone());
@@ -171,14 +179,8 @@ impl Events {
             loop {
                 tokio::select! {
                     message = inbox.next() => match message {
-                        Some(Message::Payload(p)) => {
-                            if let Some((queue, id)) = parse(&p) {
-                                watchers.notify(queue, id);
-                            }
-                        }
-                        Some(Message::Resync) => watchers.notify_all(),
+                        Some(message) => wake(&watchers, message),
                         None => {
-                            // The next `listen` (every woken watcher makes one) subscribes again.
                             dropped.store(true, Ordering::Relaxed);
                             watchers.notify_all();
                         }

@@ -294,7 +294,7 @@ impl RedisQueue {
                     .find_job(queue, id)
                     .await?
                     .unwrap_or_else(|| JobInfo::new(placeholder(queue, id), state));
-                Err(crate::queue::memory::refuse_removal(&info))
+                Err(info.refuse_removal())
             }
         }
     }

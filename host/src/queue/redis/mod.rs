@@ -762,11 +762,7 @@ impl QueueBackend for RedisQueue {
     }
 
     async fn watch(&self, queue: &str, id: &str) -> Result<JobWatch, QueueError> {
-        let ticket = self
-            .events
-            .watchers
-            .watch(queue, id)
-            .ok_or_else(super::memory::too_many_watchers)?;
+        let ticket = self.events.watchers.watch(queue, id)?;
         self.events
             .listen(&self.pool, queue, self.events_channel(queue))
             .await?;
@@ -933,19 +929,16 @@ impl QueueBackend for RedisQueue {
     async fn delete_repeat(&self, key: &str) -> Result<bool, QueueError> {
         let (hash, channel) = (self.pool.key(REPEATS), self.pool.key(CONTROL_CHANNEL));
         let (field, publish) = (key.to_string(), self.pool.publish_command());
-        let (deleted,): (i64,) = self
+        let deleted: i64 = self
             .pool
             .run_durable(&hash.clone(), |mut c| async move {
-                redis::pipe()
-                    .atomic()
-                    .cmd("HDEL")
-                    .arg(&hash)
+                DELETE_REPEAT
+                    .key(&hash)
                     .arg(&field)
-                    .cmd(publish)
+                    .arg(publish)
                     .arg(&channel)
                     .arg(REPEATS_MESSAGE)
-                    .ignore()
-                    .query_async(&mut c)
+                    .invoke_async(&mut c)
                     .await
             })
             .await?;
@@ -968,6 +961,18 @@ impl QueueBackend for RedisQueue {
 
 /// The set of paused queues (in the `{deploy}` control slot).
 const PAUSED: &str = "{deploy}:paused-queues";
+/// Deletes a repeat entry and, if there was one, tells every host.
+static DELETE_REPEAT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: repeats; ARGV: key, publish command, channel, message
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+if n > 0 then redis.call(ARGV[2], ARGV[3], ARGV[4]) end
+return n
+",
+    )
+});
+
 /// Takes a lease of a queue's global concurrency: 0 when granted, else the ms until the
 /// earliest lease lapses.
 static ACQUIRE_LEASE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
