@@ -552,3 +552,200 @@ async fn bad_jobs_are_refused_before_any_backend_sees_them() {
     let s = q.stats().await;
     assert_eq!((s.waiting, s.delayed), (0, 0), "nothing was stored");
 }
+
+impl Subject {
+    async fn enqueue_at(&self, payload: &str, priority: u8) -> String {
+        let request = EnqueueRequest {
+            priority: Some(priority),
+            ..EnqueueRequest::default()
+        };
+        self.queues
+            .enqueue("jobs", payload.to_string(), request)
+            .await
+            .expect("enqueue with a priority")
+            .id()
+            .to_string()
+    }
+
+    /// The payloads of up to `n` jobs received at once.
+    async fn receive_payloads(&self, n: usize) -> Vec<String> {
+        let got = self
+            .backend()
+            .receive(&[("jobs".to_string(), n)], Duration::from_secs(2))
+            .await
+            .expect("receive");
+        got.into_iter().map(|d| d.job.payload).collect()
+    }
+}
+
+conformance! {
+    priorities_start_higher_jobs_first_and_keep_fifo_within_one("priorities = true", q) {
+        let mut ids = Vec::new();
+        for (payload, priority) in [("\"a0\"", 0), ("\"b0\"", 0), ("\"c5\"", 5), ("\"d9\"", 9), ("\"e5\"", 5), ("\"f0\"", 0)] {
+            ids.push(q.enqueue_at(payload, priority).await);
+        }
+        assert_eq!(q.stats().await.waiting, 6);
+        let listed = q.listed(JobState::Waiting).await;
+        let order = [3, 2, 4, 0, 1, 5].map(|i| ids[i].clone());
+        assert_eq!(listed, order, "waiting jobs are listed in the order they will start");
+        let info = q.job(&ids[2]).await.expect("a waiting job is found by id");
+        assert_eq!((info.state, info.job.priority), (JobState::Waiting, 5));
+        assert_eq!(q.receive_payloads(2).await, ["\"d9\"", "\"c5\""]);
+        q.enqueue_at("\"g9\"", 9).await;
+        assert_eq!(q.receive_payloads(10).await, ["\"g9\"", "\"e5\"", "\"a0\"", "\"b0\"", "\"f0\""]);
+        assert_eq!(q.stats().await.in_flight, 7);
+    }
+
+    a_waiting_reader_is_woken_by_a_job_with_a_priority("priorities = true", q) {
+        let q = Arc::new(q);
+        // Twice: the second wake-up needs the first bell to have been answered.
+        for round in 0..2 {
+            let receiver = {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    (q.receive(Duration::from_secs(8)).await, started.elapsed())
+                })
+            };
+            // Time for the reader to find the queue empty and wait: a job that came sooner
+            // would be read at once, and the wake-up under test would not happen.
+            llmchat_host::timers::sleep(Duration::from_millis(300)).await;
+            q.enqueue_at("1", 3).await;
+            let (got, waited) = receiver.await.unwrap();
+            assert_eq!(got.len(), 1, "round {round}");
+            assert!(waited < Duration::from_secs(4), "round {round}: woken by the job, not the timeout: {waited:?}");
+        }
+    }
+
+    a_priority_survives_retries_reclaims_and_revivals("priorities = true\nmax_attempts = 3", q) {
+        let high = q.enqueue_at("\"high\"", 7).await;
+        let d = q.receive_one().await;
+        q.backend().retry(&d, now_ms(), "transient").await.unwrap();
+        q.enqueue_at("\"low\"", 2).await;
+        q.backend().promote_due(&["jobs".to_string()], now_ms() + 1).await.unwrap();
+        let info = q.job(&high).await.expect("the retried job");
+        assert_eq!((info.state, info.job.priority, info.job.attempt), (JobState::Waiting, 7, 2));
+        let again = q.receive_payloads(1).await;
+        assert_eq!(again, ["\"high\""], "a retry keeps its priority");
+        // Its host dies: the reclaimed job waits with its priority, ahead of `low`.
+        let visibility = Duration::from_millis(100);
+        llmchat_host::timers::sleep(visibility + Duration::from_millis(50)).await;
+        assert_eq!(q.reclaim(visibility).await, 1);
+        assert_eq!(q.job(&high).await.map(|i| (i.state, i.job.priority)), Some((JobState::Waiting, 7)));
+        let third = q.backend().receive(&[("jobs".into(), 1)], Duration::from_secs(2)).await.unwrap();
+        let third = third.into_iter().next().expect("the reclaimed job");
+        assert_eq!((third.job.id.as_str(), third.job.attempt), (high.as_str(), 3));
+        q.bury(&third, "boom").await;
+        assert_eq!(q.backend().dead_letters("jobs", 10).await.unwrap()[0].job.priority, 7);
+        assert_eq!(q.backend().retry_dead("jobs", Some(&high)).await.unwrap(), 1);
+        assert_eq!(q.receive_payloads(1).await, ["\"high\""], "a revived job keeps its priority");
+        assert_eq!(q.receive_payloads(1).await, ["\"low\""]);
+    }
+
+    jobs_with_priorities_are_removed_counted_and_bounded("priorities = true\nmax_waiting = 2", q) {
+        let a = q.enqueue_at("1", 1).await;
+        q.enqueue_at("2", 0).await;
+        let err = q.queues.enqueue("jobs", "3".into(), EnqueueRequest { priority: Some(9), ..Default::default() }).await.unwrap_err();
+        assert!(matches!(err, QueueError::Full(_)), "{err}");
+        assert_eq!(q.backend().remove("jobs", &a).await.unwrap(), Some(JobState::Waiting));
+        assert_eq!(q.job(&a).await, None);
+        assert_eq!(q.stats().await.waiting, 1);
+        assert_eq!(q.receive_payloads(5).await, ["2"]);
+    }
+}
+
+#[tokio::test]
+async fn priorities_are_refused_where_the_queue_has_none_or_out_of_range() {
+    let q = memory("").await;
+    let with = |p| EnqueueRequest {
+        priority: Some(p),
+        ..EnqueueRequest::default()
+    };
+    let err = q
+        .queues
+        .enqueue("jobs", "1".into(), with(3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, QueueError::Invalid(m) if m.contains("priorities = true")),
+        "{err}"
+    );
+    assert!(q.queues.enqueue("jobs", "1".into(), with(0)).await.is_ok());
+    let q = memory("priorities = true").await;
+    let err = q
+        .queues
+        .enqueue("jobs", "1".into(), with(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, QueueError::Invalid(m) if m.contains("0 to 9")),
+        "{err}"
+    );
+    assert_eq!(q.stats().await.waiting, 0, "nothing was stored");
+}
+
+/// One node reads a queue with priorities and a plain one in one receive: a job of either
+/// wakes a reader waiting on both, and a busy queue with priorities does not keep the plain
+/// one's jobs from being read.
+#[tokio::test]
+async fn one_node_reads_queues_with_and_without_priorities_together() {
+    let server = RedisServer::start();
+    let pool = Arc::new(RedisPool::new(&RedisSettings::default(), &server.url()).expect("pool"));
+    let names = ["jobs".to_string(), "plain".to_string()];
+    let backend = RedisQueue::connect(pool, &names)
+        .await
+        .expect("redis queue");
+    let plain: QueueTrigger =
+        toml::from_str("queue = \"plain\"\ncomponent = \"p\"").expect("trigger");
+    let queues = Arc::new(Queues::new(
+        Arc::new(backend),
+        &[trigger("priorities = true"), plain],
+    ));
+    let wants = [("jobs".to_string(), 5), ("plain".to_string(), 5)];
+    for (queue, priority) in [("plain", None), ("jobs", Some(4))] {
+        let reader = {
+            let (queues, wants) = (queues.clone(), wants.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let got = queues
+                    .backend()
+                    .receive(&wants, Duration::from_secs(8))
+                    .await;
+                (got, started.elapsed())
+            })
+        };
+        llmchat_host::timers::sleep(Duration::from_millis(300)).await;
+        let request = EnqueueRequest {
+            priority,
+            ..EnqueueRequest::default()
+        };
+        queues
+            .enqueue(queue, "1".into(), request)
+            .await
+            .expect("enqueue");
+        let (got, waited) = reader.await.unwrap();
+        let got = got.expect("receive");
+        assert_eq!(got.len(), 1, "{queue}");
+        assert_eq!(got[0].job.queue, queue);
+        assert!(
+            waited < Duration::from_secs(4),
+            "{queue}: woken by the job: {waited:?}"
+        );
+    }
+    for queue in ["jobs", "plain"] {
+        let request = EnqueueRequest::default();
+        queues.enqueue(queue, "2".into(), request).await.unwrap();
+    }
+    let got = queues
+        .backend()
+        .receive(&wants, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let mut seen: Vec<&str> = got.iter().map(|d| d.job.queue.as_str()).collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        ["jobs", "plain"],
+        "both queues are read in one receive"
+    );
+}

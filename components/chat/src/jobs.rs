@@ -137,6 +137,7 @@ fn default_options() -> queue::EnqueueOptions {
         max_attempts: None,
         backoff: None,
         dedup_key: None,
+        priority: None,
     }
 }
 

@@ -55,6 +55,7 @@ struct EnqueueBody {
     dedup_key: Option<String>,
     max_attempts: Option<u32>,
     backoff: Option<String>,
+    priority: Option<u8>,
 }
 
 #[derive(Serialize)]
@@ -79,6 +80,7 @@ pub async fn enqueue(
         max_attempts: body.max_attempts,
         backoff: body.backoff,
         dedup_key: body.dedup_key,
+        priority: body.priority,
     };
     let enqueued = queues
         .enqueue(&queue, body.payload.get().to_string(), request)

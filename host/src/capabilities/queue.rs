@@ -108,6 +108,7 @@ impl queue::Host for &mut CapabilityCtx {
             max_attempts: options.max_attempts,
             backoff: options.backoff,
             dedup_key: options.dedup_key,
+            priority: options.priority,
         };
         let result = self.services.queues.enqueue(&queue, payload, request).await;
         Ok(result.map(|e| e.id().to_string()).map_err(to_wit))

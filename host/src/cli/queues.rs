@@ -30,12 +30,15 @@ pub struct EnqueueArgs {
     /// Wait between attempts, "fixed:1s" or "exponential:100ms..30s" [default: the queue's].
     #[arg(long, value_name = "SPEC", value_parser = parse_backoff)]
     pub backoff: Option<String>,
+    /// 0 to 9, higher first (a queue with `priorities = true` only) [default: 0].
+    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub priority: Option<u8>,
     /// Enqueue this payload at every multiple of this period instead (every host, each tick
     /// once); prints the entry's key, for `llmchat repeats --remove`.
-    #[arg(long, value_parser = |s: &str| s.parse::<HumanDuration>(), conflicts_with_all = ["cron", "delay", "dedup", "max_attempts", "backoff"])]
+    #[arg(long, value_parser = |s: &str| s.parse::<HumanDuration>(), conflicts_with_all = ["cron", "delay", "dedup", "max_attempts", "backoff", "priority"])]
     pub every: Option<HumanDuration>,
     /// Enqueue this payload at every match of this cron expression (UTC) instead.
-    #[arg(long, value_name = "EXPR", conflicts_with_all = ["delay", "dedup", "max_attempts", "backoff"])]
+    #[arg(long, value_name = "EXPR", conflicts_with_all = ["delay", "dedup", "max_attempts", "backoff", "priority"])]
     pub cron: Option<String>,
     #[command(flatten)]
     pub host: HostArg,
@@ -84,6 +87,8 @@ struct EnqueueBody<'a> {
     max_attempts: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     backoff: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<u8>,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +118,7 @@ pub async fn enqueue(args: EnqueueArgs) -> Result<()> {
         dedup_key: args.dedup.as_deref(),
         max_attempts: args.max_attempts,
         backoff: args.backoff.as_deref(),
+        priority: args.priority,
     };
     let path = format!("/admin/queues/{}/jobs", segment(&args.queue));
     let answer: Enqueued = client.post(&path, &body).await?;

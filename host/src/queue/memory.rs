@@ -44,6 +44,13 @@ struct QueueState {
 }
 
 impl QueueState {
+    /// Adds a ready job behind every job of its priority or a higher one: `ready` stays
+    /// ordered by priority, FIFO within one (all 0 on a queue without priorities: a FIFO).
+    fn admit(&mut self, job: Job) {
+        let at = self.ready.partition_point(|j| j.priority >= job.priority);
+        self.ready.insert(at, job);
+    }
+
     /// Drops completed jobs beyond `keep` (the oldest first).
     fn trim_completed(&mut self, keep: KeepJobs, now: u64) {
         let oldest = keep.age_ms().map_or(0, |age| now.saturating_sub(age));
@@ -215,7 +222,7 @@ impl QueueBackend for MemoryQueue {
         }
         let id = new.job.id.clone();
         if new.delay.is_zero() {
-            queue.ready.push_back(new.job);
+            queue.admit(new.job);
             drop(state);
             self.ready.notify_waiters();
         } else {
@@ -354,7 +361,7 @@ impl QueueBackend for MemoryQueue {
                 }
                 let job = entry.remove();
                 self.watchers.notify(name, &job.id);
-                queue.ready.push_back(job);
+                queue.admit(job);
                 promoted = true;
             }
         }
@@ -399,7 +406,7 @@ impl QueueBackend for MemoryQueue {
             } else {
                 job.attempt += 1;
                 job.last_error = Some(error);
-                q.ready.push_back(job);
+                q.admit(job);
             }
         }
         drop(state);
@@ -457,7 +464,7 @@ impl QueueBackend for MemoryQueue {
             job.attempt = 1;
             job.last_error = Some(dead.error);
             self.watchers.notify(queue, &job.id);
-            q.ready.push_back(job);
+            q.admit(job);
         }
         drop(state);
         self.ready.notify_waiters();

@@ -57,7 +57,12 @@ pub struct Job {
     pub enqueued_at_ms: u64,
     /// The error of the attempt before this one, when this is a retry.
     pub last_error: Option<String>,
+    /// 0 to [`MAX_PRIORITY`], higher first; always 0 on a queue without `priorities`.
+    pub priority: u8,
 }
+
+/// The highest job priority.
+pub const MAX_PRIORITY: u8 = 9;
 
 /// A job handed to a worker, with the backend's handle to acknowledge it.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +86,7 @@ impl Delivery {
                 backoff: self.job.backoff,
                 enqueued_at_ms: self.job.enqueued_at_ms,
                 last_error: None,
+                priority: self.job.priority,
             },
             receipt: self.receipt.clone(),
         }
@@ -119,6 +125,8 @@ pub struct NewJob {
     pub dedup: Option<(String, Duration)>,
     /// The queue's bound on waiting plus delayed jobs.
     pub max_waiting: u64,
+    /// Whether the queue orders its waiting jobs by priority (`priorities`).
+    pub prioritized: bool,
 }
 
 /// A queue store. Every method is one atomic step as seen by other hosts.
@@ -143,6 +151,11 @@ pub trait QueueBackend: Send + Sync {
     /// were busy) gets a free slot, so that queue is not starved while the reader waits on
     /// idle ones.
     async fn interrupt_receive(&self) -> Result<(), QueueError>;
+
+    /// The queues whose waiting jobs are ordered by priority (`priorities = true`), as of
+    /// the manifest now: told at start-up and after every deploy. A backend whose FIFO order
+    /// is also its priority order needs nothing.
+    fn set_prioritized(&self, _queues: BTreeSet<String>) {}
 
     /// Makes `queue` ready to receive (a queue added by a deploy); idempotent.
     async fn prepare(&self, _queue: &str) -> Result<(), QueueError> {
@@ -292,6 +305,17 @@ pub struct EnqueueRequest {
     pub max_attempts: Option<u32>,
     pub backoff: Option<String>,
     pub dedup_key: Option<String>,
+    /// 0 to [`MAX_PRIORITY`]; only on a queue with `priorities` (0 when none).
+    pub priority: Option<u8>,
+}
+
+/// The queues of `triggers` with `priorities = true`.
+fn prioritized(triggers: &BTreeMap<String, QueueTrigger>) -> BTreeSet<String> {
+    triggers
+        .values()
+        .filter(|t| t.priorities)
+        .map(|t| t.queue.clone())
+        .collect()
 }
 
 /// Longest dedup key accepted.
@@ -331,10 +355,11 @@ impl QueueSource for Queues {
 
 impl Queues {
     pub fn new(backend: Arc<dyn QueueBackend>, triggers: &[QueueTrigger]) -> Self {
-        let triggers = triggers
+        let triggers: BTreeMap<String, QueueTrigger> = triggers
             .iter()
             .map(|t| (t.queue.clone(), t.clone()))
             .collect();
+        backend.set_prioritized(prioritized(&triggers));
         Self {
             backend,
             triggers: RwLock::new(Arc::new(triggers)),
@@ -468,10 +493,11 @@ impl Queues {
     /// Replaces the set of queues (a deploy added, changed or removed some). Jobs of a
     /// removed queue stay in the backend; enqueueing to it fails `unknown-queue` from now.
     pub fn set_triggers(&self, triggers: &[QueueTrigger]) {
-        let map = triggers
+        let map: BTreeMap<String, QueueTrigger> = triggers
             .iter()
             .map(|t| (t.queue.clone(), t.clone()))
             .collect();
+        self.backend.set_prioritized(prioritized(&map));
         *self.triggers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
     }
 
@@ -551,6 +577,20 @@ impl Queues {
             Some(k) => Some((k, trigger.dedup_window.0)),
             None => None,
         };
+        let priority = match request.priority {
+            Some(p) if p > MAX_PRIORITY => {
+                return Err(QueueError::Invalid(format!(
+                    "priority {p} is out of range: 0 to {MAX_PRIORITY}, higher first"
+                )));
+            }
+            Some(p) if p > 0 && !trigger.priorities => {
+                return Err(QueueError::Invalid(format!(
+                    "queue `{queue}` does not take priorities: set `priorities = true` on its \
+                     [[trigger.queue]]"
+                )));
+            }
+            p => p.unwrap_or(0),
+        };
         Ok(NewJob {
             job: Job {
                 id: new_job_id(),
@@ -561,10 +601,12 @@ impl Queues {
                 backoff,
                 enqueued_at_ms: now_ms(),
                 last_error: None,
+                priority,
             },
             delay: request.delay.unwrap_or_default(),
             dedup,
             max_waiting: trigger.max_waiting,
+            prioritized: trigger.priorities,
         })
     }
 }

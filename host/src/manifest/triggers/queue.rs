@@ -48,6 +48,8 @@ pub struct QueueTriggerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub global_concurrency: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priorities: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_completed: Option<KeepJobs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_failed: Option<KeepJobs>,
@@ -181,6 +183,11 @@ pub struct QueueTrigger {
     /// over it waits in its slot for a lease (it is not failed).
     #[serde(default)]
     pub global_concurrency: Option<u32>,
+    /// Whether jobs carry a priority (0 to 9, higher first, FIFO within one). Off by
+    /// default: a queue with priorities keeps its waiting jobs ordered (on Redis a sorted set
+    /// that a read releases from), which costs each job a little more than a plain FIFO.
+    #[serde(default)]
+    pub priorities: bool,
     /// Completed jobs kept with their result, for `llmchat job` and the queue page; none
     /// by default, so the default costs nothing.
     #[serde(default = "defaults::keep_completed")]
@@ -233,6 +240,7 @@ impl TriggerKind for QueueTrigger {
             dedup_window: config.dedup_window.unwrap_or_else(defaults::dedup_window),
             rate: config.rate,
             global_concurrency: config.global_concurrency,
+            priorities: config.priorities.unwrap_or(false),
             keep_completed: config
                 .keep_completed
                 .unwrap_or_else(defaults::keep_completed),

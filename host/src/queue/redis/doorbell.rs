@@ -123,24 +123,34 @@ impl RedisQueue {
         }
     }
 
-    /// One non-blocking [`READ`] per wanted queue (each wanting at least one job), all at
-    /// once. What was read is returned even if another queue's read failed; an error only
+    /// One non-blocking [`READ`] (or `READ_PRIORITIZED`, for a queue with priorities) per
+    /// wanted queue (each wanting at least one job), all at once. What was read is returned even if another queue's read failed; an error only
     /// when nothing was read.
-    async fn read_each(&self, wants: &[(String, usize)]) -> Result<Vec<Delivery>, QueueError> {
+    pub(super) async fn read_each(
+        &self,
+        wants: &[(String, usize)],
+    ) -> Result<Vec<Delivery>, QueueError> {
+        // Long enough that the flag outlives a reader's wait (a cluster's poll, one node's
+        // blocking read) and short enough that a reader gone for good leaves none for long.
         let flag_ttl = (DOORBELL_POLL * 2).as_millis().to_string();
         let reads = wants.iter().map(|(q, n)| {
-            let keys = [self.key(q, "stream"), self.key(q, "idle")];
-            let args = [
-                GROUP.to_string(),
-                self.consumer.clone(),
-                n.to_string(),
-                flag_ttl.clone(),
-            ];
+            let (script, keys, args) = if self.priorities.has(q) {
+                self.prioritized_read(q, *n, &flag_ttl)
+            } else {
+                let keys = vec![self.key(q, "stream"), self.key(q, "idle")];
+                let args = vec![
+                    GROUP.to_string(),
+                    self.consumer.clone(),
+                    n.to_string(),
+                    flag_ttl.clone(),
+                ];
+                (&*READ, keys, args)
+            };
             async move {
                 let read = self
                     .pool
                     .run(|mut c| async move {
-                        let mut inv = READ.prepare_invoke();
+                        let mut inv = script.prepare_invoke();
                         for k in &keys {
                             inv.key(k);
                         }

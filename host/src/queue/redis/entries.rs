@@ -32,6 +32,8 @@ pub(super) struct Fields<'a> {
     pub finished: Option<&'a str>,
     /// The last progress (`g`).
     pub progress: Option<&'a str>,
+    /// The job's priority (`q`), on a queue with priorities.
+    priority: Option<&'a str>,
 }
 
 impl<'a> Fields<'a> {
@@ -58,6 +60,7 @@ impl<'a> Fields<'a> {
                 "s" => f.started = value,
                 "f" => f.finished = value,
                 "g" => f.progress = value,
+                "q" => f.priority = value,
                 _ => {}
             }
         }
@@ -81,6 +84,10 @@ impl<'a> Fields<'a> {
             backoff: self.backoff?.parse().ok()?,
             enqueued_at_ms: self.enqueued_at?.parse().ok()?,
             last_error: self.last_error.map(str::to_string),
+            priority: match self.priority {
+                Some(p) => p.parse().ok()?,
+                None => 0,
+            },
         })
     }
 }

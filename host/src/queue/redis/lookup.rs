@@ -4,8 +4,9 @@
 //! stream entry's id and a random suffix (kept in the entry as `x`, so ids are unique across
 //! queues), so enqueueing and finishing it cost no index; a job that moved to another entry
 //! (retried, promoted, reclaimed, revived) is in the queue's `ids` hash (job id → entry),
-//! its entry carrying the id as `id`. Else it is found in its delayed hash, its completed
-//! record, or the dead letters' `dead:ids` index. Each lookup is one script, so a job moving
+//! its entry carrying the id as `id`. Else it is found in its job hash (a delayed job, or a
+//! waiting one of a queue with priorities, in `prioritized`), its completed record, or the
+//! dead letters' `dead:ids` index. Each lookup is one script, so a job moving
 //! between states meanwhile is seen in one of them, never in none.
 
 use std::sync::LazyLock;
@@ -50,7 +51,7 @@ static FIND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         locate_function!(),
         r"
--- KEYS: ids, stream, delayed, progress, dead ids, dead
+-- KEYS: ids, stream, delayed, progress, dead ids, dead, prioritized
 -- ARGV: id, group, job hash prefix, record prefix
 local e, f = locate(KEYS[1], KEYS[2], ARGV[1])
 if e then
@@ -59,7 +60,10 @@ if e then
   return {state, f, redis.call('HGET', KEYS[4], ARGV[1]), e}
 end
 local h = redis.call('HGETALL', ARGV[3] .. ARGV[1])
-if #h > 0 then return {'delayed', h, redis.call('ZSCORE', KEYS[3], ARGV[1])} end
+if #h > 0 then
+  if redis.call('ZSCORE', KEYS[7], ARGV[1]) then return {'waiting', h, false} end
+  return {'delayed', h, redis.call('ZSCORE', KEYS[3], ARGV[1])}
+end
 local r = redis.call('HGETALL', ARGV[4] .. ARGV[1])
 if #r > 0 then return {'completed', r, false} end
 local d = redis.call('HGET', KEYS[5], ARGV[1])
@@ -77,7 +81,7 @@ static LIST: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         locate_function!(),
         r"
--- KEYS: stream, delayed, progress, completed, dead
+-- KEYS: stream, delayed, progress, completed, dead, prioritized
 -- ARGV: state, limit, group, job hash prefix, record prefix, delayed scan bound
 local state, limit = ARGV[1], tonumber(ARGV[2])
 local out = {}
@@ -95,6 +99,12 @@ if state == 'waiting' then
   end
   for _, e in ipairs(redis.call('XRANGE', KEYS[1], '(' .. last, '+', 'COUNT', limit)) do
     out[#out + 1] = {'waiting', e[2], false, e[1]}
+  end
+  if #out < limit then
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[6], 0, limit - #out - 1)) do
+      local h = redis.call('HGETALL', ARGV[4] .. id)
+      if #h > 0 then out[#out + 1] = {'waiting', h, false} end
+    end
   end
 elseif state == 'active' then
   local ok, pending = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[3], '-', '+', limit)
@@ -136,7 +146,7 @@ static REMOVE: LazyLock<Script> = LazyLock::new(|| {
         super::scripts::tell_function!(),
         locate_function!(),
         r"
--- KEYS: ids, stream, delayed, progress, dead ids, watched
+-- KEYS: ids, stream, delayed, progress, dead ids, watched, prioritized
 -- ARGV: id, group, job hash prefix, record prefix, events channel, publish command, queue, now
 local events = {ARGV[5], ARGV[6], ARGV[7], ARGV[8]}
 local e = locate(KEYS[1], KEYS[2], ARGV[1])
@@ -151,7 +161,11 @@ end
 local job = ARGV[3] .. ARGV[1]
 if redis.call('EXISTS', job) == 1 then
   local state = 'delayed'
-  if redis.call('HEXISTS', job, 'e') == 1 then state = 'failed' end
+  if redis.call('ZREM', KEYS[7], ARGV[1]) == 1 then
+    state = 'waiting'
+  elseif redis.call('HEXISTS', job, 'e') == 1 then
+    state = 'failed'
+  end
   redis.call('DEL', job)
   redis.call('ZREM', KEYS[3], ARGV[1])
   tell(KEYS[6], ARGV[1], events, true)
@@ -219,7 +233,15 @@ impl RedisQueue {
     ) -> Result<Option<JobInfo>, QueueError> {
         let keys = self.keys(
             queue,
-            &["ids", "stream", "delayed", "progress", "dead:ids", "dead"],
+            &[
+                "ids",
+                "stream",
+                "delayed",
+                "progress",
+                "dead:ids",
+                "dead",
+                "prioritized",
+            ],
         );
         let args = vec![
             id.to_string(),
@@ -242,7 +264,14 @@ impl RedisQueue {
         }
         let keys = self.keys(
             queue,
-            &["stream", "delayed", "progress", "completed", "dead"],
+            &[
+                "stream",
+                "delayed",
+                "progress",
+                "completed",
+                "dead",
+                "prioritized",
+            ],
         );
         let args = vec![
             state.as_str().to_string(),
@@ -271,7 +300,13 @@ impl RedisQueue {
         let keys = self.keys(
             queue,
             &[
-                "ids", "stream", "delayed", "progress", "dead:ids", "watched",
+                "ids",
+                "stream",
+                "delayed",
+                "progress",
+                "dead:ids",
+                "watched",
+                "prioritized",
             ],
         );
         let mut args = vec![
@@ -325,6 +360,7 @@ fn placeholder(queue: &str, id: &str) -> crate::queue::Job {
         backoff: crate::manifest::Backoff::Fixed(std::time::Duration::ZERO),
         enqueued_at_ms: 0,
         last_error: None,
+        priority: 0,
     }
 }
 

@@ -18,7 +18,10 @@
 //! - `llmchat:{q}:watched`: job id → until when some host watches it, so only watched jobs
 //!   publish their changes (see `events`);
 //! - `llmchat:{q}:idle` and the shard channel `llmchat:{q}:wake`: the doorbell of a Redis
-//!   Cluster, where a reader cannot block on several queues (see `scripts`).
+//!   Cluster, where a reader cannot block on several queues (see `scripts`);
+//! - with `priorities = true`: `llmchat:{q}:prioritized` + `llmchat:{q}:job:<id>`, the ready
+//!   jobs by priority and arrival, a counter `llmchat:{q}:seq`, and on one node the stream
+//!   `llmchat:{q}:bell` that wakes a blocked reader (see `priority`).
 //!
 //! Every state change that touches more than one key is one Lua script, so several hosts
 //! can share the queues; finishing a job checks `XACK`'s answer, so a job reclaimed by
@@ -45,6 +48,7 @@ mod doorbell;
 mod entries;
 mod events;
 mod lookup;
+mod priority;
 mod scripts;
 
 use doorbell::Doorbell;
@@ -81,6 +85,8 @@ pub struct RedisQueue {
     doorbell: Doorbell,
     /// The jobs watched on this host, and the listener that hears their changes.
     events: Events,
+    /// The queues with priorities, and the bells read for them (see `priority`).
+    priorities: priority::Priorities,
 }
 
 impl RedisQueue {
@@ -99,6 +105,26 @@ impl RedisQueue {
     fn ring_channel(&self, queue: &str) -> String {
         if self.pool.is_cluster() {
             self.key(queue, "wake")
+        } else {
+            String::new()
+        }
+    }
+
+    /// The `bell` stream the scripts that admit ready jobs ring a queue's reader with: on one
+    /// node, for a queue with priorities (see `priority`); else none (`""`).
+    fn bell_arg(&self, queue: &str) -> String {
+        if !self.pool.is_cluster() && self.priorities.has(queue) {
+            self.key(queue, "bell")
+        } else {
+            String::new()
+        }
+    }
+
+    /// The job hash prefix the scripts that requeue a job admit it under, for a queue with
+    /// priorities; else `""` (the job goes back to the stream).
+    fn admit_prefix(&self, queue: &str) -> String {
+        if self.priorities.has(queue) {
+            self.key(queue, "job:")
         } else {
             String::new()
         }
@@ -139,6 +165,7 @@ impl RedisQueue {
             interrupted: std::sync::atomic::AtomicBool::new(false),
             doorbell: Doorbell::default(),
             events: Events::default(),
+            priorities: priority::Priorities::default(),
         };
         for q in queues {
             // Redis may be down at start-up: groups are made again on first use then.
@@ -150,7 +177,15 @@ impl RedisQueue {
     }
 
     async fn ensure_group(&self, queue: &str) -> Result<(), QueueError> {
-        let stream = self.key(queue, "stream");
+        let bell = self.bell_arg(queue);
+        if !bell.is_empty() {
+            self.create_group(bell).await?;
+        }
+        self.create_group(self.key(queue, "stream")).await
+    }
+
+    /// `XGROUP CREATE stream GROUP 0 MKSTREAM`, idempotent.
+    async fn create_group(&self, stream: String) -> Result<(), QueueError> {
         let result = self
             .pool
             .run(|mut c| async move {
@@ -204,6 +239,67 @@ impl RedisQueue {
             }
         }
         unreachable!("the loop returns on its second pass")
+    }
+
+    /// One node's read: one `XREADGROUP` over the streams of `wants` (the most any wants at
+    /// once from each) and the bell streams of `rung_by` (queues with priorities, see
+    /// `priority`), blocking up to `wait` (not at all when zero), ended early by
+    /// [`QueueBackend::interrupt_receive`]. The raw reply (nil when it timed out).
+    async fn read_blocking(
+        &self,
+        wants: &[(String, usize)],
+        rung_by: &[(String, usize)],
+        wait: Duration,
+    ) -> Result<redis::Value, QueueError> {
+        let count = wants.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
+        let mut streams: Vec<String> = wants.iter().map(|(q, _)| self.key(q, "stream")).collect();
+        streams.extend(rung_by.iter().map(|(q, _)| self.key(q, "bell")));
+        let ids: Vec<&str> = vec![">"; streams.len()];
+        let block_ms = wait.min(BLOCK_TIME).as_millis().max(1) as usize;
+        if self.reader_id.load(Ordering::Relaxed) < 0 {
+            let id: i64 = self
+                .pool
+                .run_blocking(|mut c| async move {
+                    redis::cmd("CLIENT").arg("ID").query_async(&mut c).await
+                })
+                .await?;
+            self.reader_id.store(id, Ordering::Relaxed);
+        }
+        if self.interrupted.swap(false, Ordering::AcqRel) {
+            return Ok(redis::Value::Nil);
+        }
+        let reply: Result<redis::Value, RedisError> = self
+            .pool
+            .run_blocking(|mut c| async move {
+                let mut cmd = redis::cmd("XREADGROUP");
+                cmd.arg("GROUP").arg(GROUP).arg(&self.consumer);
+                cmd.arg("COUNT").arg(count);
+                if !wait.is_zero() {
+                    cmd.arg("BLOCK").arg(block_ms);
+                }
+                cmd.arg("STREAMS");
+                cmd.arg(&streams).arg(&ids);
+                cmd.query_async(&mut c).await
+            })
+            .await;
+        // This read is over: an interrupt sent for it has done its work.
+        self.interrupted.store(false, Ordering::Release);
+        match reply {
+            Err(RedisError::Command(m)) if m.contains("NOGROUP") => {
+                // The stream or group is gone (first use, or Redis lost its data): make them.
+                for (q, _) in wants.iter().chain(rung_by) {
+                    self.ensure_group(q).await?;
+                }
+                Err(QueueError::Unavailable(format!(
+                    "{m}; consumer groups recreated"
+                )))
+            }
+            Err(e) => {
+                self.reader_id.store(-1, Ordering::Relaxed);
+                Err(e.into())
+            }
+            Ok(reply) => Ok(reply),
+        }
     }
 
     /// One pipeline per queue of `deliveries`, built by `build(queue, entry ids, pipe)`, all
@@ -294,10 +390,13 @@ impl QueueBackend for RedisQueue {
             dedup_key,
             self.key(&q, &format!("job:{}", new.job.id)),
             self.key(&q, "idle"),
+            self.key(&q, "prioritized"),
+            self.key(&q, "seq"),
         ];
         let [id, payload, attempt, max, backoff, t] = job_args(&new.job, new.job.attempt);
-        // An immediate job's id is ENTRY.SUFFIX (see `scripts::ENQUEUE`): 64 random bits.
-        let id = if due == 0 {
+        // An immediate job's id is ENTRY.SUFFIX (see `scripts::ENQUEUE`): 64 random bits; a
+        // job of a queue with priorities keeps its whole id, as a delayed one.
+        let id = if due == 0 && !new.prioritized {
             id[..16.min(id.len())].to_string()
         } else {
             id
@@ -313,6 +412,12 @@ impl QueueBackend for RedisQueue {
             window_ms.to_string(),
             new.max_waiting.to_string(),
             self.ring_channel(&q),
+            if new.prioritized {
+                new.job.priority.to_string()
+            } else {
+                String::new()
+            },
+            self.bell_arg(&q),
         ];
         let stream = keys[0].clone();
         let (status, value): (String, String) = self
@@ -349,54 +454,16 @@ impl QueueBackend for RedisQueue {
         if self.pool.is_cluster() {
             return self.receive_by_doorbell(wants, wait).await;
         }
-        let streams: Vec<String> = wants.iter().map(|(q, _)| self.key(q, "stream")).collect();
-        let ids: Vec<&str> = vec![">"; streams.len()];
-        let block_ms = wait.min(BLOCK_TIME).as_millis().max(1) as usize;
-        if self.reader_id.load(Ordering::Relaxed) < 0 {
-            let id: i64 = self
-                .pool
-                .run_blocking(|mut c| async move {
-                    redis::cmd("CLIENT").arg("ID").query_async(&mut c).await
-                })
-                .await?;
-            self.reader_id.store(id, Ordering::Relaxed);
+        if wants.iter().any(|(q, _)| self.priorities.has(q)) {
+            return self.receive_with_priorities(wants, wait).await;
         }
-        if self.interrupted.swap(false, Ordering::AcqRel) {
-            return Ok(Vec::new());
-        }
-        let reply: Result<redis::Value, RedisError> = self
-            .pool
-            .run_blocking(|mut c| async move {
-                let mut cmd = redis::cmd("XREADGROUP");
-                cmd.arg("GROUP").arg(GROUP).arg(&self.consumer);
-                cmd.arg("COUNT")
-                    .arg(count)
-                    .arg("BLOCK")
-                    .arg(block_ms)
-                    .arg("STREAMS");
-                cmd.arg(&streams).arg(&ids);
-                cmd.query_async(&mut c).await
-            })
-            .await;
-        // This read is over: an interrupt sent for it has done its work.
-        self.interrupted.store(false, Ordering::Release);
-        let reply = match reply {
-            Err(RedisError::Command(m)) if m.contains("NOGROUP") => {
-                // The stream or group is gone (first use, or Redis lost its data): make them.
-                for (q, _) in wants {
-                    self.ensure_group(q).await?;
-                }
-                return Err(QueueError::Unavailable(format!(
-                    "{m}; consumer groups recreated"
-                )));
-            }
-            Err(e) => {
-                self.reader_id.store(-1, Ordering::Relaxed);
-                return Err(e.into());
-            }
-            Ok(reply) => reply,
-        };
-        Ok(entries::deliveries(&reply, self.pool.prefix()))
+        self.read_blocking(wants, &[], wait)
+            .await
+            .map(|reply| entries::deliveries(&reply, self.pool.prefix()))
+    }
+
+    fn set_prioritized(&self, queues: std::collections::BTreeSet<String>) {
+        self.priorities.set(queues);
     }
 
     async fn interrupt_receive(&self) -> Result<(), QueueError> {
@@ -507,6 +574,7 @@ impl QueueBackend for RedisQueue {
         args.extend(job_args(job, job.attempt + 1));
         args.push(error.to_string());
         args.extend(self.events_args(q));
+        args.push(job.priority.to_string());
         self.ack_script(&RETRY, q, keys, args).await.map(|_| ())
     }
 
@@ -530,6 +598,7 @@ impl QueueBackend for RedisQueue {
         args.push(error.to_string());
         args.push(now_ms().to_string());
         args.extend(self.events_args(q));
+        args.push(job.priority.to_string());
         self.ack_script(&BURY, q, keys, args).await.map(|_| ())
     }
 
@@ -542,6 +611,8 @@ impl QueueBackend for RedisQueue {
                 self.key(q, "idle"),
                 self.key(q, "ids"),
                 self.key(q, "watched"),
+                self.key(q, "prioritized"),
+                self.key(q, "seq"),
             ];
             let [channel, publish, queue, _] = self.events_args(q);
             let args = [
@@ -552,6 +623,8 @@ impl QueueBackend for RedisQueue {
                 channel,
                 publish,
                 queue,
+                if self.priorities.has(q) { "1" } else { "" }.to_string(),
+                self.bell_arg(q),
             ];
             let head: String = self
                 .pool
@@ -586,7 +659,17 @@ impl QueueBackend for RedisQueue {
         let keys = self.keys(
             queue,
             &[
-                "stream", "dead", "stats", "idle", "ids", "progress", "dead:ids", "watched",
+                "stream",
+                "dead",
+                "stats",
+                "idle",
+                "ids",
+                "progress",
+                "dead:ids",
+                "watched",
+                "prioritized",
+                "seq",
+                "bell",
             ],
         );
         let [count, oldest] = Self::keep_args(keep);
@@ -602,6 +685,8 @@ impl QueueBackend for RedisQueue {
             oldest,
         ];
         args.extend(self.events_args(queue));
+        args.push(self.admit_prefix(queue));
+        args.push(self.bell_arg(queue));
         Ok(self.ack_script(&RECLAIM, queue, keys, args).await?.max(0) as usize)
     }
 
@@ -630,15 +715,16 @@ impl QueueBackend for RedisQueue {
         pipe.cmd("ZCARD").arg(self.key(queue, "delayed"));
         pipe.cmd("XLEN").arg(self.key(queue, "dead"));
         pipe.cmd("HGETALL").arg(self.key(queue, "stats"));
-        type Reply = (u64, redis::Value, u64, u64, HashMap<String, u64>);
-        let (len, pending, delayed, dead, counters): Reply = self
+        pipe.cmd("ZCARD").arg(self.key(queue, "prioritized"));
+        type Reply = (u64, redis::Value, u64, u64, HashMap<String, u64>, u64);
+        let (len, pending, delayed, dead, counters, prioritized): Reply = self
             .pool
             .run(|mut c| async move { pipe.query_async(&mut c).await })
             .await
             .or_else(|e| match e {
                 // No group yet: nothing was ever enqueued on this host's Redis.
                 RedisError::Command(m) if m.contains("NOGROUP") => {
-                    Ok((0, redis::Value::Nil, 0, 0, HashMap::new()))
+                    Ok((0, redis::Value::Nil, 0, 0, HashMap::new(), 0))
                 }
                 other => Err(other),
             })?;
@@ -650,7 +736,7 @@ impl QueueBackend for RedisQueue {
             _ => 0,
         };
         Ok(QueueStats {
-            waiting: len.saturating_sub(in_flight),
+            waiting: len.saturating_sub(in_flight) + prioritized,
             in_flight,
             delayed,
             dead,
@@ -699,9 +785,13 @@ impl QueueBackend for RedisQueue {
             self.key(queue, "ids"),
             self.key(queue, "dead:ids"),
             self.key(queue, "watched"),
+            self.key(queue, "prioritized"),
+            self.key(queue, "seq"),
         ];
         let mut args = vec![id.unwrap_or("").to_string(), self.ring_channel(queue)];
         args.extend(self.events_args(queue));
+        args.push(self.admit_prefix(queue));
+        args.push(self.bell_arg(queue));
         let stream = keys[1].clone();
         let n: i64 = self
             .pool

@@ -7,19 +7,46 @@
 //! every script that adds to the stream rings: if the flag was set, it deletes it and
 //! `SPUBLISH`es on the queue's `wake` shard channel. Flag and add are in one slot and one
 //! script each, so no wake-up is lost; a busy queue (no reader waiting) publishes nothing.
-//! On one node the scripts get no channel (`''`) and skip the doorbell entirely.
+//! On one node the scripts get no channel (`''`) and skip the doorbell entirely, except for a
+//! queue with priorities (below), whose bell is an entry in its `bell` stream instead.
+//!
+//! Priorities (`priorities = true`): such a queue's ready jobs wait in a sorted set
+//! (`prioritized`, by priority then arrival; [`admit`](admit_function)) with their fields in
+//! a job hash, and its stream holds only jobs being delivered: [`READ_PRIORITIZED`] releases
+//! as many as the reader has slots for, highest first, into the stream and reads exactly
+//! those, so the order is strict across every host. A reader blocked on one node wakes on
+//! the queue's `bell` stream, which the ring adds an entry to.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// `ring(flag, channel)`: the doorbell, for the scripts that add to a stream; a no-op
-/// without a channel (one node).
+/// `ring(flag, channel, bell)`: the doorbell, for the scripts that add ready jobs: a message
+/// on `channel` (a cluster), else an entry in the `bell` stream (one node, a queue with
+/// priorities); a no-op with neither.
 macro_rules! ring_function {
     () => {
         r"
-local function ring(flag, channel)
-  if channel ~= '' and redis.call('DEL', flag) == 1 then redis.call('SPUBLISH', channel, '') end
+local function ring(flag, channel, bell)
+  if channel ~= '' then
+    if redis.call('DEL', flag) == 1 then redis.call('SPUBLISH', channel, '') end
+  elseif bell and bell ~= '' then
+    if redis.call('DEL', flag) == 1 then redis.call('XADD', bell, 'MAXLEN', '16', '*', 'b', '') end
+  end
+end"
+    };
+}
+
+/// `admit(zset, seq, hash, id, fields, priority)`: a ready job of a queue with priorities
+/// waits in the sorted set `zset`, by priority (0 to 9, higher first) then arrival (`seq`
+/// counts), with its fields in its job hash `hash` (written when `fields` is given).
+macro_rules! admit_function {
+    () => {
+        r"
+local function admit(zset, seq, hash, id, fields, priority)
+  if fields then redis.call('HSET', hash, unpack(fields)) end
+  local score = (9 - (tonumber(priority) or 0)) * 1e13 + redis.call('INCR', seq)
+  redis.call('ZADD', zset, string.format('%.0f', score), id)
 end"
     };
 }
@@ -67,10 +94,13 @@ end"
 pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         ring_function!(),
+        admit_function!(),
         r"
--- KEYS: stream, delayed, dedup, job hash, idle flag
+-- KEYS: stream, delayed, dedup, job hash, idle flag, prioritized, seq
 -- ARGV: id (a delayed job's) or suffix (an immediate job's), payload, attempt, max, backoff,
---       enqueued_at, due_ms (0 = now), dedup_window_ms (0 = none), max_waiting, wake channel
+--       enqueued_at, due_ms (0 = now), dedup_window_ms (0 = none), max_waiting, wake channel,
+--       priority ('' = the queue has none), bell ('' = none)
+-- A job of a queue with priorities keeps ARGV id and waits in `prioritized` (or `delayed`).
 -- An immediate job's id is `ENTRY.SUFFIX`: its stream entry's id (found without an index:
 -- see `lookup`) and ARGV suffix (random, stored as `x`), so ids stay unique across queues.
 -- A delayed job keeps ARGV id, which its entry carries as `id` once promoted.
@@ -79,9 +109,18 @@ if ARGV[8] ~= '0' then
   if existing then return {'dup', existing} end
 end
 local waiting = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+if ARGV[11] ~= '' then waiting = waiting + redis.call('ZCARD', KEYS[6]) end
 if waiting >= tonumber(ARGV[9]) then return {'full', tostring(waiting)} end
 local id = ARGV[1]
-if ARGV[7] == '0' then
+if ARGV[11] ~= '' then
+  redis.call('HSET', KEYS[4], 'id', id, 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6], 'q', ARGV[11])
+  if ARGV[7] == '0' then
+    admit(KEYS[6], KEYS[7], KEYS[4], id, nil, ARGV[11])
+    ring(KEYS[5], ARGV[10], ARGV[12])
+  else
+    redis.call('ZADD', KEYS[2], ARGV[7], id)
+  end
+elseif ARGV[7] == '0' then
   id = redis.call('XADD', KEYS[1], '*', 'x', ARGV[1], 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6]) .. '.' .. ARGV[1]
   ring(KEYS[5], ARGV[10])
 else
@@ -100,12 +139,12 @@ pub(super) static RETRY: LazyLock<Script> = LazyLock::new(|| {
         r"
 -- KEYS: stream, delayed, job hash, stats, ids, progress, watched
 -- ARGV: entry id, group, due_ms, id, payload, next attempt, max, backoff, enqueued_at, error,
---       events channel, publish command, queue, now
+--       events channel, publish command, queue, now, priority
 if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[1])
 if redis.call('HGET', KEYS[5], ARGV[4]) == ARGV[1] then redis.call('HDEL', KEYS[5], ARGV[4]) end
 redis.call('HDEL', KEYS[6], ARGV[4])
-redis.call('HSET', KEYS[3], 'id', ARGV[4], 'p', ARGV[5], 'a', ARGV[6], 'm', ARGV[7], 'b', ARGV[8], 't', ARGV[9], 'e', ARGV[10])
+redis.call('HSET', KEYS[3], 'id', ARGV[4], 'p', ARGV[5], 'a', ARGV[6], 'm', ARGV[7], 'b', ARGV[8], 't', ARGV[9], 'e', ARGV[10], 'q', ARGV[15])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'retried', 1)
 tell(KEYS[7], ARGV[4], {ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, false)
@@ -121,14 +160,15 @@ pub(super) static BURY: LazyLock<Script> = LazyLock::new(|| {
         r"
 -- KEYS: stream, dead, stats, ids, progress, dead ids, watched
 -- ARGV: entry id, group, keep count, keep oldest ms (0 = no age bound), id, payload, attempt,
---       max, backoff, enqueued_at, error, failed_at, events channel, publish command, queue, now
+--       max, backoff, enqueued_at, error, failed_at, events channel, publish command, queue, now,
+--       priority
 if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[1])
 if redis.call('HGET', KEYS[4], ARGV[5]) == ARGV[1] then redis.call('HDEL', KEYS[4], ARGV[5]) end
 local g = redis.call('HGET', KEYS[5], ARGV[5])
 redis.call('HDEL', KEYS[5], ARGV[5])
 local fields = {'id', ARGV[5], 'p', ARGV[6], 'a', ARGV[7], 'm', ARGV[8], 'b', ARGV[9], 't', ARGV[10],
-  'error', ARGV[11], 'failed_at', ARGV[12]}
+  'error', ARGV[11], 'failed_at', ARGV[12], 'q', ARGV[17]}
 if g then fields[#fields + 1] = 'g'; fields[#fields + 1] = g end
 redis.call('HSET', KEYS[6], ARGV[5], redis.call('XADD', KEYS[2], '*', unpack(fields)))
 redis.call('HINCRBY', KEYS[3], 'failed', 1)
@@ -216,9 +256,11 @@ pub(super) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         ring_function!(),
         tell_function!(),
+        admit_function!(),
         r"
--- KEYS: delayed, stream, idle flag, ids, watched
--- ARGV: now_ms, batch, job hash prefix, wake channel, events channel, publish command, queue
+-- KEYS: delayed, stream, idle flag, ids, watched, prioritized, seq
+-- ARGV: now_ms, batch, job hash prefix, wake channel, events channel, publish command, queue,
+--       prioritized ('1' when the queue has priorities, else ''), bell ('' = none)
 -- Returns the due time of the earliest job left (-1: none). Nothing due costs one ZRANGE.
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #head == 0 then return -1 end
@@ -226,13 +268,17 @@ if tonumber(head[2]) > tonumber(ARGV[1]) then return head[2] end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(due) do
   local job = ARGV[3] .. id
-  local fields = redis.call('HGETALL', job)
-  if #fields > 0 then redis.call('HSET', KEYS[4], id, redis.call('XADD', KEYS[2], '*', unpack(fields))) end
-  redis.call('DEL', job)
+  if ARGV[8] ~= '' then
+    if redis.call('EXISTS', job) == 1 then admit(KEYS[6], KEYS[7], job, id, nil, redis.call('HGET', job, 'q')) end
+  else
+    local fields = redis.call('HGETALL', job)
+    if #fields > 0 then redis.call('HSET', KEYS[4], id, redis.call('XADD', KEYS[2], '*', unpack(fields))) end
+    redis.call('DEL', job)
+  end
   redis.call('ZREM', KEYS[1], id)
   tell(KEYS[5], id, {ARGV[5], ARGV[6], ARGV[7], ARGV[1]}, false)
 end
-if #due > 0 then ring(KEYS[3], ARGV[4]) end
+if #due > 0 then ring(KEYS[3], ARGV[4], ARGV[9]) end
 if #due >= tonumber(ARGV[2]) then return ARGV[1] end
 head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #head == 0 then return -1 end
@@ -246,10 +292,13 @@ pub(super) static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
         ring_function!(),
         tell_function!(),
         trim_dead_function!(),
+        admit_function!(),
         r"
--- KEYS: stream, dead, stats, idle flag, ids, progress, dead ids, watched
+-- KEYS: stream, dead, stats, idle flag, ids, progress, dead ids, watched, prioritized, seq,
+--       bell
 -- ARGV: group, consumer, min idle ms, count, error, keep count, failed_at, wake channel,
---       keep oldest ms, events channel, publish command, queue, now
+--       keep oldest ms, events channel, publish command, queue, now,
+--       job hash prefix ('' = the queue has no priorities), bell ('' = none)
 local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
 local n = 0
 local buried = false
@@ -263,13 +312,20 @@ for _, entry in ipairs(claimed[2]) do
     redis.call('HDEL', KEYS[6], id)
     if a >= tonumber(h['m']) then
       redis.call('HSET', KEYS[7], id, redis.call('XADD', KEYS[2], '*', 'id', id, 'p', h['p'],
-        'a', h['a'], 'm', h['m'], 'b', h['b'], 't', h['t'], 'error', ARGV[5], 'failed_at', ARGV[7]))
+        'a', h['a'], 'm', h['m'], 'b', h['b'], 't', h['t'], 'error', ARGV[5], 'failed_at', ARGV[7],
+        'q', h['q'] or '0'))
       redis.call('HDEL', KEYS[5], id)
       redis.call('HINCRBY', KEYS[3], 'failed', 1)
       buried = true
     else
-      redis.call('HSET', KEYS[5], id, redis.call('XADD', KEYS[1], '*', 'id', id, 'p', h['p'],
-        'a', tostring(a + 1), 'm', h['m'], 'b', h['b'], 't', h['t'], 'e', ARGV[5]))
+      local fields = {'id', id, 'p', h['p'], 'a', tostring(a + 1), 'm', h['m'], 'b', h['b'],
+        't', h['t'], 'e', ARGV[5], 'q', h['q'] or '0'}
+      if ARGV[14] ~= '' then
+        redis.call('HDEL', KEYS[5], id)
+        admit(KEYS[9], KEYS[10], ARGV[14] .. id, id, fields, h['q'])
+      else
+        redis.call('HSET', KEYS[5], id, redis.call('XADD', KEYS[1], '*', unpack(fields)))
+      end
     end
     tell(KEYS[8], id, {ARGV[10], ARGV[11], ARGV[12], ARGV[13]}, false)
   end
@@ -278,7 +334,15 @@ for _, entry in ipairs(claimed[2]) do
   n = n + 1
 end
 if buried then trim_dead(KEYS[2], KEYS[7], ARGV[6], ARGV[9]) end
-if n > 0 then ring(KEYS[4], ARGV[8]) end
+if n > 0 then ring(KEYS[4], ARGV[8], ARGV[15]) end
+-- Bells read by a host that died before acknowledging them.
+if ARGV[15] ~= '' then
+  local ok, bells = pcall(redis.call, 'XAUTOCLAIM', KEYS[11], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', 100, 'JUSTID')
+  if ok and #bells[2] > 0 then
+    redis.call('XACK', KEYS[11], ARGV[1], unpack(bells[2]))
+    redis.call('XDEL', KEYS[11], unpack(bells[2]))
+  end
+end
 return n
 ",
     ))
@@ -288,9 +352,11 @@ pub(super) static RETRY_DEAD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
         ring_function!(),
         tell_function!(),
+        admit_function!(),
         r"
--- KEYS: dead, stream, idle flag, ids, dead ids, watched
--- ARGV: job id ('' = all), wake channel, events channel, publish command, queue, now
+-- KEYS: dead, stream, idle flag, ids, dead ids, watched, prioritized, seq
+-- ARGV: job id ('' = all), wake channel, events channel, publish command, queue, now,
+--       job hash prefix ('' = the queue has no priorities), bell ('' = none)
 local entries
 if ARGV[1] == '' then
   entries = redis.call('XRANGE', KEYS[1], '-', '+')
@@ -305,15 +371,20 @@ for _, entry in ipairs(entries) do
   local h = {}
   for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
   if ARGV[1] == '' or h['id'] == ARGV[1] then
-    redis.call('HSET', KEYS[4], h['id'], redis.call('XADD', KEYS[2], '*', 'id', h['id'], 'p', h['p'],
-      'a', '1', 'm', h['m'], 'b', h['b'], 't', h['t'], 'e', h['error'] or ''))
+    local fields = {'id', h['id'], 'p', h['p'], 'a', '1', 'm', h['m'], 'b', h['b'], 't', h['t'],
+      'e', h['error'] or '', 'q', h['q'] or '0'}
+    if ARGV[7] ~= '' then
+      admit(KEYS[7], KEYS[8], ARGV[7] .. h['id'], h['id'], fields, h['q'])
+    else
+      redis.call('HSET', KEYS[4], h['id'], redis.call('XADD', KEYS[2], '*', unpack(fields)))
+    end
     redis.call('XDEL', KEYS[1], entry[1])
     redis.call('HDEL', KEYS[5], h['id'])
     tell(KEYS[6], h['id'], {ARGV[3], ARGV[4], ARGV[5], ARGV[6]}, false)
     n = n + 1
   end
 end
-if n > 0 then ring(KEYS[3], ARGV[2]) end
+if n > 0 then ring(KEYS[3], ARGV[2], ARGV[8]) end
 return n
 ",
     ))
@@ -328,6 +399,55 @@ pub(super) static READ: LazyLock<Script> = LazyLock::new(|| {
 -- ARGV: group, consumer, count, flag ttl ms
 local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
 if read then return read end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+return false
+",
+    )
+});
+
+/// The read of a queue with priorities (see the module doc): acknowledges the bells the
+/// reader was woken by, takes what its stream holds undelivered (nothing, unless a deploy
+/// turned priorities on with jobs waiting), then releases the highest-priority jobs into the
+/// stream and reads exactly those. Finding nothing, it sets the queue's idle flag, so the
+/// next job admitted rings.
+pub(super) static READ_PRIORITIZED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: stream, idle flag, prioritized, ids, bell
+-- ARGV: group, consumer, count, flag ttl ms, job hash prefix, bell ('1' on one node, else ''),
+--       then the bell entries to acknowledge
+if ARGV[6] ~= '' then
+  if #ARGV > 6 then
+    local bells = {unpack(ARGV, 7)}
+    redis.call('XACK', KEYS[5], ARGV[1], unpack(bells))
+    redis.call('XDEL', KEYS[5], unpack(bells))
+  end
+  if redis.call('EXISTS', KEYS[5]) == 0 then
+    pcall(redis.call, 'XGROUP', 'CREATE', KEYS[5], ARGV[1], '0', 'MKSTREAM')
+  end
+end
+local n = tonumber(ARGV[3])
+local got = {}
+local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n, 'STREAMS', KEYS[1], '>')
+if read then for _, e in ipairs(read[1][2]) do got[#got + 1] = e end end
+if #got < n then
+  local top = redis.call('ZPOPMIN', KEYS[3], n - #got)
+  local released = 0
+  for i = 1, #top, 2 do
+    local job = ARGV[5] .. top[i]
+    local fields = redis.call('HGETALL', job)
+    if #fields > 0 then
+      redis.call('HSET', KEYS[4], top[i], redis.call('XADD', KEYS[1], '*', unpack(fields)))
+      released = released + 1
+    end
+    redis.call('DEL', job)
+  end
+  if released > 0 then
+    read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', released, 'STREAMS', KEYS[1], '>')
+    if read then for _, e in ipairs(read[1][2]) do got[#got + 1] = e end end
+  end
+end
+if #got > 0 then return {{KEYS[1], got}} end
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
 return false
 ",

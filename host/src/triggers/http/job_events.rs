@@ -62,6 +62,7 @@ pub struct JobView {
     pub state: JobState,
     pub attempt: u32,
     pub max_attempts: u32,
+    pub priority: u8,
     pub enqueued_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub due_at_ms: Option<u64>,
@@ -86,6 +87,7 @@ impl From<JobInfo> for JobView {
             state: info.state,
             attempt: job.attempt,
             max_attempts: job.max_attempts,
+            priority: job.priority,
             enqueued_at_ms: job.enqueued_at_ms,
             due_at_ms: info.due_at_ms,
             started_at_ms: info.started_at_ms,
