@@ -52,14 +52,28 @@ impl Producer {
     }
 
     fn enqueue(&self, payload: &str) -> String {
+        self.enqueue_with(payload, EnqueueRequest::default())
+    }
+
+    fn enqueue_with(&self, payload: &str, request: EnqueueRequest) -> String {
         self.rt
-            .block_on(
-                self.queues
-                    .enqueue("jobs", payload.to_string(), EnqueueRequest::default()),
-            )
+            .block_on(self.queues.enqueue("jobs", payload.to_string(), request))
             .expect("enqueue")
             .id()
             .to_string()
+    }
+
+    /// Enqueues `n` jobs with priorities 0 to 9 in turn (a queue with `priorities`).
+    fn enqueue_mixed(&self, n: usize, payload: &str) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let request = EnqueueRequest {
+                    priority: Some((i % 10) as u8),
+                    ..EnqueueRequest::default()
+                };
+                self.enqueue_with(payload, request)
+            })
+            .collect()
     }
 
     fn stats(&self) -> QueueStats {
@@ -330,13 +344,13 @@ fn an_idle_host_sends_almost_no_commands_and_holds_four_connections() {
 #[test]
 fn two_hosts_share_the_queue_and_lose_nothing_when_one_is_killed() {
     let redis = RedisServer::start();
+    // Retention, priorities, a global concurrency and (below) a pause, all in use.
     let trigger = "visibility = \"2s\"\nmax_attempts = 5\nbackoff = \"fixed:10ms\"\n\
-                   keep_completed = { count = 10000 }";
+                   keep_completed = { count = 10000 }\npriorities = true\n\
+                   global_concurrency = 12";
     let manifest = manifest(&redis.url(), trigger, "");
     let producer = Producer::new(&redis.url(), trigger);
-    let ids: Vec<String> = (0..5000)
-        .map(|_| producer.enqueue(r#"{"action":"sleep","ms":2}"#))
-        .collect();
+    let ids = producer.enqueue_mixed(5000, r#"{"action":"sleep","ms":2}"#);
     let victim = Host::start(&manifest);
     let survivor = Host::start(&manifest);
     producer.wait_for("some progress", Duration::from_secs(60), |s| {
@@ -369,11 +383,10 @@ fn two_hosts_share_the_queue_and_lose_nothing_when_one_is_killed() {
 fn a_redis_restart_mid_run_loses_no_job() {
     let mut redis = RedisServer::start();
     let trigger = "visibility = \"2s\"\nmax_attempts = 10\nbackoff = \"fixed:100ms\"\n\
-                   keep_completed = { count = 10000 }";
+                   keep_completed = { count = 10000 }\npriorities = true\n\
+                   global_concurrency = 12";
     let producer = Producer::new(&redis.url(), trigger);
-    let ids: Vec<String> = (0..2000)
-        .map(|_| producer.enqueue(r#"{"action":"sleep","ms":1}"#))
-        .collect();
+    let ids = producer.enqueue_mixed(2000, r#"{"action":"sleep","ms":1}"#);
     let _host = Host::start(&manifest(&redis.url(), trigger, ""));
     producer.wait_for("some progress", Duration::from_secs(60), |s| {
         s.processed >= 200
