@@ -22,13 +22,13 @@ use llmchat_host::capabilities::Services;
 use llmchat_host::dashboard::Dashboard;
 use llmchat_host::deploy::{Deployer, LiveParts};
 use llmchat_host::engine::{CompilerOptions, PoolSizing};
-use llmchat_host::http::HttpServer;
+use llmchat_host::http::{HttpServer, Tls};
 use llmchat_host::kv::{KvStore, MemoryKv, RedisKv};
 use llmchat_host::limits::RateLimiter;
 use llmchat_host::limits::llm::LlmGate;
 use llmchat_host::limits::local::{DEFAULT_MAX_KEYS, LocalRateLimiter};
 use llmchat_host::limits::redis::RedisLimiter;
-use llmchat_host::manifest::{ByteSize, HumanDuration, Manifest};
+use llmchat_host::manifest::{ByteSize, HumanDuration, Manifest, TlsFiles};
 use llmchat_host::metrics::{Metrics, PoolSource};
 use llmchat_host::queue::memory::MemoryQueue;
 use llmchat_host::queue::redis::RedisQueue;
@@ -126,6 +126,13 @@ struct UpArgs {
     /// Cap on a compiler child's memory (its `RLIMIT_DATA`), e.g. `2GiB` [default: none].
     #[arg(long, env = "LLMCHAT_COMPILE_MEMORY_LIMIT")]
     compile_memory_limit: Option<ByteSize>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key); overrides `[http] tls`.
+    /// SIGHUP reloads both files.
+    #[arg(long, env = "LLMCHAT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert: PKCS#8, RSA (PKCS#1) or EC (SEC1).
+    #[arg(long, env = "LLMCHAT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Log lines to stderr, filtered by `RUST_LOG` (default `info`).
@@ -234,7 +241,12 @@ async fn settle_tasks() -> usize {
 }
 
 async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) -> Result<()> {
-    let manifest = Manifest::load(&args.manifest)?;
+    let mut manifest = Manifest::load(&args.manifest)?;
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        manifest.http.tls = Some(TlsFiles { cert, key });
+    }
+    // Before anything slow, so that a wrong file stops start-up at once.
+    let tls = manifest.http.tls.as_ref().map(Tls::load).transpose()?;
     let cache_dir = if args.no_cache {
         None
     } else {
@@ -358,14 +370,14 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
         deployer: deployer.clone(),
     };
     let server = HttpServer::new(
-        &manifest, engine, routes, services, admin, metrics, dashboard,
+        &manifest, tls, engine, routes, services, admin, metrics, dashboard,
     )?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let signalled = shutdown_signals()?;
-    tracing::info!("llmchat listening on http://{addr}");
+    tracing::info!("llmchat listening on {}://{addr}", server.scheme());
 
     // Every part runs in this one future, none as a detached task: when it returns, the
     // host has nothing left running.

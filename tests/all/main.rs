@@ -35,3 +35,4 @@ mod redis_prefix;
 mod redis_tls;
 mod schedules;
 mod support;
+mod tls;

@@ -1,4 +1,4 @@
-//! The accept loop of [`super::HttpServer`] and one driver per connection, enforcing the
+//! The accept loop of [`super::HttpServer`] and one task per connection, enforcing the
 //! connection limits of `[http]`.
 //!
 //! `axum::serve` neither caps connections nor times out a client that connects and sends
@@ -7,14 +7,22 @@
 //! - `max_connections`: a connection over the cap is accepted, answered `503` and closed at
 //!   once. Leaving it in the kernel's backlog instead would make clients (health checks
 //!   included) wait with no answer and, once the backlog is full, have their SYNs dropped.
-//!   The cap is clamped to what the open-file limit allows ([`clamp_to_fd_limit`]).
-//! - `header_read_timeout` and `idle_timeout`: a [`Watch`] per connection. hyper's own
-//!   `header_read_timeout` cannot be both: its timer also runs while hyper waits for the next
-//!   head of a keep-alive connection (hyper 1.x, `proto/h1/conn.rs`: `State::idle` sets
-//!   `notify_read`, and `poll_read_head` starts the timer), so idle connections would be closed
-//!   after the short header timeout. The watch knows the phase instead: reading a head (from
-//!   accept, or from the first byte of a later request), serving (no limit here: a streamed
-//!   response lasts as long as it lasts) or idle (from the end of the last response body).
+//!   The cap is clamped to what the open-file limit allows ([`super::fd_limit`]).
+//! - `header_read_timeout` and `idle_timeout`: a [`Watch`] per connection (see
+//!   [`super::watch`] for why not hyper's own).
+//!
+//! The same limits hold for HTTPS ([`super::tls`]) and HTTP/2 ([`super::protocol`]):
+//! - The handshake is part of the first head: a client that connects and never finishes its
+//!   TLS handshake is closed at `header_read_timeout`, like one that never sends a request.
+//! - Over `max_connections`, a TLS connection is closed before its handshake, without the
+//!   `503`: a plaintext answer means nothing to a TLS client, and a handshake is the costly
+//!   part under overload.
+//! - An HTTP/2 connection is idle when none of its streams is busy; bytes arriving then (pings,
+//!   window updates) do not start a head, since they are not one. `header_read_timeout` covers
+//!   a connection's first request (handshake, preface, first `HEADERS`); later heads are
+//!   bounded by hyper's HTTP/2 limits.
+//! - hyper runs each HTTP/2 stream as a task of its own; they are in a second tracker that
+//!   the server waits on too, and are cut with the connections.
 //!
 //! Each limit is logged once, the first time it acts; `llmchat_http_connections_refused_total`
 //! counts every time. Every connection task is in a [`TaskTracker`] that the server waits on
@@ -23,34 +31,28 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::ConnectInfo;
-use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::server::conn::http1;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::{ConnectionLimit, ConnectionMetrics};
 
 use super::client_addr::TrustedProxies;
-
-/// File descriptors kept for everything but client connections: the listener, Redis,
-/// outbound HTTP, component files, the artifact cache, stdio.
-const RESERVED_FDS: u64 = 256;
+use super::protocol::{
+    Ended, StreamExecutor, auto_builder, drive, host_from_authority, http1_builder,
+};
+use super::tls::{self, Tls};
+use super::watch::{Busy, Tracked, Watch, Watched};
 
 /// What a connection over `max_connections` reads before it is closed.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
@@ -68,24 +70,43 @@ pub(super) struct Limits {
     pub max_connections: usize,
 }
 
+/// What the listener speaks.
+pub(super) enum Transport {
+    /// HTTP/1.1; with `h2c`, also HTTP/2 with prior knowledge, told apart by its preface.
+    Plain { h2c: bool },
+    /// TLS, then HTTP/2 or HTTP/1.1 as chosen through ALPN.
+    Tls(Arc<Tls>),
+}
+
 /// The open connections: their tasks, limits and counts.
 pub(super) struct Connections {
     limits: Limits,
+    transport: Transport,
     metrics: ConnectionMetrics,
     /// Whether each limit (by position in [`ConnectionLimit::ALL`]) has been logged.
     logged: [AtomicBool; 3],
+    /// One task per connection: its length is the number of open connections.
     tasks: TaskTracker,
+    /// The HTTP/2 streams that hyper spawns, one task per request.
+    streams: TaskTracker,
     /// Who may name the client in a forwarded header.
     trusted: Arc<TrustedProxies>,
 }
 
 impl Connections {
-    pub fn new(limits: Limits, metrics: ConnectionMetrics, trusted: TrustedProxies) -> Self {
+    pub fn new(
+        limits: Limits,
+        transport: Transport,
+        metrics: ConnectionMetrics,
+        trusted: TrustedProxies,
+    ) -> Self {
         Self {
             limits,
+            transport,
             metrics,
             logged: Default::default(),
             tasks: TaskTracker::new(),
+            streams: TaskTracker::new(),
             trusted: Arc::new(trusted),
         }
     }
@@ -114,8 +135,11 @@ impl Connections {
             };
             if self.tasks.len() >= self.limits.max_connections {
                 // Best effort: the new socket's send buffer is empty, so this never blocks;
-                // a client that had already sent its request may see a reset instead.
-                let _ = stream.try_write(REFUSED);
+                // a client that had already sent its request may see a reset instead. A TLS
+                // client is only closed (see the module's doc).
+                if matches!(self.transport, Transport::Plain { .. }) {
+                    let _ = stream.try_write(REFUSED);
+                }
                 drop(stream);
                 self.limited(ConnectionLimit::MaxConnections);
                 continue;
@@ -138,6 +162,9 @@ impl Connections {
     pub async fn closed(&self) {
         self.tasks.close();
         self.tasks.wait().await;
+        // No connection is left to spawn a stream.
+        self.streams.close();
+        self.streams.wait().await;
     }
 
     /// Connections open now.
@@ -175,10 +202,7 @@ impl Connections {
     ) {
         let _open = self.metrics.opened();
         let watch = Arc::new(Watch::new());
-        let io = TokioIo::new(Watched {
-            io: stream,
-            watch: watch.clone(),
-        });
+        let io = Watched::new(stream, watch.clone());
         let router = TowerToHyperService::new(router);
         let service = hyper::service::service_fn({
             let watch = watch.clone();
@@ -188,40 +212,82 @@ impl Connections {
                 // what rate limits, the access log and the admin API's loopback rule see.
                 let client = trusted.client(peer, request.headers());
                 request.extensions_mut().insert(ConnectInfo(client));
+                if request.version() == http::Version::HTTP_2 {
+                    watch.multiplexed();
+                    host_from_authority(&mut request);
+                }
                 let busy = Busy::start(watch.clone());
                 let response = hyper::service::Service::call(&router, request);
                 async move {
                     let response = response.await?;
-                    Ok::<_, Infallible>(response.map(|body| Tracked { body, _busy: busy }))
+                    Ok::<_, Infallible>(response.map(|body| Tracked::new(body, busy)))
                 }
             }
         });
-        let connection = http1::Builder::new()
-            // The watch times heads out; hyper would time idle keep-alive waits out too.
-            .header_read_timeout(None)
-            .serve_connection(io, service)
-            .with_upgrades();
-        let mut connection = pin!(connection);
-        let mut expired = pin!(watch.expired(self.limits));
-        let mut draining = false;
-        loop {
-            tokio::select! {
-                ended = connection.as_mut() => {
-                    if let Err(e) = ended {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                    return;
-                }
-                limit = expired.as_mut() => {
-                    self.limited(limit);
-                    return;
-                }
-                () = shutdown.cancelled(), if !draining => {
-                    draining = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-                () = cut.cancelled() => return,
+        let expired = watch.expired(self.limits.header_read_timeout, self.limits.idle_timeout);
+        let mut expired = pin!(expired);
+        let ended = match &self.transport {
+            Transport::Plain { h2c: false } => {
+                let connection = http1_builder()
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades();
+                drive(pin!(connection), expired, &shutdown, &cut, |c| {
+                    c.graceful_shutdown();
+                })
+                .await
             }
+            Transport::Plain { h2c: true } => {
+                let builder = auto_builder(self.executor(&cut));
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                drive(pin!(connection), expired, &shutdown, &cut, |c| {
+                    c.graceful_shutdown();
+                })
+                .await
+            }
+            Transport::Tls(tls) => {
+                // Before the handshake there is no request to drain: shutdown ends it.
+                let handshake = tokio::select! {
+                    handshake = tls.accept(io) => {
+                        handshake.map_err(|e| Ended::Failed(format!("TLS handshake: {e}")))
+                    }
+                    limit = expired.as_mut() => Err(Ended::Limit(limit)),
+                    () = shutdown.cancelled() => Err(Ended::Closed),
+                    () = cut.cancelled() => Err(Ended::Closed),
+                };
+                match handshake {
+                    Err(ended) => ended,
+                    Ok(stream) if tls::negotiated_h2(&stream) => {
+                        let builder = auto_builder(self.executor(&cut)).http2_only();
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        drive(pin!(connection), expired, &shutdown, &cut, |c| {
+                            c.graceful_shutdown();
+                        })
+                        .await
+                    }
+                    Ok(stream) => {
+                        let connection = http1_builder()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades();
+                        drive(pin!(connection), expired, &shutdown, &cut, |c| {
+                            c.graceful_shutdown();
+                        })
+                        .await
+                    }
+                }
+            }
+        };
+        match ended {
+            Ended::Closed => {}
+            Ended::Failed(e) => tracing::debug!(%peer, "connection ended: {e}"),
+            Ended::Limit(limit) => self.limited(limit),
+        }
+    }
+
+    /// Where the HTTP/2 streams of a connection run.
+    fn executor(&self, cut: &CancellationToken) -> StreamExecutor {
+        StreamExecutor {
+            streams: self.streams.clone(),
+            cut: cut.clone(),
         }
     }
 
@@ -252,248 +318,6 @@ impl Connections {
     }
 }
 
-/// What a connection is doing, for its timeouts.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Phase {
-    /// Reading a request head since then: from accept, or from the first byte after idle.
-    Head(Instant),
-    /// Serving this many requests: from a parsed head until its response body is done.
-    Busy(u32),
-    /// Between requests since then, nothing read yet.
-    Idle(Instant),
-}
-
-/// The phase of one connection, moved by its IO ([`Watched`]) and its requests ([`Busy`]),
-/// watched by [`Watch::expired`].
-struct Watch {
-    phase: Mutex<Phase>,
-    changed: Notify,
-}
-
-impl Watch {
-    fn new() -> Self {
-        Self {
-            phase: Mutex::new(Phase::Head(Instant::now())),
-            changed: Notify::new(),
-        }
-    }
-
-    fn phase(&self) -> Phase {
-        *self.phase.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn update(&self, next: impl FnOnce(Phase) -> Phase) {
-        let mut phase = self.phase.lock().unwrap_or_else(|p| p.into_inner());
-        let new = next(*phase);
-        if new != *phase {
-            *phase = new;
-            drop(phase);
-            self.changed.notify_waiters();
-        }
-    }
-
-    /// Bytes arrived: after idle, they start the next request head.
-    fn bytes_read(&self) {
-        self.update(|phase| match phase {
-            Phase::Idle(_) => Phase::Head(Instant::now()),
-            other => other,
-        });
-    }
-
-    /// Resolves with the limit that expired: the head took longer than
-    /// `header_read_timeout`, or the connection sat idle for `idle_timeout`. Holds one timer
-    /// while reading a head or idle, none while serving.
-    async fn expired(&self, limits: Limits) -> ConnectionLimit {
-        loop {
-            // Created before the phase is read, so no change can slip in between.
-            let changed = self.changed.notified();
-            let (deadline, limit) = match self.phase() {
-                Phase::Head(since) => (
-                    since + limits.header_read_timeout,
-                    ConnectionLimit::HeaderReadTimeout,
-                ),
-                Phase::Idle(since) => (since + limits.idle_timeout, ConnectionLimit::IdleTimeout),
-                Phase::Busy(_) => {
-                    changed.await;
-                    continue;
-                }
-            };
-            if deadline <= Instant::now() {
-                return limit;
-            }
-            tokio::select! {
-                () = crate::timers::sleep_until(deadline) => {}
-                () = changed => {}
-            }
-        }
-    }
-}
-
-/// One request being served, from its parsed head until its response body is done (or
-/// dropped); the connection is idle when none is.
-struct Busy(Arc<Watch>);
-
-impl Busy {
-    fn start(watch: Arc<Watch>) -> Self {
-        watch.update(|phase| match phase {
-            Phase::Busy(n) => Phase::Busy(n + 1),
-            Phase::Head(_) | Phase::Idle(_) => Phase::Busy(1),
-        });
-        Self(watch)
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.update(|phase| match phase {
-            Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
-            _ => Phase::Idle(Instant::now()),
-        });
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that keeps its request [`Busy`] until hyper has sent it all.
-    struct Tracked {
-        #[pin]
-        body: Body,
-        _busy: Busy,
-    }
-}
-
-impl http_body::Body for Tracked {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// The connection's socket, telling its [`Watch`] when bytes arrive.
-struct Watched {
-    io: TcpStream,
-    watch: Arc<Watch>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.watch.bytes_read();
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// `max_connections`, clamped (with a warning) so that connections cannot use up the
-/// open-file limit. A soft limit below what they need is first raised to the hard limit: the
-/// usual soft default, 1,024, dates from `select(2)`; the hard limit is what the
-/// administrator allows.
-pub(super) fn clamp_to_fd_limit(max_connections: u32) -> usize {
-    let wanted = u64::from(max_connections);
-    let Some(limit) = raise_fd_limit(wanted + RESERVED_FDS) else {
-        return usize::try_from(wanted).unwrap_or(usize::MAX);
-    };
-    let allowed = limit.saturating_sub(RESERVED_FDS).max(1);
-    if wanted > allowed {
-        tracing::warn!(
-            "[http] max_connections {wanted} does not fit the open-file limit {limit} (less \
-             {RESERVED_FDS} kept for the host); serving at most {allowed} connections"
-        );
-    }
-    usize::try_from(wanted.min(allowed)).unwrap_or(usize::MAX)
-}
-
-/// The soft `RLIMIT_NOFILE` after raising it towards the hard limit when it is below
-/// `needed`; `None` when it cannot be read.
-#[cfg(target_os = "linux")]
-#[expect(unsafe_code, reason = "getrlimit and setrlimit are C functions")]
-fn raise_fd_limit(needed: u64) -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct it is given, which lives on this stack.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
-    if limit.rlim_cur >= needed || limit.rlim_cur >= limit.rlim_max {
-        return Some(limit.rlim_cur);
-    }
-    let raised = libc::rlimit {
-        rlim_cur: limit.rlim_max,
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: setrlimit only reads the struct it is given.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-        let e = io::Error::last_os_error();
-        tracing::warn!(
-            "raising the open-file limit from {} to {}: {e}",
-            limit.rlim_cur,
-            limit.rlim_max
-        );
-        return Some(limit.rlim_cur);
-    }
-    tracing::info!(
-        "raised the open-file limit from {} to {} for [http] max_connections",
-        limit.rlim_cur,
-        limit.rlim_max
-    );
-    Some(limit.rlim_max)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn raise_fd_limit(_needed: u64) -> Option<u64> {
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,72 +333,5 @@ mod tests {
         );
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"], "too many connections");
-    }
-
-    /// Paused time jumps to the timer's deadline, rounded to the timer wheel's millisecond.
-    fn assert_near(elapsed: Duration, expected: Duration) {
-        assert!(
-            elapsed >= expected && elapsed <= expected + Duration::from_millis(5),
-            "{elapsed:?}, expected {expected:?}"
-        );
-    }
-
-    fn limits() -> Limits {
-        Limits {
-            header_read_timeout: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(5),
-            max_connections: 1,
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_head_that_never_completes_expires_after_the_header_timeout() {
-        let watch = Watch::new();
-        let started = Instant::now();
-        assert_eq!(
-            watch.expired(limits()).await,
-            ConnectionLimit::HeaderReadTimeout
-        );
-        assert_near(started.elapsed(), Duration::from_secs(2));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn serving_has_no_deadline_and_idle_then_gets_the_idle_timeout() {
-        let watch = Arc::new(Watch::new());
-        let busy = Busy::start(watch.clone());
-        let expired = watch.expired(limits());
-        let mut expired = pin!(expired);
-        // A response streaming for a minute is not cut.
-        tokio::select! {
-            limit = expired.as_mut() => panic!("expired while serving: {limit:?}"),
-            () = crate::timers::sleep(Duration::from_secs(60)) => {}
-        }
-        let idle = Instant::now();
-        drop(busy);
-        assert_eq!(expired.await, ConnectionLimit::IdleTimeout);
-        assert_near(idle.elapsed(), Duration::from_secs(5));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_byte_after_idle_starts_the_header_timeout() {
-        let watch = Arc::new(Watch::new());
-        drop(Busy::start(watch.clone()));
-        let expired = watch.expired(limits());
-        let mut expired = pin!(expired);
-        tokio::select! {
-            limit = expired.as_mut() => panic!("expired while idle: {limit:?}"),
-            () = crate::timers::sleep(Duration::from_secs(4)) => {}
-        }
-        let head = Instant::now();
-        watch.bytes_read();
-        assert_eq!(expired.await, ConnectionLimit::HeaderReadTimeout);
-        assert_near(head.elapsed(), Duration::from_secs(2));
-    }
-
-    #[test]
-    fn the_connection_cap_fits_the_open_file_limit() {
-        assert_eq!(clamp_to_fd_limit(10), 10);
-        let huge = clamp_to_fd_limit(u32::MAX);
-        assert!(huge >= 1 && huge < u32::MAX as usize, "{huge}");
     }
 }

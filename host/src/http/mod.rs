@@ -5,11 +5,19 @@
 //!
 //! [`HttpServer`] owns every task it starts: connections are drained on shutdown, and
 //! connections and invocations still running after the grace period are cut. Its accept
-//! loop ([`connections`]) caps connections and times out slow heads and idle keep-alives.
+//! loop ([`connections`]) caps connections and times out slow heads and idle keep-alives,
+//! over plain HTTP/1.1 (and h2c when asked) or over TLS with HTTP/2 through ALPN ([`tls`],
+//! whose certificate a SIGHUP reloads).
 
 mod client_addr;
 mod connections;
+mod fd_limit;
 mod observability;
+mod protocol;
+mod tls;
+mod watch;
+
+pub use tls::Tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,13 +41,21 @@ pub struct HttpServer {
     observability: Arc<observability::ObservabilityState>,
     shutdown_grace: Duration,
     connections: Arc<connections::Connections>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl HttpServer {
     /// Serves `routes` (kept current by deploys), the admin API and the host's endpoints;
-    /// `/ready` pings the Redis pool of `services`, when Redis is configured.
+    /// `/ready` pings the Redis pool of `services`, when Redis is configured. With `tls`
+    /// (loaded from `[http] tls` or the command line) it serves HTTPS; `[http] h2c` applies
+    /// to plain HTTP only.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one of the host's owners"
+    )]
     pub fn new(
         manifest: &Manifest,
+        tls: Option<Tls>,
         engine: Arc<ComponentEngine>,
         routes: Arc<LiveRoutes>,
         services: Arc<Services>,
@@ -58,10 +74,18 @@ impl HttpServer {
         let limits = connections::Limits {
             header_read_timeout: manifest.http.header_read_timeout.0,
             idle_timeout: manifest.http.idle_timeout.0,
-            max_connections: connections::clamp_to_fd_limit(manifest.http.max_connections),
+            max_connections: fd_limit::clamp_to_fd_limit(manifest.http.max_connections),
+        };
+        let tls = tls.map(Arc::new);
+        let transport = match &tls {
+            Some(tls) => connections::Transport::Tls(tls.clone()),
+            None => connections::Transport::Plain {
+                h2c: manifest.http.h2c,
+            },
         };
         let connections = Arc::new(connections::Connections::new(
             limits,
+            transport,
             metrics.connections().clone(),
             client_addr::TrustedProxies::new(manifest.http.trusted_proxies.clone()),
         ));
@@ -77,7 +101,13 @@ impl HttpServer {
             observability,
             shutdown_grace: manifest.http.shutdown_grace.0,
             connections,
+            tls,
         })
+    }
+
+    /// `https` with TLS, else `http`: for the line saying where the host listens.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// `/admin` and everything under it belong to the admin API, and `/metrics`, `/health`
@@ -109,18 +139,27 @@ impl HttpServer {
             tasks.close();
             tasks.wait().await;
         };
-        tokio::select! {
-            () = drain => {}
-            () = deadline => {
-                tracing::warn!(
-                    connections = connections.open(),
-                    running = tasks.len(),
-                    "shutdown grace of {grace:?} expired; cutting open connections and invocations"
-                );
-                cut.cancel();
-                connections.closed().await;
+        // Certificate reloads run while the server does, and end with it.
+        let reload = async {
+            if let Some(tls) = &self.tls {
+                tls.reload_on_hangup(&shutdown).await;
             }
-        }
+        };
+        let serve = async {
+            tokio::select! {
+                () = drain => {}
+                () = deadline => {
+                    tracing::warn!(
+                        connections = connections.open(),
+                        running = tasks.len(),
+                        "shutdown grace of {grace:?} expired; cutting open connections and invocations"
+                    );
+                    cut.cancel();
+                    connections.closed().await;
+                }
+            }
+        };
+        tokio::join!(serve, reload);
         Ok(())
     }
 }

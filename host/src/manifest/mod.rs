@@ -96,6 +96,25 @@ pub struct HttpSettings {
     /// cannot forge its address. Empty (the default): the peer is the client.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Serve HTTPS with this certificate and key (HTTP/2 and HTTP/1.1 through ALPN) instead
+    /// of plain HTTP; `llmchat up --tls-cert/--tls-key` override it.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// Plain HTTP/2 (prior knowledge, no upgrade) beside HTTP/1.1 on the plain listener: for
+    /// a proxy in front that speaks h2 to its backends. Off by default, so that an HTTP/1.1
+    /// listener does not first sniff every connection for the HTTP/2 preface.
+    #[serde(default)]
+    pub h2c: bool,
+}
+
+/// `[http] tls = { cert = "...", key = "..." }`: PEM files, relative to the manifest.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain: the server's certificate first, then any intermediates.
+    pub cert: PathBuf,
+    /// Its private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), unencrypted.
+    pub key: PathBuf,
 }
 
 impl Default for HttpSettings {
@@ -108,12 +127,20 @@ impl Default for HttpSettings {
             max_connections: defaults::max_connections(),
             access_log: false,
             trusted_proxies: Vec::new(),
+            tls: None,
+            h2c: false,
         }
     }
 }
 
 impl HttpSettings {
-    fn validate(&self) -> Result<()> {
+    /// Checks the limits and anchors the TLS files at `base` (the manifest's folder); the
+    /// files themselves are read, and any problem with them named, when the server starts.
+    fn validate(&mut self, base: &Path) -> Result<()> {
+        if let Some(tls) = &mut self.tls {
+            tls.cert = base.join(&tls.cert);
+            tls.key = base.join(&tls.key);
+        }
         if self.header_read_timeout.0.is_zero() {
             bail!("in [http]: field `header_read_timeout`: must be greater than zero");
         }
@@ -274,7 +301,7 @@ impl Manifest {
             components.insert(name, spec);
         }
         let triggers = raw.trigger.validate_manifest(&components)?;
-        raw.http.validate()?;
+        raw.http.validate(base)?;
         raw.dashboard.validate()?;
         raw.deploy.validate()?;
         if raw.quotas.llm_concurrency == 0 || raw.quotas.llm_concurrency_per_component == 0 {

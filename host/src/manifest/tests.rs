@@ -345,6 +345,33 @@ fn connection_limits_have_defaults_and_name_bad_values() {
 }
 
 #[test]
+fn tls_files_are_relative_to_the_manifest_and_h2c_is_off_by_default() {
+    let dir = dir_with_wasm();
+    let m = parse_in(dir.path(), "").unwrap();
+    assert_eq!(m.http.tls, None);
+    assert!(!m.http.h2c);
+    let m = parse_in(
+        dir.path(),
+        "[http]\ntls = { cert = \"tls/cert.pem\", key = \"/etc/llmchat/key.pem\" }\nh2c = true\n",
+    )
+    .unwrap();
+    let tls = m.http.tls.expect("tls");
+    assert_eq!(tls.cert, dir.path().join("tls/cert.pem"));
+    assert_eq!(tls.key, Path::new("/etc/llmchat/key.pem"));
+    assert!(m.http.h2c);
+    for (table, expected) in [
+        ("tls = { cert = \"c.pem\" }", "missing field `key`"),
+        (
+            "tls = { cert = \"c.pem\", key = \"k.pem\", ca = \"x\" }",
+            "unknown field `ca`",
+        ),
+    ] {
+        let e = err(dir.path(), &format!("[http]\n{table}\n"));
+        assert!(e.contains(expected), "{table}: {e}");
+    }
+}
+
+#[test]
 fn openai_provider_needs_base_url_and_model() {
     let dir = dir_with_wasm();
     let e = err(dir.path(), "[llm]\nprovider = \"openai\"\nmodel = \"m\"\n");

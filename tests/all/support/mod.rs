@@ -1,5 +1,6 @@
 //! Shared test harness: start a host, find components, read its log, measure its RSS.
 
+pub mod certs;
 pub mod chromium;
 pub mod fake_openai;
 pub mod prometheus;
