@@ -749,3 +749,56 @@ async fn one_node_reads_queues_with_and_without_priorities_together() {
         "both queues are read in one receive"
     );
 }
+
+/// Two hosts wait on a queue with priorities on one node: a burst of jobs wakes both, as a
+/// channel would (one bell shared by the readers would wake only one, and the other would
+/// sleep through the burst until its read timed out).
+#[tokio::test]
+async fn every_host_waiting_on_a_queue_with_priorities_wakes_for_a_burst() {
+    let server = RedisServer::start();
+    let host = || async {
+        let pool =
+            Arc::new(RedisPool::new(&RedisSettings::default(), &server.url()).expect("pool"));
+        let backend = RedisQueue::connect(pool, &["jobs".to_string()])
+            .await
+            .expect("redis queue");
+        Arc::new(Queues::new(
+            Arc::new(backend),
+            &[trigger("priorities = true")],
+        ))
+    };
+    let (a, b) = (host().await, host().await);
+    let readers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|q| {
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let got = q
+                    .backend()
+                    .receive(&[("jobs".to_string(), 1)], Duration::from_secs(8))
+                    .await
+                    .expect("receive");
+                (got.len(), started.elapsed())
+            })
+        })
+        .collect();
+    // Time for both readers to find the queue empty and wait (see the case above).
+    llmchat_host::timers::sleep(Duration::from_millis(300)).await;
+    for i in 0..2 {
+        let request = EnqueueRequest {
+            priority: Some(i),
+            ..EnqueueRequest::default()
+        };
+        a.enqueue("jobs", "1".into(), request)
+            .await
+            .expect("enqueue");
+    }
+    for reader in readers {
+        let (got, waited) = reader.await.unwrap();
+        assert_eq!(got, 1);
+        assert!(
+            waited < Duration::from_secs(4),
+            "both readers woken by the burst: {waited:?}"
+        );
+    }
+}

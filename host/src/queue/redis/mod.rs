@@ -20,8 +20,9 @@
 //! - `llmchat:{q}:idle` and the shard channel `llmchat:{q}:wake`: the doorbell of a Redis
 //!   Cluster, where a reader cannot block on several queues (see `scripts`);
 //! - with `priorities = true`: `llmchat:{q}:prioritized` + `llmchat:{q}:job:<id>`, the ready
-//!   jobs by priority and arrival, a counter `llmchat:{q}:seq`, and on one node the stream
-//!   `llmchat:{q}:bell` that wakes a blocked reader (see `priority`).
+//!   jobs by priority and arrival, a counter `llmchat:{q}:seq`, and on one node the set
+//!   `llmchat:{q}:sleepers` of the readers waiting for a ring, each on its own stream
+//!   `llmchat:{q}:bell:<consumer>` (see `priority`).
 //!
 //! Every state change that touches more than one key is one Lua script, so several hosts
 //! can share the queues; finishing a job checks `XACK`'s answer, so a job reclaimed by
@@ -110,14 +111,19 @@ impl RedisQueue {
         }
     }
 
-    /// The `bell` stream the scripts that admit ready jobs ring a queue's reader with: on one
-    /// node, for a queue with priorities (see `priority`); else none (`""`).
-    fn bell_arg(&self, queue: &str) -> String {
+    /// The `sleepers` set whose readers the scripts that admit ready jobs ring: on one node,
+    /// for a queue with priorities (see `priority`); else none (`""`).
+    fn sleepers_arg(&self, queue: &str) -> String {
         if !self.pool.is_cluster() && self.priorities.has(queue) {
-            self.key(queue, "bell")
+            self.key(queue, "sleepers")
         } else {
             String::new()
         }
+    }
+
+    /// This reader's bell stream for `queue` (one node, a queue with priorities).
+    fn bell_key(&self, queue: &str) -> String {
+        self.key(queue, &format!("bell:{}", self.consumer))
     }
 
     /// The job hash prefix the scripts that requeue a job admit it under, for a queue with
@@ -177,9 +183,8 @@ impl RedisQueue {
     }
 
     async fn ensure_group(&self, queue: &str) -> Result<(), QueueError> {
-        let bell = self.bell_arg(queue);
-        if !bell.is_empty() {
-            self.create_group(bell).await?;
+        if !self.pool.is_cluster() && self.priorities.has(queue) {
+            self.create_group(self.bell_key(queue)).await?;
         }
         self.create_group(self.key(queue, "stream")).await
     }
@@ -253,7 +258,7 @@ impl RedisQueue {
     ) -> Result<redis::Value, QueueError> {
         let count = wants.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
         let mut streams: Vec<String> = wants.iter().map(|(q, _)| self.key(q, "stream")).collect();
-        streams.extend(rung_by.iter().map(|(q, _)| self.key(q, "bell")));
+        streams.extend(rung_by.iter().map(|(q, _)| self.bell_key(q)));
         let ids: Vec<&str> = vec![">"; streams.len()];
         let block_ms = wait.min(BLOCK_TIME).as_millis().max(1) as usize;
         if self.reader_id.load(Ordering::Relaxed) < 0 {
@@ -417,7 +422,7 @@ impl QueueBackend for RedisQueue {
             } else {
                 String::new()
             },
-            self.bell_arg(&q),
+            self.sleepers_arg(&q),
         ];
         let stream = keys[0].clone();
         let (status, value): (String, String) = self
@@ -624,7 +629,7 @@ impl QueueBackend for RedisQueue {
                 publish,
                 queue,
                 if self.priorities.has(q) { "1" } else { "" }.to_string(),
-                self.bell_arg(q),
+                self.sleepers_arg(q),
             ];
             let head: String = self
                 .pool
@@ -669,7 +674,6 @@ impl QueueBackend for RedisQueue {
                 "watched",
                 "prioritized",
                 "seq",
-                "bell",
             ],
         );
         let [count, oldest] = Self::keep_args(keep);
@@ -686,7 +690,7 @@ impl QueueBackend for RedisQueue {
         ];
         args.extend(self.events_args(queue));
         args.push(self.admit_prefix(queue));
-        args.push(self.bell_arg(queue));
+        args.push(self.sleepers_arg(queue));
         Ok(self.ack_script(&RECLAIM, queue, keys, args).await?.max(0) as usize)
     }
 
@@ -791,7 +795,7 @@ impl QueueBackend for RedisQueue {
         let mut args = vec![id.unwrap_or("").to_string(), self.ring_channel(queue)];
         args.extend(self.events_args(queue));
         args.push(self.admit_prefix(queue));
-        args.push(self.bell_arg(queue));
+        args.push(self.sleepers_arg(queue));
         let stream = keys[1].clone();
         let n: i64 = self
             .pool

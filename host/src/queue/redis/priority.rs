@@ -10,19 +10,23 @@
 //!
 //! Waking a reader: on a cluster the queue's doorbell rings as for any queue. On one node the
 //! reader blocks in one `XREADGROUP` over its queues' streams, where no new entry appears for
-//! a job admitted to the sorted set; so a read that finds the set empty sets the queue's idle
-//! flag, the next admit adds an entry to the queue's `bell` stream (read in the same
-//! `XREADGROUP`), and the reader, woken, reads the queue at once and acknowledges the bell in
-//! that read. Bells read by a host that died are acknowledged by the stalled-job sweep.
+//! a job admitted to the sorted set; so a read that finds the set empty puts the reader's own
+//! `bell:<consumer>` stream in the queue's `sleepers` set, the next admit adds an entry to the
+//! bell of every sleeper (read in the same `XREADGROUP`) and empties the set, and each reader,
+//! woken, reads the queue at once and acknowledges its bell in that read. Every waiting host
+//! wakes, as every subscriber of a channel would: one bell shared through a consumer group
+//! would wake only one, and another host could sleep through a burst. A bell stream expires
+//! two minutes after its reader's last read, so a host that died leaves nothing behind.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{Script, Value};
 
 use super::scripts::READ_PRIORITIZED;
 use super::{Delivery, GROUP, QueueError, RedisQueue, entries};
+use crate::redis::BLOCK_TIME;
 
 /// Bells kept between a read that woke on them and the read that acknowledges them; beyond
 /// it the oldest are left to the stalled-job sweep.
@@ -81,7 +85,14 @@ impl RedisQueue {
         n: usize,
         flag_ttl: &str,
     ) -> (&'static Script, Vec<String>, Vec<String>) {
-        let keys = self.keys(queue, &["stream", "idle", "prioritized", "ids", "bell"]);
+        let keys = vec![
+            self.key(queue, "stream"),
+            self.key(queue, "idle"),
+            self.key(queue, "prioritized"),
+            self.key(queue, "ids"),
+            self.bell_key(queue),
+            self.key(queue, "sleepers"),
+        ];
         let one_node = !self.pool.is_cluster();
         let mut args = vec![
             GROUP.to_string(),
@@ -100,8 +111,8 @@ impl RedisQueue {
     /// One node's receive when some wanted queue has priorities: those are read first (each
     /// by its script); the others are read without waiting when that found jobs, so a busy
     /// queue with priorities does not keep them waiting. With nothing found, one blocking
-    /// read waits on the other queues' streams and the bells, and a bell makes its queue be
-    /// read at once.
+    /// read waits on the other queues' streams and this reader's bells, and a bell makes the
+    /// queues be read again at once.
     pub(super) async fn receive_with_priorities(
         &self,
         wants: &[(String, usize)],
@@ -112,30 +123,35 @@ impl RedisQueue {
             .filter(|(_, n)| *n > 0)
             .cloned()
             .partition(|(q, _)| self.priorities.has(q));
-        let mut got = self.read_each(&ordered).await?;
-        if !got.is_empty() {
-            if !plain.is_empty() {
-                let reply = self.read_blocking(&plain, &[], Duration::ZERO).await?;
-                got.extend(entries::deliveries(&reply, self.pool.prefix()));
+        let deadline = Instant::now() + wait.min(BLOCK_TIME);
+        loop {
+            let mut got = self.read_each(&ordered).await?;
+            if !got.is_empty() {
+                if !plain.is_empty() {
+                    let reply = self.read_blocking(&plain, &[], Duration::ZERO).await?;
+                    got.extend(entries::deliveries(&reply, self.pool.prefix()));
+                }
+                return Ok(got);
             }
-            return Ok(got);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(got);
+            }
+            let reply = self.read_blocking(&plain, &ordered, left).await?;
+            let got = entries::deliveries(&reply, self.pool.prefix());
+            let bells = bells(&reply, self.pool.prefix());
+            // Timed out, interrupted, or jobs of the other queues: done. Rung (another
+            // host may have taken the job first): read the queues again, until `wait`.
+            if !got.is_empty() || bells.is_empty() {
+                self.priorities.keep_bells(bells);
+                return Ok(got);
+            }
+            self.priorities.keep_bells(bells);
         }
-        let reply = self.read_blocking(&plain, &ordered, wait).await?;
-        let got = entries::deliveries(&reply, self.pool.prefix());
-        let bells = bells(&reply, self.pool.prefix());
-        let rung: Vec<(String, usize)> = ordered
-            .into_iter()
-            .filter(|(q, _)| bells.iter().any(|(b, _)| b == q))
-            .collect();
-        self.priorities.keep_bells(bells);
-        if got.is_empty() && !rung.is_empty() {
-            return self.read_each(&rung).await;
-        }
-        Ok(got)
     }
 }
 
-/// The bells in an `XREADGROUP` reply: (queue, entry id) of each entry of a `bell` stream.
+/// The bells in an `XREADGROUP` reply: (queue, entry id) of each entry of a `bell:*` stream.
 fn bells(reply: &Value, prefix: &str) -> Vec<(String, String)> {
     let streams: Vec<(&Value, &Value)> = match reply {
         Value::Array(items) => items
@@ -151,9 +167,11 @@ fn bells(reply: &Value, prefix: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (key, items) in streams {
         let queue = entries::text(key).and_then(|k| {
-            k.strip_prefix(prefix)?
+            let (queue, part) = k
+                .strip_prefix(prefix)?
                 .strip_prefix(":{")?
-                .strip_suffix("}:bell")
+                .split_once("}:")?;
+            part.starts_with("bell:").then_some(queue)
         });
         let (Some(queue), Value::Array(items)) = (queue, items) else {
             continue;
@@ -182,7 +200,7 @@ mod tests {
             |id: &str| Value::Array(vec![bulk(id), Value::Array(vec![bulk("b"), bulk("")])]);
         let reply = Value::Array(vec![
             Value::Array(vec![
-                bulk("llmchat:{jobs}:bell"),
+                bulk("llmchat:{jobs}:bell:h-1-a"),
                 Value::Array(vec![entry("7-0")]),
             ]),
             Value::Array(vec![
@@ -190,7 +208,7 @@ mod tests {
                 Value::Array(vec![entry("8-0")]),
             ]),
             Value::Array(vec![
-                bulk("other:{jobs}:bell"),
+                bulk("other:{jobs}:bell:h-1-a"),
                 Value::Array(vec![entry("9-0")]),
             ]),
         ]);

@@ -8,30 +8,38 @@
 //! `SPUBLISH`es on the queue's `wake` shard channel. Flag and add are in one slot and one
 //! script each, so no wake-up is lost; a busy queue (no reader waiting) publishes nothing.
 //! On one node the scripts get no channel (`''`) and skip the doorbell entirely, except for a
-//! queue with priorities (below), whose bell is an entry in its `bell` stream instead.
+//! queue with priorities (below): there each reader that found it empty names its own `bell`
+//! stream in the queue's `sleepers` set, and the next add rings every one of them.
 //!
 //! Priorities (`priorities = true`): such a queue's ready jobs wait in a sorted set
 //! (`prioritized`, by priority then arrival; [`admit`](admit_function)) with their fields in
 //! a job hash, and its stream holds only jobs being delivered: [`READ_PRIORITIZED`] releases
 //! as many as the reader has slots for, highest first, into the stream and reads exactly
-//! those, so the order is strict across every host. A reader blocked on one node wakes on
-//! the queue's `bell` stream, which the ring adds an entry to.
+//! those, so the order is strict across every host.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// `ring(flag, channel, bell)`: the doorbell, for the scripts that add ready jobs: a message
-/// on `channel` (a cluster), else an entry in the `bell` stream (one node, a queue with
-/// priorities); a no-op with neither.
+/// `ring(flag, channel, sleepers)`: the doorbell, for the scripts that add ready jobs: a
+/// message on `channel` (a cluster), else an entry in the `bell` stream of every reader in
+/// the `sleepers` set (one node, a queue with priorities: see `READ_PRIORITIZED`); a no-op
+/// with neither. A bell outlives its reader by two minutes at most.
 macro_rules! ring_function {
     () => {
         r"
-local function ring(flag, channel, bell)
+local function ring(flag, channel, sleepers)
   if channel ~= '' then
     if redis.call('DEL', flag) == 1 then redis.call('SPUBLISH', channel, '') end
-  elseif bell and bell ~= '' then
-    if redis.call('DEL', flag) == 1 then redis.call('XADD', bell, 'MAXLEN', '16', '*', 'b', '') end
+  elseif sleepers and sleepers ~= '' then
+    local bells = redis.call('SMEMBERS', sleepers)
+    if #bells > 0 then
+      for _, bell in ipairs(bells) do
+        redis.call('XADD', bell, 'MAXLEN', '8', '*', 'b', '')
+        redis.call('PEXPIRE', bell, 120000)
+      end
+      redis.call('DEL', sleepers)
+    end
   end
 end"
     };
@@ -99,7 +107,7 @@ pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
 -- KEYS: stream, delayed, dedup, job hash, idle flag, prioritized, seq
 -- ARGV: id (a delayed job's) or suffix (an immediate job's), payload, attempt, max, backoff,
 --       enqueued_at, due_ms (0 = now), dedup_window_ms (0 = none), max_waiting, wake channel,
---       priority ('' = the queue has none), bell ('' = none)
+--       priority ('' = the queue has none), sleepers ('' = none)
 -- A job of a queue with priorities keeps ARGV id and waits in `prioritized` (or `delayed`).
 -- An immediate job's id is `ENTRY.SUFFIX`: its stream entry's id (found without an index:
 -- see `lookup`) and ARGV suffix (random, stored as `x`), so ids stay unique across queues.
@@ -260,7 +268,7 @@ pub(super) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
         r"
 -- KEYS: delayed, stream, idle flag, ids, watched, prioritized, seq
 -- ARGV: now_ms, batch, job hash prefix, wake channel, events channel, publish command, queue,
---       prioritized ('1' when the queue has priorities, else ''), bell ('' = none)
+--       prioritized ('1' when the queue has priorities, else ''), sleepers ('' = none)
 -- Returns the due time of the earliest job left (-1: none). Nothing due costs one ZRANGE.
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #head == 0 then return -1 end
@@ -294,11 +302,10 @@ pub(super) static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
         trim_dead_function!(),
         admit_function!(),
         r"
--- KEYS: stream, dead, stats, idle flag, ids, progress, dead ids, watched, prioritized, seq,
---       bell
+-- KEYS: stream, dead, stats, idle flag, ids, progress, dead ids, watched, prioritized, seq
 -- ARGV: group, consumer, min idle ms, count, error, keep count, failed_at, wake channel,
 --       keep oldest ms, events channel, publish command, queue, now,
---       job hash prefix ('' = the queue has no priorities), bell ('' = none)
+--       job hash prefix ('' = the queue has no priorities), sleepers ('' = none)
 local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
 local n = 0
 local buried = false
@@ -335,14 +342,6 @@ for _, entry in ipairs(claimed[2]) do
 end
 if buried then trim_dead(KEYS[2], KEYS[7], ARGV[6], ARGV[9]) end
 if n > 0 then ring(KEYS[4], ARGV[8], ARGV[15]) end
--- Bells read by a host that died before acknowledging them.
-if ARGV[15] ~= '' then
-  local ok, bells = pcall(redis.call, 'XAUTOCLAIM', KEYS[11], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', 100, 'JUSTID')
-  if ok and #bells[2] > 0 then
-    redis.call('XACK', KEYS[11], ARGV[1], unpack(bells[2]))
-    redis.call('XDEL', KEYS[11], unpack(bells[2]))
-  end
-end
 return n
 ",
     ))
@@ -356,7 +355,7 @@ pub(super) static RETRY_DEAD: LazyLock<Script> = LazyLock::new(|| {
         r"
 -- KEYS: dead, stream, idle flag, ids, dead ids, watched, prioritized, seq
 -- ARGV: job id ('' = all), wake channel, events channel, publish command, queue, now,
---       job hash prefix ('' = the queue has no priorities), bell ('' = none)
+--       job hash prefix ('' = the queue has no priorities), sleepers ('' = none)
 local entries
 if ARGV[1] == '' then
   entries = redis.call('XRANGE', KEYS[1], '-', '+')
@@ -408,12 +407,13 @@ return false
 /// The read of a queue with priorities (see the module doc): acknowledges the bells the
 /// reader was woken by, takes what its stream holds undelivered (nothing, unless a deploy
 /// turned priorities on with jobs waiting), then releases the highest-priority jobs into the
-/// stream and reads exactly those. Finding nothing, it sets the queue's idle flag, so the
-/// next job admitted rings.
+/// stream and reads exactly those. Finding nothing, it asks for a ring: on one node it puts
+/// its own bell stream in `sleepers` (every reader waiting on the queue is rung, as a
+/// channel would reach every subscriber), on a cluster it sets the idle flag.
 pub(super) static READ_PRIORITIZED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: stream, idle flag, prioritized, ids, bell
+-- KEYS: stream, idle flag, prioritized, ids, this reader's bell, sleepers
 -- ARGV: group, consumer, count, flag ttl ms, job hash prefix, bell ('1' on one node, else ''),
 --       then the bell entries to acknowledge
 if ARGV[6] ~= '' then
@@ -425,6 +425,7 @@ if ARGV[6] ~= '' then
   if redis.call('EXISTS', KEYS[5]) == 0 then
     pcall(redis.call, 'XGROUP', 'CREATE', KEYS[5], ARGV[1], '0', 'MKSTREAM')
   end
+  redis.call('PEXPIRE', KEYS[5], ARGV[4])
 end
 local n = tonumber(ARGV[3])
 local got = {}
@@ -448,7 +449,12 @@ if #got < n then
   end
 end
 if #got > 0 then return {{KEYS[1], got}} end
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+if ARGV[6] ~= '' then
+  redis.call('SADD', KEYS[6], KEYS[5])
+  redis.call('PEXPIRE', KEYS[6], ARGV[4])
+else
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+end
 return false
 ",
     )
