@@ -285,10 +285,8 @@ async fn serve(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) 
     };
     let services = Arc::new(Services {
         kv,
-        llm: Arc::new(llmchat_host::llm::Measured::new(
-            llmchat_host::llm::from_settings(&manifest.llm).with_context(in_manifest)?,
-            metrics.llm(),
-        )),
+        llm: llmchat_host::llm::from_config(&manifest.llm, metrics.llm())
+            .with_context(in_manifest)?,
         queues: queues.clone(),
         redis: redis.clone(),
         llm_gate: Arc::new(LlmGate::new(

@@ -21,6 +21,7 @@ mod idle_code;
 mod jobs;
 mod kv_conformance;
 mod lifecycle;
+mod llm_routing;
 mod logs;
 mod manifest_errors;
 mod metrics;

@@ -125,7 +125,7 @@ impl Host {
             }),
             services: Arc::new(Services {
                 kv: Arc::new(MemoryKv::new(1_000, 1 << 20, 64 << 10)),
-                llm: Arc::new(EchoProvider::new(None)),
+                llm: Arc::new(EchoProvider::new("echo", None)),
                 queues: Arc::new(Queues::new(Arc::new(MemoryQueue::new()), &[])),
                 redis: None,
                 llm_gate: Arc::new(llmchat_host::limits::llm::LlmGate::new(

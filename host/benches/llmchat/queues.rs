@@ -544,7 +544,7 @@ fn memory_throughput(
         ));
         let services = Arc::new(Services {
             kv: Arc::new(MemoryKv::new(1_000, 1 << 20, 64 << 10)),
-            llm: Arc::new(EchoProvider::new(None)),
+            llm: Arc::new(EchoProvider::new("echo", None)),
             queues: queues.clone(),
             redis: None,
             llm_gate: Arc::new(llmchat_host::limits::llm::LlmGate::new(

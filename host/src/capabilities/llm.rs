@@ -23,9 +23,9 @@ pub struct HostCompletionStream {
 fn to_wit(e: provider::LlmError) -> Error {
     match e {
         provider::LlmError::InvalidRequest(m) => Error::InvalidRequest(m),
-        provider::LlmError::Provider { status, message } => {
-            Error::Provider(ProviderError { status, message })
-        }
+        provider::LlmError::Provider {
+            status, message, ..
+        } => Error::Provider(ProviderError { status, message }),
         provider::LlmError::Unavailable(m) => Error::Unavailable(m),
         provider::LlmError::Timeout => Error::Timeout,
     }

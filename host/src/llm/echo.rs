@@ -12,12 +12,17 @@ use super::{
 };
 
 pub struct EchoProvider {
+    name: String,
     word_delay: Option<Duration>,
 }
 
 impl EchoProvider {
-    pub fn new(word_delay: Option<Duration>) -> Self {
-        Self { word_delay }
+    /// An echo provider named `name` (`echo` in the single-provider form).
+    pub fn new(name: &str, word_delay: Option<Duration>) -> Self {
+        Self {
+            name: name.to_string(),
+            word_delay,
+        }
     }
 }
 
@@ -85,8 +90,8 @@ impl Iterator for Pieces {
 
 #[async_trait]
 impl LlmProvider for EchoProvider {
-    fn name(&self) -> &'static str {
-        "echo"
+    fn name(&self) -> &str {
+        &self.name
     }
 
     fn default_model(&self) -> &str {
@@ -163,7 +168,7 @@ mod tests {
 
     #[tokio::test]
     async fn complete_echoes_the_last_user_message() {
-        let c = EchoProvider::new(None)
+        let c = EchoProvider::new("echo", None)
             .complete(request("hello world"))
             .await
             .unwrap();
@@ -180,7 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn stream_yields_word_by_word_then_usage() {
-        let s = EchoProvider::new(None)
+        let s = EchoProvider::new("echo", None)
             .stream(request("a b c"))
             .await
             .unwrap();
@@ -192,7 +197,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_messages_is_an_invalid_request() {
-        let err = EchoProvider::new(None)
+        let err = EchoProvider::new("echo", None)
             .complete(Request::default())
             .await
             .unwrap_err();

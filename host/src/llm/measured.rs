@@ -48,7 +48,7 @@ fn outcome(e: &LlmError) -> &'static str {
 
 #[async_trait]
 impl LlmProvider for Measured {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         self.inner.name()
     }
 

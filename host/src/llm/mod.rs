@@ -2,9 +2,11 @@
 //! default) and `openai` (any OpenAI-compatible `/v1/chat/completions`: OpenAI, Ollama,
 //! vLLM, llama.cpp). API keys stay here in the host; components only see completions.
 
+mod breaker;
 mod echo;
 mod measured;
 mod openai;
+mod router;
 mod sse;
 
 use std::pin::Pin;
@@ -18,8 +20,10 @@ use serde::{Deserialize, Serialize};
 pub use echo::EchoProvider;
 pub use measured::Measured;
 pub use openai::OpenAiProvider;
+pub use router::Router;
 
 use crate::manifest::LlmSettings;
+use crate::metrics::LlmMetrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,7 +77,12 @@ pub enum LlmError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("provider answered {status}: {message}")]
-    Provider { status: u16, message: String },
+    Provider {
+        status: u16,
+        message: String,
+        /// The provider's `Retry-After`, when it sent one (a 429 or 503).
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("provider unavailable: {0}")]
     Unavailable(String),
     #[error("provider timed out")]
@@ -84,7 +93,7 @@ pub enum LlmError {
 #[async_trait]
 pub trait LlmProvider: Send + Sync {
     /// The provider's name as reported to components, e.g. "echo".
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     /// The model a request that names none gets, for metrics.
     fn default_model(&self) -> &str;
     async fn complete(&self, request: Request) -> Result<Completion, LlmError>;
@@ -93,11 +102,30 @@ pub trait LlmProvider: Send + Sync {
     async fn probe(&self) -> Result<(), LlmError>;
 }
 
-/// Builds the provider the manifest asks for.
-pub fn from_settings(settings: &LlmSettings) -> Result<Arc<dyn LlmProvider>> {
+/// The providers of `[llm]` behind their router, each measured in `metrics`.
+pub fn from_config(
+    config: &crate::manifest::LlmConfig,
+    metrics: LlmMetrics,
+) -> Result<Arc<dyn LlmProvider>> {
+    let mut providers = std::collections::BTreeMap::new();
+    for (name, settings) in &config.providers {
+        let inner = from_settings(name, settings)
+            .map_err(|e| anyhow::anyhow!("in [llm] provider `{name}`: {e:#}"))?;
+        providers.insert(
+            name.clone(),
+            Arc::new(Measured::new(inner, metrics.clone())) as Arc<dyn LlmProvider>,
+        );
+    }
+    Ok(Arc::new(Router::new(config, providers, metrics)))
+}
+
+/// Builds one provider, named `name`.
+pub fn from_settings(name: &str, settings: &LlmSettings) -> Result<Arc<dyn LlmProvider>> {
     Ok(match settings {
-        LlmSettings::Echo { word_delay } => Arc::new(EchoProvider::new(word_delay.map(|d| d.0))),
-        LlmSettings::Openai { .. } => Arc::new(OpenAiProvider::from_settings(settings)?),
+        LlmSettings::Echo { word_delay } => {
+            Arc::new(EchoProvider::new(name, word_delay.map(|d| d.0)))
+        }
+        LlmSettings::Openai { .. } => Arc::new(OpenAiProvider::from_settings(name, settings)?),
     })
 }
 

@@ -21,6 +21,8 @@ use crate::manifest::LlmSettings;
 const MAX_ERROR_TEXT: usize = 500;
 
 pub struct OpenAiProvider {
+    /// As the manifest names it (`openai` in the single-provider form).
+    name: String,
     client: reqwest::Client,
     url: String,
     /// `GET {base_url}/models`: what [`LlmProvider::probe`] asks.
@@ -31,7 +33,7 @@ pub struct OpenAiProvider {
 }
 
 impl OpenAiProvider {
-    pub fn from_settings(settings: &LlmSettings) -> Result<Self> {
+    pub fn from_settings(name: &str, settings: &LlmSettings) -> Result<Self> {
         let LlmSettings::Openai {
             base_url,
             api_key_env,
@@ -44,7 +46,7 @@ impl OpenAiProvider {
         };
         let api_key = match api_key_env {
             Some(var) => Some(std::env::var(var).with_context(|| {
-                format!("environment variable `{var}` (named by [llm] api_key_env) is not set")
+                format!("environment variable `{var}` (named by its api_key_env) is not set")
             })?),
             None => None,
         };
@@ -53,6 +55,7 @@ impl OpenAiProvider {
             .build()
             .context("building the HTTP client for the openai provider")?;
         Ok(Self {
+            name: name.to_string(),
             client,
             url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
             models_url: format!("{}/models", base_url.trim_end_matches('/')),
@@ -106,6 +109,11 @@ impl OpenAiProvider {
         if status.is_success() {
             return Ok(response);
         }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let text = crate::timers::timeout(self.timeout, response.text())
             .await
             .map_err(|_| LlmError::Timeout)?
@@ -113,6 +121,7 @@ impl OpenAiProvider {
         Err(LlmError::Provider {
             status: status.as_u16(),
             message: error_message(&text),
+            retry_after,
         })
     }
 }
@@ -128,6 +137,19 @@ fn transport_error(e: reqwest::Error) -> LlmError {
                 .unwrap_or_default()
         ))
     }
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date (how long from now; zero if past).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// The `error.message` of an OpenAI error body, or the start of the body itself.
@@ -195,6 +217,7 @@ fn parse_chunk(data: &str) -> Result<Option<Vec<StreamEvent>>, LlmError> {
         return Err(LlmError::Provider {
             status: 200,
             message: message.to_string(),
+            retry_after: None,
         });
     }
     let mut events: Vec<StreamEvent> = chunk
@@ -257,8 +280,8 @@ impl StreamState {
 
 #[async_trait]
 impl LlmProvider for OpenAiProvider {
-    fn name(&self) -> &'static str {
-        "openai"
+    fn name(&self) -> &str {
+        &self.name
     }
 
     fn default_model(&self) -> &str {

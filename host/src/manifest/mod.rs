@@ -9,6 +9,7 @@ mod backoff;
 mod component;
 mod deploy;
 mod env;
+mod llm;
 mod net;
 mod quotas;
 mod rate;
@@ -30,6 +31,7 @@ pub use component::{
     MIN_MEMORY_LIMIT, MIN_RESOURCES, Secret, SecretSource,
 };
 pub use deploy::{DeploySettings, DeploySpec};
+pub use llm::{LlmConfig, LlmRetry, LlmTarget};
 pub use net::{IpNet, canonical as canonical_ip};
 pub use quotas::QuotaSettings;
 pub use rate::Rate;
@@ -54,7 +56,7 @@ pub struct Manifest {
     /// Where the manifest was read from; relative sources are resolved against its folder.
     pub path: PathBuf,
     pub http: HttpSettings,
-    pub llm: LlmSettings,
+    pub llm: LlmConfig,
     pub kv: KvSettings,
     pub redis: RedisSettings,
     /// Components by name, sorted so that logs and pool sizing are deterministic.
@@ -189,6 +191,26 @@ impl Default for LlmSettings {
     }
 }
 
+impl LlmSettings {
+    /// `echo` or `openai`: the provider's name in the single-provider form.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmSettings::Echo { .. } => "echo",
+            LlmSettings::Openai { .. } => "openai",
+        }
+    }
+
+    /// What serde cannot check.
+    fn check(&self) -> Result<()> {
+        if let LlmSettings::Openai { base_url, .. } = self
+            && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+        {
+            bail!("field `base_url`: {base_url:?} must start with http:// or https://");
+        }
+        Ok(())
+    }
+}
+
 /// Bounds of the embedded kv store.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,7 +276,7 @@ struct RawManifest {
     #[serde(default)]
     http: HttpSettings,
     #[serde(default)]
-    llm: LlmSettings,
+    llm: Option<toml::Table>,
     #[serde(default)]
     kv: KvSettings,
     #[serde(default)]
@@ -310,18 +332,14 @@ impl Manifest {
             );
         }
         raw.redis.validate(base)?;
-        if let LlmSettings::Openai { base_url, .. } = &raw.llm
-            && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
-        {
-            bail!("in [llm]: field `base_url`: {base_url:?} must start with http:// or https://");
-        }
+        let llm = LlmConfig::from_table(raw.llm)?;
         if raw.kv.max_keys == 0 || raw.kv.max_bytes.bytes() == 0 {
             bail!("in [kv]: `max_keys` and `max_bytes` must be greater than zero");
         }
         Ok(Manifest {
             path: path.to_path_buf(),
             http: raw.http,
-            llm: raw.llm,
+            llm,
             kv: raw.kv,
             redis: raw.redis,
             components,

@@ -40,7 +40,10 @@ fn full_manifest_parses_with_defaults() {
     assert_eq!(chat.source, dir.path().join("a.wasm"));
     assert_eq!(chat.config["greeting"], "hi");
     assert_eq!(chat.config["agents"], r#"[{"id":"general"}]"#);
-    assert_eq!(m.llm, LlmSettings::Echo { word_delay: None });
+    assert_eq!(
+        m.llm.providers["echo"],
+        LlmSettings::Echo { word_delay: None }
+    );
 }
 
 #[test]
@@ -381,7 +384,10 @@ fn openai_provider_needs_base_url_and_model() {
         "[llm]\nprovider = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"\napi_key_env = \"K\"\n",
     )
     .unwrap();
-    assert!(matches!(m.llm, LlmSettings::Openai { .. }));
+    assert!(matches!(
+        m.llm.providers["openai"],
+        LlmSettings::Openai { .. }
+    ));
 }
 
 #[test]

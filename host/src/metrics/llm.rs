@@ -8,6 +8,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::HistogramFamily;
@@ -44,6 +45,19 @@ pub(super) struct LlmOutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// `llmchat_llm_retries_total{provider}` and `llmchat_llm_breaker_state{provider}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct ProviderLabels {
+    pub provider: String,
+}
+
+/// `llmchat_llm_fallbacks_total{from, to}`: a call left target `from` for `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct FallbackLabels {
+    pub from: String,
+    pub to: String,
+}
+
 /// Distinct models with their own series: a component names the model, so the set is not
 /// bounded by the manifest.
 pub const MAX_MODEL_SERIES: usize = 64;
@@ -59,6 +73,9 @@ pub struct LlmMetrics {
     pub(super) requests: Family<LlmOutcomeLabels, Counter>,
     pub(super) duration: HistogramFamily<LlmCallLabels>,
     pub(super) first_token: HistogramFamily<LlmCallLabels>,
+    pub(super) retries: Family<ProviderLabels, Counter>,
+    pub(super) fallbacks: Family<FallbackLabels, Counter>,
+    pub(super) breaker: Family<ProviderLabels, Gauge>,
     models_seen: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -68,8 +85,16 @@ impl LlmMetrics {
             requests: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(LLM_BUCKETS)),
             first_token: Family::new_with_constructor(|| Histogram::new(LLM_BUCKETS)),
+            retries: Family::default(),
+            fallbacks: Family::default(),
+            breaker: Family::default(),
             models_seen: Arc::default(),
         }
+    }
+
+    /// Metrics registered nowhere: for code (tests) that needs them but not `/metrics`.
+    pub fn detached() -> Self {
+        Self::new()
     }
 
     /// The labels of a call to `provider` for `model`, `other` past [`MAX_MODEL_SERIES`].
@@ -100,6 +125,31 @@ impl LlmMetrics {
         self.duration
             .get_or_create(labels)
             .observe(took.as_secs_f64());
+    }
+
+    /// A call to `provider` is tried again after a retryable failure.
+    pub fn retried(&self, provider: &str) {
+        let labels = ProviderLabels {
+            provider: provider.to_string(),
+        };
+        self.retries.get_or_create(&labels).inc();
+    }
+
+    /// A call gave up on target `from` (a `provider/model`) and went on to `to`.
+    pub fn fell_over(&self, from: &str, to: &str) {
+        let labels = FallbackLabels {
+            from: from.to_string(),
+            to: to.to_string(),
+        };
+        self.fallbacks.get_or_create(&labels).inc();
+    }
+
+    /// `provider`'s circuit is now closed (0), open (1) or half-open (2).
+    pub fn breaker_state(&self, provider: &str, state: i64) {
+        let labels = ProviderLabels {
+            provider: provider.to_string(),
+        };
+        self.breaker.get_or_create(&labels).set(state);
     }
 
     /// The first token of a call arrived `after` it started.

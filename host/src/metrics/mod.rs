@@ -260,6 +260,21 @@ impl Metrics {
             Unit::Seconds,
             llm.first_token.clone(),
         );
+        registry.register(
+            "llm_retries",
+            "LLM calls tried again on the same provider after a 429, a 5xx, a connect error or a timeout",
+            llm.retries.clone(),
+        );
+        registry.register(
+            "llm_fallbacks",
+            "LLM calls that gave up on one target (provider/model) and went on to the next of their route",
+            llm.fallbacks.clone(),
+        );
+        registry.register(
+            "llm_breaker_state",
+            "Each LLM provider's circuit as of its last call: 0 closed, 1 open (calls fall over at once), 2 half-open (one probe)",
+            llm.breaker.clone(),
+        );
         Self {
             registry,
             invocations,

@@ -21,6 +21,8 @@ pub const API_KEY: &str = "test-key";
 struct Shared {
     requests: Mutex<Vec<Value>>,
     failure: Mutex<Option<(u16, String)>>,
+    /// The `Retry-After` seconds sent with the failure.
+    retry_after: Mutex<Option<u64>>,
     gated: Mutex<bool>,
     stalled: Mutex<bool>,
     gate: Semaphore,
@@ -38,6 +40,7 @@ impl FakeOpenAi {
         let shared = Arc::new(Shared {
             requests: Mutex::default(),
             failure: Mutex::default(),
+            retry_after: Mutex::default(),
             gated: Mutex::default(),
             stalled: Mutex::default(),
             gate: Semaphore::new(0),
@@ -83,6 +86,12 @@ impl FakeOpenAi {
     /// Makes every later request fail with `status` and an OpenAI error body.
     pub fn fail_with(&self, status: u16, message: &str) {
         *self.shared.failure.lock().unwrap() = Some((status, message.to_string()));
+    }
+
+    /// As [`Self::fail_with`], with a `Retry-After: seconds` header.
+    pub fn fail_with_retry_after(&self, status: u16, message: &str, seconds: u64) {
+        *self.shared.retry_after.lock().unwrap() = Some(seconds);
+        self.fail_with(status, message);
     }
 
     /// Makes streams pause after their first content chunk until [`Self::release`].
@@ -133,7 +142,14 @@ async fn completions(
         std::future::pending::<()>().await;
     }
     if let Some((status, message)) = shared.failure.lock().unwrap().clone() {
-        return error(status, &message);
+        let mut response = error(status, &message);
+        if let Some(seconds) = *shared.retry_after.lock().unwrap() {
+            response.headers_mut().insert(
+                "retry-after",
+                seconds.to_string().parse().expect("a header value"),
+            );
+        }
+        return response;
     }
     let model = body["model"].as_str().unwrap_or("fake-model").to_string();
     let words = answer_words(&body);
