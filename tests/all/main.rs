@@ -5,6 +5,7 @@
 //! a local server speaking the OpenAI wire format, because there is no internet here.
 
 mod admin;
+mod anthropic;
 mod chat_api;
 mod compile;
 mod components_guard;

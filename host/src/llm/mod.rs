@@ -1,7 +1,10 @@
 //! LLM providers behind one trait, [`LlmProvider`]: `echo` (the embedded, deterministic
-//! default) and `openai` (any OpenAI-compatible `/v1/chat/completions`: OpenAI, Ollama,
-//! vLLM, llama.cpp). API keys stay here in the host; components only see completions.
+//! default), `openai` (any OpenAI-compatible `/v1/chat/completions`: OpenAI, Ollama, vLLM,
+//! llama.cpp) and `anthropic` (the native Messages API), several of them behind the
+//! [`Router`] that retries and falls over. API keys stay here in the host; components only
+//! see completions.
 
+mod anthropic;
 mod breaker;
 mod echo;
 mod measured;
@@ -17,6 +20,7 @@ use async_trait::async_trait;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
+pub use anthropic::AnthropicProvider;
 pub use echo::EchoProvider;
 pub use measured::Measured;
 pub use openai::OpenAiProvider;
@@ -126,6 +130,9 @@ pub fn from_settings(name: &str, settings: &LlmSettings) -> Result<Arc<dyn LlmPr
             Arc::new(EchoProvider::new(name, word_delay.map(|d| d.0)))
         }
         LlmSettings::Openai { .. } => Arc::new(OpenAiProvider::from_settings(name, settings)?),
+        LlmSettings::Anthropic { .. } => {
+            Arc::new(AnthropicProvider::from_settings(name, settings)?)
+        }
     })
 }
 

@@ -126,7 +126,7 @@ impl OpenAiProvider {
     }
 }
 
-fn transport_error(e: reqwest::Error) -> LlmError {
+pub(super) fn transport_error(e: reqwest::Error) -> LlmError {
     if e.is_timeout() {
         LlmError::Timeout
     } else {
@@ -140,7 +140,7 @@ fn transport_error(e: reqwest::Error) -> LlmError {
 }
 
 /// A `Retry-After` value: seconds, or an HTTP date (how long from now; zero if past).
-fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(super) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<f64>() {
         return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
@@ -153,7 +153,7 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 /// The `error.message` of an OpenAI error body, or the start of the body itself.
-fn error_message(body: &str) -> String {
+pub(super) fn error_message(body: &str) -> String {
     #[derive(Deserialize)]
     struct ErrorBody {
         error: ErrorDetail,
@@ -231,15 +231,39 @@ fn parse_chunk(data: &str) -> Result<Option<Vec<StreamEvent>>, LlmError> {
     Ok(Some(events))
 }
 
-struct StreamState {
+/// A provider's event stream read as [`StreamEvent`]s: the SSE payloads of `body`, each
+/// turned into events by `parse` (`None`: the provider said the stream is done).
+pub(super) struct StreamState {
     body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     decoder: SseDecoder,
     pending: VecDeque<StreamEvent>,
     idle_timeout: Duration,
     done: bool,
+    parse: fn(&str) -> Result<Option<Vec<StreamEvent>>, LlmError>,
 }
 
 impl StreamState {
+    /// The events of `response`'s body; a gap longer than `idle_timeout` is a timeout.
+    pub(super) fn of(
+        response: reqwest::Response,
+        idle_timeout: Duration,
+        parse: fn(&str) -> Result<Option<Vec<StreamEvent>>, LlmError>,
+    ) -> CompletionStream {
+        let state = StreamState {
+            body: response.bytes_stream().boxed(),
+            decoder: SseDecoder::default(),
+            pending: VecDeque::new(),
+            idle_timeout,
+            done: false,
+            parse,
+        };
+        let stream = futures::stream::unfold(state, |mut s| async move {
+            let event = s.next_event().await?;
+            Some((event, s))
+        });
+        Box::pin(stream)
+    }
+
     async fn next_event(&mut self) -> Option<Result<StreamEvent, LlmError>> {
         loop {
             if let Some(event) = self.pending.pop_front() {
@@ -262,7 +286,7 @@ impl StreamState {
                 }
             };
             for data in payloads {
-                match parse_chunk(&data) {
+                match (self.parse)(&data) {
                     Ok(Some(events)) => self.pending.extend(events),
                     Ok(None) => self.done = true,
                     Err(e) => return self.fail(e),
@@ -308,7 +332,7 @@ impl LlmProvider for OpenAiProvider {
         Ok(Completion {
             content,
             model: body.model,
-            provider: "openai".into(),
+            provider: self.name.clone(),
             usage: body.usage,
         })
     }
@@ -316,18 +340,7 @@ impl LlmProvider for OpenAiProvider {
     async fn stream(&self, request: Request) -> Result<CompletionStream, LlmError> {
         check_request(&request)?;
         let response = self.send(&request, true).await?;
-        let state = StreamState {
-            body: response.bytes_stream().boxed(),
-            decoder: SseDecoder::default(),
-            pending: VecDeque::new(),
-            idle_timeout: self.timeout,
-            done: false,
-        };
-        let stream = futures::stream::unfold(state, |mut s| async move {
-            let event = s.next_event().await?;
-            Some((event, s))
-        });
-        Ok(Box::pin(stream))
+        Ok(StreamState::of(response, self.timeout, parse_chunk))
     }
 }
 

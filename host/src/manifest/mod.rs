@@ -183,6 +183,22 @@ pub enum LlmSettings {
         #[serde(default = "defaults::llm_connect_timeout")]
         connect_timeout: HumanDuration,
     },
+    /// Anthropic's native Messages API (`POST {base_url}/messages`).
+    Anthropic {
+        #[serde(default = "defaults::anthropic_base_url")]
+        base_url: String,
+        /// The name of the environment variable that holds the API key (never the key).
+        #[serde(default)]
+        api_key_env: Option<String>,
+        model: String,
+        /// The API requires a bound on each answer; used when a request sets none.
+        #[serde(default = "defaults::anthropic_max_tokens")]
+        max_tokens: u32,
+        #[serde(default = "defaults::llm_timeout")]
+        timeout: HumanDuration,
+        #[serde(default = "defaults::llm_connect_timeout")]
+        connect_timeout: HumanDuration,
+    },
 }
 
 impl Default for LlmSettings {
@@ -197,12 +213,13 @@ impl LlmSettings {
         match self {
             LlmSettings::Echo { .. } => "echo",
             LlmSettings::Openai { .. } => "openai",
+            LlmSettings::Anthropic { .. } => "anthropic",
         }
     }
 
     /// What serde cannot check.
     fn check(&self) -> Result<()> {
-        if let LlmSettings::Openai { base_url, .. } = self
+        if let LlmSettings::Openai { base_url, .. } | LlmSettings::Anthropic { base_url, .. } = self
             && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
         {
             bail!("field `base_url`: {base_url:?} must start with http:// or https://");
@@ -257,6 +274,12 @@ mod defaults {
     }
     pub fn llm_connect_timeout() -> HumanDuration {
         HumanDuration(Duration::from_secs(5))
+    }
+    pub fn anthropic_base_url() -> String {
+        "https://api.anthropic.com/v1".to_string()
+    }
+    pub fn anthropic_max_tokens() -> u32 {
+        1024
     }
     pub fn kv_max_keys() -> usize {
         100_000

@@ -2,6 +2,7 @@
 
 pub mod certs;
 pub mod chromium;
+pub mod fake_anthropic;
 pub mod fake_openai;
 pub mod prometheus;
 pub mod redis;
