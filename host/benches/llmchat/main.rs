@@ -36,10 +36,12 @@
 //! `LLMCHAT_BENCH_ONLY=soak` the soak alone (`LLMCHAT_BENCH_QUICK=1`: 100k invocations;
 //! `LLMCHAT_BENCH_SOAK_BACKEND=redis` puts its kv and queues on a private Redis), and
 //! `LLMCHAT_BENCH_ONLY=deploy` the deploy benchmark alone, and `LLMCHAT_BENCH_ONLY=polyglot`
-//! the polyglot benchmark alone, and `LLMCHAT_BENCH_ONLY=limits` the rate-limit check.
+//! the polyglot benchmark alone, and `LLMCHAT_BENCH_ONLY=limits` the rate-limit check;
+//! `LLMCHAT_BENCH_ONLY=llm` the LLM call's added latency.
 //! `LLMCHAT_BENCH_ONLY=core` runs (a), (b, c) and (q) only: per-invocation cost, HTTP req/s
 //! and jobs/s, the figures to compare two builds of the host by, one after the other.
 //! - [`limits`]: (l) the cost of a rate-limit check, in memory and on Redis.
+//! - [`llm`]: (o) the host's added latency per LLM call, plain and streamed.
 //! - [`footprint`]: (m) the memory targets of issue 11: idle RSS after a first start and
 //!   after a deploy, RSS under `wrk` load on the TypeScript and Python handlers and after it,
 //!   and peak RSS under the `fields-bomb` attack, beside `wasmtime serve`'s
@@ -56,6 +58,7 @@ mod footprint;
 mod interleave;
 mod invocation;
 mod limits;
+mod llm;
 mod load;
 mod memory;
 mod peers;
@@ -133,6 +136,11 @@ fn run() -> Result<()> {
             eprintln!("(l) rate-limit check: memory and Redis");
             let results = limits::measure()?;
             return write_report(&paths, &report::render_limits(&results));
+        }
+        Ok("llm") => {
+            eprintln!("(o) the host's added latency per LLM call");
+            let results = llm::measure()?;
+            return write_report(&paths, &report::render_llm(&results));
         }
         Ok("memory") => {
             eprintln!("(m) memory targets: idle, deploy, load, attackers");
@@ -252,6 +260,9 @@ fn run() -> Result<()> {
     eprintln!("(l) rate-limit check: memory and Redis");
     let limits = limits::measure()?;
 
+    eprintln!("(o) the host's added latency per LLM call");
+    let llm = llm::measure()?;
+
     eprintln!("(m) memory targets: idle, deploy, load, attackers");
     let footprint = footprint::measure(&paths, &manifest)?;
 
@@ -286,6 +297,7 @@ fn run() -> Result<()> {
         fairness,
     });
     table.push_str(&report::render_limits(&limits));
+    table.push_str(&report::render_llm(&llm));
     write_report(&paths, &table)
 }
 

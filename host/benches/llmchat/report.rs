@@ -254,6 +254,26 @@ pub fn render_limits(l: &crate::limits::Results) -> String {
     )
 }
 
+/// (o): the host's added latency per LLM call, against a fake that answers at once.
+pub fn render_llm(l: &crate::llm::Results) -> String {
+    let row = |what: &str, pair: &(Vec<f64>, Vec<f64>)| {
+        let (p50, p99) = crate::llm::Results::added(pair);
+        let status = if p50 <= 200.0 { "PASS" } else { "MISS" };
+        format!(
+            "| (o) {what} | +{p50:.0} µs p50, +{p99:.0} µs p99 (the call {:.0} / {:.0} µs, a bare client {:.0} / {:.0} µs) | ≤ 200 µs p50 | {status} |\n",
+            crate::percentile(&pair.1, 50.0),
+            crate::percentile(&pair.1, 99.0),
+            crate::percentile(&pair.0, 50.0),
+            crate::percentile(&pair.0, 99.0),
+        )
+    };
+    format!(
+        "\n| LLM call, host's added latency | Result | Target | Status |\n|---|---|---|---|\n{}{}",
+        row("complete", &l.plain),
+        row("stream (3 deltas + usage)", &l.streamed)
+    )
+}
+
 pub fn render_deploy(d: &deploy::Results) -> String {
     let rows = deploy_rows(d);
     let mut out = String::from("## Benchmarks (deploy only)\n\n");
