@@ -89,6 +89,12 @@ fn a_failing_provider_is_retried_then_left_for_the_next_target_and_its_circuit_o
         );
         (fallbacks >= 2.0 && retries == 1.0 && open == 1.0).then_some(())
     });
+    let history: Value = crate::support::get_json(&host.url("/dashboard/history"));
+    assert_eq!(
+        history["llm_providers"],
+        json!([{"provider": "backup", "state": "closed"}, {"provider": "primary", "state": "open"}]),
+        "the dashboard shows each provider's circuit"
+    );
 }
 
 #[test]

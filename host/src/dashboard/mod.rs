@@ -86,6 +86,15 @@ struct HistoryJson<'a> {
     capacity: usize,
     samples: &'a [Sample],
     alerts: Vec<RecentAlert>,
+    /// Each LLM provider's circuit, as of its last call.
+    llm_providers: Vec<ProviderState>,
+}
+
+#[derive(Serialize)]
+struct ProviderState {
+    provider: String,
+    /// `closed`, `open` (calls fall over at once) or `half-open` (one probe let through).
+    state: &'static str,
 }
 
 impl Dashboard {
@@ -157,6 +166,20 @@ impl Dashboard {
             capacity,
             samples: &samples,
             alerts: self.metrics.monitors().recent_alerts(),
+            llm_providers: self
+                .metrics
+                .llm()
+                .breaker_states()
+                .into_iter()
+                .map(|(provider, state)| ProviderState {
+                    provider,
+                    state: match state {
+                        0 => "closed",
+                        1 => "open",
+                        _ => "half-open",
+                    },
+                })
+                .collect(),
         };
         serde_json::to_string(&json).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }

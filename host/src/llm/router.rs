@@ -48,6 +48,9 @@ impl Router {
         metrics: LlmMetrics,
     ) -> Self {
         let retry = config.retry;
+        for name in providers.keys() {
+            metrics.breaker_state(name, 0);
+        }
         let providers = providers
             .into_iter()
             .map(|(name, provider)| {

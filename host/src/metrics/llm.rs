@@ -76,6 +76,9 @@ pub struct LlmMetrics {
     pub(super) retries: Family<ProviderLabels, Counter>,
     pub(super) fallbacks: Family<FallbackLabels, Counter>,
     pub(super) breaker: Family<ProviderLabels, Gauge>,
+    /// The breaker states again, by provider, for the dashboard (a gauge family cannot be
+    /// listed); one entry per provider of the manifest.
+    breakers: Arc<Mutex<std::collections::BTreeMap<String, i64>>>,
     models_seen: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -88,6 +91,7 @@ impl LlmMetrics {
             retries: Family::default(),
             fallbacks: Family::default(),
             breaker: Family::default(),
+            breakers: Arc::default(),
             models_seen: Arc::default(),
         }
     }
@@ -150,6 +154,16 @@ impl LlmMetrics {
             provider: provider.to_string(),
         };
         self.breaker.get_or_create(&labels).set(state);
+        self.breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(labels.provider, state);
+    }
+
+    /// Every provider's breaker state (0 closed, 1 open, 2 half-open) as of its last call.
+    pub fn breaker_states(&self) -> Vec<(String, i64)> {
+        let states = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        states.iter().map(|(p, s)| (p.clone(), *s)).collect()
     }
 
     /// The first token of a call arrived `after` it started.
