@@ -205,3 +205,57 @@ fn llm_calls_are_counted_and_timed_by_provider_and_model() {
         "the stream read to its end counts as ok"
     );
 }
+
+/// `llm.embed` from a component (the fixture processor's `embed` job) through the openai
+/// provider: vectors in input order, the provider's `embedding_model` when the call names
+/// none, and a call over the bounds refused before anything is sent.
+#[test]
+fn a_component_embeds_texts_and_oversized_calls_are_refused() {
+    let fake = FakeOpenAi::start();
+    let manifest = format!(
+        "[llm]\nprovider = \"openai\"\nbase_url = \"{}\"\napi_key_env = \"{KEY_VAR}\"\nmodel = \"fake-model\"\nembedding_model = \"embed-small\"\n{}[[trigger.queue]]\nqueue = \"jobs\"\ncomponent = \"p\"\nmax_attempts = 1\nkeep_completed = {{ count = 10 }}\n",
+        fake.base_url,
+        crate::support::component_toml("p", &crate::support::component("fixture-processor"), ""),
+    );
+    let host = Host::start_with_env(&manifest, &[(KEY_VAR, API_KEY)]);
+    let enqueue = |payload: Value| -> String {
+        let response = client()
+            .post(host.url("/admin/queues/jobs/jobs"))
+            .json(&json!({ "payload": payload }))
+            .send()
+            .expect("enqueue");
+        response.json::<Value>().expect("JSON")["id"]
+            .as_str()
+            .expect("an id")
+            .to_string()
+    };
+    let finished = |id: &str| -> Value {
+        poll_until(std::time::Duration::from_secs(20), "the job ends", || {
+            let job: Value =
+                crate::support::get_json(&host.url(&format!("/admin/queues/jobs/jobs/{id}")));
+            matches!(job["state"].as_str(), Some("completed" | "dead")).then_some(job)
+        })
+    };
+    let ok = finished(&enqueue(json!({"action": "embed", "inputs": ["a", "bbb"]})));
+    assert_eq!(ok["state"], "completed", "{ok}");
+    assert_eq!(ok["result"], "[[1.0, 0.0, 0.5], [3.0, 1.0, 0.5]]");
+    let sent = fake
+        .requests()
+        .into_iter()
+        .find(|r| r["input"].is_array())
+        .expect("an embeddings request");
+    assert_eq!(sent["model"], "embed-small");
+
+    let many: Vec<String> = (0..129).map(|i| i.to_string()).collect();
+    let sent_before = fake.requests().len();
+    let refused = finished(&enqueue(json!({"action": "embed", "inputs": many})));
+    assert_eq!(refused["state"], "dead", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("1 to 128 inputs"),
+        "{refused}"
+    );
+    assert_eq!(fake.requests().len(), sent_before, "nothing was sent");
+}

@@ -107,6 +107,7 @@ pub fn measure() -> Result<Results> {
             model: "fake".into(),
             timeout: HumanDuration(Duration::from_secs(10)),
             connect_timeout: HumanDuration(Duration::from_secs(5)),
+            embedding_model: None,
         };
         let config = LlmConfig {
             providers: BTreeMap::from([("openai".to_string(), settings)]),

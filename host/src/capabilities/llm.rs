@@ -91,6 +91,14 @@ impl llm::Host for &mut CapabilityCtx {
         }))
     }
 
+    async fn embed(
+        &mut self,
+        model: Option<String>,
+        inputs: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<Vec<f32>>, Error>> {
+        Ok(CapabilityCtx::embed(self, model, inputs).await)
+    }
+
     async fn complete_streaming(
         &mut self,
         request: Request,
@@ -117,6 +125,25 @@ impl llm::Host for &mut CapabilityCtx {
             }
             Err(e) => Ok(Err(to_wit(e))),
         }
+    }
+}
+
+impl CapabilityCtx {
+    /// `llm.embed`: through the component's LLM turn (the calls at once are bounded as for
+    /// completions), its inputs bounded before anything is sent.
+    pub(super) async fn embed(
+        &mut self,
+        model: Option<String>,
+        inputs: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        provider::check_embed(&inputs).map_err(to_wit)?;
+        let _turn = self
+            .services
+            .llm_gate
+            .turn(&self.component.name)
+            .await
+            .map_err(Error::Unavailable)?;
+        self.services.llm.embed(model, inputs).await.map_err(to_wit)
     }
 }
 

@@ -56,6 +56,14 @@ impl LlmProvider for Measured {
         self.inner.default_model()
     }
 
+    async fn embed(
+        &self,
+        model: Option<String>,
+        inputs: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, LlmError> {
+        self.inner.embed(model, inputs).await
+    }
+
     async fn complete(&self, request: Request) -> Result<Completion, LlmError> {
         let labels = self.labels(&request);
         let started = Instant::now();

@@ -104,6 +104,51 @@ pub trait LlmProvider: Send + Sync {
     async fn stream(&self, request: Request) -> Result<CompletionStream, LlmError>;
     /// A cheap request that proves the provider answers, for the `probe` capability.
     async fn probe(&self) -> Result<(), LlmError>;
+    /// One vector per input, in order (inputs already checked by [`check_embed`]).
+    async fn embed(
+        &self,
+        model: Option<String>,
+        _inputs: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, LlmError> {
+        let _ = model;
+        Err(LlmError::InvalidRequest(format!(
+            "provider `{}` has no embeddings",
+            self.name()
+        )))
+    }
+}
+
+/// Most inputs of one `embed` call, and their bounds: a component cannot make the host hold
+/// more than this, nor an answer much larger than inputs × dimensions.
+pub const MAX_EMBED_INPUTS: usize = 128;
+pub const MAX_EMBED_INPUT: usize = 16 * 1024;
+pub const MAX_EMBED_TOTAL: usize = 256 * 1024;
+
+/// Refuses an `embed` call beyond the bounds, naming which.
+pub fn check_embed(inputs: &[String]) -> Result<(), LlmError> {
+    if inputs.is_empty() || inputs.len() > MAX_EMBED_INPUTS {
+        return Err(LlmError::InvalidRequest(format!(
+            "embed takes 1 to {MAX_EMBED_INPUTS} inputs, not {}",
+            inputs.len()
+        )));
+    }
+    if let Some((i, long)) = inputs
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.len() > MAX_EMBED_INPUT)
+    {
+        return Err(LlmError::InvalidRequest(format!(
+            "embed input {i} is {} bytes, above {MAX_EMBED_INPUT}",
+            long.len()
+        )));
+    }
+    let total: usize = inputs.iter().map(String::len).sum();
+    if total > MAX_EMBED_TOTAL {
+        return Err(LlmError::InvalidRequest(format!(
+            "embed inputs are {total} bytes in all, above {MAX_EMBED_TOTAL}"
+        )));
+    }
+    Ok(())
 }
 
 /// The providers of `[llm]` behind their router, each measured in `metrics`.
@@ -142,4 +187,33 @@ fn check_request(request: &Request) -> Result<(), LlmError> {
         return Err(LlmError::InvalidRequest("no messages".into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embed_calls_are_bounded_by_count_size_and_total() {
+        let ok = vec!["a".to_string(); MAX_EMBED_INPUTS];
+        assert!(check_embed(&ok).is_ok());
+        let e = check_embed(&[]).unwrap_err().to_string();
+        assert!(e.contains("1 to 128 inputs, not 0"), "{e}");
+        let e = check_embed(&vec!["a".to_string(); MAX_EMBED_INPUTS + 1]).unwrap_err();
+        assert!(e.to_string().contains("not 129"), "{e}");
+        let long = vec!["x".repeat(MAX_EMBED_INPUT + 1)];
+        assert!(
+            check_embed(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("input 0")
+        );
+        let total = vec!["x".repeat(MAX_EMBED_INPUT); 17];
+        assert!(
+            check_embed(&total)
+                .unwrap_err()
+                .to_string()
+                .contains("in all")
+        );
+    }
 }

@@ -30,7 +30,13 @@ pub struct OpenAiProvider {
     api_key: Option<String>,
     model: String,
     timeout: Duration,
+    /// `POST {base_url}/embeddings`, and the model it uses when a call names none.
+    embeddings_url: String,
+    embedding_model: Option<String>,
 }
+
+/// Largest embeddings answer read: inputs × dimensions × a float's text, with room.
+const MAX_EMBED_ANSWER: usize = 32 << 20;
 
 impl OpenAiProvider {
     pub fn from_settings(name: &str, settings: &LlmSettings) -> Result<Self> {
@@ -40,6 +46,7 @@ impl OpenAiProvider {
             model,
             timeout,
             connect_timeout,
+            embedding_model,
         } = settings
         else {
             bail!("not an openai provider configuration");
@@ -62,6 +69,8 @@ impl OpenAiProvider {
             api_key,
             model: model.clone(),
             timeout: timeout.0,
+            embeddings_url: format!("{}/embeddings", base_url.trim_end_matches('/')),
+            embedding_model: embedding_model.clone(),
         })
     }
 
@@ -136,6 +145,32 @@ pub(super) fn transport_error(e: reqwest::Error) -> LlmError {
                 .map(|s| s.to_string())
                 .unwrap_or_default()
         ))
+    }
+}
+
+/// The body of `response`, refused past `cap` bytes (the host reads it on a component's
+/// behalf: it must not grow without bound), each chunk within `timeout`.
+async fn read_capped(
+    response: reqwest::Response,
+    cap: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, LlmError> {
+    let mut body = response.bytes_stream();
+    let mut out = Vec::new();
+    loop {
+        match crate::timers::timeout(timeout, body.next()).await {
+            Err(_) => return Err(LlmError::Timeout),
+            Ok(None) => return Ok(out),
+            Ok(Some(Err(e))) => return Err(transport_error(e)),
+            Ok(Some(Ok(chunk))) => {
+                if out.len() + chunk.len() > cap {
+                    return Err(LlmError::Unavailable(format!(
+                        "the provider's answer is larger than {cap} bytes"
+                    )));
+                }
+                out.extend_from_slice(&chunk);
+            }
+        }
     }
 }
 
@@ -314,6 +349,50 @@ impl LlmProvider for OpenAiProvider {
 
     async fn probe(&self) -> Result<(), LlmError> {
         self.call(self.client.get(&self.models_url)).await.map(drop)
+    }
+
+    async fn embed(
+        &self,
+        model: Option<String>,
+        inputs: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, LlmError> {
+        super::check_embed(&inputs)?;
+        let Some(model) = model.or_else(|| self.embedding_model.clone()) else {
+            return Err(LlmError::InvalidRequest(format!(
+                "name an embedding model, or set `embedding_model` on provider `{}`",
+                self.name
+            )));
+        };
+        let body = json!({ "model": model, "input": inputs, "encoding_format": "float" });
+        let response = self
+            .call(self.client.post(&self.embeddings_url).json(&body))
+            .await?;
+        let bytes = read_capped(response, MAX_EMBED_ANSWER, self.timeout).await?;
+        #[derive(Deserialize)]
+        struct Answer {
+            data: Vec<Item>,
+        }
+        #[derive(Deserialize)]
+        struct Item {
+            index: usize,
+            embedding: Vec<f32>,
+        }
+        let mut answer: Answer = serde_json::from_slice(&bytes)
+            .map_err(|e| LlmError::Unavailable(format!("malformed embeddings answer: {e}")))?;
+        answer.data.sort_by_key(|item| item.index);
+        let in_order = answer
+            .data
+            .iter()
+            .enumerate()
+            .all(|(i, item)| item.index == i);
+        if answer.data.len() != inputs.len() || !in_order {
+            return Err(LlmError::Unavailable(format!(
+                "the embeddings answer has {} vectors for {} inputs",
+                answer.data.len(),
+                inputs.len()
+            )));
+        }
+        Ok(answer.data.into_iter().map(|item| item.embedding).collect())
     }
 
     async fn complete(&self, request: Request) -> Result<Completion, LlmError> {

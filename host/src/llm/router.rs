@@ -249,6 +249,23 @@ impl LlmProvider for Router {
             .await
     }
 
+    async fn embed(
+        &self,
+        model: Option<String>,
+        inputs: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, LlmError> {
+        super::check_embed(&inputs)?;
+        let request = Request {
+            model,
+            ..Request::default()
+        };
+        let inputs = &inputs;
+        self.run(request, |p, r| async move {
+            p.embed(r.model, inputs.clone()).await
+        })
+        .await
+    }
+
     async fn probe(&self) -> Result<(), LlmError> {
         let first = self
             .default

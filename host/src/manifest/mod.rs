@@ -182,6 +182,9 @@ pub enum LlmSettings {
         timeout: HumanDuration,
         #[serde(default = "defaults::llm_connect_timeout")]
         connect_timeout: HumanDuration,
+        /// Model `llm.embed` uses when a component names none.
+        #[serde(default)]
+        embedding_model: Option<String>,
     },
     /// Anthropic's native Messages API (`POST {base_url}/messages`).
     Anthropic {

@@ -62,6 +62,7 @@ impl FakeOpenAi {
                 let app = axum::Router::new()
                     .route("/v1/chat/completions", axum::routing::post(completions))
                     .route("/v1/models", axum::routing::get(models))
+                    .route("/v1/embeddings", axum::routing::post(embeddings))
                     .with_state(state);
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
@@ -217,6 +218,31 @@ fn error(status: u16, message: &str) -> Response {
 }
 
 /// `GET /v1/models`: what the host's llm probe asks.
+/// `POST /v1/embeddings`: input `i` (of length `n`) becomes `[n, i, 0.5]`, answered out of
+/// order (the API does not promise order; `index` says where each goes).
+async fn embeddings(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
+    shared.requests.lock().unwrap().push(body.clone());
+    let inputs: Vec<String> = body["input"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| json!({"object": "embedding", "index": i, "embedding": [text.len() as f32, i as f32, 0.5]}))
+        .collect();
+    data.reverse();
+    Json(
+        json!({"object": "list", "data": data, "model": body["model"],
+                "usage": {"prompt_tokens": inputs.len(), "total_tokens": inputs.len()}}),
+    )
+    .into_response()
+}
+
 async fn models() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({
         "object": "list",
