@@ -73,13 +73,7 @@ fn streamed_deltas_reach_the_client_as_anthropic_produces_them() {
         json!({"agent": "general", "message": "one two three", "stream": true}),
     );
     assert_eq!(response.status(), StatusCode::OK);
-    let mut received = String::new();
-    let mut buf = [0u8; 4096];
-    while !received.contains("\"delta\":\"fake:\"") {
-        let n = response.read(&mut buf).expect("reading the stream");
-        assert!(n > 0, "stream ended before the first word: {received}");
-        received.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let mut received = crate::support::read_until(&mut response, "\"delta\":\"fake:\"");
     assert!(
         !received.contains("one"),
         "later words cannot exist yet: {received}"

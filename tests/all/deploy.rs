@@ -272,38 +272,18 @@ struct Upstream {
 
 impl Upstream {
     fn start() -> Upstream {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                tx.send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                let app = axum::Router::new()
-                    .route(
-                        "/greeting",
-                        axum::routing::get(|| async { "hello from upstream" }),
-                    )
-                    .route(
-                        "/teapot",
-                        axum::routing::get(|| async {
-                            (axum::http::StatusCode::IM_A_TEAPOT, "short and stout")
-                        }),
-                    );
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
-        let addr = rx.recv().expect("upstream address");
+        let app = axum::Router::new()
+            .route(
+                "/greeting",
+                axum::routing::get(|| async { "hello from upstream" }),
+            )
+            .route(
+                "/teapot",
+                axum::routing::get(|| async {
+                    (axum::http::StatusCode::IM_A_TEAPOT, "short and stout")
+                }),
+            );
+        let (addr, stop) = crate::support::serve_on_loopback(app);
         Upstream {
             origin: format!("http://{addr}"),
             _stop: stop,

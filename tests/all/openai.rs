@@ -77,13 +77,7 @@ fn streamed_chunks_reach_the_client_as_the_provider_produces_them() {
     assert_eq!(response.status(), StatusCode::OK);
 
     // The fake holds the stream after its first word: that word must arrive on its own.
-    let mut received = String::new();
-    let mut buf = [0u8; 4096];
-    while !received.contains("\"delta\":\"fake:\"") {
-        let n = response.read(&mut buf).expect("reading the stream");
-        assert!(n > 0, "stream ended before the first word: {received}");
-        received.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let mut received = crate::support::read_until(&mut response, "\"delta\":\"fake:\"");
     assert!(
         !received.contains("one"),
         "later words cannot have been produced yet: {received}"

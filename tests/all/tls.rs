@@ -229,13 +229,7 @@ fn first_word(client: &Client, host: &Host) -> (Response, String) {
         .expect("POST /api/chat");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut received = String::new();
-    let mut buf = [0u8; 4096];
-    while !received.contains("\"delta\":\"fake:\"") {
-        let n = response.read(&mut buf).expect("reading the stream");
-        assert!(n > 0, "the stream ended before its first word: {received}");
-        received.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let received = crate::support::read_until(&mut response, "\"delta\":\"fake:\"");
     assert!(
         !received.contains("one"),
         "later words cannot have been produced yet: {received}"

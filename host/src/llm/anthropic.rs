@@ -9,12 +9,12 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::openai::{StreamState, error_message, parse_retry_after, transport_error};
+use super::openai::{StreamState, key_and_client, send_checked};
 use super::{
     Completion, CompletionStream, LlmError, LlmProvider, Request, Role, StreamEvent, Usage,
     check_request,
@@ -48,16 +48,7 @@ impl AnthropicProvider {
         else {
             bail!("not an anthropic provider configuration");
         };
-        let api_key = match api_key_env {
-            Some(var) => Some(std::env::var(var).with_context(|| {
-                format!("environment variable `{var}` (named by its api_key_env) is not set")
-            })?),
-            None => None,
-        };
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout.0)
-            .build()
-            .context("building the HTTP client for the anthropic provider")?;
+        let (api_key, client) = key_and_client(api_key_env.as_deref(), connect_timeout.0)?;
         let base = base_url.trim_end_matches('/');
         Ok(Self {
             name: name.to_string(),
@@ -98,28 +89,7 @@ impl AnthropicProvider {
         if let Some(key) = &self.api_key {
             builder = builder.header("x-api-key", key);
         }
-        let response = crate::timers::timeout(self.timeout, builder.send())
-            .await
-            .map_err(|_| LlmError::Timeout)?
-            .map_err(transport_error)?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let text = crate::timers::timeout(self.timeout, response.text())
-            .await
-            .map_err(|_| LlmError::Timeout)?
-            .unwrap_or_default();
-        Err(LlmError::Provider {
-            status: status.as_u16(),
-            message: error_message(&text),
-            retry_after,
-        })
+        send_checked(builder, self.timeout).await
     }
 
     async fn send(&self, request: &Request, stream: bool) -> Result<reqwest::Response, LlmError> {

@@ -51,16 +51,7 @@ impl OpenAiProvider {
         else {
             bail!("not an openai provider configuration");
         };
-        let api_key = match api_key_env {
-            Some(var) => Some(std::env::var(var).with_context(|| {
-                format!("environment variable `{var}` (named by its api_key_env) is not set")
-            })?),
-            None => None,
-        };
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout.0)
-            .build()
-            .context("building the HTTP client for the openai provider")?;
+        let (api_key, client) = key_and_client(api_key_env.as_deref(), connect_timeout.0)?;
         Ok(Self {
             name: name.to_string(),
             client,
@@ -110,32 +101,60 @@ impl OpenAiProvider {
         if let Some(key) = &self.api_key {
             builder = builder.bearer_auth(key);
         }
-        let response = crate::timers::timeout(self.timeout, builder.send())
-            .await
-            .map_err(|_| LlmError::Timeout)?
-            .map_err(transport_error)?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let text = crate::timers::timeout(self.timeout, response.text())
-            .await
-            .map_err(|_| LlmError::Timeout)?
-            .unwrap_or_default();
-        Err(LlmError::Provider {
-            status: status.as_u16(),
-            message: error_message(&text),
-            retry_after,
-        })
+        send_checked(builder, self.timeout).await
     }
 }
 
-pub(super) fn transport_error(e: reqwest::Error) -> LlmError {
+/// The API key from the variable `api_key_env` names (read once, at start-up), and an HTTP
+/// client that gives up connecting after `connect_timeout`.
+pub(super) fn key_and_client(
+    api_key_env: Option<&str>,
+    connect_timeout: Duration,
+) -> Result<(Option<String>, reqwest::Client)> {
+    let api_key = match api_key_env {
+        Some(var) => Some(std::env::var(var).with_context(|| {
+            format!("environment variable `{var}` (named by its api_key_env) is not set")
+        })?),
+        None => None,
+    };
+    let client = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .build()
+        .context("building an HTTP client for the provider")?;
+    Ok((api_key, client))
+}
+
+/// Sends `builder` within `timeout`; a response whose status is not a success becomes the
+/// provider's error, quoting its message and keeping its `Retry-After`.
+pub(super) async fn send_checked(
+    builder: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<reqwest::Response, LlmError> {
+    let response = crate::timers::timeout(timeout, builder.send())
+        .await
+        .map_err(|_| LlmError::Timeout)?
+        .map_err(transport_error)?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let text = crate::timers::timeout(timeout, response.text())
+        .await
+        .map_err(|_| LlmError::Timeout)?
+        .unwrap_or_default();
+    Err(LlmError::Provider {
+        status: status.as_u16(),
+        message: error_message(&text),
+        retry_after,
+    })
+}
+
+fn transport_error(e: reqwest::Error) -> LlmError {
     if e.is_timeout() {
         LlmError::Timeout
     } else {
@@ -175,7 +194,7 @@ async fn read_capped(
 }
 
 /// A `Retry-After` value: seconds, or an HTTP date (how long from now; zero if past).
-pub(super) fn parse_retry_after(value: &str) -> Option<Duration> {
+fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<f64>() {
         return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
@@ -188,7 +207,7 @@ pub(super) fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 /// The `error.message` of an OpenAI error body, or the start of the body itself.
-pub(super) fn error_message(body: &str) -> String {
+fn error_message(body: &str) -> String {
     #[derive(Deserialize)]
     struct ErrorBody {
         error: ErrorDetail,

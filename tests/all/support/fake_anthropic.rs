@@ -42,31 +42,10 @@ impl FakeAnthropic {
             gated: Mutex::default(),
             gate: Semaphore::new(0),
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let state = shared.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                tx.send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                let app = axum::Router::new()
-                    .route("/v1/messages", axum::routing::post(messages))
-                    .with_state(state);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
-        let addr = rx.recv().expect("fake anthropic address");
+        let app = axum::Router::new()
+            .route("/v1/messages", axum::routing::post(messages))
+            .with_state(shared.clone());
+        let (addr, stop) = super::serve_on_loopback(app);
         FakeAnthropic {
             base_url: format!("http://{addr}/v1"),
             shared,

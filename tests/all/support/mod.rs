@@ -239,6 +239,46 @@ pub fn llmchat_command(manifest: &Path) -> Command {
 }
 
 /// A blocking HTTP client for tests; keep-alive off so each request is independent.
+/// Serves `app` on a free loopback port, from a thread and runtime of its own (the tests are
+/// blocking); it stops when the returned sender is dropped.
+pub fn serve_on_loopback(
+    app: axum::Router,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr"))
+                .expect("send addr");
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+    });
+    (rx.recv().expect("the server's address"), stop)
+}
+
+/// Reads `response` until what was read contains `needle`; what was read.
+pub fn read_until(response: &mut impl std::io::Read, needle: &str) -> String {
+    let mut received = String::new();
+    let mut buf = [0u8; 4096];
+    while !received.contains(needle) {
+        let n = response.read(&mut buf).expect("reading the stream");
+        assert!(n > 0, "the stream ended before {needle:?}: {received}");
+        received.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    received
+}
+
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))

@@ -126,9 +126,10 @@ pub(super) fn entry(value: &Value) -> Option<Entry<'_>> {
     })
 }
 
-/// The deliveries in an `XREADGROUP` reply (RESP2 array or RESP3 map; nil when it timed out).
-pub(super) fn deliveries(reply: &Value, prefix: &str) -> Vec<Delivery> {
-    let streams: Vec<(&Value, &Value)> = match reply {
+/// The (stream key, entries) pairs of an `XREADGROUP` reply: a RESP2 array or a RESP3 map;
+/// none when it timed out (nil).
+pub(super) fn streams(reply: &Value) -> Vec<(&Value, &Value)> {
+    match reply {
         Value::Array(items) => items
             .iter()
             .filter_map(|s| match s {
@@ -138,7 +139,12 @@ pub(super) fn deliveries(reply: &Value, prefix: &str) -> Vec<Delivery> {
             .collect(),
         Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
         _ => Vec::new(),
-    };
+    }
+}
+
+/// The deliveries in an `XREADGROUP` reply (RESP2 array or RESP3 map; nil when it timed out).
+pub(super) fn deliveries(reply: &Value, prefix: &str) -> Vec<Delivery> {
+    let streams = streams(reply);
     let mut out = Vec::new();
     for (key, entries) in streams {
         let (Some(queue), Value::Array(entries)) =

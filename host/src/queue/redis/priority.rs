@@ -153,17 +153,7 @@ impl RedisQueue {
 
 /// The bells in an `XREADGROUP` reply: (queue, entry id) of each entry of a `bell:*` stream.
 fn bells(reply: &Value, prefix: &str) -> Vec<(String, String)> {
-    let streams: Vec<(&Value, &Value)> = match reply {
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|s| match s {
-                Value::Array(kv) if kv.len() == 2 => Some((&kv[0], &kv[1])),
-                _ => None,
-            })
-            .collect(),
-        Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
-        _ => Vec::new(),
-    };
+    let streams = entries::streams(reply);
     let mut out = Vec::new();
     for (key, items) in streams {
         let queue = entries::text(key).and_then(|k| {
