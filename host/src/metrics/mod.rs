@@ -260,6 +260,11 @@ impl Metrics {
             Unit::Seconds,
             llm.first_token.clone(),
         );
+        registry.register(
+            "otel_spans_dropped",
+            "Trace spans dropped because the OTLP export queue was full (the collector is slow or down), or after shutdown",
+            crate::telemetry::spans_dropped().clone(),
+        );
         Self {
             registry,
             invocations,
