@@ -6,9 +6,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::otlp::{CONSUMER, OtlpReceiver, PRODUCER, ReceivedSpan, SERVER};
+use crate::support::otlp::{
+    CLIENT, CONSUMER, INTERNAL, OtlpReceiver, PRODUCER, ReceivedSpan, SERVER,
+};
 use crate::support::redis::RedisServer;
-use crate::support::{Host, client, default_manifest, poll_until, prometheus};
+use crate::support::{
+    Host, client, component, component_toml, default_manifest, poll_until, prometheus, route_toml,
+};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -153,6 +157,82 @@ fn a_chat_request_and_the_job_it_enqueues_are_one_trace() {
         "the summarizer's llm call nests under it: {spans:#?}"
     );
 
+    // A summary asked for is a `summarize` job in the trace of the request that asked.
+    let conversation = answer["conversation_id"]
+        .as_str()
+        .expect("a conversation id");
+    let summarize_trace = "0af7651916cd43dd8448eb211c80319c";
+    let response = client()
+        .post(host.url(&format!("/api/conversations/{conversation}/summarize")))
+        .header(
+            "traceparent",
+            format!("00-{summarize_trace}-b7ad6b7169203331-01"),
+        )
+        .send()
+        .expect("POST summarize");
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().expect("JSON body");
+    let spans = poll_until(Duration::from_secs(30), "the summarize job's span", || {
+        let spans: Vec<ReceivedSpan> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == summarize_trace)
+            .collect();
+        spans
+            .iter()
+            .any(|s| s.name == "process summarize")
+            .then_some(spans)
+    });
+    let job = one(&spans, "summarize job", |s| s.name == "process summarize");
+    assert_eq!(
+        job.attr("messaging.message.id"),
+        accepted["job_id"].as_str().unwrap()
+    );
+    let enqueue = one(&spans, "its enqueue", |s| s.span_id == job.parent_span_id);
+    assert_eq!(enqueue.name, "send summarize");
+    let chat = one(&spans, "chat", |s| s.span_id == enqueue.parent_span_id);
+    let request = one(&spans, "the request", |s| s.span_id == chat.parent_span_id);
+    assert_eq!(request.parent_span_id, "b7ad6b7169203331");
+
+    // A streamed answer's llm span records its time to first token; without a
+    // `traceparent`, the request starts a trace of its own.
+    let streamed = client()
+        .post(host.url("/api/chat"))
+        .json(&json!({"agent": "general", "message": "one two three", "stream": true}))
+        .send()
+        .expect("POST /api/chat streaming");
+    assert_eq!(streamed.status(), 200);
+    streamed.text().expect("the whole stream");
+    let (llm, spans) = poll_until(Duration::from_secs(30), "the streamed llm span", || {
+        let spans = receiver.spans();
+        let llm = spans
+            .iter()
+            .find(|s| {
+                s.attributes
+                    .get("llmchat.llm.streaming")
+                    .map(String::as_str)
+                    == Some("true")
+            })?
+            .clone();
+        Some((llm, spans))
+    });
+    let first_token: f64 = llm
+        .attr("llmchat.llm.time_to_first_token_ms")
+        .parse()
+        .unwrap();
+    assert!(first_token >= 0.0, "{llm:?}");
+    assert_ne!(llm.trace_id, TRACE_ID);
+    let invocation = one(&spans, "its invocation", |s| {
+        s.span_id == llm.parent_span_id
+    });
+    let request = one(&spans, "its request", |s| {
+        s.span_id == invocation.parent_span_id
+    });
+    assert_eq!(
+        (request.kind, request.parent_span_id.as_str()),
+        (SERVER, "")
+    );
+
     let samples = prometheus::scrape(&host);
     assert_eq!(
         prometheus::value(&samples, "llmchat_otel_spans_dropped_total", &[]),
@@ -162,6 +242,80 @@ fn a_chat_request_and_the_job_it_enqueues_are_one_trace() {
     let (status, log) = host.terminate_and_log();
     assert!(status.success(), "{log}");
     assert!(log.contains("llmchat stopped tasks_left=0"), "{log}");
+}
+
+/// An outgoing HTTP request's span (kv spans are client spans too).
+fn is_outgoing(span: &ReceivedSpan) -> bool {
+    span.kind == CLIENT && span.attributes.contains_key("url.full")
+}
+
+#[test]
+fn outgoing_requests_carry_the_trace_and_each_tick_starts_one() {
+    let receiver = OtlpReceiver::start();
+    let manifest = format!(
+        "{}{}{}[component.beat.config]\naction = \"ok\"\n\
+         [[trigger.schedule]]\ncomponent = \"beat\"\nevery = \"200ms\"\ntimeout = \"5s\"\n",
+        component_toml(
+            "out",
+            &component("fixture-outbound"),
+            &format!("allowed_outbound_hosts = [{:?}]", receiver.endpoint)
+        ),
+        route_toml("/out", "out"),
+        component_toml("beat", &component("fixture-monitor"), ""),
+    );
+    let host = Host::start_with_env(
+        &manifest,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    );
+    let response = client()
+        .get(host.url(&format!("/out?url={}/echo/traceparent", receiver.endpoint)))
+        .header("traceparent", format!("00-{TRACE_ID}-{CALLER_SPAN}-01"))
+        .send()
+        .expect("GET /out");
+    assert_eq!(response.status(), 200);
+    let sent = response.text().expect("the upstream's answer");
+
+    let spans = poll_until(
+        Duration::from_secs(30),
+        "the outgoing request's span and two ticks",
+        || {
+            let spans = receiver.spans();
+            let ticks = spans.iter().filter(|s| s.name == "tick beat").count();
+            (ticks >= 2 && spans.iter().any(is_outgoing)).then_some(spans)
+        },
+    );
+    let outgoing = one(&spans, "outgoing request span", is_outgoing);
+    assert_eq!(outgoing.trace_id, TRACE_ID);
+    assert_eq!(outgoing.attr("http.request.method"), "GET");
+    assert_eq!(outgoing.attr("http.response.status_code"), "200");
+    assert_eq!(
+        sent,
+        format!("00-{TRACE_ID}-{}-01", outgoing.span_id),
+        "the upstream saw the trace, with the outgoing span as its parent"
+    );
+    let invocation = one(&spans, "the invocation", |s| {
+        s.span_id == outgoing.parent_span_id
+    });
+    assert_eq!(invocation.name, "invoke out");
+
+    // Every tick is the root of a trace of its own, with the monitor's invocation in it.
+    let ticks: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name == "tick beat").collect();
+    assert!(
+        ticks
+            .iter()
+            .all(|t| t.parent_span_id.is_empty() && t.kind == INTERNAL)
+    );
+    assert_ne!(ticks[0].trace_id, ticks[1].trace_id);
+    for tick in ticks {
+        let runs = children(&spans, tick);
+        assert!(
+            runs.len() == 1 && runs[0].attr("llmchat.trigger") == "schedule",
+            "{runs:#?}"
+        );
+    }
 }
 
 /// Empty variables count as unset (as the OpenTelemetry spec says): tracing stays off, and

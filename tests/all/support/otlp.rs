@@ -1,6 +1,8 @@
 //! A local OTLP/HTTP trace receiver speaking the real protocol: `POST /v1/traces` with a
 //! protobuf `ExportTraceServiceRequest`, answered 200 with an empty
-//! `ExportTraceServiceResponse`. It keeps every span it was sent, flattened.
+//! `ExportTraceServiceResponse`. It keeps every span it was sent, flattened. It is also an
+//! upstream for components' outgoing requests: `GET /echo/traceparent` answers with the
+//! request's `traceparent` header.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,9 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
 
 /// OTLP `SpanKind` values.
+pub const INTERNAL: i32 = 1;
 pub const SERVER: i32 = 2;
+pub const CLIENT: i32 = 3;
 pub const PRODUCER: i32 = 4;
 pub const CONSUMER: i32 = 5;
 
@@ -73,6 +77,7 @@ impl OtlpReceiver {
                     .expect("send addr");
                 let app = axum::Router::new()
                     .route("/v1/traces", axum::routing::post(traces))
+                    .route("/echo/traceparent", axum::routing::get(echo_traceparent))
                     .with_state(state);
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
@@ -92,6 +97,14 @@ impl OtlpReceiver {
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.received.lock().unwrap().spans.clone()
     }
+}
+
+async fn echo_traceparent(headers: HeaderMap) -> String {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn traces(
