@@ -138,7 +138,7 @@ struct UpArgs {
 
 /// Log lines to stderr, filtered by `RUST_LOG` (default `info`); with `telemetry`, the
 /// OpenTelemetry layer beside them, which sees only the spans meant for it (and the log
-/// lines never show those).
+/// lines never show those; JSON lines carry their `trace_id` and `span_id`).
 fn init_logging(format: LogFormat, telemetry: Option<&Telemetry>) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -149,6 +149,12 @@ fn init_logging(format: LogFormat, telemetry: Option<&Telemetry>) {
     let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Text => lines
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(filter::FilterExt::and(env, not_spans))
+            .boxed(),
+        LogFormat::Json if telemetry.is_some() => lines
+            .json()
+            .with_current_span(true)
+            .map_event_format(telemetry::log_ids::WithTraceIds)
             .with_filter(filter::FilterExt::and(env, not_spans))
             .boxed(),
         LogFormat::Json => lines

@@ -268,6 +268,7 @@ fn outgoing_requests_carry_the_trace_and_each_tick_starts_one() {
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
             ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("LLMCHAT_LOG_FORMAT", "json"),
         ],
     );
     let response = client()
@@ -300,6 +301,23 @@ fn outgoing_requests_carry_the_trace_and_each_tick_starts_one() {
         s.span_id == outgoing.parent_span_id
     });
     assert_eq!(invocation.name, "invoke out");
+    // Its JSON log line names the trace and the span it was written in; a line written
+    // outside any span has neither.
+    let log = host.log();
+    let done: Value = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| {
+            line["fields"]["message"] == "invocation done" && line["fields"]["component"] == "out"
+        })
+        .unwrap_or_else(|| panic!("the invocation's log line:\n{log}"));
+    assert_eq!(done["trace_id"], TRACE_ID, "{done}");
+    assert_eq!(done["span_id"], invocation.span_id.as_str(), "{done}");
+    let listening = log
+        .lines()
+        .find(|l| l.contains("llmchat listening on"))
+        .expect("the listening line");
+    assert!(!listening.contains("trace_id"), "{listening}");
 
     // Every tick is the root of a trace of its own, with the monitor's invocation in it.
     let ticks: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.name == "tick beat").collect();

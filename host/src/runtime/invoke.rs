@@ -63,7 +63,8 @@ pub async fn invoke<R: GuestAnswer>(
     let result = with_deadline(limits, call(&mut store))
         .instrument(span.clone())
         .await;
-    let kind = report(name, metrics, store.data(), &result, started.elapsed());
+    // In the span, so that its log line carries the trace's ids.
+    let kind = span.in_scope(|| report(name, metrics, store.data(), &result, started.elapsed()));
     crate::telemetry::spans::record_outcome(
         &span,
         kind.map_or("ok", ErrorKind::as_str),

@@ -7,9 +7,11 @@
 //! `tracing-opentelemetry` layer sees (the log lines stay as they are); ended spans go
 //! through a [`processor::BoundedProcessor`] (never blocks, counts what it drops) to one
 //! [`export::ExportTask`] that batches and exports them, and flushes at shutdown.
-//! [`Telemetry`] is the owner: built in `main` before the subscriber, run by `up`.
+//! [`Telemetry`] is the owner: built in `main` before the subscriber, run by `up`. JSON log
+//! lines written inside a traced span carry its ids ([`log_ids`]).
 
 pub mod export;
+pub mod log_ids;
 pub mod processor;
 pub mod propagation;
 pub mod spans;
