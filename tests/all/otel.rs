@@ -95,6 +95,9 @@ fn a_chat_request_and_the_job_it_enqueues_are_one_trace() {
     assert_eq!(chat.parent_span_id, request.span_id);
     assert_eq!(chat.attr("llmchat.component.name"), "chat");
     assert_eq!(chat.attr("llmchat.trigger"), "http");
+    let chat_wasm = std::fs::read(component("chat")).expect("chat.wasm");
+    let chat_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&chat_wasm));
+    assert_eq!(chat.attr("llmchat.component.hash"), &chat_hash[..12]);
     assert_eq!(chat.attr("llmchat.invocation.outcome"), "ok");
     let peak: u64 = chat
         .attr("llmchat.invocation.peak_memory_bytes")

@@ -58,7 +58,11 @@ pub async fn invoke<R: GuestAnswer>(
     call: impl for<'s> FnOnce(&'s mut Store<InvocationState>) -> GuestCall<'s, R>,
 ) -> Invoked<R> {
     let started = Instant::now();
-    let span = crate::telemetry::spans::invocation(name, metrics.trigger().as_str());
+    let span = crate::telemetry::spans::invocation(
+        name,
+        store.data().caps.component_hash(),
+        metrics.trigger().as_str(),
+    );
     let limits = InvocationLimits::of(&store, timeout);
     let result = with_deadline(limits, call(&mut store))
         .instrument(span.clone())

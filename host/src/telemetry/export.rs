@@ -55,7 +55,7 @@ impl<E: SpanExporter> ExportTask<E> {
                     }
                 }
             }
-            self.export(std::mem::take(&mut batch)).await;
+            self.export(std::mem::take(&mut batch), &stop).await;
             if stopping {
                 break;
             }
@@ -64,11 +64,11 @@ impl<E: SpanExporter> ExportTask<E> {
             while let Ok(span) = self.spans.try_recv() {
                 batch.push(span);
                 if batch.len() >= self.batching.max_batch {
-                    self.export(std::mem::take(&mut batch)).await;
+                    self.export(std::mem::take(&mut batch), &stop).await;
                 }
             }
             if !batch.is_empty() {
-                self.export(batch).await;
+                self.export(batch, &stop).await;
             }
         };
         if crate::timers::timeout(FLUSH_BOUND, flush).await.is_err() {
@@ -78,13 +78,103 @@ impl<E: SpanExporter> ExportTask<E> {
         }
     }
 
-    async fn export(&self, batch: Vec<SpanData>) {
+    /// Exports one batch; once `stop` is cancelled, an export still waiting on a slow
+    /// collector is given up after [`FLUSH_BOUND`], so shutdown never waits much longer.
+    async fn export(&self, batch: Vec<SpanData>, stop: &CancellationToken) {
         let count = batch.len();
-        if let Err(e) = self.exporter.export(batch).await {
-            tracing::warn!(
+        let bound = async {
+            stop.cancelled().await;
+            crate::timers::sleep(FLUSH_BOUND).await;
+        };
+        tokio::select! {
+            exported = self.exporter.export(batch) => if let Err(e) = exported {
+                tracing::warn!(spans = count, "exporting spans to the OTLP endpoint failed: {e}");
+            },
+            () = bound => tracing::warn!(
                 spans = count,
-                "exporting spans to the OTLP endpoint failed: {e}"
-            );
+                "the OTLP endpoint did not answer within {FLUSH_BOUND:?} of shutdown; spans lost"
+            ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::{Tracer, TracerProvider};
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use prometheus_client::metrics::counter::Counter;
+
+    use super::*;
+    use crate::telemetry::processor::BoundedProcessor;
+
+    /// Records the size of each batch it is given.
+    #[derive(Debug, Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<usize>>>);
+
+    impl Recorder {
+        fn sizes(&self) -> Vec<usize> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        }
+    }
+
+    impl SpanExporter for Recorder {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(batch.len());
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spans_are_batched_by_size_then_by_delay_and_flushed_at_stop() {
+        let (processor, spans) = BoundedProcessor::new(100, Counter::default());
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .build();
+        let tracer = provider.tracer("test");
+        let recorder = Recorder::default();
+        let task = ExportTask {
+            spans,
+            exporter: recorder.clone(),
+            batching: Batching {
+                max_batch: 2,
+                delay: Duration::from_secs(1),
+            },
+        };
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(task.run(stop.clone()));
+        for _ in 0..5 {
+            tracer.in_span("s", |_| {});
+        }
+        // Two full batches at once, the fifth span alone once the delay is over (the
+        // paused clock jumps ahead whenever every task waits).
+        let started = tokio::time::Instant::now();
+        while recorder.sizes() != [2, 2, 1] {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                recorder.sizes()
+            );
+            crate::timers::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "the last span waited for the delay"
+        );
+
+        // What ended before stop is sent at stop, without waiting for the delay.
+        for _ in 0..3 {
+            tracer.in_span("s", |_| {});
+        }
+        let stopped_at = tokio::time::Instant::now();
+        stop.cancel();
+        running.await.expect("the export task");
+        assert_eq!(recorder.sizes(), [2, 2, 1, 2, 1]);
+        assert!(stopped_at.elapsed() < Duration::from_secs(1));
     }
 }

@@ -65,8 +65,9 @@ pub fn record_status(span: &Span, status: u16) {
     }
 }
 
-/// One invocation of a component by any trigger; the caller records the outcome.
-pub fn invocation(component: &str, trigger: &'static str) -> Span {
+/// One invocation of a component (`hash`: its wasm's short SHA-256, the build that ran) by
+/// any trigger; the caller records the outcome.
+pub fn invocation(component: &str, hash: &str, trigger: &'static str) -> Span {
     if !enabled() {
         return Span::none();
     }
@@ -77,6 +78,7 @@ pub fn invocation(component: &str, trigger: &'static str) -> Span {
         otel.kind = "internal",
         otel.status_code = Empty,
         llmchat.component.name = component,
+        llmchat.component.hash = hash,
         llmchat.trigger = trigger,
         llmchat.invocation.peak_memory_bytes = Empty,
         llmchat.invocation.outcome = Empty,
@@ -235,7 +237,7 @@ mod tests {
         assert!(!enabled());
         let request = http::Request::new(axum::body::Body::empty());
         assert!(http_request(&request, None).is_none());
-        assert!(invocation("chat", "http").is_none());
+        assert!(invocation("chat", "0123456789ab", "http").is_none());
         assert!(kv("get").is_none());
         assert!(llm("m", false).is_none());
         assert!(enqueue("q").is_none());
