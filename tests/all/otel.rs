@@ -361,3 +361,54 @@ fn with_empty_otel_variables_tracing_stays_off() {
     assert!(status.success(), "{log}");
     assert!(!log.contains("exporting traces"), "{log}");
 }
+
+/// A collector that accepts connections and never answers: requests are answered as usual,
+/// the spans past the small export queue are dropped and counted, and shutdown waits for
+/// the stuck export no longer than its bound.
+#[test]
+fn a_collector_that_never_answers_costs_requests_nothing_and_drops_are_counted() {
+    // Connections complete in the kernel's backlog; nothing ever reads or answers them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", silent.local_addr().expect("addr"));
+    let manifest = format!(
+        "{}{}",
+        component_toml("hello", &component("hello"), ""),
+        route_toml("/hello", "hello")
+    );
+    let host = Host::start_with_env(
+        &manifest,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "60000"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "4"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "2"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "10"),
+        ],
+    );
+    for _ in 0..20 {
+        let response = client().get(host.url("/hello")).send().expect("GET /hello");
+        assert_eq!(response.status(), 200);
+    }
+    let dropped = poll_until(
+        Duration::from_secs(30),
+        "dropped spans to be counted",
+        || {
+            let samples = prometheus::scrape(&host);
+            prometheus::value(&samples, "llmchat_otel_spans_dropped_total", &[])
+                .filter(|d| *d > 0.0)
+        },
+    );
+    // 20 requests make 40 spans; at most one batch in flight and 4 queued are kept.
+    assert!(dropped >= 30.0, "{dropped}");
+    let stopping = std::time::Instant::now();
+    let (status, log) = host.terminate_and_log();
+    assert!(status.success(), "{log}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "shutdown waited {:?} on the collector",
+        stopping.elapsed()
+    );
+    assert!(log.contains("spans lost"), "{log}");
+    assert!(log.contains("llmchat stopped tasks_left=0"), "{log}");
+    drop(silent);
+}

@@ -12,7 +12,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// How long the last export at shutdown may take.
+/// How long the exporter may go on once shutdown has begun.
 pub const FLUSH_BOUND: Duration = Duration::from_secs(5);
 
 /// How spans are batched.
@@ -29,8 +29,22 @@ pub struct ExportTask<E> {
 }
 
 impl<E: SpanExporter> ExportTask<E> {
-    /// Exports until `stop`, then flushes what is queued within [`FLUSH_BOUND`].
-    pub async fn run(mut self, stop: CancellationToken) {
+    /// Exports until `stop`, then flushes what is queued; everything after `stop` is done
+    /// within [`FLUSH_BOUND`], so a collector that does not answer delays shutdown no longer.
+    pub async fn run(self, stop: CancellationToken) {
+        let bound = async {
+            stop.cancelled().await;
+            crate::timers::sleep(FLUSH_BOUND).await;
+        };
+        tokio::select! {
+            () = self.work(stop.clone()) => {}
+            () = bound => tracing::warn!(
+                "the OTLP endpoint did not take the last spans within {FLUSH_BOUND:?} of shutdown; spans lost"
+            ),
+        }
+    }
+
+    async fn work(mut self, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(self.batching.max_batch);
         loop {
             let first = tokio::select! {
@@ -55,45 +69,30 @@ impl<E: SpanExporter> ExportTask<E> {
                     }
                 }
             }
-            self.export(std::mem::take(&mut batch), &stop).await;
-            if stopping {
+            self.export(std::mem::take(&mut batch)).await;
+            if stopping || stop.is_cancelled() {
                 break;
             }
         }
-        let flush = async {
-            while let Ok(span) = self.spans.try_recv() {
-                batch.push(span);
-                if batch.len() >= self.batching.max_batch {
-                    self.export(std::mem::take(&mut batch), &stop).await;
-                }
+        // What had ended by the stop.
+        while let Ok(span) = self.spans.try_recv() {
+            batch.push(span);
+            if batch.len() >= self.batching.max_batch {
+                self.export(std::mem::take(&mut batch)).await;
             }
-            if !batch.is_empty() {
-                self.export(batch, &stop).await;
-            }
-        };
-        if crate::timers::timeout(FLUSH_BOUND, flush).await.is_err() {
-            tracing::warn!(
-                "exporting the last spans took longer than {FLUSH_BOUND:?}; the rest are lost"
-            );
+        }
+        if !batch.is_empty() {
+            self.export(batch).await;
         }
     }
 
-    /// Exports one batch; once `stop` is cancelled, an export still waiting on a slow
-    /// collector is given up after [`FLUSH_BOUND`], so shutdown never waits much longer.
-    async fn export(&self, batch: Vec<SpanData>, stop: &CancellationToken) {
+    async fn export(&self, batch: Vec<SpanData>) {
         let count = batch.len();
-        let bound = async {
-            stop.cancelled().await;
-            crate::timers::sleep(FLUSH_BOUND).await;
-        };
-        tokio::select! {
-            exported = self.exporter.export(batch) => if let Err(e) = exported {
-                tracing::warn!(spans = count, "exporting spans to the OTLP endpoint failed: {e}");
-            },
-            () = bound => tracing::warn!(
+        if let Err(e) = self.exporter.export(batch).await {
+            tracing::warn!(
                 spans = count,
-                "the OTLP endpoint did not answer within {FLUSH_BOUND:?} of shutdown; spans lost"
-            ),
+                "exporting spans to the OTLP endpoint failed: {e}"
+            );
         }
     }
 }
