@@ -47,7 +47,9 @@ impl<E: SpanExporter> ExportTask<E> {
     async fn work(mut self, stop: CancellationToken) {
         let mut batch = Vec::with_capacity(self.batching.max_batch);
         loop {
+            // Spans first: what had ended when the stop came is still sent, in full batches.
             let first = tokio::select! {
+                biased;
                 span = self.spans.recv() => span,
                 () = stop.cancelled() => break,
             };
@@ -58,6 +60,7 @@ impl<E: SpanExporter> ExportTask<E> {
             let mut stopping = false;
             while batch.len() < self.batching.max_batch {
                 tokio::select! {
+                    biased;
                     span = self.spans.recv() => match span {
                         Some(span) => batch.push(span),
                         None => break,
