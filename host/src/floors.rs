@@ -11,6 +11,8 @@
 const FLOORS: &[&[&str]] = &[
     // Config and time: values read from the manifest, clocks and the one owner of timers.
     &["manifest", "timers", "floors"],
+    // Trace spans and their export; knows nothing of what the spans describe.
+    &["telemetry"],
     // Collects numbers; knows nothing of what produces them.
     &["metrics"],
     // The one task that runs periodic duties.

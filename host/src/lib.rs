@@ -28,6 +28,7 @@ pub mod redis;
 pub mod registry;
 pub mod runtime;
 pub mod scheduler;
+pub mod telemetry;
 pub mod timers;
 pub mod triggers;
 

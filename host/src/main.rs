@@ -37,6 +37,7 @@ use llmchat_host::redis::RedisPool;
 use llmchat_host::registry::Registry;
 use llmchat_host::runtime::ComponentEngine;
 use llmchat_host::scheduler::Scheduler;
+use llmchat_host::telemetry::{self, Telemetry};
 use llmchat_host::triggers::TriggerSet;
 use llmchat_host::triggers::http::LiveRoutes;
 use llmchat_host::triggers::queue::QueueWorker;
@@ -135,25 +136,54 @@ struct UpArgs {
     tls_key: Option<PathBuf>,
 }
 
-/// Log lines to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let lines = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
+/// Log lines to stderr, filtered by `RUST_LOG` (default `info`); with `telemetry`, the
+/// OpenTelemetry layer beside them, which sees only the spans meant for it (and the log
+/// lines never show those; JSON lines carry their `trace_id` and `span_id`).
+fn init_logging(format: LogFormat, telemetry: Option<&Telemetry>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer, Registry, filter};
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let not_spans = filter::filter_fn(|meta| meta.target() != telemetry::spans::TARGET);
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Text => lines
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => lines.json().with_current_span(true).init(),
-    }
+            .with_filter(filter::FilterExt::and(env, not_spans))
+            .boxed(),
+        LogFormat::Json if telemetry.is_some() => lines
+            .json()
+            .with_current_span(true)
+            .map_event_format(telemetry::log_ids::WithTraceIds)
+            .with_filter(filter::FilterExt::and(env, not_spans))
+            .boxed(),
+        LogFormat::Json => lines
+            .json()
+            .with_current_span(true)
+            .with_filter(filter::FilterExt::and(env, not_spans))
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(lines)
+        .with(telemetry.map(Telemetry::layer))
+        .init();
 }
 
 fn main() -> ExitCode {
     llmchat_host::engine::pin_allocator_thresholds();
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // Only a serving host traces; the CLI commands talk to one.
+    let telemetry = match &cli.command {
+        Command::Up(_) => match Telemetry::from_env() {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    init_logging(cli.log_format, telemetry.as_ref());
     // The compiler needs no runtime, and must not start threads before its memory limit.
     let command = match cli.command {
         Command::Compile(args) => return cli::compile::run(args),
@@ -169,7 +199,7 @@ fn main() -> ExitCode {
         .and_then(|rt| {
             let result = rt.block_on(async {
                 match command {
-                    Command::Up(args) => up(args, &engine_keepalive).await,
+                    Command::Up(args) => up(args, telemetry, &engine_keepalive).await,
                     Command::Enqueue(args) => cli::queues::enqueue(args).await,
                     Command::Queues(args) => cli::queues::queues(args).await,
                     Command::Dead(args) => cli::queues::dead(args).await,
@@ -222,8 +252,26 @@ fn schedule_code_release(scheduler: &Scheduler) {
 
 /// Serves until SIGTERM/SIGINT, then reports the tasks left once every service is dropped
 /// (0 is the invariant: no task outlives shutdown).
-async fn up(args: UpArgs, engine_keepalive: &OnceLock<Arc<ComponentEngine>>) -> Result<()> {
-    serve(args, engine_keepalive).await?;
+async fn up(
+    args: UpArgs,
+    telemetry: Option<Telemetry>,
+    engine_keepalive: &OnceLock<Arc<ComponentEngine>>,
+) -> Result<()> {
+    // The exporter runs beside the host and stops after it, so the last spans are sent.
+    let stop_export = CancellationToken::new();
+    let export = async {
+        if let Some(telemetry) = telemetry {
+            tracing::info!("exporting traces over OTLP/HTTP");
+            telemetry.run(stop_export.clone()).await;
+        }
+    };
+    let serve = async {
+        let served = serve(args, engine_keepalive).await;
+        stop_export.cancel();
+        served
+    };
+    let (served, ()) = tokio::join!(serve, export);
+    served?;
     let tasks_left = settle_tasks().await;
     tracing::info!(tasks_left, "llmchat stopped");
     Ok(())

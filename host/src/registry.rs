@@ -213,6 +213,13 @@ pub async fn load_component(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "component loaded"
     );
+    let identity = Arc::new(ComponentIdentity {
+        name: spec.name.clone(),
+        kv_namespace: spec.kv_namespace.clone(),
+        config: spec.config.clone(),
+        secrets: spec.secrets.clone(),
+        hash: compiled.content_hash.chars().take(12).collect(),
+    });
     Ok(LoadedComponent {
         code: CodeImage::register(&compiled.component),
         content_hash: compiled.content_hash,
@@ -220,12 +227,7 @@ pub async fn load_component(
         processor,
         monitor,
         slots: Arc::new(Semaphore::new(spec.max_instances as usize)),
-        identity: Arc::new(ComponentIdentity {
-            name: spec.name.clone(),
-            kv_namespace: spec.kv_namespace.clone(),
-            config: spec.config.clone(),
-            secrets: spec.secrets.clone(),
-        }),
+        identity,
         outbound: OutboundPolicy::new(&spec.allowed_outbound_hosts),
         environment: spec
             .environment

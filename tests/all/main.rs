@@ -27,6 +27,7 @@ mod logs;
 mod manifest_errors;
 mod metrics;
 mod openai;
+mod otel;
 mod polyglot;
 mod proxies;
 mod queue_conformance;

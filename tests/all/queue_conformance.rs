@@ -19,6 +19,9 @@ use llmchat_host::timers::now_ms;
 use crate::support::redis::RedisServer;
 use crate::support::redis_cluster::RedisCluster;
 
+/// A W3C trace context, as the host stores one with a job enqueued while tracing is on.
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 /// A backend under test, with the Redis server or cluster it needs (if any) kept alive.
 struct Subject {
     queues: Queues,
@@ -265,6 +268,29 @@ conformance! {
         let d = q.receive_one().await;
         assert!(now_ms() >= started + 400, "delivered only once due");
         assert_eq!(d.job.attempt, 1);
+    }
+
+    a_jobs_trace_context_rides_with_it_to_every_delivery("", q) {
+        let traced = |delay| EnqueueRequest { delay, trace_context: Some(TRACEPARENT.into()), ..Default::default() };
+        q.queues.enqueue("jobs", "1".into(), traced(None)).await.expect("enqueue");
+        let d = q.receive_one().await;
+        assert_eq!(d.job.trace_context.as_deref(), Some(TRACEPARENT));
+        q.backend().retry(&d, now_ms(), "transient").await.unwrap();
+        let again = q.receive_one().await;
+        assert_eq!((again.job.attempt, again.job.trace_context.as_deref()), (2, Some(TRACEPARENT)), "a retry keeps it");
+        q.complete(&again, "null").await;
+        q.queues.enqueue("jobs", "2".into(), traced(Some(Duration::from_millis(50)))).await.expect("enqueue");
+        let delayed = q.receive_one().await;
+        assert_eq!(delayed.job.trace_context.as_deref(), Some(TRACEPARENT), "a delayed job keeps it");
+        q.complete(&delayed, "null").await;
+        q.enqueue("3").await;
+        assert_eq!(q.receive_one().await.job.trace_context, None, "a job without one has none");
+    }
+
+    a_prioritized_jobs_trace_context_rides_with_it("priorities = true", q) {
+        let request = EnqueueRequest { priority: Some(3), trace_context: Some(TRACEPARENT.into()), ..Default::default() };
+        q.queues.enqueue("jobs", "1".into(), request).await.expect("enqueue");
+        assert_eq!(q.receive_one().await.job.trace_context.as_deref(), Some(TRACEPARENT));
     }
 
     retried_jobs_come_back_as_the_next_attempt("", q) {

@@ -122,6 +122,7 @@ impl Host {
                 kv_namespace: "bench".to_string(),
                 config: BTreeMap::new(),
                 secrets: BTreeMap::new(),
+                hash: "bench".to_string(),
             }),
             services: Arc::new(Services {
                 kv: Arc::new(MemoryKv::new(1_000, 1 << 20, 64 << 10)),

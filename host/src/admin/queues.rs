@@ -81,6 +81,7 @@ pub async fn enqueue(
         backoff: body.backoff,
         dedup_key: body.dedup_key,
         priority: body.priority,
+        trace_context: None,
     };
     let enqueued = queues
         .enqueue(&queue, body.payload.get().to_string(), request)

@@ -1,12 +1,33 @@
-//! `llmchat:runtime/kv`: the component's namespaced view of the shared [`KvStore`].
+//! `llmchat:runtime/kv`: the component's namespaced view of the shared [`KvStore`]. Each
+//! call is a `kv <operation>` span when tracing is on.
 //!
 //! [`KvStore`]: crate::kv::KvStore
 
 use std::time::Duration;
 
+use tracing::Instrument;
+
 use super::CapabilityCtx;
 use super::bindings::llmchat::runtime::kv::{self, Error};
 use crate::kv::KvError;
+
+/// `call` inside a span for `operation`, failed when the call failed.
+async fn traced<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, KvError>>,
+) -> Result<T, KvError> {
+    let span = crate::telemetry::spans::kv(operation);
+    let result = call.instrument(span.clone()).await;
+    if let Err(e) = &result {
+        let kind = match e {
+            KvError::Invalid(_) => "invalid",
+            KvError::QuotaExceeded(_) => "quota_exceeded",
+            KvError::Unavailable(_) => "unavailable",
+        };
+        crate::telemetry::spans::record_error(&span, kind);
+    }
+    result
+}
 
 /// The one mapping from host kv errors to the WIT error.
 fn to_wit(e: KvError) -> Error {
@@ -19,10 +40,8 @@ fn to_wit(e: KvError) -> Error {
 
 impl kv::Host for &mut CapabilityCtx {
     async fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        Ok(self
-            .services
-            .kv
-            .get(&self.component.kv_namespace, &key)
+        let kv = &self.services.kv;
+        Ok(traced("get", kv.get(&self.component.kv_namespace, &key))
             .await
             .map_err(to_wit))
     }
@@ -34,37 +53,36 @@ impl kv::Host for &mut CapabilityCtx {
         ttl_ms: Option<u64>,
     ) -> wasmtime::Result<Result<(), Error>> {
         let ttl = ttl_ms.map(Duration::from_millis);
-        Ok(self
-            .services
-            .kv
-            .set(&self.component.kv_namespace, &key, value, ttl)
-            .await
-            .map_err(to_wit))
+        let kv = &self.services.kv;
+        Ok(traced(
+            "set",
+            kv.set(&self.component.kv_namespace, &key, value, ttl),
+        )
+        .await
+        .map_err(to_wit))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, Error>> {
-        Ok(self
-            .services
-            .kv
-            .delete(&self.component.kv_namespace, &key)
-            .await
-            .map_err(to_wit))
+        let kv = &self.services.kv;
+        Ok(
+            traced("delete", kv.delete(&self.component.kv_namespace, &key))
+                .await
+                .map_err(to_wit),
+        )
     }
 
     async fn exists(&mut self, key: String) -> wasmtime::Result<Result<bool, Error>> {
-        Ok(self
-            .services
-            .kv
-            .exists(&self.component.kv_namespace, &key)
-            .await
-            .map_err(to_wit))
+        let kv = &self.services.kv;
+        Ok(
+            traced("exists", kv.exists(&self.component.kv_namespace, &key))
+                .await
+                .map_err(to_wit),
+        )
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> wasmtime::Result<Result<i64, Error>> {
         let kv = &self.services.kv;
-        Ok(kv
-            .increment(&self.component.kv_namespace, &key, delta)
-            .await
-            .map_err(to_wit))
+        let increment = kv.increment(&self.component.kv_namespace, &key, delta);
+        Ok(traced("increment", increment).await.map_err(to_wit))
     }
 }

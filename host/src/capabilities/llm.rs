@@ -1,6 +1,11 @@
-//! `llmchat:runtime/llm`: completions from the host's provider, whole or streamed.
+//! `llmchat:runtime/llm`: completions from the host's provider, whole or streamed. Each
+//! completion is a `chat <model>` span when tracing is on; a streamed one's lasts until the
+//! guest drops the stream, and records the time to its first token.
+
+use std::time::Instant;
 
 use futures::StreamExt;
+use tracing::{Instrument, Span};
 use wasmtime::component::Resource;
 
 use super::CapabilityCtx;
@@ -8,6 +13,7 @@ use super::bindings::llmchat::runtime::llm::{
     self, Completion, Error, Message, ProviderError, Request, Role, Usage,
 };
 use crate::llm as provider;
+use crate::telemetry::spans;
 
 /// An open streamed completion, owned by the invocation's capability table.
 pub struct HostCompletionStream {
@@ -17,6 +23,35 @@ pub struct HostCompletionStream {
     _turn: crate::limits::llm::LlmTurn,
     /// Whose budget the stream's tokens count against.
     agent: Option<String>,
+    /// The completion's span, ended when the stream is dropped.
+    span: Span,
+    /// When the call was made, until its first token arrives.
+    awaiting_first: Option<Instant>,
+}
+
+/// The span of one completion of `request`, with the provider's name.
+fn llm_span(llm: &dyn provider::LlmProvider, request: &Request, streaming: bool) -> Span {
+    if !crate::telemetry::enabled() {
+        return Span::none();
+    }
+    let model = request.model.as_deref().unwrap_or(llm.default_model());
+    let span = spans::llm(model, streaming);
+    span.record("gen_ai.provider.name", llm.name());
+    span
+}
+
+fn record_usage(span: &Span, u: &provider::Usage) {
+    span.record("gen_ai.usage.input_tokens", u.prompt_tokens);
+    span.record("gen_ai.usage.output_tokens", u.completion_tokens);
+}
+
+fn error_kind(e: &provider::LlmError) -> &'static str {
+    match e {
+        provider::LlmError::InvalidRequest(_) => "invalid_request",
+        provider::LlmError::Provider { .. } => "provider",
+        provider::LlmError::Unavailable(_) => "unavailable",
+        provider::LlmError::Timeout => "timeout",
+    }
 }
 
 /// The one mapping from provider errors to the WIT error.
@@ -61,6 +96,36 @@ fn request_from_wit(r: Request) -> provider::Request {
 
 impl llm::Host for &mut CapabilityCtx {
     async fn complete(&mut self, request: Request) -> wasmtime::Result<Result<Completion, Error>> {
+        let span = llm_span(self.services.llm.as_ref(), &request, false);
+        self.complete_in(request, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn complete_streaming(
+        &mut self,
+        request: Request,
+    ) -> wasmtime::Result<Result<Resource<HostCompletionStream>, Error>> {
+        let span = llm_span(self.services.llm.as_ref(), &request, true);
+        let opened = self.open_stream(request, span.clone());
+        opened.instrument(span).await
+    }
+
+    async fn embed(
+        &mut self,
+        model: Option<String>,
+        inputs: Vec<String>,
+    ) -> wasmtime::Result<Result<Vec<Vec<f32>>, Error>> {
+        Ok(CapabilityCtx::embed(self, model, inputs).await)
+    }
+}
+
+impl CapabilityCtx {
+    async fn complete_in(
+        &mut self,
+        request: Request,
+        span: &Span,
+    ) -> wasmtime::Result<Result<Completion, Error>> {
         let component = self.component.name.clone();
         let agent = request.agent.clone();
         if let Some(agent) = &agent
@@ -73,6 +138,15 @@ impl llm::Host for &mut CapabilityCtx {
             Err(reason) => return Ok(Err(Error::Unavailable(reason))),
         };
         let result = self.services.llm.complete(request_from_wit(request)).await;
+        match &result {
+            Ok(c) => {
+                span.record("gen_ai.response.model", c.model.as_str());
+                if let Some(u) = &c.usage {
+                    record_usage(span, u);
+                }
+            }
+            Err(e) => spans::record_error(span, error_kind(e)),
+        }
         if let Ok(c) = &result
             && let Some(u) = &c.usage
         {
@@ -91,17 +165,10 @@ impl llm::Host for &mut CapabilityCtx {
         }))
     }
 
-    async fn embed(
-        &mut self,
-        model: Option<String>,
-        inputs: Vec<String>,
-    ) -> wasmtime::Result<Result<Vec<Vec<f32>>, Error>> {
-        Ok(CapabilityCtx::embed(self, model, inputs).await)
-    }
-
-    async fn complete_streaming(
+    async fn open_stream(
         &mut self,
         request: Request,
+        span: Span,
     ) -> wasmtime::Result<Result<Resource<HostCompletionStream>, Error>> {
         let agent = request.agent.clone();
         if let Some(agent) = &agent
@@ -120,10 +187,15 @@ impl llm::Host for &mut CapabilityCtx {
                     usage: None,
                     _turn: turn,
                     agent,
+                    span,
+                    awaiting_first: Some(Instant::now()),
                 })?;
                 Ok(Ok(stream))
             }
-            Err(e) => Ok(Err(to_wit(e))),
+            Err(e) => {
+                spans::record_error(&span, error_kind(&e));
+                Ok(Err(to_wit(e)))
+            }
         }
     }
 }
@@ -156,8 +228,15 @@ impl llm::HostCompletionStream for &mut CapabilityCtx {
         loop {
             return Ok(match stream.events.next().await {
                 None => Ok(None),
-                Some(Ok(provider::StreamEvent::Delta(text))) => Ok(Some(text)),
+                Some(Ok(provider::StreamEvent::Delta(text))) => {
+                    if let Some(asked) = stream.awaiting_first.take() {
+                        let ms = asked.elapsed().as_secs_f64() * 1000.0;
+                        stream.span.record("llmchat.llm.time_to_first_token_ms", ms);
+                    }
+                    Ok(Some(text))
+                }
                 Some(Ok(provider::StreamEvent::Usage(u))) => {
+                    record_usage(&stream.span, &u);
                     let gate = &self.services.llm_gate;
                     gate.record(&self.component.name, u.prompt_tokens, u.completion_tokens);
                     if let Some(agent) = &stream.agent {
@@ -167,7 +246,10 @@ impl llm::HostCompletionStream for &mut CapabilityCtx {
                     stream.usage = Some(u);
                     continue;
                 }
-                Some(Err(e)) => Err(to_wit(e)),
+                Some(Err(e)) => {
+                    spans::record_error(&stream.span, error_kind(&e));
+                    Err(to_wit(e))
+                }
             });
         }
     }

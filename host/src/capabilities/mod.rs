@@ -54,6 +54,8 @@ pub struct ComponentIdentity {
     pub config: BTreeMap<String, String>,
     /// Read through `config` as well; never printed (see [`Secret`]).
     pub secrets: BTreeMap<String, Secret>,
+    /// The first 12 hex digits of the SHA-256 of its wasm: which build runs, in traces.
+    pub hash: String,
 }
 
 /// The per-invocation capability state.
@@ -114,6 +116,11 @@ impl CapabilityCtx {
     /// operator can tell apart the lines of two concurrent invocations of one component.
     pub fn invocation(&self) -> u64 {
         self.invocation
+    }
+
+    /// The short hash of the component's wasm ([`ComponentIdentity::hash`]).
+    pub fn component_hash(&self) -> &str {
+        &self.component.hash
     }
 }
 

@@ -1,7 +1,10 @@
 //! `llmchat:runtime/queue`: enqueue jobs on the manifest's queues, read a job's status, and
-//! report the progress of the job a processor runs.
+//! report the progress of the job a processor runs. An enqueue is a `send <queue>` span
+//! when tracing is on, and the job keeps that span's context for its processing.
 
 use std::time::{Duration, Instant};
+
+use tracing::Instrument;
 
 use super::CapabilityCtx;
 use super::bindings::llmchat::runtime::queue::{
@@ -85,6 +88,16 @@ fn wit_status(info: JobInfo) -> JobStatus {
     }
 }
 
+fn error_kind(e: &QueueError) -> &'static str {
+    match e {
+        QueueError::UnknownQueue(_) => "unknown_queue",
+        QueueError::Invalid(_) => "invalid",
+        QueueError::TooLarge(_) => "too_large",
+        QueueError::Full(_) => "full",
+        QueueError::Unavailable(_) => "unavailable",
+    }
+}
+
 /// The one mapping from host queue errors to the WIT error.
 fn to_wit(e: QueueError) -> Error {
     match e {
@@ -103,14 +116,28 @@ impl queue::Host for &mut CapabilityCtx {
         payload: String,
         options: EnqueueOptions,
     ) -> wasmtime::Result<Result<String, Error>> {
-        let request = EnqueueRequest {
+        let mut request = EnqueueRequest {
             delay: options.delay_ms.map(Duration::from_millis),
             max_attempts: options.max_attempts,
             backoff: options.backoff,
             dedup_key: options.dedup_key,
             priority: options.priority,
+            trace_context: None,
         };
-        let result = self.services.queues.enqueue(&queue, payload, request).await;
+        let span = crate::telemetry::spans::enqueue(&queue);
+        // The job's processing will be a child of this span.
+        request.trace_context = crate::telemetry::propagation::traceparent_of(&span);
+        let queues = &self.services.queues;
+        let result = queues
+            .enqueue(&queue, payload, request)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(enqueued) => {
+                span.record("messaging.message.id", enqueued.id());
+            }
+            Err(e) => crate::telemetry::spans::record_error(&span, error_kind(e)),
+        }
         Ok(result.map(|e| e.id().to_string()).map_err(to_wit))
     }
 

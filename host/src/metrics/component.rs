@@ -138,6 +138,11 @@ pub struct ComponentMetrics {
 }
 
 impl ComponentMetrics {
+    /// What starts the invocations these metrics count.
+    pub fn trigger(&self) -> Trigger {
+        self.trigger
+    }
+
     pub(super) fn new(
         invocations: Counter,
         error: impl Fn(ErrorKind) -> Counter,

@@ -275,6 +275,11 @@ impl Metrics {
             "Each LLM provider's circuit as of its last call: 0 closed, 1 open (calls fall over at once), 2 half-open (one probe)",
             llm.breaker.clone(),
         );
+        registry.register(
+            "otel_spans_dropped",
+            "Trace spans dropped because the OTLP export queue was full (the collector is slow or down), or after shutdown",
+            crate::telemetry::spans_dropped().clone(),
+        );
         Self {
             registry,
             invocations,

@@ -59,6 +59,9 @@ pub struct Job {
     pub last_error: Option<String>,
     /// 0 to [`MAX_PRIORITY`], higher first; always 0 on a queue without `priorities`.
     pub priority: u8,
+    /// The W3C `traceparent` of the span that enqueued it, with tracing on, so that its
+    /// processing joins that trace.
+    pub trace_context: Option<String>,
 }
 
 /// The highest job priority.
@@ -87,6 +90,7 @@ impl Delivery {
                 enqueued_at_ms: self.job.enqueued_at_ms,
                 last_error: None,
                 priority: self.job.priority,
+                trace_context: None,
             },
             receipt: self.receipt.clone(),
         }
@@ -307,6 +311,8 @@ pub struct EnqueueRequest {
     pub dedup_key: Option<String>,
     /// 0 to [`MAX_PRIORITY`]; only on a queue with `priorities` (0 when none).
     pub priority: Option<u8>,
+    /// The enqueuer's W3C `traceparent` (with tracing on), kept with the job.
+    pub trace_context: Option<String>,
 }
 
 /// The queues of `triggers` with `priorities = true`.
@@ -602,6 +608,7 @@ impl Queues {
                 enqueued_at_ms: now_ms(),
                 last_error: None,
                 priority,
+                trace_context: request.trace_context,
             },
             delay: request.delay.unwrap_or_default(),
             dedup,

@@ -4,12 +4,15 @@
 //! fresh store with the component's limits, the guest's call under its deadline, memory
 //! budget and fair share of the CPU, the failure classified, the metrics and the log
 //! written, and what the guest printed kept for the error. [`invoke`] does all of that
-//! once; a trigger only says what to call, and what the answer means to it.
+//! once; a trigger only says what to call, and what the answer means to it. With tracing
+//! on, the guest runs inside its invocation span, so the spans of its capability calls
+//! nest under it.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
 use wasmtime::Store;
 
 use super::InvocationState;
@@ -55,21 +58,34 @@ pub async fn invoke<R: GuestAnswer>(
     call: impl for<'s> FnOnce(&'s mut Store<InvocationState>) -> GuestCall<'s, R>,
 ) -> Invoked<R> {
     let started = Instant::now();
+    let span = crate::telemetry::spans::invocation(
+        name,
+        store.data().caps.component_hash(),
+        metrics.trigger().as_str(),
+    );
     let limits = InvocationLimits::of(&store, timeout);
-    let result = with_deadline(limits, call(&mut store)).await;
-    report(name, metrics, store.data(), &result, started.elapsed());
+    let result = with_deadline(limits, call(&mut store))
+        .instrument(span.clone())
+        .await;
+    // In the span, so that its log line carries the trace's ids.
+    let kind = span.in_scope(|| report(name, metrics, store.data(), &result, started.elapsed()));
+    crate::telemetry::spans::record_outcome(
+        &span,
+        kind.map_or("ok", ErrorKind::as_str),
+        store.data().peak_memory(),
+    );
     Invoked { result, store }
 }
 
 /// Records the end of an invocation in the metrics and the log; a failure is logged with
-/// what the guest wrote to stderr.
+/// what the guest wrote to stderr. Returns the kind of failure, if any.
 fn report<R: GuestAnswer>(
     name: &str,
     metrics: &ComponentMetrics,
     state: &InvocationState,
     result: &Result<R, InvocationError>,
     elapsed: Duration,
-) {
+) -> Option<ErrorKind> {
     let peak = state.peak();
     let error = match result {
         Ok(answer) if answer.is_guest_error() => Some(ErrorKind::Guest),
@@ -99,4 +115,5 @@ fn report<R: GuestAnswer>(
             "invocation failed: {e}"
         ),
     }
+    error
 }

@@ -3,7 +3,8 @@
 //! It is built fresh for every invocation and dropped with the store, so nothing a guest
 //! does can leak into the next call. The WASI context is empty: no files, environment,
 //! arguments or sockets; guest stdout/stderr go to a small bounded buffer that the host
-//! logs, and outgoing HTTP is refused unless the manifest lists the destination.
+//! logs, and outgoing HTTP is refused unless the manifest lists the destination. With
+//! tracing on, an outgoing request is a client span and carries its `traceparent`.
 
 use std::sync::Arc;
 
@@ -182,7 +183,7 @@ struct OutboundHooks {
 impl WasiHttpHooks for OutboundHooks {
     fn send_request(
         &mut self,
-        request: http::Request<HyperOutgoingBody>,
+        mut request: http::Request<HyperOutgoingBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
@@ -203,9 +204,25 @@ impl WasiHttpHooks for OutboundHooks {
             None => None,
         };
         let _ = fut;
+        // Made here, in the guest's call, where the invocation span is the current one.
+        let span = crate::telemetry::spans::outbound(request.method(), request.uri());
+        if !span.is_none() {
+            crate::telemetry::propagation::inject(&span, request.headers_mut());
+        }
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            use tracing::Instrument;
+            let sent = wasmtime_wasi_http::default_send_request(request, options)
+                .instrument(span.clone())
+                .await;
+            match &sent {
+                Ok((res, _)) => {
+                    crate::telemetry::spans::record_status(&span, res.status().as_u16())
+                }
+                Err(e) => crate::telemetry::spans::record_error(&span, &format!("{e:?}")),
+            }
+            drop(span);
+            let (res, io) = sent?;
             let io = async move {
                 let _reservation = reservation;
                 io.await

@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::capabilities::{Services, WitJob, WitJobError};
 use crate::engine::InvocationError;
@@ -332,7 +333,20 @@ impl QueueWorker {
             };
             let started = Instant::now();
             let started_at_ms = now_ms();
-            let outcome = run_attempt(&runner, &engine, &services, &delivery).await;
+            let job = &delivery.job;
+            let span = crate::telemetry::spans::job(
+                &job.queue,
+                &job.id,
+                job.attempt,
+                job.trace_context.as_deref(),
+            );
+            let outcome = run_attempt(&runner, &engine, &services, &delivery)
+                .instrument(span.clone())
+                .await;
+            if !matches!(outcome, Outcome::Done(..)) {
+                crate::telemetry::spans::record_error(&span, "job_failed");
+            }
+            drop(span);
             if let Some(token) = lease {
                 release_lease(&queues, &runner.trigger.queue, &token).await;
             }

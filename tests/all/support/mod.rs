@@ -4,6 +4,7 @@ pub mod certs;
 pub mod chromium;
 pub mod fake_anthropic;
 pub mod fake_openai;
+pub mod otlp;
 pub mod prometheus;
 pub mod redis;
 pub mod redis_cluster;
@@ -234,6 +235,9 @@ pub fn llmchat_command(manifest: &Path) -> Command {
         .env_remove("RUST_BACKTRACE")
         // A developer's REDIS_URL must not turn memory-backend tests into Redis ones.
         .env_remove("REDIS_URL")
+        // Nor a developer's collector turn tracing on.
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .env_remove("LLMCHAT_ADMIN_TOKEN");
     command
 }

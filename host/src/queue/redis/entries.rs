@@ -34,6 +34,8 @@ pub(super) struct Fields<'a> {
     pub progress: Option<&'a str>,
     /// The job's priority (`q`), on a queue with priorities.
     priority: Option<&'a str>,
+    /// The enqueuer's `traceparent` (`tc`), written only with tracing on.
+    trace_context: Option<&'a str>,
 }
 
 impl<'a> Fields<'a> {
@@ -61,6 +63,7 @@ impl<'a> Fields<'a> {
                 "f" => f.finished = value,
                 "g" => f.progress = value,
                 "q" => f.priority = value,
+                "tc" => f.trace_context = value.filter(|tc| !tc.is_empty()),
                 _ => {}
             }
         }
@@ -88,6 +91,7 @@ impl<'a> Fields<'a> {
                 Some(p) => p.parse().ok()?,
                 None => 0,
             },
+            trace_context: self.trace_context.map(str::to_string),
         })
     }
 }

@@ -361,6 +361,7 @@ fn placeholder(queue: &str, id: &str) -> crate::queue::Job {
         enqueued_at_ms: 0,
         last_error: None,
         priority: 0,
+        trace_context: None,
     }
 }
 

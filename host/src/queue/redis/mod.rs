@@ -423,6 +423,7 @@ impl QueueBackend for RedisQueue {
                 String::new()
             },
             self.sleepers_arg(&q),
+            new.job.trace_context.clone().unwrap_or_default(),
         ];
         let stream = keys[0].clone();
         let (status, value): (String, String) = self
@@ -580,6 +581,7 @@ impl QueueBackend for RedisQueue {
         args.push(error.to_string());
         args.extend(self.events_args(q));
         args.push(job.priority.to_string());
+        args.push(job.trace_context.clone().unwrap_or_default());
         self.ack_script(&RETRY, q, keys, args).await.map(|_| ())
     }
 

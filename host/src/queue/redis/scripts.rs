@@ -107,7 +107,7 @@ pub(super) static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
 -- KEYS: stream, delayed, dedup, job hash, idle flag, prioritized, seq
 -- ARGV: id (a delayed job's) or suffix (an immediate job's), payload, attempt, max, backoff,
 --       enqueued_at, due_ms (0 = now), dedup_window_ms (0 = none), max_waiting, wake channel,
---       priority ('' = the queue has none), sleepers ('' = none)
+--       priority ('' = the queue has none), sleepers ('' = none), traceparent ('' = none)
 -- A job of a queue with priorities keeps ARGV id and waits in `prioritized` (or `delayed`).
 -- An immediate job's id is `ENTRY.SUFFIX`: its stream entry's id (found without an index:
 -- see `lookup`) and ARGV suffix (random, stored as `x`), so ids stay unique across queues.
@@ -120,8 +120,16 @@ local waiting = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
 if ARGV[11] ~= '' then waiting = waiting + redis.call('ZCARD', KEYS[6]) end
 if waiting >= tonumber(ARGV[9]) then return {'full', tostring(waiting)} end
 local id = ARGV[1]
+-- The trace context is written only when there is one, so jobs without cost nothing more.
+local function traced(fields)
+  if ARGV[13] and ARGV[13] ~= '' then
+    fields[#fields + 1] = 'tc'
+    fields[#fields + 1] = ARGV[13]
+  end
+  return fields
+end
 if ARGV[11] ~= '' then
-  redis.call('HSET', KEYS[4], 'id', id, 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6], 'q', ARGV[11])
+  redis.call('HSET', KEYS[4], unpack(traced({'id', id, 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6], 'q', ARGV[11]})))
   if ARGV[7] == '0' then
     admit(KEYS[6], KEYS[7], KEYS[4], id, nil, ARGV[11])
     ring(KEYS[5], ARGV[10], ARGV[12])
@@ -129,10 +137,10 @@ if ARGV[11] ~= '' then
     redis.call('ZADD', KEYS[2], ARGV[7], id)
   end
 elseif ARGV[7] == '0' then
-  id = redis.call('XADD', KEYS[1], '*', 'x', ARGV[1], 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6]) .. '.' .. ARGV[1]
+  id = redis.call('XADD', KEYS[1], '*', unpack(traced({'x', ARGV[1], 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6]}))) .. '.' .. ARGV[1]
   ring(KEYS[5], ARGV[10])
 else
-  redis.call('HSET', KEYS[4], 'id', id, 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6])
+  redis.call('HSET', KEYS[4], unpack(traced({'id', id, 'p', ARGV[2], 'a', ARGV[3], 'm', ARGV[4], 'b', ARGV[5], 't', ARGV[6]})))
   redis.call('ZADD', KEYS[2], ARGV[7], id)
 end
 if ARGV[8] ~= '0' then redis.call('SET', KEYS[3], id, 'PX', ARGV[8]) end
@@ -147,12 +155,13 @@ pub(super) static RETRY: LazyLock<Script> = LazyLock::new(|| {
         r"
 -- KEYS: stream, delayed, job hash, stats, ids, progress, watched
 -- ARGV: entry id, group, due_ms, id, payload, next attempt, max, backoff, enqueued_at, error,
---       events channel, publish command, queue, now, priority
+--       events channel, publish command, queue, now, priority, traceparent ('' = none)
 if redis.call('XACK', KEYS[1], ARGV[2], ARGV[1]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[1])
 if redis.call('HGET', KEYS[5], ARGV[4]) == ARGV[1] then redis.call('HDEL', KEYS[5], ARGV[4]) end
 redis.call('HDEL', KEYS[6], ARGV[4])
 redis.call('HSET', KEYS[3], 'id', ARGV[4], 'p', ARGV[5], 'a', ARGV[6], 'm', ARGV[7], 'b', ARGV[8], 't', ARGV[9], 'e', ARGV[10], 'q', ARGV[15])
+if ARGV[16] and ARGV[16] ~= '' then redis.call('HSET', KEYS[3], 'tc', ARGV[16]) end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('HINCRBY', KEYS[4], 'retried', 1)
 tell(KEYS[7], ARGV[4], {ARGV[11], ARGV[12], ARGV[13], ARGV[14]}, false)
@@ -327,6 +336,10 @@ for _, entry in ipairs(claimed[2]) do
     else
       local fields = {'id', id, 'p', h['p'], 'a', tostring(a + 1), 'm', h['m'], 'b', h['b'],
         't', h['t'], 'e', ARGV[5], 'q', h['q'] or '0'}
+      if h['tc'] then
+        fields[#fields + 1] = 'tc'
+        fields[#fields + 1] = h['tc']
+      end
       if ARGV[14] ~= '' then
         redis.call('HDEL', KEYS[5], id)
         admit(KEYS[9], KEYS[10], ARGV[14] .. id, id, fields, h['q'])

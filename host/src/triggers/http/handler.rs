@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use tracing::Instrument;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
@@ -30,9 +31,11 @@ use crate::engine::InvocationError;
 use crate::metrics::{ErrorKind, UNMATCHED};
 use crate::registry::LoadedComponent;
 use crate::runtime::invoke;
+use crate::telemetry::spans;
 
 /// Serves any request that is not one of the host's own endpoints, and counts it (and logs
-/// it, with `[http] access_log`) once its response body has ended ([`super::observed`]).
+/// it, with `[http] access_log`; ends its trace span) once its response body has ended
+/// ([`super::observed`]).
 pub async fn dispatch(State(app): State<Arc<HttpInvoker>>, request: Request<Body>) -> Response {
     let arrived = Instant::now();
     let table = app.routes.table();
@@ -49,13 +52,18 @@ pub async fn dispatch(State(app): State<Arc<HttpInvoker>>, request: Request<Body
             client: peer,
         })
     });
+    let span = spans::http_request(&request, peer);
     let (response, metrics) = match table.find(request.method(), request.uri().path()) {
         RouteMatch::Found(route) => {
             if let Some(access) = access.as_mut() {
                 access.route = route.pattern().to_string();
                 access.component = Some(route.component.name().to_string());
             }
-            let response = match handle(&app, route, peer, request).await {
+            spans::record_route(&span, request.method(), route.pattern());
+            let handled = handle(&app, route, peer, request)
+                .instrument(span.clone())
+                .await;
+            let response = match handled {
                 Ok(response) => response,
                 Err(e) => e.into_response(),
             };
@@ -82,7 +90,7 @@ pub async fn dispatch(State(app): State<Arc<HttpInvoker>>, request: Request<Body
             app.routes.unmatched().clone(),
         ),
     };
-    observe(response, metrics, arrived, access)
+    observe(response, metrics, arrived, access, span)
 }
 
 async fn handle(

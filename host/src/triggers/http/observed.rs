@@ -1,6 +1,7 @@
 //! What every request to a component route leaves behind once its response body has been
 //! sent (or cut): its count and duration in the route's metrics, and, with
-//! `[http] access_log = true`, one access-log line.
+//! `[http] access_log = true`, one access-log line; with tracing on, the end of the
+//! request's span.
 //!
 //! Both are taken when the body ends, not when the head is ready, so that a streamed answer
 //! counts its whole time and its bytes. A body dropped before its end (the client went
@@ -37,12 +38,15 @@ struct Observation {
     arrived: Instant,
     bytes: u64,
     access: Option<Box<AccessEntry>>,
+    /// The request's span (`Span::none()` with tracing off): it ends when this is dropped.
+    span: tracing::Span,
 }
 
 impl Observation {
     fn finish(self, complete: bool) {
         let took = self.arrived.elapsed();
         self.metrics.answered(self.status, took);
+        crate::telemetry::spans::record_status(&self.span, self.status);
         if let Some(a) = self.access {
             tracing::info!(
                 target: "llmchat::access",
@@ -70,6 +74,7 @@ pub(super) fn observe(
     metrics: Arc<RouteHttpMetrics>,
     arrived: Instant,
     access: Option<Box<AccessEntry>>,
+    span: tracing::Span,
 ) -> Response {
     let status = response.status().as_u16();
     response.map(|inner| {
@@ -81,6 +86,7 @@ pub(super) fn observe(
                 arrived,
                 bytes: 0,
                 access,
+                span,
             }),
         })
     })

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use claim::{Claim, LocalClaims, RedisClaims, TickClaims};
 
@@ -273,6 +274,7 @@ async fn run(schedule: Arc<Schedule>, shared: Arc<Shared>, tick_ms: u64, skipped
         };
         let timeout = schedule.trigger.timeout;
         let pre = pre.clone();
+        // Each tick is the root of a trace of its own.
         let invoked = invoke(
             component.name(),
             store,
@@ -280,6 +282,7 @@ async fn run(schedule: Arc<Schedule>, shared: Arc<Shared>, tick_ms: u64, skipped
             &schedule.metrics,
             |store| Box::pin(async move { pre.run(store, &tick).await }),
         )
+        .instrument(crate::telemetry::spans::tick(name))
         .await;
         let result = invoked.result;
         let monitor = component.name();
