@@ -116,7 +116,7 @@ impl Router {
                 tried.push(format!("{target}: no such provider"));
                 continue;
             };
-            let mut attempt = Request {
+            let attempt = Request {
                 model: target.model.clone(),
                 ..request.clone()
             };
@@ -163,7 +163,6 @@ impl Router {
                         }
                     }
                 }
-                attempt.model = target.model.clone();
             };
             tried.push(format!("{target}: {outcome}"));
             if let Some(next) = targets.get(i + 1) {

@@ -61,32 +61,11 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     pub fn start() -> OtlpReceiver {
         let received = Arc::new(Mutex::new(Received::default()));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let state = received.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                tx.send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                let app = axum::Router::new()
-                    .route("/v1/traces", axum::routing::post(traces))
-                    .route("/echo/traceparent", axum::routing::get(echo_traceparent))
-                    .with_state(state);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
-        let addr = rx.recv().expect("OTLP receiver address");
+        let app = axum::Router::new()
+            .route("/v1/traces", axum::routing::post(traces))
+            .route("/echo/traceparent", axum::routing::get(echo_traceparent))
+            .with_state(received.clone());
+        let (addr, stop) = super::serve_on_loopback(app);
         OtlpReceiver {
             endpoint: format!("http://{addr}"),
             received,

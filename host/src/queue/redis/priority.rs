@@ -142,11 +142,11 @@ impl RedisQueue {
             let bells = bells(&reply, self.pool.prefix());
             // Timed out, interrupted, or jobs of the other queues: done. Rung (another
             // host may have taken the job first): read the queues again, until `wait`.
-            if !got.is_empty() || bells.is_empty() {
-                self.priorities.keep_bells(bells);
+            let rung = !bells.is_empty();
+            self.priorities.keep_bells(bells);
+            if !got.is_empty() || !rung {
                 return Ok(got);
             }
-            self.priorities.keep_bells(bells);
         }
     }
 }
